@@ -1,0 +1,1 @@
+"""Transfer node: copy engine, storage backends, agent and download client."""

@@ -1,0 +1,145 @@
+"""The one Storage interface every backend implements (POSIX, XRootD, memory, faulty).
+
+Contract, checked by tests/test_storage_contract.py for every backend:
+- Paths are absolute, '/'-separated paths inside the backend (for XRootD: the path after
+  `root://host:port/`). Backends never interpret `..`; callers resolve and check paths first.
+- Every method is blocking; the copy engine runs them in worker threads.
+- Errors are domas.errors classes, translated once inside the backend; `is_permanent(err)`
+  answers whether retrying can help.
+- `ReadHandle.pread(offset, length)` returns exactly `length` bytes unless the range runs past
+  the end of the file, in which case it returns the bytes up to the end; a negative offset or
+  length raises ImpossibleRange. Reads past the end return b"".
+- `WriteHandle.pwrite(offset, data)` writes at `offset` (holes allowed); `sync()` makes all
+  written data durable before it returns; `readback()` reads written data from the device, not
+  from a cache, where the backend allows it.
+- `rename(src, dst)` replaces `dst` atomically where the backend allows it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterator
+
+from domas.errors import DomasError
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What the copy engine needs to know about one entry."""
+
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool = False
+    is_link: bool = False
+    ident: str = ""          # inode/device, XRootD file id: with size and mtime, the source identity
+
+    def identity(self) -> dict:
+        return {"size": self.size, "mtime": self.mtime, "ident": self.ident}
+
+
+class ReadHandle(abc.ABC):
+    @abc.abstractmethod
+    def pread(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) clipped at end of file."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "ReadHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class WriteHandle(abc.ABC):
+    @abc.abstractmethod
+    def pwrite(self, offset: int, data) -> None:
+        """Write all of `data` at `offset`."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Make every byte written so far durable."""
+
+    @abc.abstractmethod
+    def readback(self, offset: int, length: int) -> bytes:
+        """Read written bytes back, bypassing caches where the backend allows (after sync)."""
+
+    def truncate(self, size: int) -> None:
+        """Set the file length (used to give a fresh destination its final size)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "WriteHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Storage(abc.ABC):
+    """A place files live: a local filesystem, an XRootD server, memory."""
+
+    scheme: str = ""
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> Stat:
+        """Stat without following a final symlink (is_link tells); NotFound if absent."""
+
+    @abc.abstractmethod
+    def stat_follow(self, path: str) -> Stat:
+        """Stat following symlinks."""
+
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[Stat]:
+        """Entries directly inside a directory (not recursive), with full paths."""
+
+    @abc.abstractmethod
+    def open_read(self, path: str) -> ReadHandle: ...
+
+    @abc.abstractmethod
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+        """Open for writing; parent directories are created. Existing data kept unless truncate."""
+
+    @abc.abstractmethod
+    def checksum(self, path: str, algo: str = "adler32") -> str | None:
+        """The backend's own checksum of a file (8 hex digits for adler32), or None if it has none."""
+
+    @abc.abstractmethod
+    def remove(self, path: str) -> None:
+        """Remove a file; NotFound if absent."""
+
+    @abc.abstractmethod
+    def rename(self, src: str, dst: str) -> None: ...
+
+    @abc.abstractmethod
+    def makedirs(self, path: str) -> None:
+        """Create a directory and its parents; no error if it exists."""
+
+    def realpath(self, path: str) -> str:
+        """The path with symlinks resolved (backends without symlinks return it unchanged)."""
+        return path
+
+    def chmod_readonly(self, path: str) -> None:
+        """Make a file read-only where the backend supports it."""
+
+    def walk(self, path: str) -> Iterator[Stat]:
+        """Every entry below `path`, depth first, directories before their contents."""
+        for entry in sorted(self.listdir(path), key=lambda s: s.path):
+            yield entry
+            if entry.is_dir and not entry.is_link:
+                yield from self.walk(entry.path)
+
+    def is_permanent(self, err: BaseException) -> bool:
+        """True if retrying the operation that raised `err` cannot help."""
+        return not (isinstance(err, DomasError) and err.retriable)
+
+    def url(self, path: str) -> str:
+        """The URL a user would type for `path` on this backend."""
+        return path
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,170 @@
+"""POSIX filesystem backend: preads/pwrites on file descriptors, fdatasync, page-cache drop.
+
+Every OSError is translated by domas.errors.from_oserror, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat as st
+
+from domas.errors import DomasError, ImpossibleRange, from_oserror
+
+from .base import ReadHandle, Stat, Storage, WriteHandle
+
+_HAS_FADVISE = hasattr(os, "posix_fadvise")
+
+
+@contextlib.contextmanager
+def _translated(path: str):
+    try:
+        yield
+    except DomasError:
+        raise
+    except OSError as e:
+        raise from_oserror(e, path) from e
+
+
+def _to_stat(path: str, s: os.stat_result) -> Stat:
+    return Stat(path=path, size=s.st_size if st.S_ISREG(s.st_mode) else 0, mtime=s.st_mtime,
+                is_dir=st.S_ISDIR(s.st_mode), is_link=st.S_ISLNK(s.st_mode),
+                ident=f"{s.st_dev}:{s.st_ino}")
+
+
+class PosixStorage(Storage):
+    scheme = "file"
+
+    def stat(self, path: str) -> Stat:
+        with _translated(path):
+            return _to_stat(path, os.lstat(path))
+
+    def stat_follow(self, path: str) -> Stat:
+        with _translated(path):
+            return _to_stat(path, os.stat(path))
+
+    def listdir(self, path: str) -> list[Stat]:
+        out = []
+        with _translated(path):
+            with os.scandir(path) as it:
+                for e in it:
+                    full = os.path.join(path, e.name)
+                    with _translated(full):
+                        out.append(_to_stat(full, e.stat(follow_symlinks=False)))
+        return sorted(out, key=lambda s: s.path)
+
+    def open_read(self, path: str) -> ReadHandle:
+        with _translated(path):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            if st.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise IsADirectoryError(21, "Is a directory", path)
+        return _PosixReader(fd, path)
+
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+        flags |= os.O_CREAT if create else 0
+        flags |= os.O_TRUNC if truncate else 0
+        with _translated(path):
+            parent = os.path.dirname(path)
+            if create and parent:
+                os.makedirs(parent, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+            rfd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return _PosixWriter(fd, rfd, path)
+
+    def checksum(self, path: str, algo: str = "adler32") -> str | None:
+        return None  # a local file has no stored checksum; callers compute it
+
+    def remove(self, path: str) -> None:
+        with _translated(path):
+            os.unlink(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        with _translated(dst):
+            os.replace(src, dst)
+            _fsync_dir(os.path.dirname(dst) or ".")
+
+    def makedirs(self, path: str) -> None:
+        with _translated(path):
+            os.makedirs(path, exist_ok=True)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def chmod_readonly(self, path: str) -> None:
+        with _translated(path):
+            mode = os.stat(path).st_mode
+            os.chmod(path, mode & ~(st.S_IWUSR | st.S_IWGRP | st.S_IWOTH))
+
+    def url(self, path: str) -> str:
+        return path
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _PosixReader(ReadHandle):
+    def __init__(self, fd: int, path: str) -> None:
+        self._fd, self._path = fd, path
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ImpossibleRange(f"impossible range offset={offset} length={length}", path=self._path)
+        parts = []
+        with _translated(self._path):
+            while length > 0:
+                got = os.pread(self._fd, length, offset)
+                if not got:
+                    break
+                parts.append(got)
+                offset += len(got)
+                length -= len(got)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _PosixWriter(WriteHandle):
+    def __init__(self, fd: int, rfd: int, path: str) -> None:
+        self._fd, self._rfd, self._path = fd, rfd, path
+
+    def pwrite(self, offset: int, data) -> None:
+        if offset < 0:
+            raise ImpossibleRange(f"impossible offset {offset}", path=self._path)
+        view = memoryview(data).cast("B")
+        with _translated(self._path):
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view = view[n:]
+                offset += n
+
+    def sync(self) -> None:
+        with _translated(self._path):
+            os.fdatasync(self._fd)
+
+    def readback(self, offset: int, length: int) -> bytes:
+        with _translated(self._path):
+            if _HAS_FADVISE:
+                # The data is synced, so the kernel may drop these clean pages: the read then
+                # comes from the device, which is what verification is for.
+                os.posix_fadvise(self._rfd, offset, length, os.POSIX_FADV_DONTNEED)
+            return _PosixReader(self._rfd, self._path).pread(offset, length)
+
+    def truncate(self, size: int) -> None:
+        with _translated(self._path):
+            os.ftruncate(self._fd, size)
+
+    def close(self) -> None:
+        for fd in (self._fd, self._rfd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._rfd = -1

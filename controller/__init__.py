@@ -1,0 +1,1 @@
+"""Control node: scheduler, gRPC service, catalogue, discovery, lifecycle, data service."""

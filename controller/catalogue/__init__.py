@@ -1,0 +1,1 @@
+"""Catalogue: one interface, an embedded SQLite backend and a MongoDB backend."""

@@ -1,0 +1,3 @@
+"""domas: data management for a synchrotron light source."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,241 @@
+"""The one configuration object: a frozen dataclass tree, loaded once and passed explicitly.
+
+Sources, later ones winning: built-in defaults, a TOML file (`--config` or DOMAS_CONFIG), then
+`DOMAS_<SECTION>_<KEY>` environment overrides (e.g. DOMAS_COPY_STREAMS=16). `load()` takes the
+environment as an argument so nothing here reads os.environ behind the caller's back.
+Every invalid value raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from domas.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB,
+               "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(value: str | int, key: str = "size") -> int:
+    """'8MiB', '8M', '512k', 4096 -> bytes (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _SIZE_UNITS:
+            raise ConfigError(f"{key}: {value!r} is not a size (examples: 8MiB, 512k, 1048576)")
+        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return n
+
+
+def parse_duration(value: str | int | float, key: str = "duration") -> float:
+    """'7d', '12h', '30m', '5s', 90 -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*", str(value))
+        if not m or m.group(2).lower() not in _DURATION_UNITS:
+            raise ConfigError(f"{key}: {value!r} is not a duration (examples: 90d, 12h, 30m, 5s)")
+        secs = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+    if secs < 0:
+        raise ConfigError(f"{key}: must not be negative, got {value!r}")
+    return secs
+
+
+def default_streams(cpu_count: int | None = None) -> int:
+    """Chunks in flight: I/O bound, so a few per core, at least 4 and at most 32."""
+    return max(4, min(32, 4 * (cpu_count or os.cpu_count() or 1)))
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    streams: int = field(default_factory=default_streams)
+    chunk_size: int = 8 * MiB
+    verify: str = "default"          # "default" | "none"
+    resume: bool = True
+    max_retries: int = 5
+    backoff_base: float = 0.2        # seconds
+    backoff_max: float = 30.0        # seconds
+
+    def validate(self) -> None:
+        if self.streams < 1 or self.streams > 1024:
+            raise ConfigError(f"copy.streams: must be between 1 and 1024, got {self.streams}")
+        if self.chunk_size < 4 * KiB or self.chunk_size > 1 * GiB:
+            raise ConfigError(f"copy.chunk_size: must be between 4KiB and 1GiB, got {self.chunk_size}")
+        if self.verify not in ("default", "none"):
+            raise ConfigError(f"copy.verify: must be 'default' or 'none', got {self.verify!r}")
+        if self.max_retries < 0:
+            raise ConfigError("copy.max_retries: must not be negative")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    beamline: str = ""
+    central: str = ""
+    tape: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    beamline_retention: float = 7 * 86400.0
+    central_retention: float = 90 * 86400.0
+    stability_seconds: float = 30.0
+    rescan_seconds: float = 60.0
+    archive_dirs: tuple[str, ...] = ("raw", "processed")
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    url: str = ""                    # sqlite:///path or mongodb://host:port/db ; "" = embedded default
+    pid_prefix: str = "CSTR:17058.11.HEPS"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    listen: str = "127.0.0.1:7400"
+    metrics_listen: str = "127.0.0.1:9400"
+    http_listen: str = "127.0.0.1:8400"
+    token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    controller: str = "127.0.0.1:7400"
+    name: str = ""
+    metrics_listen: str = "127.0.0.1:9401"
+    lease_batch: int = 16
+    tls_ca: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: str = ""
+    copy: CopyConfig = field(default_factory=CopyConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def with_copy(self, **changes: Any) -> "Config":
+        new = replace(self, copy=replace(self.copy, **{k: v for k, v in changes.items() if v is not None}))
+        new.copy.validate()
+        return new
+
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser()
+
+
+_SIZE_KEYS = {"copy.chunk_size"}
+_DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
+                  "policy.rescan_seconds", "copy.backoff_base", "copy.backoff_max", "controller.lease_seconds"}
+
+
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    if key in _SIZE_KEYS:
+        return parse_size(value, key)
+    if key in _DURATION_KEYS:
+        return parse_duration(value, key)
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: {value!r} is not a boolean (true/false)")
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {value!r} is not an integer") from None
+    if isinstance(current, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {value!r} is not a number") from None
+    if isinstance(current, tuple):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{key}: must be a list of strings")
+        return tuple(i.strip() for i in items if i.strip())
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be a string, got {value!r}")
+    return value
+
+
+def _apply(cfg: Config, section: str | None, key: str, value: Any) -> Config:
+    if section is None:
+        if key != "state_dir":
+            raise ConfigError(f"{key}: unknown key (sections: copy, storage, policy, catalogue, controller, agent)")
+        return replace(cfg, **{key: _coerce(key, value, getattr(cfg, key))})
+    sub = getattr(cfg, section, None)
+    if sub is None or not dataclasses.is_dataclass(sub):
+        raise ConfigError(f"[{section}]: unknown section (known: copy, storage, policy, catalogue, controller, agent)")
+    if key not in {f.name for f in fields(sub)}:
+        known = ", ".join(f.name for f in fields(sub))
+        raise ConfigError(f"{section}.{key}: unknown key (known in [{section}]: {known})")
+    full = f"{section}.{key}"
+    return replace(cfg, **{section: replace(sub, **{key: _coerce(full, value, getattr(sub, key))})})
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "/tmp"), ".local", "state")
+    return os.path.join(base, "domas")
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from defaults, an optional TOML file and DOMAS_* overrides."""
+    env = dict(env or {})
+    cfg = Config(state_dir=default_state_dir(env))
+    path = path or env.get("DOMAS_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        for name, value in doc.items():
+            if isinstance(value, dict):
+                for key, v in value.items():
+                    cfg = _apply(cfg, name, key, v)
+            else:
+                cfg = _apply(cfg, None, name, value)
+    for var, value in sorted(env.items()):
+        if not var.startswith("DOMAS_") or var in _ENV_NOT_CONFIG:
+            continue
+        rest = var[len("DOMAS_"):].lower()
+        if rest == "state_dir":
+            cfg = _apply(cfg, None, "state_dir", value)
+            continue
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS and key:
+            cfg = _apply(cfg, section, key, value)
+    if env.get("DOMAS_TOKEN") and not cfg.controller.token:
+        cfg = replace(cfg, controller=replace(cfg.controller, token=env["DOMAS_TOKEN"]))
+    cfg.copy.validate()
+    return cfg
+
+
+_SECTIONS = {"copy", "storage", "policy", "catalogue", "controller", "agent"}
+_ENV_NOT_CONFIG = {"DOMAS_CONFIG", "DOMAS_NO_EXTENSIONS", "DOMAS_TOKEN", "DOMAS_TEST_MONGODB_URI",
+                   "DOMAS_EXT_DEBUG", "DOMAS_EXT_OPTIONAL"}
