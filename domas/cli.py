@@ -1,0 +1,73 @@
+"""The `domas` command: argparse entry that dispatches to each part's subcommands.
+
+Each part registers its own subcommands through a module exposing `register(subparsers)`;
+a subcommand's handler takes (args, config) and returns an exit code. Every DomasError becomes
+one sentence on stderr and its class's exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from domas import __version__
+from domas import config as config_mod
+from domas.errors import DomasError
+
+COMMAND_MODULES = [
+    "domas.agent.cli_copy",          # copy, checksum
+    "domas.agent.cli_agent",         # agent, get
+    "domas.controller.cli_controller",   # controller, submit, status
+    "domas.controller.cli_catalogue",    # up, catalogue find/show/reconcile
+]
+
+DESCRIPTION = """\
+domas moves and keeps the data of a light source: verified parallel copies between local
+storage and XRootD servers (adler32 as FTS, Rucio and XRootD exchange it), a controller that
+hands chunks to transfer agents, and a catalogue of every file with its replicas.
+
+examples:
+  domas copy /data/scan001 root://eos.example:1094//heps/scan001
+  domas checksum run.h5
+  domas up                    # everything on one machine, under ./domas-data/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="domas", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"domas {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (default: $DOMAS_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        cfg = config_mod.load(args.config, os.environ)
+        return int(args.handler(args, cfg) or 0)
+    except DomasError as e:
+        print(f"domas: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("domas: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
