@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except DomasError as e:
         print(f"domas: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as coreutils do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("domas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

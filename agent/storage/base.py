@@ -84,6 +84,9 @@ class Storage(abc.ABC):
     """A place files live: a local filesystem, an XRootD server, memory."""
 
     scheme: str = ""
+    # Verify written chunks by reading them back (local disks). Backends that can compute a
+    # whole-file checksum on the server (XRootD) set this False and are verified by checksum().
+    chunk_readback: bool = True
 
     @abc.abstractmethod
     def stat(self, path: str) -> Stat:
@@ -122,6 +125,9 @@ class Storage(abc.ABC):
     def realpath(self, path: str) -> str:
         """The path with symlinks resolved (backends without symlinks return it unchanged)."""
         return path
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        """Set the modification time where the backend allows it (used for up-to-date checks)."""
 
     def chmod_readonly(self, path: str) -> None:
         """Make a file read-only where the backend supports it."""

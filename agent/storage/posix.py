@@ -92,6 +92,10 @@ class PosixStorage(Storage):
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)
 
+    def set_mtime(self, path: str, mtime: float) -> None:
+        with _translated(path):
+            os.utime(path, (mtime, mtime))
+
     def chmod_readonly(self, path: str) -> None:
         with _translated(path):
             mode = os.stat(path).st_mode

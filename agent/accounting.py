@@ -1,0 +1,103 @@
+"""One accounting object: bytes, chunks, retries and errors of a run (rclone's fs/accounting).
+
+The progress display, the JSON summary and the Prometheus collector all read it; the copy path
+only calls its few `add_*` methods. Updates take a lock: they come from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FileStats:
+    source: str
+    destination: str
+    size: int
+    done_bytes: int = 0
+    retries: int = 0
+    status: str = "queued"           # queued | copying | done | skipped | failed
+    adler32: str | None = None
+    xxh3: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    exit_code: int = 0
+    resumed_bytes: int = 0
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "destination": self.destination, "size": self.size,
+                "adler32": self.adler32, "xxh3": self.xxh3, "seconds": round(self.seconds, 6),
+                "retries": self.retries, "status": self.status, "resumed_bytes": self.resumed_bytes,
+                "error": self.error, "error_kind": self.error_kind}
+
+
+@dataclass
+class Accounting:
+    files: list[FileStats] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    bytes_verified: int = 0
+    chunks_done: int = 0
+    retries: int = 0
+    errors: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add_file(self, fs: FileStats) -> FileStats:
+        with self._lock:
+            self.files.append(fs)
+        return fs
+
+    def add_chunk(self, fs: FileStats, nbytes: int, verified: bool) -> None:
+        with self._lock:
+            self.bytes_read += nbytes
+            self.bytes_written += nbytes
+            self.bytes_verified += nbytes if verified else 0
+            self.chunks_done += 1
+            fs.done_bytes += nbytes
+
+    def add_retry(self, fs: FileStats, kind: str) -> None:
+        with self._lock:
+            self.retries += 1
+            fs.retries += 1
+            self.errors[kind] += 1
+
+    def add_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def done_bytes(self) -> int:
+        return sum(f.done_bytes for f in self.files)
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def summary(self) -> dict:
+        by = Counter(f.status for f in self.files)
+        secs = self.seconds
+        copied = self.bytes_written
+        return {"files": [f.as_dict() for f in self.files],
+                "totals": {"files": len(self.files), "done": by["done"], "skipped": by["skipped"],
+                           "failed": by["failed"], "bytes": self.total_bytes, "bytes_copied": copied,
+                           "seconds": round(secs, 6), "bytes_per_second": round(copied / secs) if secs > 0 else 0,
+                           "retries": self.retries, "errors": dict(self.errors)}}

@@ -1,0 +1,387 @@
+"""The copy engine: many chunks in flight across files and within one file, each hashed in flight.
+
+Invariants:
+- At most `streams` chunks are in flight and at most `streams` files are open at once; blocking
+  I/O runs in a thread pool (preads/pwrites), the event loop only schedules.
+- Every chunk is hashed once, as it passes, with chunk_sums (adler32 + xxh3). The whole-file
+  adler32 is folded from the chunk sums (adler32_combine); the source is never re-read for it.
+- With verification (the default) a chunk is durable and read back (local disks) before it counts,
+  and a destination with a checksum of its own (XRootD) must agree with the folded sum.
+- A chunk is journaled only after its data is durable. The destination is written under a hidden
+  temporary name and renamed to its final name only when complete and verified.
+- Handles are closed only when no worker thread can still use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import posixpath
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import xxhash
+
+from domas.checksum import chunk_sums, fold_adler32, format_adler32, parse_adler32, xxh3_64
+from domas.config import Config
+from domas.errors import ChecksumMismatch, DomasError, IsADirectory, NotFound, SourceChanged
+
+from .accounting import Accounting, FileStats
+from .expand import Expansion, FileJob
+from .journal import ChunkRecord, Header, Journal, journal_path, read_journal
+from .plan import Chunk, chunk_at, chunk_count
+
+PART_SUFFIX = ".domas-part"
+
+
+def part_path(dst_path: str) -> str:
+    """The hidden temporary name a destination is written under until it is complete."""
+    parent, name = posixpath.split(dst_path)
+    hidden = f".{name}{PART_SUFFIX}"
+    if len(hidden.encode()) > 255:
+        hidden = f".{hashlib.sha1(name.encode()).hexdigest()}{PART_SUFFIX}"
+    return posixpath.join(parent, hidden)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+
+
+class OrderedHash:
+    """Whole-file xxh3 fed with chunks in file order, whatever order they finish in."""
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_64()
+        self._pending: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+        self.next_index = 0
+        self.broken = False
+
+    def offer(self, index: int, data: bytes) -> None:
+        with self._lock:
+            if self.broken:
+                self.next_index = max(self.next_index, index + 1)
+                return
+            self._pending[index] = data
+            while self.next_index in self._pending:
+                self._h.update(self._pending.pop(self.next_index))
+                self.next_index += 1
+
+    def give_up(self, index: int) -> None:
+        """A chunk's data will not pass here (resumed without read-back): no whole-file xxh3."""
+        with self._lock:
+            self.broken = True
+            self._pending.clear()
+            self.next_index = max(self.next_index, index + 1)
+
+    def hexdigest(self) -> str | None:
+        return None if self.broken else self._h.hexdigest()
+
+
+class FileCopy:
+    """One file's transfer. Methods without `async` run in worker threads."""
+
+    def __init__(self, job: FileJob, cfg: Config, stats: FileStats, acct: Accounting,
+                 force: bool, note) -> None:
+        self.job, self.cfg, self.stats, self.acct = job, cfg, stats, acct
+        self.force, self.note = force, note
+        self.verify = cfg.copy.verify != "none"
+        self.readback = self.verify and job.dst_store.chunk_readback
+        self.part = part_path(job.dst_path)
+        self.reader = self.writer = None
+        self.journal: Journal | None = None
+        self.sums: dict[int, tuple[int, int]] = {}
+        self.resumed: dict[int, ChunkRecord] = {}
+        self.hasher = OrderedHash()
+        self.error: DomasError | None = None
+        self.skipped = False
+        self.progress = asyncio.Event()
+        self.size = job.src_stat.size
+        self.n = chunk_count(self.size, cfg.copy.chunk_size)
+
+    # -- preparation ------------------------------------------------------------------------
+    def prepare(self, fresh_only: bool = False) -> None:
+        job = self.job
+        src = job.src_store.stat_follow(job.src_path)
+        if src.is_dir:
+            raise IsADirectory(f"{job.src_url} became a directory; skipped", path=job.src_url)
+        self.src = src
+        self.size, self.stats.size = src.size, src.size
+        self.n = chunk_count(self.size, self.cfg.copy.chunk_size)
+        if not fresh_only and self._up_to_date():
+            self.skipped = True
+            return
+        header = Header(job.src_url, job.dst_url, src.size, src.mtime, src.ident, self.cfg.copy.chunk_size)
+        jpath = journal_path(self.cfg.state_path(), job.dst_url)
+        fresh = fresh_only or not self.cfg.copy.resume or not self._load_resume(jpath, header)
+        self.reader = job.src_store.open_read(job.src_path)
+        self.writer = job.dst_store.open_write(self.part, truncate=fresh)
+        if fresh:
+            jpath.unlink(missing_ok=True)
+            self.resumed = {}
+        if self.cfg.copy.resume and self.n > 1:
+            self.journal = Journal(jpath, header, fresh=fresh)
+
+    def _up_to_date(self) -> bool:
+        job = self.job
+        try:
+            dst = job.dst_store.stat_follow(job.dst_path)
+        except NotFound:
+            return False
+        if dst.is_dir:
+            raise IsADirectory(f"destination {job.dst_url} is a directory; remove it or copy into it", path=job.dst_url)
+        if self.force or dst.size != self.src.size:
+            return False
+        if job.dst_store.scheme == "file":
+            return abs(dst.mtime - self.src.mtime) < 1e-3
+        return dst.mtime >= self.src.mtime
+
+    def _load_resume(self, jpath: Path, header: Header) -> bool:
+        old, records = read_journal(jpath)
+        if old is None:
+            return False
+        if not old.same_source(header):
+            self.note(f"{self.job.src_url}: the source changed since the interrupted copy; restarting it from zero")
+            return False
+        try:
+            self.job.dst_store.stat(self.part)
+        except NotFound:
+            self.note(f"{self.job.dst_url}: the partial copy is gone; restarting it from zero")
+            return False
+        self.resumed = {i: r for i, r in records.items()
+                        if 0 <= i < self.n and r.length == chunk_at(i, self.size, self.cfg.copy.chunk_size).length}
+        if self.resumed:
+            done = sum(r.length for r in self.resumed.values())
+            self.note(f"{self.job.src_url}: resuming, {len(self.resumed)} of {self.n} chunks ({done} bytes) already copied")
+        return True
+
+    def chunks(self) -> list[Chunk]:
+        return [chunk_at(i, self.size, self.cfg.copy.chunk_size) for i in range(self.n) if i not in self.sums]
+
+    # -- the per-chunk work (worker threads) ------------------------------------------------
+    def run_chunk(self, c: Chunk) -> None:
+        rec = self.resumed.get(c.index)
+        if rec is not None and self._check_resumed(c, rec):
+            return
+        self.copy_chunk(c)
+
+    def copy_chunk(self, c: Chunk) -> None:
+        data = self.reader.pread(c.offset, c.length)
+        if len(data) != c.length:
+            raise SourceChanged(f"{self.job.src_url} shrank while it was copied; copying it again from the start")
+        adler, xxh = chunk_sums(data)
+        self.writer.pwrite(c.offset, data)
+        if self.readback:
+            self.writer.sync()
+            if xxh3_64(self.writer.readback(c.offset, c.length)) != xxh:
+                raise ChecksumMismatch(f"chunk {c.index} of {self.job.dst_url} read back differently from what "
+                                       "was written; copying it again")
+        if self.journal is not None:
+            if not self.readback:
+                self.writer.sync()
+            self.journal.record(ChunkRecord(c.index, adler, xxh, c.length))
+        self.sums[c.index] = (adler, c.length)
+        self.hasher.offer(c.index, data)
+        self.acct.add_chunk(self.stats, c.length, self.readback)
+
+    def _check_resumed(self, c: Chunk, rec: ChunkRecord) -> bool:
+        """Accept a journaled chunk, after reading it back when verifying; False to copy it again."""
+        if self.readback:
+            back = self.writer.readback(c.offset, c.length)
+            if len(back) != c.length or xxh3_64(back) != rec.xxh3:
+                self.note(f"{self.job.dst_url}: journaled chunk {c.index} no longer matches; copying it again")
+                return False
+            self.hasher.offer(c.index, back)
+        else:
+            self.hasher.give_up(c.index)
+        self.sums[c.index] = (rec.adler32, rec.length)
+        with self.acct._lock:
+            self.stats.done_bytes += rec.length
+            self.stats.resumed_bytes += rec.length
+        return True
+
+    # -- completion -------------------------------------------------------------------------
+    def finalize(self) -> None:
+        job = self.job
+        adler = fold_adler32(self.sums[i] for i in range(self.n))
+        now = job.src_store.stat_follow(job.src_path)
+        if (now.size, now.mtime) != (self.src.size, self.src.mtime):
+            raise SourceChanged(f"{job.src_url} changed while it was copied; copying it again from the start")
+        self.writer.sync()
+        self.close()
+        if self.verify:
+            server = job.dst_store.checksum(self.part, "adler32")
+            if server is not None and parse_adler32(server) != adler:
+                raise ChecksumMismatch(f"{job.dst_url}: the destination's adler32 {server} differs from the "
+                                       f"source's {format_adler32(adler)}; copying it again")
+        job.dst_store.rename(self.part, job.dst_path)
+        job.dst_store.set_mtime(job.dst_path, self.src.mtime)
+        if self.journal is not None:
+            self.journal.discard()
+        self.stats.adler32 = format_adler32(adler)
+        self.stats.xxh3 = self.hasher.hexdigest()
+
+    def restart(self) -> None:
+        """Throw the partial copy away and start the file again from zero."""
+        self.close()
+        if self.journal is not None:
+            self.journal.discard()
+            self.journal = None
+        try:
+            self.job.dst_store.remove(self.part)
+        except NotFound:
+            pass
+        self.sums.clear()
+        self.resumed = {}
+        self.hasher = OrderedHash()
+        self.error = None
+        with self.acct._lock:
+            self.stats.done_bytes = 0
+        self.prepare(fresh_only=True)
+
+    def close(self) -> None:
+        for h in (self.reader, self.writer):
+            if h is not None:
+                h.close()
+        self.reader = self.writer = None
+        if self.journal is not None:
+            self.journal.close()
+
+
+class CopyEngine:
+    """Runs an Expansion to completion; returns the Accounting of the run."""
+
+    def __init__(self, cfg: Config, *, reporter=None, force: bool = False,
+                 rng: random.Random | None = None, acct: Accounting | None = None) -> None:
+        from .progress import NullReporter
+
+        self.cfg, self.force = cfg, force
+        self.reporter = reporter or NullReporter()
+        self.rng = rng or random.Random()
+        self.acct = acct or Accounting()
+        self._copies: list[FileCopy] = []
+
+    async def run(self, exp: Expansion) -> Accounting:
+        streams = self.cfg.copy.streams
+        self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-io")
+        self._chunk_slots = asyncio.Semaphore(streams)
+        file_slots = asyncio.Semaphore(streams)
+        self.reporter.start(self.acct)
+        try:
+            for src, err in exp.problems:
+                self._failed(FileStats(src, "", 0), err)
+            await self._io(_make_dirs, exp.dirs)
+            tasks = []
+            for job in exp.jobs:
+                await file_slots.acquire()
+                stats = self.acct.add_file(FileStats(job.src_url, job.dst_url, job.src_stat.size))
+                fc = FileCopy(job, self.cfg, stats, self.acct, self.force, self.reporter.note)
+                self._copies.append(fc)
+                task = asyncio.create_task(self._file(fc))
+                task.add_done_callback(lambda _t: file_slots.release())
+                tasks.append(task)
+            await asyncio.gather(*tasks)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for fc in self._copies:
+                fc.close()
+            self.acct.finished = time.monotonic()
+            self.reporter.stop()
+        return self.acct
+
+    async def _io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _file(self, fc: FileCopy) -> None:
+        fc.stats.started = time.monotonic()
+        fc.stats.status = "copying"
+        try:
+            await self._io(fc.prepare)
+            if fc.skipped:
+                fc.stats.status = "skipped"
+                fc.stats.done_bytes = fc.size
+                self.reporter.file_done(fc.stats)
+                return
+            self.reporter.file_started(fc.stats)
+            await self._copy_file(fc)
+            fc.stats.status = "done"
+            self.reporter.file_done(fc.stats)
+        except DomasError as e:
+            self._failed(fc.stats, e)
+        except (OSError, ValueError, RuntimeError) as e:
+            self._failed(fc.stats, DomasError(f"{fc.job.src_url}: unexpected failure: {e}"))
+        finally:
+            fc.stats.finished = time.monotonic()
+        fc.close()  # every chunk task has ended: no worker thread holds the handles
+
+    async def _copy_file(self, fc: FileCopy) -> None:
+        for attempt in range(self.cfg.copy.max_retries + 1):
+            try:
+                await self._copy_chunks(fc)
+                await self._io(fc.finalize)
+                return
+            except (SourceChanged, ChecksumMismatch) as e:
+                if attempt >= self.cfg.copy.max_retries:
+                    raise
+                self.acct.add_retry(fc.stats, e.kind)
+                self.reporter.note(str(e))
+                await self._io(fc.restart)
+
+    async def _copy_chunks(self, fc: FileCopy) -> None:
+        window = 2 * self.cfg.copy.streams
+        tasks = []
+        for c in fc.chunks():
+            while c.index - fc.hasher.next_index >= window and not fc.error and not fc.hasher.broken:
+                fc.progress.clear()
+                await fc.progress.wait()
+            await self._chunk_slots.acquire()
+            if fc.error:
+                self._chunk_slots.release()
+                break
+            tasks.append(asyncio.create_task(self._chunk(fc, c)))
+        await asyncio.gather(*tasks)
+        if fc.error:
+            err, fc.error = fc.error, None
+            raise err
+
+    async def _chunk(self, fc: FileCopy, c: Chunk) -> None:
+        copy = self.cfg.copy
+        try:
+            for attempt in range(copy.max_retries + 1):
+                try:
+                    await self._io(fc.run_chunk, c)
+                    return
+                except SourceChanged as e:
+                    fc.error = fc.error or e
+                    return
+                except DomasError as e:
+                    if not e.retriable or attempt >= copy.max_retries or fc.error:
+                        fc.error = fc.error or e
+                        return
+                    self.acct.add_retry(fc.stats, e.kind)
+                    await asyncio.sleep(backoff_delay(attempt, copy.backoff_base, copy.backoff_max, self.rng))
+                except (OSError, ValueError, RuntimeError) as e:
+                    fc.error = fc.error or DomasError(f"{fc.job.src_url}: unexpected failure in chunk {c.index}: {e}")
+                    return
+        finally:
+            self._chunk_slots.release()
+            fc.progress.set()
+
+    def _failed(self, stats: FileStats, err: DomasError) -> None:
+        stats.status = "failed"
+        stats.error = str(err)
+        stats.error_kind = err.kind
+        stats.exit_code = err.exit_code
+        if stats not in self.acct.files:
+            self.acct.add_file(stats)
+        self.acct.add_error(err.kind)
+        self.reporter.file_failed(stats)
+
+
+def _make_dirs(dirs) -> None:
+    for store, path in dirs:
+        store.makedirs(path)

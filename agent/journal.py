@@ -1,0 +1,113 @@
+"""Durable resume journal: one append-only JSON-lines file per destination file.
+
+Invariants:
+- Line 1 is the header: source URL and identity (size, mtime, ident), destination, chunk size.
+- Each further line records one finished chunk with its sums, appended and fsynced only after
+  the chunk's data is durable at the destination, so every journaled chunk is really there.
+- A torn last line (crash mid-append) is ignored; the chunk it named is simply copied again.
+- The journal lives in the local state directory, keyed by a hash of the destination URL, so
+  the same layout serves local and remote destinations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from domas.errors import from_oserror
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    index: int
+    adler32: int
+    xxh3: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Header:
+    source: str
+    destination: str
+    size: int
+    mtime: float
+    ident: str
+    chunk_size: int
+
+    def same_source(self, other: "Header") -> bool:
+        return (self.size, self.mtime, self.ident, self.chunk_size) == (
+            other.size, other.mtime, other.ident, other.chunk_size)
+
+
+def journal_path(state_dir: Path, destination_url: str) -> Path:
+    key = hashlib.sha256(destination_url.encode()).hexdigest()[:32]
+    return state_dir / "journal" / f"{key}.jsonl"
+
+
+def read_journal(path: Path) -> tuple[Header | None, dict[int, ChunkRecord]]:
+    """The header and the chunks recorded in a journal; (None, {}) if absent or unreadable."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, {}
+    except OSError as e:
+        raise from_oserror(e, str(path)) from e
+    lines = text.split("\n")
+    try:
+        header = Header(**json.loads(lines[0]))
+    except (ValueError, TypeError):
+        return None, {}
+    chunks: dict[int, ChunkRecord] = {}
+    for line in lines[1:]:
+        try:
+            rec = ChunkRecord(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # torn or empty line
+        chunks[rec.index] = rec
+    return header, chunks
+
+
+class Journal:
+    """Appends chunk records durably; safe to call from several worker threads."""
+
+    def __init__(self, path: Path, header: Header, fresh: bool) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                tmp = path.with_suffix(".tmp")
+                with open(tmp, "w") as fh:
+                    fh.write(json.dumps(header.__dict__) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:
+            raise from_oserror(e, str(path)) from e
+
+    def record(self, rec: ChunkRecord) -> None:
+        line = (json.dumps(rec.__dict__) + "\n").encode()
+        with self._lock:
+            try:
+                os.write(self._fd, line)
+                os.fdatasync(self._fd)
+            except OSError as e:
+                raise from_oserror(e, str(self.path)) from e
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,136 @@
+"""How a copy shows itself: a live rich display on a terminal, plain log lines otherwise.
+
+Reporters only read the Accounting object; the copy path calls the few hooks below.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from .accounting import Accounting, FileStats
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class NullReporter:
+    def start(self, acct: Accounting) -> None: ...
+    def file_started(self, fs: FileStats) -> None: ...
+    def file_done(self, fs: FileStats) -> None: ...
+    def file_failed(self, fs: FileStats) -> None: ...
+    def note(self, message: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class PlainReporter(NullReporter):
+    """One line per finished file and per notable event, for logs and pipes."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.stream, flush=True)
+
+    def file_done(self, fs: FileStats) -> None:
+        if self.quiet:
+            return
+        if fs.status == "skipped":
+            self._say(f"up to date  {fs.destination}")
+            return
+        rate = fs.size / fs.seconds if fs.seconds > 0 else 0
+        self._say(f"copied  {fs.source} -> {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}"
+                  f"  {human_bytes(rate)}/s" + (f"  retries {fs.retries}" if fs.retries else ""))
+
+    def file_failed(self, fs: FileStats) -> None:
+        self._say(f"FAILED  {fs.source}: {fs.error}")
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self._say(message)
+
+
+class RichReporter(PlainReporter):
+    """A live display: one bar per file in flight and one for the total (bytes, rate, ETA)."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.console = Console(file=self.stream)
+        self.progress = Progress(TextColumn("{task.description}", justify="left"), BarColumn(),
+                                 DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
+                                 console=self.console, refresh_per_second=8, transient=False)
+        self._tasks: dict[int, int] = {}
+        self._total = None
+        self._timer: threading.Timer | None = None
+        self._running = False
+
+    def start(self, acct: Accounting) -> None:
+        self.acct = acct
+        self.progress.start()
+        self._total = self.progress.add_task("[bold]total", total=None)
+        self._running = True
+        self._tick()
+
+    def _tick(self) -> None:
+        if not self._running:
+            return
+        acct = self.acct
+        with acct._lock:
+            files = list(acct.files)
+        self.progress.update(self._total, completed=sum(f.done_bytes for f in files),
+                             total=sum(f.size for f in files) or None)
+        for fs in files:
+            tid = self._tasks.get(id(fs))
+            if tid is not None:
+                self.progress.update(tid, completed=fs.done_bytes, total=fs.size or 1)
+        self._timer = threading.Timer(0.25, self._tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def file_started(self, fs: FileStats) -> None:
+        name = fs.source.rsplit("/", 1)[-1][:40]
+        self._tasks[id(fs)] = self.progress.add_task(name, total=fs.size or 1)
+
+    def _finish(self, fs: FileStats) -> None:
+        tid = self._tasks.pop(id(fs), None)
+        if tid is not None:
+            self.progress.remove_task(tid)
+
+    def file_done(self, fs: FileStats) -> None:
+        self._finish(fs)
+        if fs.status == "done":
+            self.progress.console.print(f"[green]copied[/] {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}")
+
+    def file_failed(self, fs: FileStats) -> None:
+        self._finish(fs)
+        self.progress.console.print(f"[red]FAILED[/] {fs.source}: {fs.error}")
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._timer:
+            self._timer.cancel()
+        if getattr(self, "acct", None) is not None and self._total is not None:
+            self.progress.update(self._total, completed=self.acct.done_bytes, total=self.acct.total_bytes or 1)
+        self.progress.stop()
+
+
+def make_reporter(quiet: bool, json_mode: bool, stream=None):
+    stream = stream or sys.stderr
+    if stream.isatty() and not quiet:
+        return RichReporter(stream)
+    return PlainReporter(stream, quiet=quiet)
