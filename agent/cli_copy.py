@@ -19,9 +19,12 @@ XRootD destination's own adler32 must match the source's. An interrupted copy (C
 a full disk) resumes where it stopped when the same command runs again; files already copied
 (same size and modification time) are skipped.
 
+Layout as rsync: `domas copy dir DST` creates DST/dir; `domas copy dir/ DST` copies the contents
+of dir into DST.
+
 examples:
   domas copy scan_0001.h5 /data/central/
-  domas copy -r /data/beamline/B1/202611 root://eos.example:1094//heps/B1/ --streams 16
+  domas copy /data/beamline/B1/202611 root://eos.example:1094//heps/B1/ --streams 16
   domas copy --json big.h5 backup/ > report.json
 """
 

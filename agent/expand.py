@@ -1,9 +1,11 @@
 """Turn `domas copy SRC... DST` into a list of file jobs, as `cp -r` would lay them out.
 
 Rules (checked by tests/test_expand.py):
-- One source file and a DST that is not an existing directory (and has no trailing '/'):
-  DST is the destination file. Otherwise each source lands inside DST under its base name,
-  except a single source directory copied to a DST that does not exist yet: DST becomes it.
+- As rsync lays them out, so that running the same command again maps every file to the same
+  destination (which resume needs): a source directory lands inside DST under its own name, or,
+  written with a trailing '/', its contents land directly in DST. One source file and a DST that
+  is not an existing directory (and has no trailing '/') makes DST the destination file;
+  otherwise files land inside DST under their base names.
 - Directories are walked recursively; empty directories are recreated; odd names are kept.
 - A symlink inside a tree is followed only when it resolves to a file inside the source tree;
   one pointing outside the tree is reported (UnsafePath) and skipped, never followed. Symlinked
@@ -76,10 +78,14 @@ def expand(sources: list[str], destination: str) -> Expansion:
 
 def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out: Expansion) -> None:
     src_store, src_path = resolve(src)
+    contents_only = src.endswith("/")
     src_path = src_path.rstrip("/") or "/"
     st = src_store.stat_follow(src_path)
     name = posixpath.basename(src_path) or "root"
-    target = posixpath.join(dst_root, name) if into_dir else dst_root
+    if st.is_dir:
+        target = dst_root if contents_only else posixpath.join(dst_root, name)
+    else:
+        target = posixpath.join(dst_root, name) if into_dir else dst_root
     _refuse_overlap(src_store, src_path, st, dst_store, target)
     if not st.is_dir:
         out.jobs.append(FileJob(src_store, src_path, st, dst_store, target))
