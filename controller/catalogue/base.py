@@ -1,0 +1,303 @@
+"""The one Catalogue interface and its records (proposal, beamtime, dataset, file, replica).
+
+Contract, checked for every backend by tests/test_catalogue_contract.py:
+- Every write is an idempotent upsert: applying the same call twice leaves the same state as once,
+  so a spool may replay writes after a crash without doubling anything.
+- A dataset's `file_count` and `bytes` are owned by the catalogue: they always equal the count and
+  the size sum of its file records, whatever order and however often files are upserted.
+- A dataset's PID is assigned once and never changes: re-upserting the same path keeps it.
+- When a file's size or checksums change, every replica not named in that upsert becomes "stale":
+  a copy of old content must never count as a verified replica of the new one.
+- Times are POSIX seconds (float). Backends translate their own exceptions at the edge:
+  unreachable -> CatalogueUnavailable, bad record -> InvalidMessage, unknown record -> NotFound.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import posixpath
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Iterator, Sequence
+
+from domas.errors import InvalidMessage
+
+DATA_TYPES = ("raw", "processed", "calibration", "simulated")
+REPLICA_STATES = ("pending", "copying", "verified", "failed", "stale", "deleting", "deleted")
+DATASET_STATES = ("open", "closed", "archived", "embargoed", "released", "deleted")
+
+_TIER_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: str
+    title: str = ""
+    pi: str = ""
+
+
+@dataclass(frozen=True)
+class Beamtime:
+    id: str
+    beamline: str = ""
+    proposal: str = ""
+    pi: str = ""
+    team: tuple[str, ...] = ()
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    beamtime: str
+    path: str
+    data_type: str = "raw"
+    state: str = "open"
+    embargo_end: float | None = None
+    metadata: dict = field(default_factory=dict)
+    pid: str = ""                    # assigned by the catalogue when empty
+    file_count: int = 0              # owned by the catalogue: ignored on upsert
+    bytes: int = 0                   # owned by the catalogue: ignored on upsert
+    created_at: float | None = None  # set once, on first upsert (now, when not given)
+
+
+@dataclass(frozen=True)
+class Replica:
+    state: str
+    url: str = ""
+    verified_at: float | None = None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    dataset: str                     # the dataset's PID
+    path: str                        # relative to the dataset path, '/'-separated
+    size: int
+    adler32: str = ""                # 8 lowercase hex digits, or "" when not known yet
+    xxh3: str = ""                   # 16 lowercase hex digits, or ""
+    mtime: float = 0.0
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    beamtime: str = ""               # filled in by the catalogue from the dataset
+
+    def content_key(self) -> tuple:
+        """What identifies the content: a change here makes old replicas stale."""
+        return (self.size, self.adler32, self.xxh3)
+
+
+# -- plain-dict forms, shared by the backends and the spool -----------------------------------
+
+def to_doc(record: Any) -> dict:
+    doc = asdict(record)
+    if isinstance(record, Beamtime):
+        doc["team"] = list(record.team)
+    return doc
+
+
+def proposal_from(doc: dict) -> Proposal:
+    return Proposal(id=doc["id"], title=doc.get("title", ""), pi=doc.get("pi", ""))
+
+
+def beamtime_from(doc: dict) -> Beamtime:
+    return Beamtime(id=doc["id"], beamline=doc.get("beamline", ""), proposal=doc.get("proposal", ""),
+                    pi=doc.get("pi", ""), team=tuple(doc.get("team") or ()), start=doc.get("start"),
+                    end=doc.get("end"))
+
+
+def dataset_from(doc: dict) -> Dataset:
+    return Dataset(beamtime=doc["beamtime"], path=doc["path"], data_type=doc.get("data_type", "raw"),
+                   state=doc.get("state", "open"), embargo_end=doc.get("embargo_end"),
+                   metadata=dict(doc.get("metadata") or {}), pid=doc.get("pid", ""),
+                   file_count=int(doc.get("file_count", 0)), bytes=int(doc.get("bytes", 0)),
+                   created_at=doc.get("created_at"))
+
+
+def replicas_from(doc: dict | None) -> dict[str, Replica]:
+    return {tier: Replica(state=r["state"], url=r.get("url", ""), verified_at=r.get("verified_at"))
+            for tier, r in sorted((doc or {}).items())}
+
+
+def file_from(doc: dict) -> FileRecord:
+    return FileRecord(dataset=doc["dataset"], path=doc["path"], size=int(doc["size"]),
+                      adler32=doc.get("adler32", ""), xxh3=doc.get("xxh3", ""),
+                      mtime=float(doc.get("mtime", 0.0)), replicas=replicas_from(doc.get("replicas")),
+                      beamtime=doc.get("beamtime", ""))
+
+
+def plain_metadata(metadata: dict) -> dict:
+    """The metadata as every backend stores it: JSON types only (tuples become lists, others str)."""
+    return json.loads(json.dumps(metadata, sort_keys=True, default=str))
+
+
+# -- validation (pure): a bad record is refused with one sentence -----------------------------
+
+def _need(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidMessage(message)
+
+
+def check_id(kind: str, value: str) -> None:
+    _need(isinstance(value, str) and value.strip() == value and 0 < len(value) <= 200,
+          f"{kind} id {value!r} is not valid: give 1 to 200 characters without surrounding spaces")
+
+
+def check_tier(tier: str) -> None:
+    _need(isinstance(tier, str) and bool(_TIER_RE.fullmatch(tier)),
+          f"storage tier {tier!r} is not valid: use lowercase letters, digits, '-' or '_' (e.g. central)")
+
+
+def check_replica(tier: str, replica: Replica) -> None:
+    check_tier(tier)
+    _need(replica.state in REPLICA_STATES,
+          f"replica state {replica.state!r} is not one of {', '.join(REPLICA_STATES)}")
+
+
+def check_dataset(d: Dataset) -> None:
+    check_id("beamtime", d.beamtime)
+    _need(isinstance(d.path, str) and d.path.startswith("/") and posixpath.normpath(d.path) == d.path,
+          f"dataset path {d.path!r} must be absolute and normalised (no '..', '//' or trailing '/')")
+    _need(d.data_type in DATA_TYPES, f"data type {d.data_type!r} is not one of {', '.join(DATA_TYPES)}")
+    check_dataset_state(d.state)
+    _need(isinstance(d.metadata, dict), "dataset metadata must be a dict")
+
+
+def check_dataset_state(state: str) -> None:
+    _need(state in DATASET_STATES, f"dataset state {state!r} is not one of {', '.join(DATASET_STATES)}")
+
+
+def check_relpath(path: str) -> None:
+    ok = (isinstance(path, str) and bool(path) and not path.startswith("/")
+          and posixpath.normpath(path) == path and not path.startswith("../") and path != "..")
+    _need(ok, f"file path {path!r} must be relative to its dataset and normalised (no '..' or '//')")
+
+
+def check_file(f: FileRecord) -> None:
+    check_id("dataset", f.dataset)
+    check_relpath(f.path)
+    _need(isinstance(f.size, int) and f.size >= 0, f"file size {f.size!r} of {f.path} must be a whole number >= 0")
+    _need(f.adler32 == "" or bool(_HEX8.fullmatch(f.adler32)),
+          f"adler32 {f.adler32!r} of {f.path} must be 8 lowercase hex digits")
+    _need(f.xxh3 == "" or bool(_HEX16.fullmatch(f.xxh3)), f"xxh3 {f.xxh3!r} of {f.path} must be 16 lowercase hex digits")
+    for tier, replica in f.replicas.items():
+        check_replica(tier, replica)
+
+
+# -- the counter and staleness rules (pure), applied identically by every backend --------------
+
+def counter_delta(old_size: int | None, size: int) -> tuple[int, int]:
+    """(files, bytes) to add to a dataset when a file of `size` replaces one of `old_size` (None: new)."""
+    if old_size is None:
+        return 1, size
+    return 0, size - old_size
+
+
+def merged_replicas(before: FileRecord | None, new: FileRecord) -> dict[str, Replica]:
+    """Replicas after an upsert: named tiers replaced, others kept, or marked stale if content changed."""
+    if before is None:
+        return dict(new.replicas)
+    changed = before.content_key() != new.content_key()
+    out = {}
+    for tier, rep in before.replicas.items():
+        out[tier] = replace(rep, state="stale") if changed and rep.state != "deleted" else rep
+    out.update(new.replicas)
+    return out
+
+
+class Catalogue(abc.ABC):
+    """Where every dataset, file and replica of the facility is recorded."""
+
+    pid_prefix: str = ""
+
+    # -- writes: idempotent upserts ----------------------------------------------------------
+    @abc.abstractmethod
+    def upsert_proposal(self, proposal: Proposal) -> None: ...
+
+    @abc.abstractmethod
+    def upsert_beamtime(self, beamtime: Beamtime) -> None: ...
+
+    @abc.abstractmethod
+    def upsert_dataset(self, dataset: Dataset) -> Dataset:
+        """Insert or update by path; returns the stored dataset with its (stable) PID and counters."""
+
+    def upsert_file(self, file: FileRecord) -> None:
+        """Insert or update one file by (dataset, path); the dataset must exist (NotFound if not)."""
+        self.upsert_files([file])
+
+    @abc.abstractmethod
+    def upsert_files(self, batch: Sequence[FileRecord]) -> None:
+        """Upsert many files at once; same rules as upsert_file, applied in order."""
+
+    @abc.abstractmethod
+    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
+                    verified_at: float | None = None) -> None:
+        """Record the replica of one file on one tier (NotFound if the file is not catalogued)."""
+
+    @abc.abstractmethod
+    def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
+        """Change a dataset's state (and embargo end, when given); NotFound if unknown."""
+
+    # -- reads -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_proposal(self, proposal_id: str) -> Proposal | None: ...
+
+    @abc.abstractmethod
+    def get_beamtime(self, beamtime_id: str) -> Beamtime | None: ...
+
+    @abc.abstractmethod
+    def get_dataset(self, pid: str) -> Dataset | None: ...
+
+    @abc.abstractmethod
+    def dataset_by_path(self, path: str) -> Dataset | None: ...
+
+    @abc.abstractmethod
+    def find_datasets(self, *, beamtime: str | None = None, proposal: str | None = None,
+                      pi: str | None = None, since: float | None = None,
+                      path_prefix: str | None = None, limit: int | None = None) -> list[Dataset]:
+        """Datasets matching every given filter, newest first. `pi` matches the beamtime's or the
+        proposal's PI; `since` compares with created_at; `path_prefix` is a directory."""
+
+    @abc.abstractmethod
+    def get_file(self, dataset: str, path: str) -> FileRecord | None: ...
+
+    @abc.abstractmethod
+    def files_of(self, pid: str) -> Iterator[FileRecord]:
+        """Every file of a dataset, by path; streams, so a dataset may hold millions."""
+
+    @abc.abstractmethod
+    def files_by_replica_state(self, tier: str, state: str, *, dataset: str | None = None,
+                               beamtime: str | None = None, limit: int | None = None) -> Iterator[FileRecord]:
+        """Files whose replica on `tier` is in `state` (e.g. verified on tape), by dataset and path."""
+
+    @abc.abstractmethod
+    def files_lacking_replica(self, tier: str, state: str = "verified", *, dataset: str | None = None,
+                              beamtime: str | None = None, limit: int | None = None) -> Iterator[FileRecord]:
+        """Files with no replica on `tier` in `state` (absent, or in another state)."""
+
+    @abc.abstractmethod
+    def recount_dataset(self, pid: str) -> Dataset:
+        """Recompute file_count and bytes from the file records (repair after an interrupted write)."""
+
+    def ping(self) -> None:
+        """Raise CatalogueUnavailable when the catalogue cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> "Catalogue":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,313 @@
+"""The production catalogue: MongoDB through pymongo.
+
+Collections: proposals, beamtimes, datasets (_id = PID, unique path), files (unique (dataset,
+path), beamtime index, replicas embedded as {tier: {state, url, verified_at}} with one index on
+`replicas.<tier>.state` per tier, created the first time a tier is seen). Indexes are made lazily on
+the first operation, so constructing a MongoCatalogue never blocks on an unreachable server.
+Counters move by the delta between the file as it was (returned atomically by findAndModify) and as
+it is now, so concurrent and repeated upserts keep them right. Without multi-document
+transactions a crash between a file write and its counter update leaves the counters short;
+`recount_dataset` repairs that. pymongo exceptions are translated once, in `_edge` (table `_ERRORS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+import bson.errors
+import pymongo
+from pymongo import ReturnDocument, errors, uri_parser
+
+from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidMessage, NotFound
+
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, beamtime_from, check_dataset,
+                   check_dataset_state, check_file, check_id, check_replica, check_tier, counter_delta,
+                   dataset_from, file_from, merged_replicas, plain_metadata, proposal_from)
+from .base import Replica
+from .pid import dataset_pid, prefix_style
+
+_ERRORS: list[tuple[type[Exception], type[DomasError], str]] = [
+    (errors.DuplicateKeyError, InvalidMessage, "the catalogue refused a duplicate record"),
+    (errors.ConnectionFailure, CatalogueUnavailable, "the catalogue cannot be reached"),
+    (errors.ExecutionTimeout, CatalogueUnavailable, "the catalogue did not answer in time"),
+    (errors.WTimeoutError, CatalogueUnavailable, "the catalogue did not confirm the write in time"),
+    (bson.errors.InvalidDocument, InvalidMessage, "the record cannot be stored in the catalogue"),
+    (errors.PyMongoError, DomasError, "the catalogue failed"),
+]
+
+
+def _translate(err: Exception, where: str) -> DomasError:
+    for foreign, ours, text in _ERRORS:
+        if isinstance(err, foreign):
+            return ours(f"{text} ({where}): {err}")
+    return DomasError(f"the catalogue failed ({where}): {err}")
+
+
+def _replica_doc(r: Replica) -> dict:
+    return {"state": r.state, "url": r.url, "verified_at": r.verified_at}
+
+
+class MongoCatalogue(Catalogue):
+    """Catalogue in a MongoDB database (default name `domas`, or the one in the URL)."""
+
+    def __init__(self, url: str, pid_prefix: str = "CSTR:17058.11.HEPS", *, database: str | None = None,
+                 timeout: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+        prefix_style(pid_prefix)
+        self.pid_prefix = pid_prefix
+        self._clock = clock
+        try:
+            parsed = uri_parser.parse_uri(url, warn=True) if not url.startswith("mongodb+srv") else {}
+        except (errors.InvalidURI, errors.ConfigurationError, ValueError) as e:
+            raise ConfigError(f"catalogue.url: {url!r} is not a MongoDB URL: {e}") from None
+        self._where = ",".join(f"{h}:{p}" for h, p in parsed.get("nodelist", [])) or url.split("@")[-1]
+        ms = int(timeout * 1000)
+        self._client = pymongo.MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                                           socketTimeoutMS=max(10 * ms, 20000), appname="domas")
+        self._db = self._client[database or parsed.get("database") or "domas"]
+        self._schema_lock = threading.Lock()
+        self._ready = False
+        self._tiers: set[str] = set()
+
+    @contextlib.contextmanager
+    def _edge(self):
+        try:
+            yield
+        except errors.PyMongoError as e:
+            raise _translate(e, self._where) from e
+        except bson.errors.BSONError as e:
+            raise _translate(e, self._where) from e
+
+    def _col(self, name: str):
+        if not self._ready:
+            self._ensure_schema()
+        return self._db[name]
+
+    def _ensure_schema(self) -> None:
+        with self._schema_lock, self._edge():
+            if self._ready:
+                return
+            db = self._db
+            db.proposals.create_index("pi")
+            db.beamtimes.create_index("pi")
+            db.beamtimes.create_index("proposal")
+            db.datasets.create_index("path", unique=True)
+            db.datasets.create_index([("beamtime", 1), ("created_at", -1)])
+            db.datasets.create_index("created_at")
+            db.files.create_index([("dataset", 1), ("path", 1)], unique=True)
+            db.files.create_index("beamtime")
+            self._ready = True
+
+    def _ensure_tier(self, tier: str) -> None:
+        check_tier(tier)
+        if tier not in self._tiers:
+            with self._edge():
+                self._col("files").create_index(f"replicas.{tier}.state")
+            self._tiers.add(tier)
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert_proposal(self, proposal: Proposal) -> None:
+        check_id("proposal", proposal.id)
+        with self._edge():
+            self._col("proposals").update_one({"_id": proposal.id}, {"$set": {
+                "title": proposal.title, "pi": proposal.pi}}, upsert=True)
+
+    def upsert_beamtime(self, b: Beamtime) -> None:
+        check_id("beamtime", b.id)
+        fields = {"beamline": b.beamline, "proposal": b.proposal, "pi": b.pi, "team": list(b.team),
+                  "start": b.start, "end": b.end}
+        with self._edge():
+            self._col("beamtimes").update_one({"_id": b.id}, {"$set": fields}, upsert=True)
+
+    def upsert_dataset(self, d: Dataset) -> Dataset:
+        check_dataset(d)
+        fields = {"beamtime": d.beamtime, "data_type": d.data_type, "state": d.state,
+                  "embargo_end": d.embargo_end, "metadata": plain_metadata(d.metadata)}
+        datasets = self._col("datasets")
+        with self._edge():
+            old = datasets.find_one({"path": d.path}, {"beamtime": 1})
+            if old is not None:
+                pid = old["_id"]
+                if d.pid and d.pid != pid:
+                    raise InvalidMessage(f"dataset {d.path} already has the PID {pid}, not {d.pid}")
+                datasets.update_one({"_id": pid}, {"$set": fields})
+                if old.get("beamtime") != d.beamtime:
+                    self._db.files.update_many({"dataset": pid}, {"$set": {"beamtime": d.beamtime}})
+            else:
+                pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
+                created = d.created_at if d.created_at is not None else self._clock()
+                datasets.update_one({"_id": pid, "path": d.path}, {"$set": fields, "$setOnInsert": {
+                    "file_count": 0, "bytes": 0, "created_at": created}}, upsert=True)
+        return self.get_dataset(pid)
+
+    def upsert_files(self, batch: Sequence[FileRecord]) -> None:
+        for f in batch:
+            check_file(f)
+            for tier in f.replicas:
+                self._ensure_tier(tier)
+        beamtimes: dict[str, str] = {}
+        with self._edge():
+            for f in batch:
+                if f.dataset not in beamtimes:
+                    beamtimes[f.dataset] = self._beamtime_of(f.dataset)
+                self._write_file(f, beamtimes[f.dataset])
+
+    def _beamtime_of(self, pid: str) -> str:
+        doc = self._col("datasets").find_one({"_id": pid}, {"beamtime": 1})
+        if doc is None:
+            raise NotFound(f"dataset {pid} is not in the catalogue; upsert the dataset before its files")
+        return doc["beamtime"]
+
+    def _write_file(self, f: FileRecord, beamtime: str) -> None:
+        fields = {"beamtime": beamtime, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3, "mtime": f.mtime}
+        fields.update({f"replicas.{t}": _replica_doc(r) for t, r in f.replicas.items()})
+        key = {"dataset": f.dataset, "path": f.path}
+        before = self._db.files.find_one_and_update(key, {"$set": fields}, upsert=True,
+                                                    return_document=ReturnDocument.BEFORE)
+        old = file_from(before) if before is not None else None
+        if old is not None:
+            merged = merged_replicas(old, f)
+            stale = {f"replicas.{t}.state": "stale" for t, r in merged.items()
+                     if t not in f.replicas and r != old.replicas[t]}
+            if stale:
+                self._db.files.update_one({**key, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3},
+                                          {"$set": stale})
+        n, b = counter_delta(old.size if old else None, f.size)
+        if n or b:
+            self._db.datasets.update_one({"_id": f.dataset}, {"$inc": {"file_count": n, "bytes": b}})
+
+    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
+                    verified_at: float | None = None) -> None:
+        replica = Replica(state, url, verified_at)
+        check_replica(tier, replica)
+        self._ensure_tier(tier)
+        with self._edge():
+            res = self._col("files").update_one({"dataset": dataset, "path": path},
+                                                {"$set": {f"replicas.{tier}": _replica_doc(replica)}})
+        if res.matched_count == 0:
+            raise NotFound(f"file {path} of dataset {dataset} is not in the catalogue")
+
+    def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
+        check_dataset_state(state)
+        change = {"state": state} if embargo_end is None else {"state": state, "embargo_end": embargo_end}
+        with self._edge():
+            res = self._col("datasets").update_one({"_id": pid}, {"$set": change})
+        if res.matched_count == 0:
+            raise NotFound(f"dataset {pid} is not in the catalogue")
+
+    def recount_dataset(self, pid: str) -> Dataset:
+        with self._edge():
+            rows = list(self._col("files").aggregate([
+                {"$match": {"dataset": pid}},
+                {"$group": {"_id": None, "n": {"$sum": 1}, "b": {"$sum": "$size"}}}]))
+            n, b = (rows[0]["n"], rows[0]["b"]) if rows else (0, 0)
+            res = self._db.datasets.update_one({"_id": pid}, {"$set": {"file_count": n, "bytes": b}})
+        if res.matched_count == 0:
+            raise NotFound(f"dataset {pid} is not in the catalogue")
+        return self.get_dataset(pid)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _one(self, collection: str, query: dict) -> dict | None:
+        with self._edge():
+            doc = self._col(collection).find_one(query)
+        if doc is not None:
+            doc["id" if collection in ("proposals", "beamtimes") else "pid"] = doc.pop("_id")
+        return doc
+
+    def get_proposal(self, proposal_id: str) -> Proposal | None:
+        doc = self._one("proposals", {"_id": proposal_id})
+        return proposal_from(doc) if doc else None
+
+    def get_beamtime(self, beamtime_id: str) -> Beamtime | None:
+        doc = self._one("beamtimes", {"_id": beamtime_id})
+        return beamtime_from(doc) if doc else None
+
+    def get_dataset(self, pid: str) -> Dataset | None:
+        doc = self._one("datasets", {"_id": pid})
+        return dataset_from(doc) if doc else None
+
+    def dataset_by_path(self, path: str) -> Dataset | None:
+        doc = self._one("datasets", {"path": path})
+        return dataset_from(doc) if doc else None
+
+    def _beamtime_ids(self, proposal: str | None, pi: str | None) -> list[dict]:
+        """Clauses restricting datasets to the beamtimes of a proposal and/or a PI."""
+        clauses = []
+        if proposal is not None:
+            ids = self._db.beamtimes.distinct("_id", {"proposal": proposal})
+            clauses.append({"beamtime": {"$in": ids}})
+        if pi is not None:
+            proposals = self._db.proposals.distinct("_id", {"pi": pi})
+            ids = self._db.beamtimes.distinct("_id", {"$or": [{"pi": pi}, {"proposal": {"$in": proposals}}]})
+            clauses.append({"beamtime": {"$in": ids}})
+        return clauses
+
+    def find_datasets(self, *, beamtime=None, proposal=None, pi=None, since=None, path_prefix=None,
+                      limit=None) -> list[Dataset]:
+        with self._edge():
+            clauses = self._beamtime_ids(proposal, pi)
+            if beamtime is not None:
+                clauses.append({"beamtime": beamtime})
+            if since is not None:
+                clauses.append({"created_at": {"$gte": since}})
+            if path_prefix is not None:
+                root = path_prefix.rstrip("/")
+                clauses.append({"$or": [{"path": root or "/"}, {"path": {"$regex": "^" + re.escape(root + "/")}}]})
+            query = {"$and": clauses} if clauses else {}
+            cursor = self._col("datasets").find(query).sort([("created_at", -1), ("_id", 1)])
+            if limit is not None:
+                cursor = cursor.limit(int(limit))
+            docs = list(cursor)
+        for doc in docs:
+            doc["pid"] = doc.pop("_id")
+        return [dataset_from(doc) for doc in docs]
+
+    def get_file(self, dataset: str, path: str) -> FileRecord | None:
+        with self._edge():
+            doc = self._col("files").find_one({"dataset": dataset, "path": path})
+        return file_from(doc) if doc else None
+
+    def _stream(self, query: dict, sort: list, limit: int | None) -> Iterator[FileRecord]:
+        with self._edge():
+            cursor = self._col("files").find(query).sort(sort).batch_size(2000)
+            if limit is not None:
+                cursor = cursor.limit(int(limit))
+            for doc in cursor:
+                yield file_from(doc)
+
+    def files_of(self, pid: str) -> Iterator[FileRecord]:
+        return self._stream({"dataset": pid}, [("path", 1)], None)
+
+    @staticmethod
+    def _scope(dataset: str | None, beamtime: str | None) -> dict:
+        query = {}
+        if dataset is not None:
+            query["dataset"] = dataset
+        if beamtime is not None:
+            query["beamtime"] = beamtime
+        return query
+
+    def files_by_replica_state(self, tier, state, *, dataset=None, beamtime=None, limit=None):
+        self._ensure_tier(tier)
+        query = {f"replicas.{tier}.state": state, **self._scope(dataset, beamtime)}
+        return self._stream(query, [("_id", 1)], limit)
+
+    def files_lacking_replica(self, tier, state="verified", *, dataset=None, beamtime=None, limit=None):
+        self._ensure_tier(tier)
+        query = {f"replicas.{tier}.state": {"$ne": state}, **self._scope(dataset, beamtime)}
+        return self._stream(query, [("_id", 1)], limit)
+
+    def ping(self) -> None:
+        with self._edge():
+            self._client.admin.command("ping")
+
+    def drop(self) -> None:
+        """Remove the whole database (tests and `domas` resets only)."""
+        with self._edge():
+            self._client.drop_database(self._db.name)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,346 @@
+"""The embedded catalogue: one SQLite file in WAL mode, nothing to install.
+
+Each write is one transaction (BEGIN IMMEDIATE), so a file record and its dataset's counters
+change together or not at all. Replicas live in their own table keyed (file, tier) with an index
+on (tier, state, file), so "which files have a verified copy on tape" is an index range scan.
+Queries that may return millions of rows page by key, never holding a cursor across pages.
+sqlite3 exceptions are translated once, in `_edge`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
+
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, check_dataset,
+                   check_dataset_state, check_file, check_id, check_replica, counter_delta, merged_replicas)
+from .pid import dataset_pid, prefix_style
+
+PAGE = 2000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS proposals (id TEXT PRIMARY KEY, title TEXT NOT NULL, pi TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS proposals_pi ON proposals(pi);
+CREATE TABLE IF NOT EXISTS beamtimes (
+  id TEXT PRIMARY KEY, beamline TEXT NOT NULL, proposal TEXT NOT NULL, pi TEXT NOT NULL,
+  team TEXT NOT NULL, start REAL, end REAL);
+CREATE INDEX IF NOT EXISTS beamtimes_pi ON beamtimes(pi);
+CREATE INDEX IF NOT EXISTS beamtimes_proposal ON beamtimes(proposal);
+CREATE TABLE IF NOT EXISTS datasets (
+  pid TEXT PRIMARY KEY, beamtime TEXT NOT NULL, path TEXT NOT NULL UNIQUE, data_type TEXT NOT NULL,
+  state TEXT NOT NULL, embargo_end REAL, metadata TEXT NOT NULL, file_count INTEGER NOT NULL,
+  bytes INTEGER NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS datasets_beamtime ON datasets(beamtime, created_at);
+CREATE INDEX IF NOT EXISTS datasets_created ON datasets(created_at);
+CREATE TABLE IF NOT EXISTS files (
+  id INTEGER PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(pid), path TEXT NOT NULL,
+  beamtime TEXT NOT NULL, size INTEGER NOT NULL, adler32 TEXT NOT NULL, xxh3 TEXT NOT NULL,
+  mtime REAL NOT NULL, UNIQUE (dataset, path));
+CREATE INDEX IF NOT EXISTS files_dataset ON files(dataset);
+CREATE INDEX IF NOT EXISTS files_beamtime ON files(beamtime);
+CREATE TABLE IF NOT EXISTS replicas (
+  file_id INTEGER NOT NULL REFERENCES files(id), tier TEXT NOT NULL, state TEXT NOT NULL,
+  url TEXT NOT NULL, verified_at REAL, PRIMARY KEY (file_id, tier)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replicas_tier_state ON replicas(tier, state, file_id);
+"""
+
+_DATASET_COLS = "d.pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, d.metadata, " \
+                "d.file_count, d.bytes, d.created_at"
+_FILE_COLS = "f.id, f.dataset, f.path, f.beamtime, f.size, f.adler32, f.xxh3, f.mtime"
+
+
+def _translate(err: sqlite3.Error, where: str) -> DomasError:
+    text = str(err)
+    if isinstance(err, sqlite3.IntegrityError):
+        return InvalidMessage(f"the catalogue refused the record: {text}")
+    if isinstance(err, sqlite3.OperationalError) and any(
+            s in text for s in ("locked", "busy", "unable to open", "disk I/O")):
+        return CatalogueUnavailable(f"the catalogue database {where} cannot be used now ({text}); "
+                                    "writes are spooled and replayed when it returns")
+    return DomasError(f"the catalogue database {where} failed: {text}; check that it is a domas catalogue")
+
+
+class SQLiteCatalogue(Catalogue):
+    """Catalogue in one SQLite file; safe to share between threads of one process."""
+
+    def __init__(self, path: str | Path, pid_prefix: str = "CSTR:17058.11.HEPS", *,
+                 clock: Callable[[], float] = time.time, synchronous: str = "FULL") -> None:
+        prefix_style(pid_prefix)
+        self.pid_prefix = pid_prefix
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CatalogueUnavailable(f"cannot create the directory of the catalogue {self.path}: "
+                                       f"{e.strerror}") from None
+        with self._edge():
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _edge(self):
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from e
+
+    @contextlib.contextmanager
+    def _tx(self):
+        with self._lock, self._edge():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock, self._edge():
+            return self._db.execute(sql, args).fetchall()
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert_proposal(self, proposal: Proposal) -> None:
+        check_id("proposal", proposal.id)
+        with self._tx() as db:
+            db.execute("INSERT INTO proposals VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                       "title=excluded.title, pi=excluded.pi", (proposal.id, proposal.title, proposal.pi))
+
+    def upsert_beamtime(self, b: Beamtime) -> None:
+        check_id("beamtime", b.id)
+        with self._tx() as db:
+            db.execute("INSERT INTO beamtimes VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                       "beamline=excluded.beamline, proposal=excluded.proposal, pi=excluded.pi, "
+                       "team=excluded.team, start=excluded.start, end=excluded.end",
+                       (b.id, b.beamline, b.proposal, b.pi, json.dumps(list(b.team)), b.start, b.end))
+
+    def upsert_dataset(self, d: Dataset) -> Dataset:
+        check_dataset(d)
+        meta = json.dumps(d.metadata, sort_keys=True, default=str)
+        with self._tx() as db:
+            row = db.execute("SELECT pid, beamtime FROM datasets WHERE path=?", (d.path,)).fetchone()
+            if row:
+                pid = row[0]
+                if d.pid and d.pid != pid:
+                    raise InvalidMessage(f"dataset {d.path} already has the PID {pid}, not {d.pid}")
+                db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=? "
+                           "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta, pid))
+                if row[1] != d.beamtime:
+                    db.execute("UPDATE files SET beamtime=? WHERE dataset=?", (d.beamtime, pid))
+            else:
+                pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
+                created = d.created_at if d.created_at is not None else self._clock()
+                db.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?,0,0,?)",
+                           (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created))
+        return self.get_dataset(pid)
+
+    def upsert_files(self, batch: Sequence[FileRecord]) -> None:
+        for f in batch:
+            check_file(f)
+        with self._tx() as db:
+            beamtimes: dict[str, str] = {}
+            deltas: dict[str, list[int]] = {}
+            for f in batch:
+                if f.dataset not in beamtimes:
+                    beamtimes[f.dataset] = self._beamtime_of(db, f.dataset)
+                old_size = self._write_file(db, f, beamtimes[f.dataset])
+                n, b = counter_delta(old_size, f.size)
+                acc = deltas.setdefault(f.dataset, [0, 0])
+                acc[0] += n
+                acc[1] += b
+            db.executemany("UPDATE datasets SET file_count=file_count+?, bytes=bytes+? WHERE pid=?",
+                           [(n, b, pid) for pid, (n, b) in deltas.items() if n or b])
+
+    @staticmethod
+    def _beamtime_of(db: sqlite3.Connection, pid: str) -> str:
+        row = db.execute("SELECT beamtime FROM datasets WHERE pid=?", (pid,)).fetchone()
+        if row is None:
+            raise NotFound(f"dataset {pid} is not in the catalogue; upsert the dataset before its files")
+        return row[0]
+
+    def _write_file(self, db: sqlite3.Connection, f: FileRecord, beamtime: str) -> int | None:
+        """Upsert one file row and its replicas; returns the old size (None if the file is new)."""
+        old = db.execute(f"SELECT {_FILE_COLS} FROM files f WHERE dataset=? AND path=?", (f.dataset, f.path)).fetchone()
+        if old is None:
+            cur = db.execute("INSERT INTO files (dataset, path, beamtime, size, adler32, xxh3, mtime) "
+                             "VALUES (?,?,?,?,?,?,?)", (f.dataset, f.path, beamtime, f.size, f.adler32, f.xxh3, f.mtime))
+            self._write_replicas(db, cur.lastrowid, {}, f.replicas)
+            return None
+        before = self._with_replicas(db, [old])[0]
+        db.execute("UPDATE files SET size=?, adler32=?, xxh3=?, mtime=?, beamtime=? WHERE id=?",
+                   (f.size, f.adler32, f.xxh3, f.mtime, beamtime, old[0]))
+        self._write_replicas(db, old[0], before.replicas, merged_replicas(before, f))
+        return before.size
+
+    @staticmethod
+    def _write_replicas(db: sqlite3.Connection, file_id: int, before: dict, after: dict) -> None:
+        rows = [(file_id, tier, r.state, r.url, r.verified_at) for tier, r in after.items() if before.get(tier) != r]
+        db.executemany("INSERT INTO replicas VALUES (?,?,?,?,?) ON CONFLICT(file_id, tier) DO UPDATE SET "
+                       "state=excluded.state, url=excluded.url, verified_at=excluded.verified_at", rows)
+
+    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
+                    verified_at: float | None = None) -> None:
+        check_replica(tier, Replica(state, url, verified_at))
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM files WHERE dataset=? AND path=?", (dataset, path)).fetchone()
+            if row is None:
+                raise NotFound(f"file {path} of dataset {dataset} is not in the catalogue")
+            self._write_replicas(db, row[0], {}, {tier: Replica(state, url, verified_at)})
+
+    def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
+        check_dataset_state(state)
+        with self._tx() as db:
+            cur = db.execute("UPDATE datasets SET state=?, embargo_end=coalesce(?, embargo_end) WHERE pid=?",
+                             (state, embargo_end, pid))
+            if cur.rowcount == 0:
+                raise NotFound(f"dataset {pid} is not in the catalogue")
+
+    def recount_dataset(self, pid: str) -> Dataset:
+        with self._tx() as db:
+            db.execute("UPDATE datasets SET file_count=(SELECT count(*) FROM files WHERE dataset=:p), "
+                       "bytes=(SELECT coalesce(sum(size), 0) FROM files WHERE dataset=:p) WHERE pid=:p", {"p": pid})
+        found = self.get_dataset(pid)
+        if found is None:
+            raise NotFound(f"dataset {pid} is not in the catalogue")
+        return found
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get_proposal(self, proposal_id: str) -> Proposal | None:
+        rows = self._query("SELECT id, title, pi FROM proposals WHERE id=?", (proposal_id,))
+        return Proposal(*rows[0]) if rows else None
+
+    def get_beamtime(self, beamtime_id: str) -> Beamtime | None:
+        rows = self._query("SELECT * FROM beamtimes WHERE id=?", (beamtime_id,))
+        if not rows:
+            return None
+        i, beamline, proposal, pi, team, start, end = rows[0]
+        return Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), start, end)
+
+    @staticmethod
+    def _dataset(row: tuple) -> Dataset:
+        pid, beamtime, path, data_type, state, embargo_end, meta, count, size, created = row
+        return Dataset(beamtime=beamtime, path=path, data_type=data_type, state=state, embargo_end=embargo_end,
+                       metadata=json.loads(meta), pid=pid, file_count=count, bytes=size, created_at=created)
+
+    def get_dataset(self, pid: str) -> Dataset | None:
+        rows = self._query(f"SELECT {_DATASET_COLS} FROM datasets d WHERE pid=?", (pid,))
+        return self._dataset(rows[0]) if rows else None
+
+    def dataset_by_path(self, path: str) -> Dataset | None:
+        rows = self._query(f"SELECT {_DATASET_COLS} FROM datasets d WHERE path=?", (path,))
+        return self._dataset(rows[0]) if rows else None
+
+    def find_datasets(self, *, beamtime=None, proposal=None, pi=None, since=None, path_prefix=None,
+                      limit=None) -> list[Dataset]:
+        where, args = [], []
+        if beamtime is not None:
+            where.append("d.beamtime=?")
+            args.append(beamtime)
+        if proposal is not None:
+            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE proposal=?)")
+            args.append(proposal)
+        if pi is not None:
+            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE pi=? UNION SELECT b.id FROM beamtimes b "
+                         "JOIN proposals p ON p.id=b.proposal WHERE p.pi=?)")
+            args += [pi, pi]
+        if since is not None:
+            where.append("d.created_at>=?")
+            args.append(since)
+        if path_prefix is not None:
+            root = path_prefix.rstrip("/") + "/"
+            where.append("(d.path=? OR substr(d.path, 1, ?)=?)")
+            args += [root.rstrip("/") or "/", len(root), root]
+        sql = f"SELECT {_DATASET_COLS} FROM datasets d"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY d.created_at DESC, d.pid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._dataset(r) for r in self._query(sql, args)]
+
+    def _with_replicas(self, db: sqlite3.Connection, rows: list[tuple]) -> list[FileRecord]:
+        ids = [r[0] for r in rows]
+        reps: dict[int, dict[str, Replica]] = {i: {} for i in ids}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for fid, tier, state, url, verified_at in db.execute(
+                    f"SELECT file_id, tier, state, url, verified_at FROM replicas WHERE file_id IN ({marks})", part):
+                reps[fid][tier] = Replica(state, url, verified_at)
+        return [FileRecord(dataset=ds, path=p, size=size, adler32=a, xxh3=x, mtime=m,
+                           replicas=dict(sorted(reps[fid].items())), beamtime=bt)
+                for fid, ds, p, bt, size, a, x, m in rows]
+
+    def get_file(self, dataset: str, path: str) -> FileRecord | None:
+        with self._lock, self._edge():
+            rows = self._db.execute(f"SELECT {_FILE_COLS} FROM files f WHERE dataset=? AND path=?",
+                                    (dataset, path)).fetchall()
+            return self._with_replicas(self._db, rows)[0] if rows else None
+
+    def files_of(self, pid: str) -> Iterator[FileRecord]:
+        last = ""
+        while True:
+            with self._lock, self._edge():
+                rows = self._db.execute(f"SELECT {_FILE_COLS} FROM files f WHERE dataset=? AND path>? "
+                                        f"ORDER BY path LIMIT {PAGE}", (pid, last)).fetchall()
+                page = self._with_replicas(self._db, rows)
+            yield from page
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][2]
+
+    def _paged(self, sql: str, args: list, limit: int | None) -> Iterator[FileRecord]:
+        """Run `sql` (which has a `f.id > ?` placeholder first) page by page, in file id order."""
+        last, left = 0, limit if limit is not None else -1
+        while left != 0:
+            size = PAGE if left < 0 else min(PAGE, left)
+            with self._lock, self._edge():
+                rows = self._db.execute(f"{sql} ORDER BY f.id LIMIT {size}", [last, *args]).fetchall()
+                page = self._with_replicas(self._db, rows)
+            yield from page
+            left = left - len(rows) if left > 0 else left
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
+
+    @staticmethod
+    def _scope(dataset: str | None, beamtime: str | None) -> tuple[str, list]:
+        sql, args = "", []
+        if dataset is not None:
+            sql += " AND f.dataset=?"
+            args.append(dataset)
+        if beamtime is not None:
+            sql += " AND f.beamtime=?"
+            args.append(beamtime)
+        return sql, args
+
+    def files_by_replica_state(self, tier, state, *, dataset=None, beamtime=None, limit=None):
+        scope, args = self._scope(dataset, beamtime)
+        sql = (f"SELECT {_FILE_COLS} FROM replicas r JOIN files f ON f.id=r.file_id "
+               f"WHERE f.id>? AND r.tier=? AND r.state=?{scope}")
+        return self._paged(sql, [tier, state, *args], limit)
+
+    def files_lacking_replica(self, tier, state="verified", *, dataset=None, beamtime=None, limit=None):
+        scope, args = self._scope(dataset, beamtime)
+        sql = (f"SELECT {_FILE_COLS} FROM files f WHERE f.id>?{scope} AND NOT EXISTS "
+               "(SELECT 1 FROM replicas r WHERE r.file_id=f.id AND r.tier=? AND r.state=?)")
+        return self._paged(sql, [*args, tier, state], limit)
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,251 @@
+"""One contract every Catalogue backend passes: SQLite (embedded) and MongoDB (SecantusDB or real)."""
+
+from __future__ import annotations
+
+import pytest
+
+from domas.controller.catalogue import sqlite as sqlite_mod
+from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica
+from domas.controller.catalogue.pid import dataset_pid
+from domas.errors import InvalidMessage, NotFound
+
+BACKENDS = ["sqlite", "mongo"]
+
+
+@pytest.fixture(params=BACKENDS)
+def catalogue(request, tmp_path):
+    if request.param == "sqlite":
+        cat = sqlite_mod.SQLiteCatalogue(tmp_path / "cat.sqlite")
+        yield cat
+        cat.close()
+    else:
+        yield request.getfixturevalue("mongo_catalogue")
+
+
+def reopen(cat):
+    """A second catalogue object on the same store, as after a restart."""
+    if isinstance(cat, sqlite_mod.SQLiteCatalogue):
+        return sqlite_mod.SQLiteCatalogue(cat.path)
+    from domas.controller.catalogue.mongo import MongoCatalogue
+
+    return MongoCatalogue(f"mongodb://{cat._where}/?directConnection=true", database=cat._db.name)
+
+
+def corrupt_counters(cat, pid):
+    if isinstance(cat, sqlite_mod.SQLiteCatalogue):
+        with cat._tx() as db:
+            db.execute("UPDATE datasets SET file_count=99, bytes=-5 WHERE pid=?", (pid,))
+    else:
+        cat._db.datasets.update_one({"_id": pid}, {"$set": {"file_count": 99, "bytes": -5}})
+
+
+def dataset(cat, beamtime="bt1", path="/data/b1/scan1", **kw) -> Dataset:
+    return cat.upsert_dataset(Dataset(beamtime=beamtime, path=path, **kw))
+
+
+def f(pid, path, size=10, adler="0000abcd", xxh="", **kw) -> FileRecord:
+    return FileRecord(dataset=pid, path=path, size=size, adler32=adler, xxh3=xxh, mtime=1.5, **kw)
+
+
+def test_proposal_and_beamtime_round_trip_and_update(catalogue):
+    catalogue.upsert_proposal(Proposal("P1", "Old title", "Ada"))
+    catalogue.upsert_proposal(Proposal("P1", "Crystal growth", "Ada"))
+    bt = Beamtime("bt1", "B1", "P1", "Grace", ("Grace", "Linus"), 100.0, 200.0)
+    catalogue.upsert_beamtime(bt)
+    catalogue.upsert_beamtime(bt)
+    assert catalogue.get_proposal("P1") == Proposal("P1", "Crystal growth", "Ada")
+    assert catalogue.get_beamtime("bt1") == bt
+    assert catalogue.get_proposal("nope") is None and catalogue.get_beamtime("nope") is None
+
+
+def test_dataset_gets_stable_pid_and_keeps_created_at(catalogue):
+    first = dataset(catalogue, metadata={"sample": {"name": "Si"}}, created_at=1000.0)
+    assert first.pid == dataset_pid("CSTR:17058.11.HEPS", "bt1", "/data/b1/scan1")
+    assert first.pid.startswith("CSTR:17058.11.HEPS.bt1.")
+    again = dataset(catalogue, state="closed", metadata={"sample": {"name": "Ge"}}, created_at=2000.0)
+    assert again.pid == first.pid and again.created_at == 1000.0
+    assert again.state == "closed" and again.metadata == {"sample": {"name": "Ge"}}
+    other = dataset(catalogue, path="/data/b1/scan2")
+    assert other.pid != first.pid
+    assert catalogue.dataset_by_path("/data/b1/scan1") == again
+    assert catalogue.get_dataset("CSTR:none") is None
+
+
+def test_pid_survives_a_restart(catalogue):
+    pid = dataset(catalogue).pid
+    later = reopen(catalogue)
+    try:
+        assert later.upsert_dataset(Dataset(beamtime="bt1", path="/data/b1/scan1")).pid == pid
+        assert len(later.find_datasets()) == 1
+    finally:
+        later.close()
+
+
+def test_explicit_pid_must_match_the_stored_one(catalogue):
+    dataset(catalogue)
+    with pytest.raises(InvalidMessage, match="already has the PID"):
+        dataset(catalogue, pid="CSTR:17058.11.HEPS.other")
+
+
+def test_counters_stay_right_under_repeated_upserts(catalogue):
+    pid = dataset(catalogue).pid
+    for _ in range(3):
+        catalogue.upsert_file(f(pid, "a.h5", 10))
+    catalogue.upsert_files([f(pid, "b.h5", 5), f(pid, "b.h5", 5), f(pid, "c/d.h5", 7)])
+    got = catalogue.get_dataset(pid)
+    assert (got.file_count, got.bytes) == (3, 22)
+    catalogue.upsert_file(f(pid, "a.h5", 100, "11112222"))
+    got = catalogue.get_dataset(pid)
+    assert (got.file_count, got.bytes) == (3, 112)
+    assert dataset(catalogue).file_count == 3          # re-upserting the dataset keeps its counters
+
+
+def test_recount_repairs_counters(catalogue):
+    pid = dataset(catalogue).pid
+    catalogue.upsert_files([f(pid, "a", 3), f(pid, "b", 4)])
+    corrupt_counters(catalogue, pid)
+    fixed = catalogue.recount_dataset(pid)
+    assert (fixed.file_count, fixed.bytes) == (2, 7)
+    with pytest.raises(NotFound):
+        catalogue.recount_dataset("CSTR:none")
+
+
+def test_file_round_trip_with_replicas(catalogue):
+    ds = dataset(catalogue)
+    rec = f(ds.pid, "raw/a.h5", 10, "0000abcd", "0123456789abcdef",
+            replicas={"beamline": Replica("verified", "file:///b1/a.h5", 5.0)})
+    catalogue.upsert_file(rec)
+    catalogue.set_replica(ds.pid, "raw/a.h5", "central", "verified", "root://eos//a.h5", 9.0)
+    got = catalogue.get_file(ds.pid, "raw/a.h5")
+    assert got.size == 10 and got.adler32 == "0000abcd" and got.xxh3 == "0123456789abcdef"
+    assert got.mtime == 1.5 and got.beamtime == "bt1"
+    assert got.replicas == {"beamline": Replica("verified", "file:///b1/a.h5", 5.0),
+                            "central": Replica("verified", "root://eos//a.h5", 9.0)}
+    assert catalogue.get_file(ds.pid, "nope") is None
+
+
+def test_unknown_dataset_or_file_is_not_found(catalogue):
+    with pytest.raises(NotFound, match="upsert the dataset"):
+        catalogue.upsert_file(f("CSTR:none", "a"))
+    pid = dataset(catalogue).pid
+    with pytest.raises(NotFound):
+        catalogue.set_replica(pid, "nope", "tape", "verified")
+    with pytest.raises(NotFound):
+        catalogue.set_dataset_state("CSTR:none", "closed")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(adler="ABC"), "adler32"),
+    (dict(xxh="123"), "xxh3"),
+    (dict(path="/abs"), "relative"),
+    (dict(path="a/../../b"), "relative"),
+    (dict(size=-1), "size"),
+    (dict(replicas={"Tape!": Replica("verified")}), "tier"),
+    (dict(replicas={"tape": Replica("maybe")}), "replica state"),
+])
+def test_bad_file_records_are_refused(catalogue, bad, match):
+    pid = dataset(catalogue).pid
+    args = dict(path="a.h5", size=1, adler="0000abcd", xxh="")
+    args.update(bad)
+    with pytest.raises(InvalidMessage, match=match):
+        catalogue.upsert_file(f(pid, args.pop("path"), args.pop("size"), args.pop("adler"), args.pop("xxh"), **args))
+    assert catalogue.get_dataset(pid).file_count == 0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(data_type="junk"), "data type"), (dict(path="relative/x"), "absolute"),
+    (dict(path="/data/x/"), "normalised"), (dict(state="lost"), "dataset state"), (dict(beamtime=""), "beamtime"),
+])
+def test_bad_datasets_are_refused(catalogue, bad, match):
+    with pytest.raises(InvalidMessage, match=match):
+        dataset(catalogue, **bad)
+
+
+def test_changed_content_makes_other_replicas_stale(catalogue):
+    pid = dataset(catalogue).pid
+    catalogue.upsert_file(f(pid, "a", 10, "0000abcd"))
+    catalogue.set_replica(pid, "a", "central", "verified", "u1", 1.0)
+    catalogue.set_replica(pid, "a", "tape", "deleted", "u2", 1.0)
+    catalogue.upsert_file(f(pid, "a", 10, "0000abcd"))                  # same content: untouched
+    assert catalogue.get_file(pid, "a").replicas["central"].state == "verified"
+    catalogue.upsert_file(f(pid, "a", 10, "0000ffff", replicas={"beamline": Replica("verified", "b", 2.0)}))
+    reps = catalogue.get_file(pid, "a").replicas
+    assert reps["central"] == Replica("stale", "u1", 1.0)
+    assert reps["tape"].state == "deleted" and reps["beamline"].state == "verified"
+
+
+def test_lifecycle_queries_by_replica_state(catalogue):
+    one = dataset(catalogue, "bt1", "/data/one").pid
+    two = dataset(catalogue, "bt2", "/data/two").pid
+    catalogue.upsert_files([f(one, p) for p in ("a", "b", "c")] + [f(two, p) for p in ("x", "y")])
+    catalogue.set_replica(one, "a", "tape", "verified", "t/a", 1.0)
+    catalogue.set_replica(one, "b", "tape", "failed")
+    catalogue.set_replica(two, "x", "tape", "verified", "t/x", 1.0)
+
+    def names(it):
+        return sorted(r.path for r in it)
+
+    assert names(catalogue.files_by_replica_state("tape", "verified")) == ["a", "x"]
+    assert names(catalogue.files_by_replica_state("tape", "verified", beamtime="bt2")) == ["x"]
+    assert names(catalogue.files_by_replica_state("tape", "failed", dataset=one)) == ["b"]
+    assert names(catalogue.files_lacking_replica("tape")) == ["b", "c", "y"]
+    assert names(catalogue.files_lacking_replica("tape", dataset=one)) == ["b", "c"]
+    assert names(catalogue.files_lacking_replica("central", beamtime="bt2")) == ["x", "y"]
+    assert len(list(catalogue.files_lacking_replica("tape", limit=2))) == 2
+    assert names(catalogue.files_by_replica_state("disk", "verified")) == []
+
+
+def test_queries_page_through_many_files(catalogue, monkeypatch):
+    monkeypatch.setattr(sqlite_mod, "PAGE", 3)
+    pid = dataset(catalogue).pid
+    paths = [f"f{i:02d}" for i in range(11)]
+    catalogue.upsert_files([f(pid, p) for p in reversed(paths)])
+    for p in paths[:7]:
+        catalogue.set_replica(pid, p, "tape", "verified")
+    assert [r.path for r in catalogue.files_of(pid)] == paths
+    assert sorted(r.path for r in catalogue.files_by_replica_state("tape", "verified")) == paths[:7]
+    assert sorted(r.path for r in catalogue.files_lacking_replica("tape")) == paths[7:]
+    assert len(list(catalogue.files_lacking_replica("central", limit=5))) == 5
+
+
+def test_find_datasets_by_beamtime_proposal_pi_since_and_path(catalogue):
+    catalogue.upsert_proposal(Proposal("P1", "t", "Ada"))
+    catalogue.upsert_proposal(Proposal("P2", "t", "Bob"))
+    catalogue.upsert_beamtime(Beamtime("bt1", "B1", "P1", "Grace"))
+    catalogue.upsert_beamtime(Beamtime("bt2", "B1", "P2", "Bob"))
+    catalogue.upsert_beamtime(Beamtime("bt3", "B2", "P2", "Ada"))
+    a = dataset(catalogue, "bt1", "/d/bt1/a", created_at=100.0).pid
+    b = dataset(catalogue, "bt2", "/d/bt2/b", created_at=200.0).pid
+    c = dataset(catalogue, "bt3", "/d/bt3/c", created_at=300.0).pid
+    d = dataset(catalogue, "bt3", "/d/bt3/cc", created_at=400.0).pid
+
+    def pids(**kw):
+        return [x.pid for x in catalogue.find_datasets(**kw)]
+
+    assert pids() == [d, c, b, a]                                      # newest first
+    assert pids(beamtime="bt3") == [d, c]
+    assert pids(proposal="P2") == [d, c, b]
+    assert pids(pi="Ada") == [d, c, a]                                 # beamtime PI or proposal PI
+    assert pids(pi="Grace") == [a]
+    assert pids(pi="Bob", since=250.0) == [d, c]
+    assert pids(proposal="P2", pi="Ada") == [d, c]
+    assert pids(path_prefix="/d/bt3/c") == [c]                         # a directory, not a string prefix
+    assert pids(path_prefix="/d/") == [d, c, b, a]
+    assert pids(limit=1) == [d]
+    assert pids(pi="Nobody") == [] and pids(proposal="P9") == []
+
+
+def test_dataset_state_and_beamtime_move(catalogue):
+    pid = dataset(catalogue, embargo_end=50.0).pid
+    catalogue.upsert_file(f(pid, "a"))
+    catalogue.set_dataset_state(pid, "archived")
+    got = catalogue.get_dataset(pid)
+    assert got.state == "archived" and got.embargo_end == 50.0
+    catalogue.set_dataset_state(pid, "embargoed", embargo_end=99.0)
+    assert catalogue.get_dataset(pid).embargo_end == 99.0
+    with pytest.raises(InvalidMessage):
+        catalogue.set_dataset_state(pid, "lost")
+    moved = catalogue.upsert_dataset(Dataset("bt9", "/data/b1/scan1"))
+    assert moved.pid == pid and moved.beamtime == "bt9"
+    assert catalogue.get_file(pid, "a").beamtime == "bt9"
+    assert [r.path for r in catalogue.files_lacking_replica("tape", beamtime="bt9")] == ["a"]
