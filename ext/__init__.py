@@ -2,7 +2,9 @@
 
 The C extension (`_checksum`) is chosen at import when it is built and DOMAS_NO_EXTENSIONS is
 not set; otherwise the pure-Python fallback gives identical results, more slowly.
-`IMPLEMENTATION` names the active code path ("avx2", "ssse3", "scalar", "python", ...).
+`IMPLEMENTATION` names the active code path ("avx512vnni", "avx512", "avx2", "ssse3", "scalar",
+"python"). The extension picks the fastest path the CPU supports; DOMAS_CHECKSUM_IMPL names a
+slower one to use instead (for tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ if os.environ.get("DOMAS_NO_EXTENSIONS", "") in ("", "0"):
         from domas.checksum import _checksum as _impl  # type: ignore[no-redef]
     except ImportError:
         _impl = None
+
+if _impl is not None and os.environ.get("DOMAS_CHECKSUM_IMPL"):
+    try:
+        _impl._set_impl(os.environ["DOMAS_CHECKSUM_IMPL"])
+    except ValueError as err:
+        from domas.errors import ConfigError
+
+        raise ConfigError(f"DOMAS_CHECKSUM_IMPL: {err}") from None
 
 if _impl is not None:
     adler32 = _impl.adler32

@@ -28,15 +28,15 @@
 #include <immintrin.h>
 #endif
 
-/* xxHash is used header-only (libxxhash-dev); the long-input kernels are instantiated per ISA. */
+/* xxHash is used header-only (libxxhash-dev); its long-input kernel is instantiated per ISA.
+ * The AVX-512 paths keep xxHash's AVX2 kernel: on AMD Zen 4 (512-bit ops split in two) it was
+ * measured faster on 256 MiB (25 vs 19.5 GB/s) and as fast in cache. */
 #define XXH_INLINE_ALL
 #define XXH_STATIC_LINKING_ONLY
 #if defined(DOMAS_X86)
 #define XXH_ACC_ALIGN 64
 #define XXH_DISPATCH_AVX2 1
-#define XXH_DISPATCH_AVX512 1
 #define XXH_TARGET_AVX2 __attribute__((target("avx2")))
-#define XXH_TARGET_AVX512 __attribute__((target("avx512f")))
 #endif
 #include <xxhash.h>
 
@@ -52,7 +52,8 @@
 #define ADLER_BASE 65521u
 #define ADLER_NMAX 5552
 #define GIL_RELEASE_MIN 2048
-#define FUSED_BLOCK (32 * 1024)
+/* L2-sized: on 256 MiB inputs 64 KiB..512 KiB measured alike, 8..32 KiB slower */
+#define FUSED_BLOCK (128 * 1024)
 
 typedef uint32_t (*adler_fn)(uint32_t adler, const uint8_t *p, size_t n);
 typedef XXH_errorcode (*xxh_update_fn)(XXH3_state_t *state, const uint8_t *p, size_t n);
@@ -181,6 +182,7 @@ adler_avx2(uint32_t adler, const uint8_t *p, size_t n)
                            hsum_epi32_256(vs3));
         n -= bytes;
     }
+    _mm256_zeroupper(); /* GCC omits it before the tail call */
     return adler_scalar(adler, p, n);
 }
 
@@ -211,6 +213,49 @@ adler_avx512(uint32_t adler, const uint8_t *p, size_t n)
                            (uint64_t)(uint32_t)_mm512_reduce_add_epi32(vs3));
         n -= bytes;
     }
+    _mm256_zeroupper(); /* GCC omits it before the tail call */
+    return adler_scalar(adler, p, n);
+}
+
+/* ---- adler32: AVX-512 VNNI (vpdpbusd does the weighted byte sum in one step) ----------- */
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static uint32_t
+adler_avx512vnni(uint32_t adler, const uint8_t *p, size_t n)
+{
+    const __m512i weights = _mm512_set_epi8(
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+        26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+        49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64);
+    const __m512i zero = _mm512_setzero_si512();
+    while (n >= 64) {
+        size_t bytes = n < ADLER_NMAX ? n : ADLER_NMAX;
+        bytes &= ~(size_t)63;
+        const uint8_t *end = p + bytes;
+        /* two weighted-sum accumulators hide the latency of vpdpbusd */
+        __m512i vs1 = zero, vs2a = zero, vs2b = zero, vs3 = zero;
+        for (; p + 128 <= end; p += 128) {
+            __m512i d0 = _mm512_loadu_si512((const void *)p);
+            __m512i d1 = _mm512_loadu_si512((const void *)(p + 64));
+            vs3 = _mm512_add_epi32(vs3, vs1);
+            vs1 = _mm512_add_epi32(vs1, _mm512_sad_epu8(d0, zero));
+            vs2a = _mm512_dpbusd_epi32(vs2a, d0, weights);
+            vs3 = _mm512_add_epi32(vs3, vs1);
+            vs1 = _mm512_add_epi32(vs1, _mm512_sad_epu8(d1, zero));
+            vs2b = _mm512_dpbusd_epi32(vs2b, d1, weights);
+        }
+        if (p < end) {
+            __m512i d = _mm512_loadu_si512((const void *)p);
+            vs3 = _mm512_add_epi32(vs3, vs1);
+            vs1 = _mm512_add_epi32(vs1, _mm512_sad_epu8(d, zero));
+            vs2a = _mm512_dpbusd_epi32(vs2a, d, weights);
+            p += 64;
+        }
+        adler = adler_fold(adler, bytes, 64, (uint64_t)(uint32_t)_mm512_reduce_add_epi32(vs1),
+                           (uint64_t)(uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(vs2a, vs2b)),
+                           (uint64_t)(uint32_t)_mm512_reduce_add_epi32(vs3));
+        n -= bytes;
+    }
+    _mm256_zeroupper(); /* GCC omits it before the tail call */
     return adler_scalar(adler, p, n);
 }
 
@@ -235,7 +280,6 @@ adler_avx512(uint32_t adler, const uint8_t *p, size_t n)
 DOMAS_XXH_VARIANT(scalar, )
 DOMAS_XXH_VARIANT(sse2, )
 DOMAS_XXH_VARIANT(avx2, __attribute__((target("avx2"))))
-DOMAS_XXH_VARIANT(avx512, __attribute__((target("avx512f"))))
 #else
 static XXH_errorcode
 xxh_update_default(XXH3_state_t *state, const uint8_t *p, size_t n)
@@ -260,11 +304,13 @@ static const impl_t IMPLS[] = {
 #if defined(DOMAS_XXH_DISPATCH)
     {"ssse3", adler_ssse3, xxh_update_sse2, xxh_oneshot_sse2},
     {"avx2", adler_avx2, xxh_update_avx2, xxh_oneshot_avx2},
-    {"avx512", adler_avx512, xxh_update_avx512, xxh_oneshot_avx512},
+    {"avx512", adler_avx512, xxh_update_avx2, xxh_oneshot_avx2},
+    {"avx512vnni", adler_avx512vnni, xxh_update_avx2, xxh_oneshot_avx2},
 #else
     {"ssse3", adler_ssse3, xxh_update_default, xxh_oneshot_default},
     {"avx2", adler_avx2, xxh_update_default, xxh_oneshot_default},
     {"avx512", adler_avx512, xxh_update_default, xxh_oneshot_default},
+    {"avx512vnni", adler_avx512vnni, xxh_update_default, xxh_oneshot_default},
 #endif
 #endif
 };
@@ -283,6 +329,9 @@ impl_supported(const impl_t *impl)
         return __builtin_cpu_supports("avx2");
     if (strcmp(impl->name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    if (strcmp(impl->name, "avx512vnni") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni");
 #endif
     return strcmp(impl->name, "scalar") == 0;
 }
