@@ -11,6 +11,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+# Chunk durations reach minutes on a slow WAN link; buckets in seconds.
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
 
 @dataclass
 class FileStats:
@@ -51,11 +54,33 @@ class Accounting:
     chunks_done: int = 0
     retries: int = 0
     errors: Counter = field(default_factory=Counter)
+    chunks_failed: int = 0
+    inflight: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.duration_counts = [0] * (len(DURATION_BUCKETS) + 1)   # last: +Inf
+        self.duration_sum = 0.0
+
+    def observe_chunk(self, seconds: float, nbytes: int, ok: bool, verified: bool = False) -> None:
+        """One chunk finished (agent side): counts, bytes and its duration."""
+        with self._lock:
+            if ok:
+                self.chunks_done += 1
+                self.bytes_read += nbytes
+                self.bytes_written += nbytes
+                self.bytes_verified += nbytes if verified else 0
+            else:
+                self.chunks_failed += 1
+            self.duration_sum += seconds
+            i = next((k for k, b in enumerate(DURATION_BUCKETS) if seconds <= b), len(DURATION_BUCKETS))
+            self.duration_counts[i] += 1
+
+    def add_inflight(self, delta: int) -> None:
+        with self._lock:
+            self.inflight += delta
 
     def add_file(self, fs: FileStats) -> FileStats:
         with self._lock:

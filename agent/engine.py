@@ -51,6 +51,24 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
 
 
+def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: str) -> tuple[int, int, bytes]:
+    """Copy one chunk: read once, hash in flight, write, and (readback) make durable and compare.
+
+    Returns (adler32, xxh3, data). The shared unit of work of `domas copy` and of the agent.
+    """
+    data = reader.pread(c.offset, c.length)
+    if len(data) != c.length:
+        raise SourceChanged(f"{src_url} shrank while it was copied; copying it again from the start")
+    adler, xxh = chunk_sums(data)
+    writer.pwrite(c.offset, data)
+    if readback:
+        writer.sync()
+        if xxh3_64(writer.readback(c.offset, c.length)) != xxh:
+            raise ChecksumMismatch(f"chunk {c.index} of {dst_url} read back differently from what "
+                                   "was written; copying it again")
+    return adler, xxh, data
+
+
 class OrderedHash:
     """Whole-file xxh3 fed with chunks in file order, whatever order they finish in."""
 
@@ -170,16 +188,8 @@ class FileCopy:
         self.copy_chunk(c)
 
     def copy_chunk(self, c: Chunk) -> None:
-        data = self.reader.pread(c.offset, c.length)
-        if len(data) != c.length:
-            raise SourceChanged(f"{self.job.src_url} shrank while it was copied; copying it again from the start")
-        adler, xxh = chunk_sums(data)
-        self.writer.pwrite(c.offset, data)
-        if self.readback:
-            self.writer.sync()
-            if xxh3_64(self.writer.readback(c.offset, c.length)) != xxh:
-                raise ChecksumMismatch(f"chunk {c.index} of {self.job.dst_url} read back differently from what "
-                                       "was written; copying it again")
+        adler, xxh, data = copy_range(self.reader, self.writer, c, self.readback,
+                                      self.job.src_url, self.job.dst_url)
         if self.journal is not None:
             if not self.readback:
                 self.writer.sync()

@@ -1,0 +1,59 @@
+"""Prometheus exposition of an agent's Accounting: a collector that reads it at scrape time.
+
+Names follow Prometheus conventions: base units as suffixes, `_total` on counters, bounded
+labels only (never a path, file or transfer id).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .accounting import DURATION_BUCKETS, Accounting
+
+
+class AgentCollector:
+    def __init__(self, acct: Accounting, spool_size=lambda: 0, connected=lambda: False) -> None:
+        self.acct, self.spool_size, self.connected = acct, spool_size, connected
+
+    def collect(self):
+        a = self.acct
+        with a._lock:
+            read, written, verified = a.bytes_read, a.bytes_written, a.bytes_verified
+            ok, failed, inflight, retries = a.chunks_done, a.chunks_failed, a.inflight, a.retries
+            counts, total = list(a.duration_counts), a.duration_sum
+            errors = dict(a.errors)
+        b = CounterMetricFamily("domas_agent_bytes", "Bytes moved by this agent", labels=["direction"])
+        b.add_metric(["read"], read)
+        b.add_metric(["write"], written)
+        b.add_metric(["verify"], verified)
+        yield b
+        c = CounterMetricFamily("domas_agent_chunks", "Chunks finished by this agent, by result", labels=["result"])
+        c.add_metric(["ok"], ok)
+        c.add_metric(["error"], failed)
+        yield c
+        e = CounterMetricFamily("domas_agent_errors", "Chunk errors by class", labels=["class"])
+        for kind, n in sorted(errors.items()):
+            e.add_metric([kind], n)
+        yield e
+        yield CounterMetricFamily("domas_agent_retries", "Chunk retries", value=retries)
+        buckets, cum = [], 0
+        for bound, n in zip([*map(str, DURATION_BUCKETS), "+Inf"], counts):
+            cum += n
+            buckets.append((bound, cum))
+        yield HistogramMetricFamily("domas_agent_chunk_duration_seconds", "Time to copy and verify one chunk",
+                                    buckets=buckets, sum_value=total)
+        yield GaugeMetricFamily("domas_agent_inflight_chunks", "Chunks being copied now", value=inflight)
+        yield GaugeMetricFamily("domas_agent_spooled_reports", "Chunk reports waiting for the controller",
+                                value=self.spool_size())
+        yield GaugeMetricFamily("domas_agent_controller_connected", "1 when the lease stream is up",
+                                value=1 if self.connected() else 0)
+
+
+def serve_metrics(listen: str, collector) -> tuple[object, int]:
+    """Start /metrics on host:port (port 0 picks a free one); returns (server, port)."""
+    host, _, port = listen.rpartition(":")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    return server, server.server_port

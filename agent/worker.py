@@ -1,0 +1,227 @@
+"""The transfer agent: takes chunk leases from the controller over gRPC, copies, reports.
+
+Invariants:
+- Flow control is by credit: the agent asks for `want` more leases only when it has room
+  (at start: 2 x streams; then one per finished chunk), so it never holds more than it can start.
+- Every result is put in the durable spool before it is sent and removed only when acknowledged;
+  on reconnect the spool is replayed (ReportResults) before new leases are taken.
+- A chunk is reported done only after its bytes are durable at the destination (and read back
+  when verifying on a local disk); the report carries its adler32 and xxh3.
+- Losing the controller never stops work already leased; the agent reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from domas import __version__
+from domas.errors import DomasError, SourceChanged, Unauthenticated
+from domas.v1 import domas_pb2 as pb
+from domas.v1 import domas_pb2_grpc as pb_grpc
+
+from .accounting import Accounting
+from .engine import backoff_delay, copy_range
+from .plan import Chunk, check_range
+from .spool import ReportSpool
+from .storage import resolve
+
+log = logging.getLogger("domas.agent")
+
+
+def run_lease(lease: pb.ChunkLease, acct: Accounting) -> pb.ChunkResult:
+    """Copy one leased chunk (blocking; runs in a worker thread) and describe the outcome."""
+    t0 = time.monotonic()
+    res = pb.ChunkResult(report_id=uuid.uuid4().hex, lease_id=lease.lease_id, transfer_id=lease.transfer_id,
+                         file_id=lease.file_id, chunk_index=lease.chunk_index, offset=lease.offset,
+                         length=lease.length)
+    side = pb.ERROR_SIDE_SOURCE
+    try:
+        check_range(lease.offset, lease.length, lease.file_size)
+        src_store, src_path = resolve(lease.src_url)
+        st = src_store.stat_follow(src_path)
+        res.observed_source.size = st.size
+        res.observed_source.mtime_ns = round(st.mtime * 1e9)
+        if lease.HasField("source") and (st.size != lease.source.size or
+                                         abs(res.observed_source.mtime_ns - lease.source.mtime_ns) > 1000):
+            raise SourceChanged(f"{lease.src_url} changed since the transfer was planned")
+        side = pb.ERROR_SIDE_DESTINATION
+        dst_store, dst_path = resolve(lease.dst_url)
+        readback = lease.verify != pb.VERIFY_MODE_NONE and dst_store.chunk_readback
+        side = pb.ERROR_SIDE_SOURCE
+        with src_store.open_read(src_path) as reader:
+            side = pb.ERROR_SIDE_DESTINATION
+            with dst_store.open_write(dst_path) as writer:
+                side = pb.ERROR_SIDE_UNSPECIFIED
+                chunk = Chunk(lease.chunk_index, lease.offset, lease.length)
+                adler, xxh, _ = copy_range(reader, writer, chunk, readback, lease.src_url, lease.dst_url)
+                if not readback:
+                    writer.sync()
+        res.adler32, res.xxh3, res.bytes = adler, xxh, lease.length
+        ok, verified = True, readback
+    except DomasError as e:
+        res.error_kind, res.error_message, res.retriable = e.kind, str(e), e.retriable
+        res.error_side = _side_of(e, lease, side)
+        ok, verified = False, False
+        acct.add_error(e.kind)
+    res.seconds = time.monotonic() - t0
+    acct.observe_chunk(res.seconds, lease.length, ok, verified)
+    return res
+
+
+def _side_of(err: DomasError, lease: pb.ChunkLease, guess: int) -> int:
+    where = err.path or ""
+    if where and where in lease.dst_url:
+        return pb.ERROR_SIDE_DESTINATION
+    if where and where in lease.src_url:
+        return pb.ERROR_SIDE_SOURCE
+    return guess
+
+
+def make_channel(address: str, tls_ca: str = "") -> grpc.aio.Channel:
+    options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if tls_ca:
+        creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+        return grpc.aio.secure_channel(address, creds, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+def auth_metadata(token: str) -> tuple:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class Agent:
+    def __init__(self, *, controller: str, name: str, streams: int, state_dir: Path, token: str = "",
+                 tls_ca: str = "", rng: random.Random | None = None) -> None:
+        self.controller, self.name, self.streams = controller, name, streams
+        self.token, self.tls_ca = token, tls_ca
+        self.acct = Accounting()
+        self.spool = ReportSpool(Path(state_dir) / f"agent-{name}" / "reports.sqlite")
+        self.rng = rng or random.Random()
+        self.connected = False
+        self.agent_id = ""
+        self.held: dict[str, pb.ChunkLease] = {}
+        self._sem = asyncio.Semaphore(streams)
+        self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-agent")
+        self._md = auth_metadata(token)
+        self._outq: asyncio.Queue = asyncio.Queue()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            channel = make_channel(self.controller, self.tls_ca)
+            try:
+                stub = pb_grpc.ControllerStub(channel)
+                await self._register(stub)
+                await self._replay(stub)
+                attempt = 0
+                await self._session(stub, stop)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise Unauthenticated(f"the controller at {self.controller} refused this agent's token; "
+                                          "set DOMAS_TOKEN to the controller's token") from None
+                log.warning("controller %s: %s; retrying", self.controller, e.details() or e.code().name)
+            finally:
+                self.connected = False
+                await channel.close()
+            attempt = min(attempt + 1, 6)
+            await _wait(stop, backoff_delay(attempt, 0.2, 5.0, self.rng))
+        self._pool.shutdown(wait=True)
+
+    async def _register(self, stub) -> None:
+        resp = await stub.RegisterAgent(pb.RegisterAgentRequest(
+            name=self.name, hostname=socket.gethostname(), slots=self.streams, version=__version__),
+            metadata=self._md, timeout=10)
+        self.agent_id = resp.agent_id
+        self.heartbeat_seconds = resp.heartbeat_seconds or 5.0
+
+    async def _replay(self, stub, older_than: float | None = None) -> None:
+        """Send spooled reports (from before a crash or an outage), oldest first."""
+        while True:
+            pending = await self._io(self.spool.pending, 500, older_than)
+            if not pending:
+                return
+            results = [pb.ChunkResult.FromString(payload) for _, payload in pending]
+            resp = await stub.ReportResults(pb.ReportResultsRequest(agent_id=self.agent_id, results=results),
+                                            metadata=self._md, timeout=30)
+            await self._io(self.spool.remove, [a.report_id for a in resp.acks])
+            if not resp.acks:
+                return
+
+    async def _session(self, stub, stop: asyncio.Event) -> None:
+        self._outq = outq = asyncio.Queue()
+        call = stub.Leases(self._requests(outq), metadata=self._md)
+        self.connected = True
+        await outq.put(pb.LeasesRequest(agent_id=self.agent_id,
+                                        lease_request=pb.LeaseRequest(want=2 * self.streams)))
+        beats = asyncio.create_task(self._heartbeats(stub, stop, call))
+        try:
+            async for resp in call:
+                await self._io(self.spool.remove, [a.report_id for a in resp.acks])
+                for lease in resp.batch.leases:
+                    self.held[lease.lease_id] = lease
+                    asyncio.create_task(self._work(lease))
+                for lease_id in resp.batch.revoked_lease_ids:
+                    self.held.pop(lease_id, None)
+                if stop.is_set():
+                    break
+        finally:
+            beats.cancel()
+            call.cancel()
+
+    async def _requests(self, outq: asyncio.Queue):
+        while True:
+            first = await outq.get()
+            want, results = first.lease_request.want, list(first.results)
+            while not outq.empty():
+                more = outq.get_nowait()
+                want += more.lease_request.want
+                results.extend(more.results)
+            yield pb.LeasesRequest(agent_id=self.agent_id, lease_request=pb.LeaseRequest(want=want),
+                                   results=results)
+
+    async def _work(self, lease: pb.ChunkLease) -> None:
+        async with self._sem:
+            self.acct.add_inflight(1)
+            try:
+                result = await self._io(run_lease, lease, self.acct)
+            finally:
+                self.acct.add_inflight(-1)
+        await self._io(self.spool.put, result.report_id, result.SerializeToString())
+        self.held.pop(lease.lease_id, None)
+        await self._outq.put(pb.LeasesRequest(agent_id=self.agent_id, lease_request=pb.LeaseRequest(want=1),
+                                              results=[result]))
+
+    async def _heartbeats(self, stub, stop: asyncio.Event, call) -> None:
+        while not stop.is_set():
+            await _wait(stop, self.heartbeat_seconds)
+            try:
+                await stub.Heartbeat(pb.HeartbeatRequest(agent_id=self.agent_id, lease_ids=list(self.held),
+                                                         spooled_results=len(self.spool)),
+                                     metadata=self._md, timeout=10)
+                # reports that missed their stream (finished while it was down) go by the unary path
+                await self._replay(stub, older_than=2 * self.heartbeat_seconds)
+            except grpc.aio.AioRpcError as e:
+                log.warning("heartbeat failed: %s", e.details() or e.code().name)
+                call.cancel()
+                return
+        call.cancel()
+
+    async def _io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
