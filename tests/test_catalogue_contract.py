@@ -28,7 +28,7 @@ def reopen(cat):
         return sqlite_mod.SQLiteCatalogue(cat.path)
     from domas.controller.catalogue.mongo import MongoCatalogue
 
-    return MongoCatalogue(f"mongodb://{cat._where}/?directConnection=true", database=cat._db.name)
+    return MongoCatalogue(cat._url, database=cat._db.name)
 
 
 def corrupt_counters(cat, pid):

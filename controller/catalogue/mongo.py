@@ -59,6 +59,7 @@ class MongoCatalogue(Catalogue):
         prefix_style(pid_prefix)
         self.pid_prefix = pid_prefix
         self._clock = clock
+        self._url = url
         try:
             parsed = uri_parser.parse_uri(url, warn=True) if not url.startswith("mongodb+srv") else {}
         except (errors.InvalidURI, errors.ConfigurationError, ValueError) as e:
