@@ -1,0 +1,283 @@
+"""What goes into the scheduler (events) and what comes out (actions), plus its persisted records.
+
+Invariants: every event and action is an immutable value; the scheduler keeps no reference
+to a mutable caller object. Actions that derive from `Persist` are facts the shell must store
+durably before it acknowledges the event that caused them; replaying the stored facts through
+`Scheduler.restore` rebuilds the same queue. File ids are assigned by the scheduler, contiguous
+per transfer (`TransferAccepted.first_file_id + position`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PART_SUFFIX = ".domas-part"
+VERIFY_MODES = ("default", "none")
+STATES = ("queued", "active", "verifying", "done", "failed", "cancelled")
+
+
+# -- specifications and records --------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """A transfer as submitted; `max_attempts` 0 means the scheduler's default."""
+
+    transfer_id: str
+    beamline: str = ""
+    priority: int = 0
+    chunk_size: int = 8 * 1024 * 1024
+    verify: str = "default"
+    max_attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """One file to copy: `dst` is the final name (the agents write `dst + PART_SUFFIX`)."""
+
+    src: str
+    dst: str
+    size: int
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A file as the shell stored it (for restore); `state` is one of STATES."""
+
+    file_id: int
+    transfer_id: str
+    src: str
+    dst: str
+    size: int
+    mtime_ns: int = 0
+    state: str = "queued"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    """A chunk the shell stored as done (for restore)."""
+
+    file_id: int
+    index: int
+    adler32: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReport:
+    """An agent's result for one lease; `error_kind` empty means success."""
+
+    report_id: str
+    lease_id: str
+    transfer_id: str
+    file_id: int
+    index: int
+    offset: int
+    length: int
+    adler32: int = 1
+    xxh3: int = 0
+    nbytes: int = 0
+    seconds: float = 0.0
+    error_kind: str = ""
+    error_message: str = ""
+    retriable: bool = False
+    error_side: str = ""            # "source" | "destination" | "" (unknown: both blamed)
+    observed_size: int | None = None
+    observed_mtime_ns: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_kind
+
+
+# -- events ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TransferSubmitted:
+    transfer: TransferSpec
+    files: tuple[FileSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRegistered:
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHeartbeat:
+    """Renews the listed leases of the agent (all of them when `lease_ids` is None)."""
+
+    agent: str
+    lease_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequested:
+    """The agent can take `n` more chunks (credit adds up until leases are granted)."""
+
+    agent: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReported:
+    agent: str
+    report: ChunkReport
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLost:
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: expire leases, retry verifications, hand out chunks whose backoff ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationVerified:
+    """Outcome of a FinalizeFile: the destination's adler32, or the error that prevented it."""
+
+    transfer_id: str
+    file_id: int
+    adler32: int | None = None
+    error_kind: str = ""
+    error_message: str = ""
+    retriable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTransfer:
+    transfer_id: str
+    reason: str = ""
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """One chunk handed to an agent (the ChunkLease message); `dst_url` is the part file."""
+
+    lease_id: str
+    transfer_id: str
+    file_id: int
+    index: int
+    offset: int
+    length: int
+    src_url: str
+    dst_url: str
+    file_size: int
+    mtime_ns: int
+    expires_at: float
+    verify: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantLeases:
+    agent: str
+    leases: tuple[LeaseInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeLeases:
+    agent: str
+    lease_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeasesRenewed:
+    """Answer to a heartbeat: new expiry, and the listed leases that are no longer the agent's."""
+
+    agent: str
+    expires_at: float
+    revoked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeFile:
+    """Shell: when `verify`, compute the adler32 of `part_url`; rename it to `final_url` only if it
+    equals `expected_adler32`; then feed back DestinationVerified with the adler32 found."""
+
+    transfer_id: str
+    file_id: int
+    part_url: str
+    final_url: str
+    size: int
+    expected_adler32: int
+    verify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid event; the servicer answers INVALID_ARGUMENT with `reason`. Nothing changed."""
+
+    reason: str
+    report_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A report already applied (or about a finished file); nothing changed."""
+
+    report_id: str
+
+
+class Persist:
+    """Marker: an action the shell stores durably."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAccepted(Persist):
+    transfer: TransferSpec
+    first_file_id: int
+    files: tuple[FileSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone(Persist):
+    transfer_id: str
+    file_id: int
+    index: int
+    adler32: int
+    xxh3: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileReset(Persist):
+    """Every done chunk of the file is forgotten (source changed or destination mismatch)."""
+
+    transfer_id: str
+    file_id: int
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileDone(Persist):
+    transfer_id: str
+    file_id: int
+    final_url: str
+    size: int
+    adler32: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed(Persist):
+    transfer_id: str
+    file_id: int
+    part_url: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEnded(Persist):
+    """`state` is "done", "failed" (some file failed) or "cancelled"."""
+
+    transfer_id: str
+    state: str
+    counts: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,728 @@
+"""The controller's scheduler: transfers -> files -> chunks -> leases, as a pure state machine.
+
+Invariants:
+- `on_event(event, now) -> list[Action]` is the only way state changes; it does no I/O and
+  reads no clock or global random (jitter comes from the injected `rng`).
+- A queued file costs one small slotted object; chunk state exists only while a file is active
+  (chunks are derived from size and chunk_size on demand). File ids are contiguous per transfer.
+- A chunk is leased to at most one agent at a time while its lease is active; an expired or
+  failed lease puts the chunk back (after backoff for failures); every chunk is done at most once.
+- A file is done only when every chunk is reported, the adler32 folded from the chunk sums (in
+  file order, whichever agents copied them) equals the destination's own adler32 (unless verify
+  is "none"), and the shell renamed the part file.
+- A report changes state at most once: a repeated report_id, a report for a closed lease or for
+  a finished file is a Duplicate; a report that does not match its lease is Rejected.
+- A lease is granted only when both endpoints are under their AIMD limit and their breakers allow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from domas.agent.plan import chunk_at, chunk_count
+from domas.checksum import fold_adler32
+from domas.controller import events as ev
+from domas.controller.breaker import CircuitBreaker
+from domas.controller.endpoints import CONGESTION_KINDS, AimdLimit, endpoint_of
+from domas.controller.fairshare import FairShare
+from domas.controller.retry import RetryPolicy, is_retriable
+from domas.errors import ImpossibleRange
+
+QUEUED, ACTIVE, VERIFYING, DONE, FAILED, CANCELLED = range(6)
+TERMINAL = (DONE, FAILED, CANCELLED)
+L_ACTIVE, L_EXPIRED, L_CLOSED = range(3)
+_BLOCKED, _EMPTY = object(), object()
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    lease_seconds: float = 60.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=5, base=0.5, cap=60.0))
+    verify_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=3, base=1.0, cap=60.0))
+    weights: Mapping[str, float] = field(default_factory=dict)
+    chunk_overhead: int = 1 << 20          # bytes a chunk costs in fair share beyond its length
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 10.0
+    limit_initial: int = 16
+    limit_min: int = 1
+    limit_max: int = 256
+    agent_round: int = 64                  # leases per agent per pass when several wait
+    recent_reports: int = 1 << 16          # report ids remembered for de-duplication
+
+
+class _Endpoint:
+    __slots__ = ("name", "limit", "breaker", "inflight")
+
+    def __init__(self, name: str, cfg: SchedulerConfig) -> None:
+        self.name = name
+        self.limit = AimdLimit(cfg.limit_initial, cfg.limit_min, cfg.limit_max)
+        self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown)
+        self.inflight = 0
+
+
+class _Transfer:
+    __slots__ = ("spec", "id", "beamline", "priority", "seq", "first_id", "files", "next_file",
+                 "opening", "requeue", "listed", "live", "counts", "policy", "part_verify")
+
+    def __init__(self, spec: ev.TransferSpec, seq: int, first_id: int, policy: RetryPolicy) -> None:
+        self.spec, self.id, self.seq, self.first_id, self.policy = spec, spec.transfer_id, seq, first_id, policy
+        self.beamline, self.priority = spec.beamline, spec.priority
+        self.files: list[_File] = []
+        self.next_file = 0                 # files[next_file:] may still be QUEUED
+        self.opening: deque[_File] = deque()   # active files with chunks never handed out
+        self.requeue: list = []            # heap of (not_before, seq, file, index)
+        self.listed = False
+        self.live = 0                      # files not yet terminal
+        self.counts = [0] * 6
+        self.part_verify = spec.verify != "none"
+
+
+class _File:
+    __slots__ = ("id", "t", "src", "dst", "size", "mtime_ns", "state", "prog", "resets")
+
+    def __init__(self, fid: int, t: _Transfer, src: str, dst: str, size: int, mtime_ns: int) -> None:
+        self.id, self.t, self.src, self.dst, self.size, self.mtime_ns = fid, t, src, dst, size, mtime_ns
+        self.state = QUEUED
+        self.prog: _Progress | None = None
+        self.resets = 0
+
+
+class _Progress:
+    __slots__ = ("n", "cursor", "done", "adlers", "ndone", "leased", "fails", "eps", "lease_ids",
+                 "verify_tries")
+
+    def __init__(self, n: int, eps: tuple) -> None:
+        self.n, self.eps = n, eps
+        self.cursor = 0
+        self.done = bytearray(n)
+        self.adlers = [1] * n
+        self.ndone = 0
+        self.leased: dict[int, _Lease] = {}
+        self.fails: dict[int, int] = {}
+        self.lease_ids: list[str] = []
+        self.verify_tries = 0
+
+
+class _Lease:
+    __slots__ = ("id", "file", "index", "agent", "expires_at", "state")
+
+    def __init__(self, lid: str, f: _File, index: int, agent: str, expires_at: float) -> None:
+        self.id, self.file, self.index, self.agent, self.expires_at = lid, f, index, agent, expires_at
+        self.state = L_ACTIVE
+
+
+class _Agent:
+    __slots__ = ("name", "credit", "leases")
+
+    def __init__(self, name: str) -> None:
+        self.name, self.credit = name, 0
+        self.leases: dict[str, _Lease] = {}
+
+
+class Scheduler:
+    """See the module docstring. `epoch` must grow at every restart (the shell stores it)."""
+
+    def __init__(self, config: SchedulerConfig | None = None, rng: random.Random | None = None,
+                 epoch: int = 1) -> None:
+        self.cfg = config or SchedulerConfig()
+        self.rng = rng if rng is not None else random.Random(0)
+        self.epoch = epoch
+        self.fair = FairShare(self.cfg.weights, self.cfg.chunk_overhead)
+        self._transfers: dict[str, _Transfer] = {}
+        self._ended: dict[str, str] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._expiry: list = []            # heap of (expires_at, lease_id)
+        self._verify_due: list = []        # heap of (due, transfer_id, file_id)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._seq = 0
+        self._tseq = 0
+        self._order = itertools.count()    # tie-breaker inside heaps
+        self._next_file_id = 1
+        self._rotation = 0
+        self.leases_granted = 0
+        self.errors: dict[str, int] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+        self._handlers = {
+            ev.TransferSubmitted: self._submitted, ev.AgentRegistered: self._registered,
+            ev.AgentHeartbeat: self._heartbeat, ev.LeaseRequested: self._requested,
+            ev.ChunkReported: self._reported, ev.AgentLost: self._lost, ev.Tick: self._tick,
+            ev.DestinationVerified: self._verified, ev.CancelTransfer: self._cancel,
+        }
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def on_event(self, event: object, now: float) -> list:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"not a scheduler event: {event!r}")
+        out: list = []
+        handler(event, now, out)
+        if self._agents and not isinstance(event, ev.AgentHeartbeat):
+            self._dispatch(now, out)
+        return out
+
+    # -- submission ----------------------------------------------------------------------------
+
+    def _submitted(self, e: ev.TransferSubmitted, now: float, out: list) -> None:
+        spec = e.transfer
+        reason = _invalid_submission(spec, e.files, spec.transfer_id in self._transfers or spec.transfer_id in self._ended)
+        if reason:
+            out.append(ev.Rejected(reason))
+            return
+        first = self._next_file_id
+        t = self._add_transfer(spec, first)
+        for i, fs in enumerate(e.files):
+            t.files.append(_File(first + i, t, fs.src, fs.dst, fs.size, fs.mtime_ns))
+        self._next_file_id = first + len(e.files)
+        t.live = len(e.files)
+        t.counts[QUEUED] = t.live
+        self._count(t.beamline, QUEUED, t.live)
+        out.append(ev.TransferAccepted(spec, first, e.files))
+        if t.live:
+            self.fair.add(t)
+        else:
+            self._end_transfer(t, out)
+
+    def _add_transfer(self, spec: ev.TransferSpec, first_id: int) -> _Transfer:
+        self._tseq += 1
+        policy = self.cfg.retry
+        if spec.max_attempts:
+            policy = RetryPolicy(spec.max_attempts, policy.base, policy.cap, policy.per_kind)
+        t = self._transfers[spec.transfer_id] = _Transfer(spec, self._tseq, first_id, policy)
+        self.fair.beamline(spec.beamline)
+        return t
+
+    # -- agents ----------------------------------------------------------------------------------
+
+    def _registered(self, e: ev.AgentRegistered, now: float, out: list) -> None:
+        agent = self._agents.get(e.agent)
+        if agent is None:
+            self._agents[e.agent] = _Agent(e.agent)
+        else:
+            agent.credit = 0
+
+    def _requested(self, e: ev.LeaseRequested, now: float, out: list) -> None:
+        agent = self._agents.get(e.agent)
+        if agent is None:
+            out.append(ev.Rejected(f"agent {e.agent!r} is not registered; call RegisterAgent first"))
+        elif e.n < 0:
+            out.append(ev.Rejected(f"lease request for {e.n} chunks; the number must not be negative"))
+        else:
+            agent.credit += e.n
+
+    def _heartbeat(self, e: ev.AgentHeartbeat, now: float, out: list) -> None:
+        agent = self._agents.get(e.agent)
+        if agent is None:
+            out.append(ev.Rejected(f"agent {e.agent!r} is not registered; call RegisterAgent first"))
+            return
+        expires = now + self.cfg.lease_seconds
+        ids = agent.leases.keys() if e.lease_ids is None else e.lease_ids
+        revoked = []
+        for lid in ids:
+            lease = agent.leases.get(lid)
+            if lease is None:
+                revoked.append(lid)
+            else:
+                lease.expires_at = expires
+        out.append(ev.LeasesRenewed(e.agent, expires, tuple(revoked)))
+
+    def _lost(self, e: ev.AgentLost, now: float, out: list) -> None:
+        agent = self._agents.pop(e.agent, None)
+        if agent is None:
+            return
+        for lease in list(agent.leases.values()):
+            self._expire(lease, now, False, out)
+
+    # -- granting --------------------------------------------------------------------------------
+
+    def _dispatch(self, now: float, out: list) -> None:
+        waiting = [a for a in self._agents.values() if a.credit > 0]
+        if not waiting:
+            return
+        k = self._rotation % len(waiting)
+        waiting = waiting[k:] + waiting[:k]
+        self._rotation += 1
+        skip: set = set()
+        grants: dict[str, list] = {}
+        progress = True
+        while progress:
+            progress = False
+            for agent in waiting:
+                n = min(agent.credit, self.cfg.agent_round)
+                got = grants.setdefault(agent.name, [])
+                before = len(got)
+                while n > 0 and self._grant_one(agent, now, skip, got):
+                    n -= 1
+                progress = progress or len(got) > before
+                if self.fair.pick(skip) is None:
+                    progress = False
+                    break
+        for name, leases in grants.items():
+            if leases:
+                out.append(ev.GrantLeases(name, tuple(leases)))
+
+    def _grant_one(self, agent: _Agent, now: float, skip: set, got: list) -> bool:
+        while True:
+            b = self.fair.pick(skip)
+            if b is None:
+                return False
+            taken = self._take_from_beamline(b, now, skip)
+            if taken is None:
+                skip.add(b)
+                continue
+            f, index = taken
+            chunk = chunk_at(index, f.size, f.t.spec.chunk_size)
+            self.fair.charge(b, chunk.length)
+            got.append(self._lease(agent, f, chunk, now))
+            agent.credit -= 1
+            return True
+
+    def _take_from_beamline(self, b, now: float, skip: set):
+        queue, i = b.queue, 0
+        while i < len(queue):
+            t = queue[i]
+            got = _BLOCKED if t in skip else self._take_from_transfer(t, now)
+            if got is _EMPTY:
+                self.fair.remove(t)
+            elif got is _BLOCKED:
+                skip.add(t)
+                i += 1
+            else:
+                return got
+        return None
+
+    def _take_from_transfer(self, t: _Transfer, now: float):
+        rq = t.requeue
+        while rq and rq[0][0] <= now:
+            f, index = rq[0][2], rq[0][3]
+            p = f.prog
+            if f.state != ACTIVE or p.done[index] or index in p.leased:
+                heapq.heappop(rq)
+                continue
+            if not self._gate(p.eps, now):
+                return _BLOCKED
+            heapq.heappop(rq)
+            return f, index
+        while t.opening:
+            f = t.opening[0]
+            p = f.prog
+            while f.state == ACTIVE and p.cursor < p.n and p.done[p.cursor]:
+                p.cursor += 1
+            if f.state != ACTIVE or p.cursor >= p.n:
+                t.opening.popleft()
+                continue
+            if not self._gate(p.eps, now):
+                return _BLOCKED
+            p.cursor += 1
+            return f, p.cursor - 1
+        while t.next_file < len(t.files):
+            f = t.files[t.next_file]
+            if f.state != QUEUED:
+                t.next_file += 1
+                continue
+            eps = self._eps(f)
+            if not self._gate(eps, now):
+                return _BLOCKED
+            t.next_file += 1
+            self._start(f, eps)
+            return self._take_from_transfer(t, now)
+        return _BLOCKED if rq else _EMPTY
+
+    def _eps(self, f: _File) -> tuple:
+        src, dst = self._endpoint(endpoint_of(f.src)), self._endpoint(endpoint_of(f.dst))
+        return (src,) if src is dst else (src, dst)
+
+    def _endpoint(self, name: str) -> _Endpoint:
+        e = self._endpoints.get(name)
+        if e is None:
+            e = self._endpoints[name] = _Endpoint(name, self.cfg)
+        return e
+
+    def _gate(self, eps: tuple, now: float) -> bool:
+        for e in eps:
+            if e.inflight >= e.limit.slots or not e.breaker.allow(now):
+                return False
+        return True
+
+    def _start(self, f: _File, eps: tuple) -> None:
+        f.prog = _Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
+        self._set_state(f, ACTIVE)
+        f.t.opening.append(f)
+
+    def _lease(self, agent: _Agent, f: _File, chunk, now: float) -> ev.LeaseInfo:
+        self._seq += 1
+        lid = f"{self.epoch}-{self._seq}"
+        expires = now + self.cfg.lease_seconds
+        lease = self._leases[lid] = _Lease(lid, f, chunk.index, agent.name, expires)
+        p = f.prog
+        p.leased[chunk.index] = lease
+        p.lease_ids.append(lid)
+        agent.leases[lid] = lease
+        heapq.heappush(self._expiry, (expires, lid))
+        for e in p.eps:
+            e.inflight += 1
+            e.breaker.on_start(now)
+        self.leases_granted += 1
+        t = f.t
+        return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
+                            f.dst + ev.PART_SUFFIX, f.size, f.mtime_ns, expires, t.spec.verify)
+
+    def _release(self, lease: _Lease, state: int) -> None:
+        lease.state = state
+        p = lease.file.prog
+        if p is not None and p.leased.get(lease.index) is lease:
+            del p.leased[lease.index]
+            for e in p.eps:
+                e.inflight -= 1
+        agent = self._agents.get(lease.agent)
+        if agent is not None:
+            agent.leases.pop(lease.id, None)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def _reported(self, e: ev.ChunkReported, now: float, out: list) -> None:
+        r = e.report
+        if r.report_id and r.report_id in self._recent:
+            out.append(ev.Duplicate(r.report_id))
+            return
+        verdict = self._check_report(r)
+        if isinstance(verdict, str):
+            out.append(ev.Rejected(verdict, r.report_id))
+            return
+        if verdict is None:
+            out.append(ev.Duplicate(r.report_id))
+        else:
+            f, lease = verdict
+            self._remember(r.report_id)
+            if f.prog is None:          # success of a lease from before a restart, file not started
+                self._start(f, self._eps(f))
+                self.fair.add(f.t)
+            if r.ok:
+                self._chunk_ok(f, lease, r, now, out)
+            else:
+                self._chunk_failed(f, lease, r, now, out)
+
+    def _check_report(self, r: ev.ChunkReport):
+        """(file, lease-or-None) to apply, None for a duplicate, or the reason to reject."""
+        t = self._transfers.get(r.transfer_id)
+        if t is None:
+            return None if r.transfer_id in self._ended else f"unknown transfer {r.transfer_id!r}"
+        i = r.file_id - t.first_id
+        if not 0 <= i < len(t.files):
+            return f"file {r.file_id} is not part of transfer {r.transfer_id}"
+        f = t.files[i]
+        if f.state in TERMINAL or f.state == VERIFYING:
+            return None
+        lease = self._leases.get(r.lease_id)
+        if lease is None:
+            if not (r.ok and _epoch_of(r.lease_id) < self.epoch):
+                return f"unknown lease {r.lease_id!r}"
+        elif lease.file is not f or lease.index != r.index:
+            return f"lease {r.lease_id} is for file {lease.file.id} chunk {lease.index}, not file {f.id} chunk {r.index}"
+        elif lease.state == L_CLOSED or (lease.state == L_EXPIRED and not r.ok):
+            return None
+        reason = _range_error(r, f.size, t.spec.chunk_size)
+        if reason:
+            return reason
+        if r.ok and f.prog is not None and f.prog.done[r.index]:
+            return None
+        return f, lease
+
+    def _remember(self, report_id: str) -> None:
+        if report_id:
+            self._recent[report_id] = None
+            if len(self._recent) > self.cfg.recent_reports:
+                self._recent.popitem(last=False)
+
+    def _chunk_ok(self, f: _File, lease: _Lease | None, r: ev.ChunkReport, now: float, out: list) -> None:
+        p = f.prog
+        if lease is not None:
+            was_active = lease.state == L_ACTIVE
+            self._release(lease, L_CLOSED)
+            if was_active:
+                for e in p.eps:
+                    e.breaker.on_success(now)
+                    e.limit.on_success(r.nbytes, r.seconds, now)
+        other = p.leased.get(r.index)
+        if other is not None:
+            self._release(other, L_CLOSED)
+            out.append(ev.RevokeLeases(other.agent, (other.id,)))
+        p.done[r.index] = 1
+        p.adlers[r.index] = r.adler32
+        p.ndone += 1
+        out.append(ev.ChunkDone(f.t.id, f.id, r.index, r.adler32, r.xxh3, r.length))
+        if p.ndone == p.n:
+            self._finalize(f, out)
+
+    def _chunk_failed(self, f: _File, lease: _Lease, r: ev.ChunkReport, now: float, out: list) -> None:
+        eps = f.prog.eps
+        self._release(lease, L_CLOSED)
+        self.errors[r.error_kind] = self.errors.get(r.error_kind, 0) + 1
+        blamed = _blamed(eps, r.error_side)
+        for e in eps:
+            if e in blamed and r.error_kind in CONGESTION_KINDS:
+                e.breaker.on_failure(now)
+                e.limit.on_error(r.error_kind, now)
+            elif e in blamed:
+                e.breaker.on_success(now)
+            else:
+                e.breaker.on_abandon(now)
+        if r.error_kind == "source_changed":
+            size = f.size if r.observed_size is None else r.observed_size
+            mtime = f.mtime_ns if r.observed_mtime_ns is None else r.observed_mtime_ns
+            self._reset(f, "source_changed", r.error_message, now, out, size, mtime)
+        else:
+            self._retry_chunk(f, r.index, r.error_kind, r.error_message, r.retriable, now, out)
+
+    def _retry_chunk(self, f: _File, index: int, kind: str, message: str, retriable: bool, now: float,
+                     out: list) -> None:
+        p = f.prog
+        attempt = p.fails[index] = p.fails.get(index, 0) + 1
+        delay = f.t.policy.next_delay(attempt, kind, retriable, self.rng)
+        if delay is None:
+            why = message or kind
+            if is_retriable(kind, retriable):
+                why = f"gave up on chunk {index} after {attempt} attempts: {why}"
+            self._fail(f, kind, why, out)
+            return
+        heapq.heappush(f.t.requeue, (now + delay, next(self._order), f, index))
+        self.fair.add(f.t)
+
+    def _reset(self, f: _File, kind: str, message: str, now: float, out: list, size: int, mtime: int) -> None:
+        """Forget every chunk of the file and copy it again (bounded by the retry policy)."""
+        f.resets += 1
+        if f.t.policy.next_delay(f.resets, kind, True, self.rng) is None:
+            self._fail(f, kind, f"gave up after {f.resets} restarts: {message or kind}", out)
+            return
+        old = self._drop_progress(f, out, keep=True)
+        f.size, f.mtime_ns = size, mtime
+        out.append(ev.FileReset(f.t.id, f.id, size, mtime, kind))
+        self._start(f, self._eps(f))
+        f.prog.lease_ids = old
+        self.fair.add(f.t)
+
+    # -- expiry, finalisation, ending ----------------------------------------------------------------
+
+    def _tick(self, e: ev.Tick, now: float, out: list) -> None:
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, lid = heapq.heappop(heap)
+            lease = self._leases.get(lid)
+            if lease is None or lease.state != L_ACTIVE:
+                continue
+            if lease.expires_at > now:
+                heapq.heappush(heap, (lease.expires_at, lid))
+                continue
+            self._expire(lease, now, True, out)
+        due = self._verify_due
+        while due and due[0][0] <= now:
+            _, tid, fid = heapq.heappop(due)
+            t = self._transfers.get(tid)
+            f = t.files[fid - t.first_id] if t else None
+            if f is not None and f.state == VERIFYING:
+                out.append(self._finalize_action(f))
+
+    def _expire(self, lease: _Lease, now: float, counted: bool, out: list) -> None:
+        f, index = lease.file, lease.index
+        held = f.prog is not None and f.prog.leased.get(index) is lease
+        for e in (f.prog.eps if held else ()):
+            e.breaker.on_abandon(now)
+        self._release(lease, L_EXPIRED)
+        if not held or f.state != ACTIVE:
+            return
+        if counted:
+            self.errors["lease_expired"] = self.errors.get("lease_expired", 0) + 1
+            self._retry_chunk(f, index, "lease_expired", f"lease {lease.id} expired", True, now, out)
+        else:
+            heapq.heappush(f.t.requeue, (now, next(self._order), f, index))
+            self.fair.add(f.t)
+
+    def _finalize(self, f: _File, out: list) -> None:
+        self._set_state(f, VERIFYING)
+        out.append(self._finalize_action(f))
+
+    def _finalize_action(self, f: _File) -> ev.FinalizeFile:
+        cs = f.t.spec.chunk_size
+        p = f.prog
+        folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
+        return ev.FinalizeFile(f.t.id, f.id, f.dst + ev.PART_SUFFIX, f.dst, f.size, folded, f.t.part_verify)
+
+    def _verified(self, e: ev.DestinationVerified, now: float, out: list) -> None:
+        t = self._transfers.get(e.transfer_id)
+        i = e.file_id - t.first_id if t else -1
+        if t is None or not 0 <= i < len(t.files) or t.files[i].state != VERIFYING:
+            return
+        f = t.files[i]
+        expected = self._finalize_action(f).expected_adler32
+        if e.error_kind:
+            self.errors[e.error_kind] = self.errors.get(e.error_kind, 0) + 1
+            f.prog.verify_tries += 1
+            delay = self.cfg.verify_retry.next_delay(f.prog.verify_tries, e.error_kind, e.retriable, self.rng)
+            if delay is None:
+                self._fail(f, e.error_kind, e.error_message or e.error_kind, out)
+            else:
+                heapq.heappush(self._verify_due, (now + delay, t.id, f.id))
+        elif not t.part_verify or e.adler32 == expected:
+            out.append(ev.FileDone(t.id, f.id, f.dst, f.size, expected))
+            self._terminal(f, DONE, out)
+        else:
+            self.errors["checksum_mismatch"] = self.errors.get("checksum_mismatch", 0) + 1
+            found = "none" if e.adler32 is None else f"{e.adler32:08x}"
+            msg = f"destination adler32 {found} differs from the copied chunks' {expected:08x}"
+            self._reset(f, "checksum_mismatch", msg, now, out, f.size, f.mtime_ns)
+
+    def _fail(self, f: _File, kind: str, message: str, out: list) -> None:
+        out.append(ev.FileFailed(f.t.id, f.id, f.dst + ev.PART_SUFFIX, kind, message))
+        self._terminal(f, FAILED, out)
+
+    def _terminal(self, f: _File, state: int, out: list) -> None:
+        self._drop_progress(f, out)
+        self._set_state(f, state)
+        t = f.t
+        t.live -= 1
+        if t.live == 0:
+            self._end_transfer(t, out)
+
+    def _drop_progress(self, f: _File, out: list, keep: bool = False) -> list[str]:
+        """Revoke the file's active leases and forget its chunks; with `keep`, its leases stay known
+        (closed) so late reports about them are duplicates; their ids are returned."""
+        p = f.prog
+        if p is None:
+            return []
+        revoked: dict[str, list[str]] = {}
+        for lid in p.lease_ids:
+            lease = self._leases.get(lid) if keep else self._leases.pop(lid, None)
+            if lease is not None and lease.state == L_ACTIVE:
+                revoked.setdefault(lease.agent, []).append(lid)
+                for e in p.eps:
+                    e.breaker.on_abandon(0.0)
+                self._release(lease, L_CLOSED)
+        for agent, ids in revoked.items():
+            out.append(ev.RevokeLeases(agent, tuple(ids)))
+        f.prog = None
+        return p.lease_ids if keep else []
+
+    def _end_transfer(self, t: _Transfer, out: list) -> None:
+        c = t.counts
+        state = "cancelled" if c[CANCELLED] else "failed" if c[FAILED] else "done"
+        out.append(ev.TransferEnded(t.id, state, {ev.STATES[s]: c[s] for s in TERMINAL}))
+        self.fair.remove(t)
+        del self._transfers[t.id]
+        self._ended[t.id] = state
+
+    def _cancel(self, e: ev.CancelTransfer, now: float, out: list) -> None:
+        t = self._transfers.get(e.transfer_id)
+        if t is None:
+            if e.transfer_id not in self._ended:
+                out.append(ev.Rejected(f"unknown transfer {e.transfer_id!r}"))
+            return
+        self.fair.remove(t)
+        queued = [f for f in t.files if f.state == QUEUED]
+        for f in queued:
+            f.state = CANCELLED
+        n = len(queued)
+        t.counts[QUEUED] -= n
+        t.counts[CANCELLED] += n
+        self._count(t.beamline, QUEUED, -n)
+        self._count(t.beamline, CANCELLED, n)
+        t.live -= n
+        started = [f for f in t.files if f.state in (ACTIVE, VERIFYING)]
+        for f in started:
+            self._terminal(f, CANCELLED, out)
+        if not started:
+            self._end_transfer(t, out)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _set_state(self, f: _File, state: int) -> None:
+        t = f.t
+        t.counts[f.state] -= 1
+        t.counts[state] += 1
+        self._count(t.beamline, f.state, -1)
+        self._count(t.beamline, state, 1)
+        f.state = state
+
+    def _count(self, beamline: str, state: int, n: int) -> None:
+        key = (beamline, ev.STATES[state])
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def snapshot(self, now: float) -> dict:
+        """Figures for metrics: files per (beamline, state) (terminal states count since start),
+        endpoint limits, in-flight chunks and breaker states, leases granted, errors by kind."""
+        return {
+            "files": {k: v for k, v in self.counts.items() if v},
+            "endpoints": {name: {"limit": e.limit.slots, "inflight": e.inflight,
+                                 "breaker": e.breaker.state(now).value, "rate": e.limit.rate}
+                          for name, e in self._endpoints.items()},
+            "leases_granted_total": self.leases_granted,
+            "leases_active": sum(len(a.leases) for a in self._agents.values()),
+            "errors_total": dict(self.errors),
+            "agents": len(self._agents),
+            "transfers_active": len(self._transfers),
+            "beamline_vtime": {b.name: b.vtime for b in self.fair.beamlines.values()},
+        }
+
+    # -- restore -------------------------------------------------------------------------------------
+
+    @classmethod
+    def restore(cls, transfers: Iterable[ev.TransferSpec], files: Iterable[ev.FileRecord],
+                done_chunks: Iterable[ev.ChunkRecord], *, config: SchedulerConfig | None = None,
+                rng: random.Random | None = None, epoch: int = 2) -> "Scheduler":
+        """Rebuild from the shell's records. Leases are not restored: chunks in flight go back to
+        the queue, and reports for leases of an earlier epoch are still accepted once.
+        Files whose chunks are all done are finalized again at the first Tick."""
+        from domas.controller.restore import rebuild
+
+        s = cls(config, rng, epoch)
+        rebuild(s, transfers, files, done_chunks)
+        return s
+
+
+def _epoch_of(lease_id: str) -> int:
+    head, _, _ = lease_id.partition("-")
+    return int(head) if head.isdigit() else 1 << 62
+
+
+def _range_error(r: ev.ChunkReport, size: int, chunk_size: int) -> str:
+    try:
+        c = chunk_at(r.index, size, chunk_size)
+    except ImpossibleRange:
+        return f"chunk {r.index} does not exist in file {r.file_id}"
+    if (r.offset, r.length) != (c.offset, c.length):
+        return (f"report for file {r.file_id} chunk {r.index} says offset={r.offset} length={r.length}, "
+                f"the chunk is offset={c.offset} length={c.length}")
+    if r.ok and (r.nbytes != c.length or not 0 <= r.adler32 <= 0xFFFFFFFF):
+        return f"success report for file {r.file_id} chunk {r.index} with {r.nbytes} of {c.length} bytes"
+    return ""
+
+
+def _blamed(eps: tuple, side: str) -> tuple:
+    if side == "source" or len(eps) == 1:
+        return eps[:1]
+    if side == "destination":
+        return eps[1:]
+    return eps
+
+
+def _invalid_submission(spec: ev.TransferSpec, files: tuple, exists: bool) -> str:
+    if not spec.transfer_id:
+        return "the transfer has no id"
+    if exists:
+        return f"transfer {spec.transfer_id!r} already exists"
+    if spec.chunk_size <= 0:
+        return f"chunk size must be positive, got {spec.chunk_size}"
+    if spec.verify not in ev.VERIFY_MODES:
+        return f"verify must be one of {', '.join(ev.VERIFY_MODES)}, got {spec.verify!r}"
+    if spec.max_attempts < 0:
+        return f"max_attempts must not be negative, got {spec.max_attempts}"
+    for fs in files:
+        if fs.size < 0 or not fs.src or not fs.dst:
+            return f"file {fs.src!r} -> {fs.dst!r} has no path or a negative size ({fs.size})"
+    return ""
