@@ -40,11 +40,23 @@ _ERRORS: list[tuple[type[Exception], type[DomasError], str]] = [
 ]
 
 
+def _short(err: Exception) -> str:
+    """pymongo's message without the topology dump and timeout list it appends."""
+    text = str(err)
+    for tail in (" (configured timeouts", ", Timeout:", ", full error:", ", Topology Description"):
+        text = text.split(tail)[0]
+    return text[:300]
+
+
 def _translate(err: Exception, where: str) -> DomasError:
+    detail = _short(err)
+    if where not in detail:
+        detail = f"{where}: {detail}"
     for foreign, ours, text in _ERRORS:
         if isinstance(err, foreign):
-            return ours(f"{text} ({where}): {err}")
-    return DomasError(f"the catalogue failed ({where}): {err}")
+            hint = "; check that MongoDB runs and catalogue.url is right" if ours is CatalogueUnavailable else ""
+            return ours(f"{text} ({detail}){hint}")
+    return DomasError(f"the catalogue failed ({detail})")
 
 
 def _replica_doc(r: Replica) -> dict:

@@ -1,0 +1,131 @@
+"""`domas catalogue find/show/reconcile` through domas.cli.main, on a real SQLite catalogue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from domas.cli import main
+from domas.config import CatalogueConfig
+from domas.controller.catalogue import open_catalogue
+from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica
+from domas.controller.cli_catalogue import file_adler32, parse_since
+from domas.errors import UsageError
+from tests.fixtures.common import free_port
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A state directory with a catalogue of two beamtimes; returns (tmp_path, pids)."""
+    for var in ("DOMAS_CONFIG", "DOMAS_CATALOGUE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
+    data = tmp_path / "data"
+    (data / "bt1" / "scan1" / "sub").mkdir(parents=True)
+    (data / "bt1" / "scan1" / "a.h5").write_bytes(b"a" * 10)
+    (data / "bt1" / "scan1" / "sub" / "b.h5").write_bytes(b"b" * 20)
+    (data / "bt2" / "scan9").mkdir(parents=True)
+    cat = open_catalogue(CatalogueConfig(), tmp_path / "state")
+    cat.upsert_proposal(Proposal("P1", "Powders", "Ada"))
+    cat.upsert_beamtime(Beamtime("bt1", "B1", "P1", "Grace"))
+    cat.upsert_beamtime(Beamtime("bt2", "B2", "P2", "Bob"))
+    one = cat.upsert_dataset(Dataset("bt1", str(data / "bt1" / "scan1"), created_at=time.time() - 3600,
+                                     metadata={"sample": {"name": "Si"}})).pid
+    two = cat.upsert_dataset(Dataset("bt2", str(data / "bt2" / "scan9"), created_at=time.time() - 10 * 86400)).pid
+    cat.upsert_files([FileRecord(one, "a.h5", 10, file_adler32(str(data / "bt1" / "scan1" / "a.h5")),
+                                 replicas={"central": Replica("verified", "root://c//a.h5", 1.0)}),
+                      FileRecord(one, "sub/b.h5", 20, file_adler32(str(data / "bt1" / "scan1" / "sub" / "b.h5")))])
+    cat.close()
+    return tmp_path, one, two
+
+
+def run_json(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_find_filters(env, capsys):
+    _, one, two = env
+    code, found = run_json(capsys, "catalogue", "find", "--json")
+    assert code == 0 and [d["pid"] for d in found] == [one, two]
+    assert [d["pid"] for d in run_json(capsys, "catalogue", "find", "--pi", "Ada", "--json")[1]] == [one]
+    assert [d["pid"] for d in run_json(capsys, "catalogue", "find", "--beamtime", "bt2", "--json")[1]] == [two]
+    assert [d["pid"] for d in run_json(capsys, "catalogue", "find", "--since", "2d", "--json")[1]] == [one]
+    assert run_json(capsys, "catalogue", "find", "--proposal", "P9", "--json")[1] == []
+
+
+def test_find_table(env, capsys):
+    _, one, _ = env
+    assert main(["catalogue", "find", "--pi", "Grace"]) == 0
+    out = capsys.readouterr().out
+    assert one in out and "1 dataset(s)" in out and "30 B" in out
+
+
+def test_show_lists_files_with_replicas(env, capsys):
+    tmp, one, _ = env
+    code, doc = run_json(capsys, "catalogue", "show", one, "--json")
+    assert code == 0 and doc["dataset"]["file_count"] == 2
+    assert [(f["path"], f["size"], f["replicas"]) for f in doc["files"]] == [
+        ("a.h5", 10, {"central": {"state": "verified", "url": "root://c//a.h5", "verified_at": 1.0}}),
+        ("sub/b.h5", 20, {})]
+    assert main(["catalogue", "show", str(tmp / "data" / "bt1" / "scan1"), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "central:verified" in out and "first 1 of 2 files" in out and "sample" in out
+
+
+def test_show_unknown_pid_is_one_sentence(env, capsys):
+    assert main(["catalogue", "show", "CSTR:17058.11.HEPS.nope"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("domas: no dataset CSTR:17058.11.HEPS.nope") and "Traceback" not in err
+
+
+def test_reconcile_clean_then_drift(env, capsys):
+    tmp, one, _ = env
+    scan = tmp / "data" / "bt1" / "scan1"
+    code, doc = run_json(capsys, "catalogue", "reconcile", str(scan), "--checksum", "--json")
+    assert code == 0 and doc["clean"] and doc["datasets"][0]["matched"] == 2
+    (scan / "new.h5").write_bytes(b"n")
+    (scan / "sub" / "b.h5").write_bytes(b"c" * 20)                  # same size, other content
+    (scan / "a.h5").unlink()
+    code, doc = run_json(capsys, "catalogue", "reconcile", str(tmp / "data"), "--checksum", "--json")
+    [first] = [d for d in doc["datasets"] if d["pid"] == one]
+    assert code == 1 and not doc["clean"]
+    assert [e["path"] for e in first["missing_in_catalogue"]] == ["new.h5"]
+    assert first["missing_on_disk"] == ["a.h5"] and first["checksum_drift"][0]["path"] == "sub/b.h5"
+    assert main(["catalogue", "reconcile", str(scan)]) == 1           # without --checksum: size only
+    out = capsys.readouterr().out
+    assert "not on disk" in out and "checksum drift:" not in out
+
+
+def test_reconcile_errors(env, capsys, tmp_path):
+    assert main(["catalogue", "reconcile", str(tmp_path / "nowhere")]) == 3
+    (tmp_path / "empty").mkdir()
+    assert main(["catalogue", "reconcile", str(tmp_path / "empty")]) == 3
+    assert "no catalogued dataset" in capsys.readouterr().err
+
+
+def test_unreachable_mongodb_is_reported_quickly(env, capsys, monkeypatch):
+    monkeypatch.setenv("DOMAS_CATALOGUE_URL", f"mongodb://127.0.0.1:{free_port()}/domas?directConnection=true")
+    started = time.monotonic()
+    assert main(["catalogue", "find"]) == 69
+    assert time.monotonic() - started < 8
+    assert "catalogue cannot be reached" in capsys.readouterr().err
+
+
+def test_bad_catalogue_url_and_since(env, capsys, monkeypatch):
+    assert main(["catalogue", "find", "--since", "yesterday-ish"]) == 2
+    monkeypatch.setenv("DOMAS_CATALOGUE_URL", "postgres://x")
+    assert main(["catalogue", "find"]) == 78
+    assert "catalogue.url" in capsys.readouterr().err
+
+
+def test_parse_since():
+    assert parse_since("100", 0) == 100.0
+    assert parse_since("1970-01-02", 0) == 86400.0
+    assert parse_since("1970-01-01T08:00:00+08:00", 0) == 0.0
+    assert parse_since("1d", 100000.0) == 100000.0 - 86400
+    with pytest.raises(UsageError):
+        parse_since("soon", 0)
