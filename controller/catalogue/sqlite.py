@@ -301,13 +301,13 @@ class SQLiteCatalogue(Catalogue):
                 return
             last = rows[-1][2]
 
-    def _paged(self, sql: str, args: list, limit: int | None) -> Iterator[FileRecord]:
-        """Run `sql` (which has a `f.id > ?` placeholder first) page by page, in file id order."""
+    def _paged(self, sql: str, args: list, limit: int | None, key: str = "f.id") -> Iterator[FileRecord]:
+        """Run `sql` (whose first placeholder is `key > ?`) page by page, in file id order."""
         last, left = 0, limit if limit is not None else -1
         while left != 0:
             size = PAGE if left < 0 else min(PAGE, left)
             with self._lock, self._edge():
-                rows = self._db.execute(f"{sql} ORDER BY f.id LIMIT {size}", [last, *args]).fetchall()
+                rows = self._db.execute(f"{sql} ORDER BY {key} LIMIT {size}", [last, *args]).fetchall()
                 page = self._with_replicas(self._db, rows)
             yield from page
             left = left - len(rows) if left > 0 else left
@@ -329,8 +329,8 @@ class SQLiteCatalogue(Catalogue):
     def files_by_replica_state(self, tier, state, *, dataset=None, beamtime=None, limit=None):
         scope, args = self._scope(dataset, beamtime)
         sql = (f"SELECT {_FILE_COLS} FROM replicas r JOIN files f ON f.id=r.file_id "
-               f"WHERE f.id>? AND r.tier=? AND r.state=?{scope}")
-        return self._paged(sql, [tier, state, *args], limit)
+               f"WHERE r.file_id>? AND r.tier=? AND r.state=?{scope}")
+        return self._paged(sql, [tier, state, *args], limit, key="r.file_id")
 
     def files_lacking_replica(self, tier, state="verified", *, dataset=None, beamtime=None, limit=None):
         scope, args = self._scope(dataset, beamtime)
