@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from domas.agent.plan import chunk_at
+from domas.errors import ImpossibleRange
+
 PART_SUFFIX = ".domas-part"
 VERIFY_MODES = ("default", "none")
 STATES = ("queued", "active", "verifying", "done", "failed", "cancelled")
@@ -281,3 +284,54 @@ class TransferEnded(Persist):
     transfer_id: str
     state: str
     counts: dict[str, int] = field(default_factory=dict)
+
+
+# -- validation and grouping -------------------------------------------------------------
+
+def submission_error(spec: TransferSpec, files: tuple, exists: bool) -> str:
+    """Why a submission cannot be accepted (empty when it can)."""
+    if not spec.transfer_id:
+        return "the transfer has no id"
+    if exists:
+        return f"transfer {spec.transfer_id!r} already exists"
+    if spec.chunk_size <= 0:
+        return f"chunk size must be positive, got {spec.chunk_size}"
+    if spec.verify not in VERIFY_MODES:
+        return f"verify must be one of {', '.join(VERIFY_MODES)}, got {spec.verify!r}"
+    if spec.max_attempts < 0:
+        return f"max_attempts must not be negative, got {spec.max_attempts}"
+    for fs in files:
+        if fs.size < 0 or not fs.src or not fs.dst:
+            return f"file {fs.src!r} -> {fs.dst!r} has no path or a negative size ({fs.size})"
+    return ""
+
+
+def range_error(r: ChunkReport, size: int, chunk_size: int) -> str:
+    """Why a report does not fit the chunk it names (empty when it fits)."""
+    try:
+        c = chunk_at(r.index, size, chunk_size)
+    except ImpossibleRange:
+        return f"chunk {r.index} does not exist in file {r.file_id}"
+    if (r.offset, r.length) != (c.offset, c.length):
+        return (f"report for file {r.file_id} chunk {r.index} says offset={r.offset} length={r.length}, "
+                f"the chunk is offset={c.offset} length={c.length}")
+    if r.ok and (r.nbytes != c.length or not 0 <= r.adler32 <= 0xFFFFFFFF):
+        return f"success report for file {r.file_id} chunk {r.index} with {r.nbytes} of {c.length} bytes"
+    return ""
+
+
+def merge_revocations(out: list) -> list:
+    """One RevokeLeases per agent, where the first of them was."""
+    revokes = [a for a in out if isinstance(a, RevokeLeases)]
+    if len(revokes) < 2:
+        return out
+    ids: dict[str, list[str]] = {}
+    for a in revokes:
+        ids.setdefault(a.agent, []).extend(a.lease_ids)
+    merged = []
+    for a in out:
+        if not isinstance(a, RevokeLeases):
+            merged.append(a)
+        elif a.agent in ids:
+            merged.append(RevokeLeases(a.agent, tuple(ids.pop(a.agent))))
+    return merged

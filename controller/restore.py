@@ -12,6 +12,7 @@ import heapq
 from typing import Iterable
 
 from domas.controller import events as ev
+from domas.controller import records as rc
 from domas.controller import scheduler as sc
 from domas.errors import InvalidMessage
 
@@ -48,19 +49,19 @@ def _check_contiguous(transfer_id: str, records: list[ev.FileRecord]) -> None:
             raise InvalidMessage(f"stored file ids of transfer {transfer_id} are not contiguous at {rec.file_id}")
 
 
-def _restore_file(s: "sc.Scheduler", t: "sc._Transfer", rec: ev.FileRecord, chunks) -> None:
+def _restore_file(s: "sc.Scheduler", t: "rc.Transfer", rec: ev.FileRecord, chunks) -> None:
     if rec.state not in ev.STATES:
         raise InvalidMessage(f"stored file {rec.file_id} has unknown state {rec.state!r}")
-    f = sc._File(rec.file_id, t, rec.src, rec.dst, rec.size, rec.mtime_ns)
+    f = rc.File(rec.file_id, t, rec.src, rec.dst, rec.size, rec.mtime_ns)
     t.files.append(f)
-    t.counts[sc.QUEUED] += 1
-    s._count(t.beamline, sc.QUEUED, 1)
+    t.counts[rc.QUEUED] += 1
+    s._count(t.beamline, rc.QUEUED, 1)
     state = ev.STATES.index(rec.state)
-    if state in sc.TERMINAL:
+    if state in rc.TERMINAL:
         s._set_state(f, state)
         return
     t.live += 1
-    if not chunks and state == sc.QUEUED:
+    if not chunks and state == rc.QUEUED:
         return
     s._start(f, s._eps(f))
     p = f.prog
@@ -72,5 +73,5 @@ def _restore_file(s: "sc.Scheduler", t: "sc._Transfer", rec: ev.FileRecord, chun
             p.adlers[c.index] = c.adler32
             p.ndone += 1
     if p.ndone == p.n:
-        s._set_state(f, sc.VERIFYING)
+        s._set_state(f, rc.VERIFYING)
         heapq.heappush(s._verify_due, (float("-inf"), t.id, f.id))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -30,12 +30,11 @@ from domas.controller import events as ev
 from domas.controller.breaker import CircuitBreaker
 from domas.controller.endpoints import CONGESTION_KINDS, AimdLimit, endpoint_of
 from domas.controller.fairshare import FairShare
+from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE, L_CLOSED, L_EXPIRED,
+                                      QUEUED, TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress,
+                                      Transfer)
 from domas.controller.retry import RetryPolicy, is_retriable
-from domas.errors import ImpossibleRange
 
-QUEUED, ACTIVE, VERIFYING, DONE, FAILED, CANCELLED = range(6)
-TERMINAL = (DONE, FAILED, CANCELLED)
-L_ACTIVE, L_EXPIRED, L_CLOSED = range(3)
 _BLOCKED, _EMPTY = object(), object()
 
 
@@ -55,75 +54,6 @@ class SchedulerConfig:
     recent_reports: int = 1 << 16          # report ids remembered for de-duplication
 
 
-class _Endpoint:
-    __slots__ = ("name", "limit", "breaker", "inflight")
-
-    def __init__(self, name: str, cfg: SchedulerConfig) -> None:
-        self.name = name
-        self.limit = AimdLimit(cfg.limit_initial, cfg.limit_min, cfg.limit_max)
-        self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown)
-        self.inflight = 0
-
-
-class _Transfer:
-    __slots__ = ("spec", "id", "beamline", "priority", "seq", "first_id", "files", "next_file",
-                 "opening", "requeue", "listed", "live", "counts", "policy", "part_verify")
-
-    def __init__(self, spec: ev.TransferSpec, seq: int, first_id: int, policy: RetryPolicy) -> None:
-        self.spec, self.id, self.seq, self.first_id, self.policy = spec, spec.transfer_id, seq, first_id, policy
-        self.beamline, self.priority = spec.beamline, spec.priority
-        self.files: list[_File] = []
-        self.next_file = 0                 # files[next_file:] may still be QUEUED
-        self.opening: deque[_File] = deque()   # active files with chunks never handed out
-        self.requeue: list = []            # heap of (not_before, seq, file, index)
-        self.listed = False
-        self.live = 0                      # files not yet terminal
-        self.counts = [0] * 6
-        self.part_verify = spec.verify != "none"
-
-
-class _File:
-    __slots__ = ("id", "t", "src", "dst", "size", "mtime_ns", "state", "prog", "resets")
-
-    def __init__(self, fid: int, t: _Transfer, src: str, dst: str, size: int, mtime_ns: int) -> None:
-        self.id, self.t, self.src, self.dst, self.size, self.mtime_ns = fid, t, src, dst, size, mtime_ns
-        self.state = QUEUED
-        self.prog: _Progress | None = None
-        self.resets = 0
-
-
-class _Progress:
-    __slots__ = ("n", "cursor", "done", "adlers", "ndone", "leased", "fails", "eps", "lease_ids",
-                 "verify_tries")
-
-    def __init__(self, n: int, eps: tuple) -> None:
-        self.n, self.eps = n, eps
-        self.cursor = 0
-        self.done = bytearray(n)
-        self.adlers = [1] * n
-        self.ndone = 0
-        self.leased: dict[int, _Lease] = {}
-        self.fails: dict[int, int] = {}
-        self.lease_ids: list[str] = []
-        self.verify_tries = 0
-
-
-class _Lease:
-    __slots__ = ("id", "file", "index", "agent", "expires_at", "state")
-
-    def __init__(self, lid: str, f: _File, index: int, agent: str, expires_at: float) -> None:
-        self.id, self.file, self.index, self.agent, self.expires_at = lid, f, index, agent, expires_at
-        self.state = L_ACTIVE
-
-
-class _Agent:
-    __slots__ = ("name", "credit", "leases")
-
-    def __init__(self, name: str) -> None:
-        self.name, self.credit = name, 0
-        self.leases: dict[str, _Lease] = {}
-
-
 class Scheduler:
     """See the module docstring. `epoch` must grow at every restart (the shell stores it)."""
 
@@ -133,11 +63,11 @@ class Scheduler:
         self.rng = rng if rng is not None else random.Random(0)
         self.epoch = epoch
         self.fair = FairShare(self.cfg.weights, self.cfg.chunk_overhead)
-        self._transfers: dict[str, _Transfer] = {}
+        self._transfers: dict[str, Transfer] = {}
         self._ended: dict[str, str] = {}
-        self._agents: dict[str, _Agent] = {}
-        self._endpoints: dict[str, _Endpoint] = {}
-        self._leases: dict[str, _Lease] = {}
+        self._agents: dict[str, Agent] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._leases: dict[str, Lease] = {}
         self._expiry: list = []            # heap of (expires_at, lease_id)
         self._verify_due: list = []        # heap of (due, transfer_id, file_id)
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -166,20 +96,20 @@ class Scheduler:
         handler(event, now, out)
         if self._agents and not isinstance(event, ev.AgentHeartbeat):
             self._dispatch(now, out)
-        return out
+        return ev.merge_revocations(out)
 
     # -- submission ----------------------------------------------------------------------------
 
     def _submitted(self, e: ev.TransferSubmitted, now: float, out: list) -> None:
         spec = e.transfer
-        reason = _invalid_submission(spec, e.files, spec.transfer_id in self._transfers or spec.transfer_id in self._ended)
+        reason = ev.submission_error(spec, e.files, spec.transfer_id in self._transfers or spec.transfer_id in self._ended)
         if reason:
             out.append(ev.Rejected(reason))
             return
         first = self._next_file_id
         t = self._add_transfer(spec, first)
         for i, fs in enumerate(e.files):
-            t.files.append(_File(first + i, t, fs.src, fs.dst, fs.size, fs.mtime_ns))
+            t.files.append(File(first + i, t, fs.src, fs.dst, fs.size, fs.mtime_ns))
         self._next_file_id = first + len(e.files)
         t.live = len(e.files)
         t.counts[QUEUED] = t.live
@@ -190,12 +120,12 @@ class Scheduler:
         else:
             self._end_transfer(t, out)
 
-    def _add_transfer(self, spec: ev.TransferSpec, first_id: int) -> _Transfer:
+    def _add_transfer(self, spec: ev.TransferSpec, first_id: int) -> Transfer:
         self._tseq += 1
         policy = self.cfg.retry
         if spec.max_attempts:
             policy = RetryPolicy(spec.max_attempts, policy.base, policy.cap, policy.per_kind)
-        t = self._transfers[spec.transfer_id] = _Transfer(spec, self._tseq, first_id, policy)
+        t = self._transfers[spec.transfer_id] = Transfer(spec, self._tseq, first_id, policy)
         self.fair.beamline(spec.beamline)
         return t
 
@@ -204,7 +134,7 @@ class Scheduler:
     def _registered(self, e: ev.AgentRegistered, now: float, out: list) -> None:
         agent = self._agents.get(e.agent)
         if agent is None:
-            self._agents[e.agent] = _Agent(e.agent)
+            self._agents[e.agent] = Agent(e.agent)
         else:
             agent.credit = 0
 
@@ -268,7 +198,7 @@ class Scheduler:
             if leases:
                 out.append(ev.GrantLeases(name, tuple(leases)))
 
-    def _grant_one(self, agent: _Agent, now: float, skip: set, got: list) -> bool:
+    def _grant_one(self, agent: Agent, now: float, skip: set, got: list) -> bool:
         while True:
             b = self.fair.pick(skip)
             if b is None:
@@ -298,12 +228,11 @@ class Scheduler:
                 return got
         return None
 
-    def _take_from_transfer(self, t: _Transfer, now: float):
+    def _take_from_transfer(self, t: Transfer, now: float):
         rq = t.requeue
         while rq and rq[0][0] <= now:
-            f, index = rq[0][2], rq[0][3]
-            p = f.prog
-            if f.state != ACTIVE or p.done[index] or index in p.leased:
+            _, _, p, f, index = rq[0]
+            if f.prog is not p or p.done[index] or index in p.leased:
                 heapq.heappop(rq)
                 continue
             if not self._gate(p.eps, now):
@@ -335,14 +264,16 @@ class Scheduler:
             return self._take_from_transfer(t, now)
         return _BLOCKED if rq else _EMPTY
 
-    def _eps(self, f: _File) -> tuple:
+    def _eps(self, f: File) -> tuple:
         src, dst = self._endpoint(endpoint_of(f.src)), self._endpoint(endpoint_of(f.dst))
         return (src,) if src is dst else (src, dst)
 
-    def _endpoint(self, name: str) -> _Endpoint:
+    def _endpoint(self, name: str) -> Endpoint:
         e = self._endpoints.get(name)
         if e is None:
-            e = self._endpoints[name] = _Endpoint(name, self.cfg)
+            cfg = self.cfg
+            e = self._endpoints[name] = Endpoint(name, AimdLimit(cfg.limit_initial, cfg.limit_min, cfg.limit_max),
+                                                 CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown))
         return e
 
     def _gate(self, eps: tuple, now: float) -> bool:
@@ -351,16 +282,16 @@ class Scheduler:
                 return False
         return True
 
-    def _start(self, f: _File, eps: tuple) -> None:
-        f.prog = _Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
+    def _start(self, f: File, eps: tuple) -> None:
+        f.prog = Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
         self._set_state(f, ACTIVE)
         f.t.opening.append(f)
 
-    def _lease(self, agent: _Agent, f: _File, chunk, now: float) -> ev.LeaseInfo:
+    def _lease(self, agent: Agent, f: File, chunk, now: float) -> ev.LeaseInfo:
         self._seq += 1
         lid = f"{self.epoch}-{self._seq}"
         expires = now + self.cfg.lease_seconds
-        lease = self._leases[lid] = _Lease(lid, f, chunk.index, agent.name, expires)
+        lease = self._leases[lid] = Lease(lid, f, chunk.index, agent.name, expires)
         p = f.prog
         p.leased[chunk.index] = lease
         p.lease_ids.append(lid)
@@ -374,7 +305,7 @@ class Scheduler:
         return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
                             f.dst + ev.PART_SUFFIX, f.size, f.mtime_ns, expires, t.spec.verify)
 
-    def _release(self, lease: _Lease, state: int) -> None:
+    def _release(self, lease: Lease, state: int) -> None:
         lease.state = state
         p = lease.file.prog
         if p is not None and p.leased.get(lease.index) is lease:
@@ -428,7 +359,7 @@ class Scheduler:
             return f"lease {r.lease_id} is for file {lease.file.id} chunk {lease.index}, not file {f.id} chunk {r.index}"
         elif lease.state == L_CLOSED or (lease.state == L_EXPIRED and not r.ok):
             return None
-        reason = _range_error(r, f.size, t.spec.chunk_size)
+        reason = ev.range_error(r, f.size, t.spec.chunk_size)
         if reason:
             return reason
         if r.ok and f.prog is not None and f.prog.done[r.index]:
@@ -441,7 +372,7 @@ class Scheduler:
             if len(self._recent) > self.cfg.recent_reports:
                 self._recent.popitem(last=False)
 
-    def _chunk_ok(self, f: _File, lease: _Lease | None, r: ev.ChunkReport, now: float, out: list) -> None:
+    def _chunk_ok(self, f: File, lease: Lease | None, r: ev.ChunkReport, now: float, out: list) -> None:
         p = f.prog
         if lease is not None:
             was_active = lease.state == L_ACTIVE
@@ -461,7 +392,7 @@ class Scheduler:
         if p.ndone == p.n:
             self._finalize(f, out)
 
-    def _chunk_failed(self, f: _File, lease: _Lease, r: ev.ChunkReport, now: float, out: list) -> None:
+    def _chunk_failed(self, f: File, lease: Lease, r: ev.ChunkReport, now: float, out: list) -> None:
         eps = f.prog.eps
         self._release(lease, L_CLOSED)
         self.errors[r.error_kind] = self.errors.get(r.error_kind, 0) + 1
@@ -481,7 +412,7 @@ class Scheduler:
         else:
             self._retry_chunk(f, r.index, r.error_kind, r.error_message, r.retriable, now, out)
 
-    def _retry_chunk(self, f: _File, index: int, kind: str, message: str, retriable: bool, now: float,
+    def _retry_chunk(self, f: File, index: int, kind: str, message: str, retriable: bool, now: float,
                      out: list) -> None:
         p = f.prog
         attempt = p.fails[index] = p.fails.get(index, 0) + 1
@@ -492,10 +423,10 @@ class Scheduler:
                 why = f"gave up on chunk {index} after {attempt} attempts: {why}"
             self._fail(f, kind, why, out)
             return
-        heapq.heappush(f.t.requeue, (now + delay, next(self._order), f, index))
+        heapq.heappush(f.t.requeue, (now + delay, next(self._order), p, f, index))
         self.fair.add(f.t)
 
-    def _reset(self, f: _File, kind: str, message: str, now: float, out: list, size: int, mtime: int) -> None:
+    def _reset(self, f: File, kind: str, message: str, now: float, out: list, size: int, mtime: int) -> None:
         """Forget every chunk of the file and copy it again (bounded by the retry policy)."""
         f.resets += 1
         if f.t.policy.next_delay(f.resets, kind, True, self.rng) is None:
@@ -529,7 +460,7 @@ class Scheduler:
             if f is not None and f.state == VERIFYING:
                 out.append(self._finalize_action(f))
 
-    def _expire(self, lease: _Lease, now: float, counted: bool, out: list) -> None:
+    def _expire(self, lease: Lease, now: float, counted: bool, out: list) -> None:
         f, index = lease.file, lease.index
         held = f.prog is not None and f.prog.leased.get(index) is lease
         for e in (f.prog.eps if held else ()):
@@ -541,14 +472,14 @@ class Scheduler:
             self.errors["lease_expired"] = self.errors.get("lease_expired", 0) + 1
             self._retry_chunk(f, index, "lease_expired", f"lease {lease.id} expired", True, now, out)
         else:
-            heapq.heappush(f.t.requeue, (now, next(self._order), f, index))
+            heapq.heappush(f.t.requeue, (now, next(self._order), f.prog, f, index))
             self.fair.add(f.t)
 
-    def _finalize(self, f: _File, out: list) -> None:
+    def _finalize(self, f: File, out: list) -> None:
         self._set_state(f, VERIFYING)
         out.append(self._finalize_action(f))
 
-    def _finalize_action(self, f: _File) -> ev.FinalizeFile:
+    def _finalize_action(self, f: File) -> ev.FinalizeFile:
         cs = f.t.spec.chunk_size
         p = f.prog
         folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
@@ -578,11 +509,11 @@ class Scheduler:
             msg = f"destination adler32 {found} differs from the copied chunks' {expected:08x}"
             self._reset(f, "checksum_mismatch", msg, now, out, f.size, f.mtime_ns)
 
-    def _fail(self, f: _File, kind: str, message: str, out: list) -> None:
+    def _fail(self, f: File, kind: str, message: str, out: list) -> None:
         out.append(ev.FileFailed(f.t.id, f.id, f.dst + ev.PART_SUFFIX, kind, message))
         self._terminal(f, FAILED, out)
 
-    def _terminal(self, f: _File, state: int, out: list) -> None:
+    def _terminal(self, f: File, state: int, out: list) -> None:
         self._drop_progress(f, out)
         self._set_state(f, state)
         t = f.t
@@ -590,7 +521,7 @@ class Scheduler:
         if t.live == 0:
             self._end_transfer(t, out)
 
-    def _drop_progress(self, f: _File, out: list, keep: bool = False) -> list[str]:
+    def _drop_progress(self, f: File, out: list, keep: bool = False) -> list[str]:
         """Revoke the file's active leases and forget its chunks; with `keep`, its leases stay known
         (closed) so late reports about them are duplicates; their ids are returned."""
         p = f.prog
@@ -609,7 +540,7 @@ class Scheduler:
         f.prog = None
         return p.lease_ids if keep else []
 
-    def _end_transfer(self, t: _Transfer, out: list) -> None:
+    def _end_transfer(self, t: Transfer, out: list) -> None:
         c = t.counts
         state = "cancelled" if c[CANCELLED] else "failed" if c[FAILED] else "done"
         out.append(ev.TransferEnded(t.id, state, {ev.STATES[s]: c[s] for s in TERMINAL}))
@@ -641,7 +572,7 @@ class Scheduler:
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _set_state(self, f: _File, state: int) -> None:
+    def _set_state(self, f: File, state: int) -> None:
         t = f.t
         t.counts[f.state] -= 1
         t.counts[state] += 1
@@ -664,7 +595,7 @@ class Scheduler:
             "leases_granted_total": self.leases_granted,
             "leases_active": sum(len(a.leases) for a in self._agents.values()),
             "errors_total": dict(self.errors),
-            "agents": len(self._agents),
+            "agents": {a.name: {"credit": a.credit, "leases": len(a.leases)} for a in self._agents.values()},
             "transfers_active": len(self._transfers),
             "beamline_vtime": {b.name: b.vtime for b in self.fair.beamlines.values()},
         }
@@ -690,39 +621,9 @@ def _epoch_of(lease_id: str) -> int:
     return int(head) if head.isdigit() else 1 << 62
 
 
-def _range_error(r: ev.ChunkReport, size: int, chunk_size: int) -> str:
-    try:
-        c = chunk_at(r.index, size, chunk_size)
-    except ImpossibleRange:
-        return f"chunk {r.index} does not exist in file {r.file_id}"
-    if (r.offset, r.length) != (c.offset, c.length):
-        return (f"report for file {r.file_id} chunk {r.index} says offset={r.offset} length={r.length}, "
-                f"the chunk is offset={c.offset} length={c.length}")
-    if r.ok and (r.nbytes != c.length or not 0 <= r.adler32 <= 0xFFFFFFFF):
-        return f"success report for file {r.file_id} chunk {r.index} with {r.nbytes} of {c.length} bytes"
-    return ""
-
-
 def _blamed(eps: tuple, side: str) -> tuple:
     if side == "source" or len(eps) == 1:
         return eps[:1]
     if side == "destination":
         return eps[1:]
     return eps
-
-
-def _invalid_submission(spec: ev.TransferSpec, files: tuple, exists: bool) -> str:
-    if not spec.transfer_id:
-        return "the transfer has no id"
-    if exists:
-        return f"transfer {spec.transfer_id!r} already exists"
-    if spec.chunk_size <= 0:
-        return f"chunk size must be positive, got {spec.chunk_size}"
-    if spec.verify not in ev.VERIFY_MODES:
-        return f"verify must be one of {', '.join(ev.VERIFY_MODES)}, got {spec.verify!r}"
-    if spec.max_attempts < 0:
-        return f"max_attempts must not be negative, got {spec.max_attempts}"
-    for fs in files:
-        if fs.size < 0 or not fs.src or not fs.dst:
-            return f"file {fs.src!r} -> {fs.dst!r} has no path or a negative size ({fs.size})"
-    return ""

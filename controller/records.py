@@ -1,0 +1,87 @@
+"""The scheduler's in-memory records: compact, slotted, mutated only by the Scheduler.
+
+Invariants: a QUEUED File holds no chunk state (`prog` is None); chunk state (Progress) exists
+only while a file is active or verifying. `Progress.leased` maps a chunk index to its one active
+Lease; an Endpoint's `inflight` counts the active leases touching it (once per lease, even when
+source and destination are the same endpoint).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from domas.controller import events as ev
+from domas.controller.breaker import CircuitBreaker
+from domas.controller.endpoints import AimdLimit
+from domas.controller.retry import RetryPolicy
+
+QUEUED, ACTIVE, VERIFYING, DONE, FAILED, CANCELLED = range(6)
+TERMINAL = (DONE, FAILED, CANCELLED)
+L_ACTIVE, L_EXPIRED, L_CLOSED = range(3)
+
+
+class Endpoint:
+    __slots__ = ("name", "limit", "breaker", "inflight")
+
+    def __init__(self, name: str, limit: AimdLimit, breaker: CircuitBreaker) -> None:
+        self.name, self.limit, self.breaker = name, limit, breaker
+        self.inflight = 0
+
+
+class Transfer:
+    __slots__ = ("spec", "id", "beamline", "priority", "seq", "first_id", "files", "next_file",
+                 "opening", "requeue", "listed", "live", "counts", "policy", "part_verify")
+
+    def __init__(self, spec: ev.TransferSpec, seq: int, first_id: int, policy: RetryPolicy) -> None:
+        self.spec, self.id, self.seq, self.first_id, self.policy = spec, spec.transfer_id, seq, first_id, policy
+        self.beamline, self.priority = spec.beamline, spec.priority
+        self.files: list[File] = []
+        self.next_file = 0                 # files[next_file:] may still be QUEUED
+        self.opening: deque[File] = deque()   # active files with chunks never handed out
+        self.requeue: list = []            # heap of (not_before, order, progress, file, index)
+        self.listed = False
+        self.live = 0                      # files not yet terminal
+        self.counts = [0] * 6
+        self.part_verify = spec.verify != "none"
+
+
+class File:
+    __slots__ = ("id", "t", "src", "dst", "size", "mtime_ns", "state", "prog", "resets")
+
+    def __init__(self, fid: int, t: Transfer, src: str, dst: str, size: int, mtime_ns: int) -> None:
+        self.id, self.t, self.src, self.dst, self.size, self.mtime_ns = fid, t, src, dst, size, mtime_ns
+        self.state = QUEUED
+        self.prog: Progress | None = None
+        self.resets = 0
+
+
+class Progress:
+    __slots__ = ("n", "cursor", "done", "adlers", "ndone", "leased", "fails", "eps", "lease_ids",
+                 "verify_tries")
+
+    def __init__(self, n: int, eps: tuple) -> None:
+        self.n, self.eps = n, eps
+        self.cursor = 0
+        self.done = bytearray(n)
+        self.adlers = [1] * n
+        self.ndone = 0
+        self.leased: dict[int, Lease] = {}
+        self.fails: dict[int, int] = {}
+        self.lease_ids: list[str] = []
+        self.verify_tries = 0
+
+
+class Lease:
+    __slots__ = ("id", "file", "index", "agent", "expires_at", "state")
+
+    def __init__(self, lid: str, f: File, index: int, agent: str, expires_at: float) -> None:
+        self.id, self.file, self.index, self.agent, self.expires_at = lid, f, index, agent, expires_at
+        self.state = L_ACTIVE
+
+
+class Agent:
+    __slots__ = ("name", "credit", "leases")
+
+    def __init__(self, name: str) -> None:
+        self.name, self.credit = name, 0
+        self.leases: dict[str, Lease] = {}
