@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
-from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica  # noqa: E402
+from domas.controller.catalogue.base import (Beamtime, Dataset, FileRecord, Proposal, Replica,  # noqa: E402
+                                             ReplicaUpdate)
 from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
 
 
@@ -139,6 +140,11 @@ def measure_writes(cat, pids, args, rng) -> list[tuple[str, int, float]]:
     for r in singles:
         cat.set_replica(r.dataset, r.path, "tape", "verified", "tape://x", 1.7e9)
     out.append(("set_replica, one transaction each", len(singles), time.perf_counter() - start))
+    updates = [ReplicaUpdate(r.dataset, r.path, "tape", Replica("verified", "tape://x", 1.7e9)) for r in again]
+    start = time.perf_counter()
+    for i in range(0, len(updates), args.batch):
+        cat.set_replicas(updates[i:i + args.batch])
+    out.append((f"set_replicas, batches of {args.batch}", len(updates), time.perf_counter() - start))
     return out
 
 

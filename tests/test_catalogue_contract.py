@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from domas.controller.catalogue import sqlite as sqlite_mod
-from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica
+from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate
 from domas.controller.catalogue.pid import dataset_pid
 from domas.errors import InvalidMessage, NotFound
 
@@ -249,3 +249,20 @@ def test_dataset_state_and_beamtime_move(catalogue):
     assert moved.pid == pid and moved.beamtime == "bt9"
     assert catalogue.get_file(pid, "a").beamtime == "bt9"
     assert [r.path for r in catalogue.files_lacking_replica("tape", beamtime="bt9")] == ["a"]
+
+
+def test_set_replicas_in_a_batch_is_all_or_nothing(catalogue):
+    one = dataset(catalogue, "bt1", "/data/one").pid
+    two = dataset(catalogue, "bt2", "/data/two").pid
+    catalogue.upsert_files([f(one, "a"), f(two, "b")])
+    good = [ReplicaUpdate(one, "a", "tape", Replica("verified", "t/a", 3.0)),
+            ReplicaUpdate(two, "b", "tape", Replica("copying"))]
+    with pytest.raises(NotFound, match="nope"):
+        catalogue.set_replicas(good + [ReplicaUpdate(two, "nope", "tape", Replica("verified"))])
+    assert catalogue.get_file(one, "a").replicas == {}
+    catalogue.set_replicas(good)
+    catalogue.set_replicas(good)                                        # idempotent
+    assert catalogue.get_file(one, "a").replicas == {"tape": Replica("verified", "t/a", 3.0)}
+    assert [r.path for r in catalogue.files_by_replica_state("tape", "copying")] == ["b"]
+    with pytest.raises(InvalidMessage):
+        catalogue.set_replicas([ReplicaUpdate(one, "/abs", "tape", Replica("verified"))])

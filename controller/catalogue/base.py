@@ -72,6 +72,16 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class ReplicaUpdate:
+    """One replica to record: the file (dataset PID, relative path), the tier and the replica."""
+
+    dataset: str
+    path: str
+    tier: str
+    replica: Replica
+
+
+@dataclass(frozen=True)
 class FileRecord:
     dataset: str                     # the dataset's PID
     path: str                        # relative to the dataset path, '/'-separated
@@ -154,6 +164,13 @@ def check_replica(tier: str, replica: Replica) -> None:
           f"replica state {replica.state!r} is not one of {', '.join(REPLICA_STATES)}")
 
 
+def check_replica_updates(batch: Sequence[ReplicaUpdate]) -> None:
+    for u in batch:
+        check_id("dataset", u.dataset)
+        check_relpath(u.path)
+        check_replica(u.tier, u.replica)
+
+
 def check_dataset(d: Dataset) -> None:
     check_id("beamtime", d.beamtime)
     _need(isinstance(d.path, str) and d.path.startswith("/") and posixpath.normpath(d.path) == d.path,
@@ -229,10 +246,14 @@ class Catalogue(abc.ABC):
     def upsert_files(self, batch: Sequence[FileRecord]) -> None:
         """Upsert many files at once; same rules as upsert_file, applied in order."""
 
-    @abc.abstractmethod
     def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
                     verified_at: float | None = None) -> None:
         """Record the replica of one file on one tier (NotFound if the file is not catalogued)."""
+        self.set_replicas([ReplicaUpdate(dataset, path, tier, Replica(state, url, verified_at))])
+
+    @abc.abstractmethod
+    def set_replicas(self, batch: Sequence["ReplicaUpdate"]) -> None:
+        """Record many replicas at once. If any file is not catalogued: NotFound, and none is written."""
 
     @abc.abstractmethod
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:

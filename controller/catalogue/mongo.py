@@ -20,14 +20,14 @@ from typing import Callable, Iterator, Sequence
 
 import bson.errors
 import pymongo
-from pymongo import ReturnDocument, errors, uri_parser
+from pymongo import ReturnDocument, UpdateOne, errors, uri_parser
 
 from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, beamtime_from, check_dataset,
-                   check_dataset_state, check_file, check_id, check_replica, check_tier, counter_delta,
-                   dataset_from, file_from, merged_replicas, plain_metadata, proposal_from)
-from .base import Replica
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
+                   beamtime_from, check_dataset, check_dataset_state, check_file, check_id,
+                   check_replica_updates, check_tier, counter_delta, dataset_from, file_from, merged_replicas,
+                   plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
 
 _ERRORS: list[tuple[type[Exception], type[DomasError], str]] = [
@@ -192,16 +192,23 @@ class MongoCatalogue(Catalogue):
         if n or b:
             self._db.datasets.update_one({"_id": f.dataset}, {"$inc": {"file_count": n, "bytes": b}})
 
-    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
-                    verified_at: float | None = None) -> None:
-        replica = Replica(state, url, verified_at)
-        check_replica(tier, replica)
-        self._ensure_tier(tier)
+    def set_replicas(self, batch: Sequence[ReplicaUpdate]) -> None:
+        check_replica_updates(batch)
+        for tier in {u.tier for u in batch}:
+            self._ensure_tier(tier)
+        keys = {(u.dataset, u.path) for u in batch}
         with self._edge():
-            res = self._col("files").update_one({"dataset": dataset, "path": path},
-                                                {"$set": {f"replicas.{tier}": _replica_doc(replica)}})
-        if res.matched_count == 0:
-            raise NotFound(f"file {path} of dataset {dataset} is not in the catalogue")
+            files = self._col("files")
+            for part in batched(sorted(keys), 1000):
+                query = {"$or": [{"dataset": d, "path": p} for d, p in part]}
+                found = {(doc["dataset"], doc["path"]) for doc in files.find(query, {"dataset": 1, "path": 1})}
+                missing = sorted(set(part) - found)
+                if missing:
+                    raise NotFound(f"file {missing[0][1]} of dataset {missing[0][0]} is not in the catalogue")
+            if batch:
+                files.bulk_write([UpdateOne({"dataset": u.dataset, "path": u.path},
+                                            {"$set": {f"replicas.{u.tier}": _replica_doc(u.replica)}})
+                                  for u in batch], ordered=True)
 
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
         check_dataset_state(state)

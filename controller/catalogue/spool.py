@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, beamtime_from,
-                   check_dataset, check_dataset_state, check_file, check_id, check_replica, dataset_from,
-                   file_from, plain_metadata, proposal_from, to_doc)
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, beamtime_from,
+                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates,
+                   dataset_from, file_from, plain_metadata, proposal_from, to_doc)
 from .pid import dataset_pid
 
 SPOOL_FILE = "catalogue-spool.sqlite"
@@ -117,16 +117,16 @@ class SpooledCatalogue(Catalogue):
 
     def _renamed(self, op: str, args: dict) -> dict:
         """Point a spooled write at the PID the catalogue actually gave its dataset."""
-        if op not in ("files", "replica", "state"):
+        if op not in ("files", "replicas", "state"):
             return args
         key = "pid" if op == "state" else "dataset"
-        pids = [f["dataset"] for f in args["files"]] if op == "files" else [args[key]]
+        pids = [f["dataset"] for f in args[op]] if op in ("files", "replicas") else [args[key]]
         with self._edge():
             marks = ",".join("?" * len(set(pids)))
             renames = dict(self._db.execute(f"SELECT spooled, actual FROM renames WHERE spooled IN ({marks})",
                                             sorted(set(pids))).fetchall())
-        if op == "files":
-            args["files"] = [{**f, "dataset": renames.get(f["dataset"], f["dataset"])} for f in args["files"]]
+        if op in ("files", "replicas"):
+            args[op] = [{**f, "dataset": renames.get(f["dataset"], f["dataset"])} for f in args[op]]
         else:
             args[key] = renames.get(args[key], args[key])
         return args
@@ -146,8 +146,9 @@ class SpooledCatalogue(Catalogue):
             return stored
         if op == "files":
             return inner.upsert_files([file_from(f) for f in args["files"]])
-        if op == "replica":
-            return inner.set_replica(**args)
+        if op == "replicas":
+            return inner.set_replicas([ReplicaUpdate(u["dataset"], u["path"], u["tier"], Replica(**u["replica"]))
+                                       for u in args["replicas"]])
         if op == "state":
             return inner.set_dataset_state(**args)
         raise DomasError(f"the catalogue spool {self.path} holds an unknown write {op!r}; it was written by a "
@@ -192,11 +193,10 @@ class SpooledCatalogue(Catalogue):
         if batch:
             self._write("files", {"files": [to_doc(f) for f in batch]})
 
-    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
-                    verified_at: float | None = None) -> None:
-        check_replica(tier, Replica(state, url, verified_at))
-        self._write("replica", {"dataset": dataset, "path": path, "tier": tier, "state": state, "url": url,
-                                "verified_at": verified_at})
+    def set_replicas(self, batch: Sequence[ReplicaUpdate]) -> None:
+        check_replica_updates(batch)
+        if batch:
+            self._write("replicas", {"replicas": [to_doc(u) for u in batch]})
 
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
         check_dataset_state(state)

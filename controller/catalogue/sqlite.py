@@ -19,8 +19,9 @@ from typing import Callable, Iterator, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, check_dataset,
-                   check_dataset_state, check_file, check_id, check_replica, counter_delta, merged_replicas)
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, check_dataset,
+                   check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
+                   merged_replicas)
 from .pid import dataset_pid, prefix_style
 
 PAGE = 2000
@@ -86,6 +87,7 @@ class SQLiteCatalogue(Catalogue):
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA cache_size=-65536")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
 
@@ -190,14 +192,14 @@ class SQLiteCatalogue(Catalogue):
         db.executemany("INSERT INTO replicas VALUES (?,?,?,?,?) ON CONFLICT(file_id, tier) DO UPDATE SET "
                        "state=excluded.state, url=excluded.url, verified_at=excluded.verified_at", rows)
 
-    def set_replica(self, dataset: str, path: str, tier: str, state: str, url: str = "",
-                    verified_at: float | None = None) -> None:
-        check_replica(tier, Replica(state, url, verified_at))
+    def set_replicas(self, batch: Sequence[ReplicaUpdate]) -> None:
+        check_replica_updates(batch)
         with self._tx() as db:
-            row = db.execute("SELECT id FROM files WHERE dataset=? AND path=?", (dataset, path)).fetchone()
-            if row is None:
-                raise NotFound(f"file {path} of dataset {dataset} is not in the catalogue")
-            self._write_replicas(db, row[0], {}, {tier: Replica(state, url, verified_at)})
+            for u in batch:
+                row = db.execute("SELECT id FROM files WHERE dataset=? AND path=?", (u.dataset, u.path)).fetchone()
+                if row is None:
+                    raise NotFound(f"file {u.path} of dataset {u.dataset} is not in the catalogue")
+                self._write_replicas(db, row[0], {}, {u.tier: u.replica})
 
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
         check_dataset_state(state)
