@@ -77,6 +77,7 @@ class Scheduler:
         self._next_file_id = 1
         self._rotation = 0
         self.leases_granted = 0
+        self._active = 0                   # leases in state L_ACTIVE
         self.errors: dict[str, int] = {}
         self.counts: dict[tuple[str, str], int] = {}
         self._handlers = {
@@ -89,6 +90,11 @@ class Scheduler:
     # -- entry point ---------------------------------------------------------------------------
 
     def on_event(self, event: object, now: float) -> list:
+        """Apply one event (a class of domas.controller.events) at time `now`; return the actions.
+
+        After the event, agents with credit get whatever work and endpoint capacity allow
+        (GrantLeases), so a report or a Tick may hand out leases too.
+        """
         handler = self._handlers.get(type(event))
         if handler is None:
             raise TypeError(f"not a scheduler event: {event!r}")
@@ -301,11 +307,14 @@ class Scheduler:
             e.inflight += 1
             e.breaker.on_start(now)
         self.leases_granted += 1
+        self._active += 1
         t = f.t
         return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
                             f.dst + ev.PART_SUFFIX, f.size, f.mtime_ns, expires, t.spec.verify)
 
     def _release(self, lease: Lease, state: int) -> None:
+        if lease.state == L_ACTIVE:
+            self._active -= 1
         lease.state = state
         p = lease.file.prog
         if p is not None and p.leased.get(lease.index) is lease:
@@ -452,6 +461,9 @@ class Scheduler:
                 heapq.heappush(heap, (lease.expires_at, lid))
                 continue
             self._expire(lease, now, True, out)
+        if len(heap) > 4 * self._active + 4096:     # drop entries of leases reported long ago
+            self._expiry = [(x.expires_at, x.id) for x in self._leases.values() if x.state == L_ACTIVE]
+            heapq.heapify(self._expiry)
         due = self._verify_due
         while due and due[0][0] <= now:
             _, tid, fid = heapq.heappop(due)
@@ -593,7 +605,7 @@ class Scheduler:
                                  "breaker": e.breaker.state(now).value, "rate": e.limit.rate}
                           for name, e in self._endpoints.items()},
             "leases_granted_total": self.leases_granted,
-            "leases_active": sum(len(a.leases) for a in self._agents.values()),
+            "leases_active": self._active,
             "errors_total": dict(self.errors),
             "agents": {a.name: {"credit": a.credit, "leases": len(a.leases)} for a in self._agents.values()},
             "transfers_active": len(self._transfers),

@@ -109,6 +109,18 @@ def test_leases_expire_unless_renewed_and_chunks_go_back(heartbeat_at, tick_at, 
     assert s.snapshot(tick_at)["errors_total"].get("lease_expired", 0) == expired
 
 
+def test_expiry_still_works_after_reported_leases_are_pruned_from_the_timer_heap():
+    s = sched(limit_initial=10_000, limit_max=10_000)
+    submit(s, "t", [CS] * 5002)
+    for lease in ask(s, "a", 5000):
+        report(s, ok(lease), now=0.5)
+    pending = ask(s, "a", 2, now=1.0)
+    s.on_event(ev.Tick(), 2.0)                         # prunes 5000 entries of closed leases
+    assert s.snapshot(2.0)["leases_active"] == 2
+    s.on_event(ev.Tick(), 61.0)
+    assert s.snapshot(61.0)["errors_total"] == {"lease_expired": 2} and len(pending) == 2
+
+
 def test_heartbeat_names_leases_the_agent_no_longer_holds():
     s = sched()
     submit(s, "t", [2 * CS])
