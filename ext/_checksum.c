@@ -13,8 +13,9 @@
  *   a' = a + sum_j S(V_j)
  *   b' = b + W*k*a + W * sum_j (k-1-j) * S(V_j) + sum_j sum_t (W - t) * V_j[t]
  * S(V) comes from psadbw against zero; the weighted sum from pmaddubsw with weights W..1
- * followed by pmaddwd with ones; sum_j (k-1-j) S(V_j) is accumulated by adding the running
- * byte sum into a third register before each vector.
+ * followed by pmaddwd with ones (or one vpdpbusd with VNNI); sum_j (k-1-j) S(V_j) is accumulated
+ * by adding the running byte sum into a third register before each vector. This is the widely
+ * used SIMD adler32 scheme (zlib-ng, Chromium's zlib), written here from the formula above.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DOMAS_X86 1
 #include <immintrin.h>
 #endif
@@ -61,6 +62,7 @@ typedef XXH64_hash_t (*xxh_oneshot_fn)(const uint8_t *p, size_t n);
 
 typedef struct {
     const char *name;
+    int (*supported)(void); /* does this CPU (and OS) run the path? */
     adler_fn adler;
     xxh_update_fn xxh_update;
     xxh_oneshot_fn xxh_oneshot;
@@ -298,43 +300,61 @@ xxh_oneshot_default(const uint8_t *p, size_t n)
 
 /* ---- the paths, slowest first ---------------------------------------------------------- */
 
-static const impl_t IMPLS[] = {
-    {"scalar", adler_scalar, xxh_update_scalar, xxh_oneshot_scalar},
+static int
+cpu_any(void)
+{
+    return 1;
+}
+
 #if defined(DOMAS_X86)
-#if defined(DOMAS_XXH_DISPATCH)
-    {"ssse3", adler_ssse3, xxh_update_sse2, xxh_oneshot_sse2},
-    {"avx2", adler_avx2, xxh_update_avx2, xxh_oneshot_avx2},
-    {"avx512", adler_avx512, xxh_update_avx2, xxh_oneshot_avx2},
-    {"avx512vnni", adler_avx512vnni, xxh_update_avx2, xxh_oneshot_avx2},
-#else
-    {"ssse3", adler_ssse3, xxh_update_default, xxh_oneshot_default},
-    {"avx2", adler_avx2, xxh_update_default, xxh_oneshot_default},
-    {"avx512", adler_avx512, xxh_update_default, xxh_oneshot_default},
-    {"avx512vnni", adler_avx512vnni, xxh_update_default, xxh_oneshot_default},
+/* __builtin_cpu_supports also checks that the OS saves the AVX/AVX-512 register state. */
+static int
+cpu_ssse3(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("ssse3");
+}
+
+static int
+cpu_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+
+static int
+cpu_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+
+static int
+cpu_avx512vnni(void)
+{
+    return cpu_avx512() && __builtin_cpu_supports("avx512vnni");
+}
 #endif
+
+#if !defined(DOMAS_XXH_DISPATCH)
+#define xxh_update_sse2 xxh_update_default
+#define xxh_oneshot_sse2 xxh_oneshot_default
+#define xxh_update_avx2 xxh_update_default
+#define xxh_oneshot_avx2 xxh_oneshot_default
+#endif
+
+static const impl_t IMPLS[] = {
+    {"scalar", cpu_any, adler_scalar, xxh_update_scalar, xxh_oneshot_scalar},
+#if defined(DOMAS_X86)
+    {"ssse3", cpu_ssse3, adler_ssse3, xxh_update_sse2, xxh_oneshot_sse2},
+    {"avx2", cpu_avx2, adler_avx2, xxh_update_avx2, xxh_oneshot_avx2},
+    {"avx512", cpu_avx512, adler_avx512, xxh_update_avx2, xxh_oneshot_avx2},
+    {"avx512vnni", cpu_avx512vnni, adler_avx512vnni, xxh_update_avx2, xxh_oneshot_avx2},
 #endif
 };
 #define N_IMPLS (sizeof(IMPLS) / sizeof(IMPLS[0]))
 
 static const impl_t *active = &IMPLS[0];
-
-static int
-impl_supported(const impl_t *impl)
-{
-#if defined(DOMAS_X86)
-    __builtin_cpu_init();
-    if (strcmp(impl->name, "ssse3") == 0)
-        return __builtin_cpu_supports("ssse3");
-    if (strcmp(impl->name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2");
-    if (strcmp(impl->name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-    if (strcmp(impl->name, "avx512vnni") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vnni");
-#endif
-    return strcmp(impl->name, "scalar") == 0;
-}
 
 /* ---- hashing cores on raw memory (no Python objects: callable without the GIL) --------- */
 
@@ -519,7 +539,7 @@ py_available(PyObject *module, PyObject *unused)
     if (names == NULL)
         return NULL;
     for (size_t i = 0; i < N_IMPLS; i++) {
-        if (!impl_supported(&IMPLS[i]))
+        if (!IMPLS[i].supported())
             continue;
         PyObject *name = PyUnicode_FromString(IMPLS[i].name);
         if (name == NULL || PyList_Append(names, name) < 0) {
@@ -544,7 +564,7 @@ py_set_impl(PyObject *module, PyObject *arg)
         return NULL;
     }
     for (size_t i = 0; i < N_IMPLS; i++) {
-        if (strcmp(IMPLS[i].name, name) == 0 && impl_supported(&IMPLS[i])) {
+        if (strcmp(IMPLS[i].name, name) == 0 && IMPLS[i].supported()) {
             active = &IMPLS[i];
             Py_RETURN_NONE;
         }
@@ -560,20 +580,20 @@ py_set_impl(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"adler32", (PyCFunction)(void (*)(void))py_adler32, METH_VARARGS | METH_KEYWORDS,
-     "adler32(data, value=1) -> int\n\nAdler-32 of a bytes-like object, equal to zlib.adler32."},
+     "adler32($module, data, /, value=1)\n--\n\nAdler-32 of a bytes-like object, equal to zlib.adler32."},
     {"adler32_combine", (PyCFunction)(void (*)(void))py_adler32_combine, METH_FASTCALL,
-     "adler32_combine(adler1, adler2, len2) -> int\n\n"
+     "adler32_combine($module, adler1, adler2, len2, /)\n--\n\n"
      "Adler-32 of A+B from adler32(A), adler32(B) and len(B) >= 0 (zlib's adler32_combine)."},
     {"chunk_sums", py_chunk_sums, METH_O,
-     "chunk_sums(data) -> (adler32, xxh3_64)\n\nBoth checksums in one pass over cache-sized blocks."},
+     "chunk_sums($module, data, /)\n--\n\n(adler32, xxh3_64) of data, both checksums in one pass over cache-sized blocks."},
     {"xxh3_64", py_xxh3_64, METH_O,
-     "xxh3_64(data) -> int\n\nXXH3 64-bit hash (seed 0), equal to xxhash.xxh3_64_intdigest."},
+     "xxh3_64($module, data, /)\n--\n\nXXH3 64-bit hash (seed 0), equal to xxhash.xxh3_64_intdigest."},
     {"implementation", py_implementation, METH_NOARGS,
-     "implementation() -> str\n\nName of the active code path (scalar, ssse3, avx2, avx512)."},
+     "implementation($module, /)\n--\n\nName of the active code path (scalar, ssse3, avx2, avx512, avx512vnni)."},
     {"_available", py_available, METH_NOARGS,
-     "_available() -> tuple[str, ...]\n\nThe code paths this CPU supports, slowest first."},
+     "_available($module, /)\n--\n\nThe code paths this CPU supports, slowest first."},
     {"_set_impl", py_set_impl, METH_O,
-     "_set_impl(name)\n\nSwitch to another supported code path (tests, DOMAS_CHECKSUM_IMPL)."},
+     "_set_impl($module, name, /)\n--\n\nSwitch to another supported code path (tests, DOMAS_CHECKSUM_IMPL)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -581,7 +601,7 @@ static int
 checksum_exec(PyObject *module)
 {
     for (size_t i = 0; i < N_IMPLS; i++) {
-        if (impl_supported(&IMPLS[i]))
+        if (IMPLS[i].supported())
             active = &IMPLS[i];
     }
     return 0;

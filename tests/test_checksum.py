@@ -8,6 +8,8 @@ from __future__ import annotations
 import array
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -65,6 +67,18 @@ def test_fallback_when_extensions_disabled():
     assert checksum.IMPLEMENTATION == "python"
     assert not checksum.EXTENSION_LOADED
     assert checksum.adler32 is _fallback.adler32
+
+
+@needs_ext
+def test_env_var_forces_a_path_and_refuses_unknown_ones():
+    code = "import domas.checksum as c; print(c.IMPLEMENTATION, c.adler32(b'domas'))"
+    env = {**os.environ, "DOMAS_CHECKSUM_IMPL": "scalar"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["scalar", str(zlib.adler32(b"domas"))]
+    env["DOMAS_CHECKSUM_IMPL"] = "neon"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "ConfigError: DOMAS_CHECKSUM_IMPL: checksum path 'neon' is not available on this CPU" in bad.stderr
 
 
 @needs_ext
@@ -228,7 +242,11 @@ def test_parse_round_trips_and_tolerates_dropped_zero():
 # -- the GIL ----------------------------------------------------------------------------------
 
 def _ticks_during(call) -> int:
-    """How often another thread got the GIL while `call` ran (it yields on every tick)."""
+    """How often another thread took the GIL while `call` ran (it gives the GIL back each tick).
+
+    A long switch interval stops the interpreter from forcing a GIL hand-over at a bytecode
+    boundary, so the ticker can only run while `call` itself has released the GIL.
+    """
     ticks = [0]
     stop = threading.Event()
 
@@ -237,6 +255,8 @@ def _ticks_during(call) -> int:
             ticks[0] += 1
             time.sleep(0)
 
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(2.0)
     thread = threading.Thread(target=ticker)
     thread.start()
     try:
@@ -249,6 +269,7 @@ def _ticks_during(call) -> int:
     finally:
         stop.set()
         thread.join()
+        sys.setswitchinterval(interval)
 
 
 @needs_ext
@@ -262,5 +283,5 @@ def test_gil_released_during_one_long_call(name):
     finally:
         EXT._set_impl(before)
     held = _ticks_during(lambda: sum(range(3_000_000)))  # control: a C loop that keeps the GIL
-    assert held <= 3, held
+    assert held <= 2, held
     assert released >= 20, released
