@@ -18,9 +18,12 @@ from domas.errors import DomasError
 
 COMMAND_MODULES = [
     "domas.agent.cli_copy",          # copy, checksum
-    "domas.agent.cli_agent",         # agent, get
+    "domas.agent.cli_agent",         # agent
+    "domas.agent.cli_get",           # get: the download client
     "domas.controller.cli_controller",   # controller, submit, status
-    "domas.controller.cli_catalogue",    # up, catalogue find/show/reconcile
+    "domas.controller.cli_catalogue",    # catalogue find/show/reconcile
+    "domas.controller.cli_serve",        # serve: the data service (REST API, portal, downloads)
+    "domas.controller.cli_up",           # up: everything on one machine
 ]
 
 DESCRIPTION = """\
