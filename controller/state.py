@@ -1,0 +1,198 @@
+"""The controller's durable state: the scheduler's Persist actions in SQLite (WAL).
+
+Invariants: `apply` stores every Persist action of one event in one transaction, so after a crash
+the store holds all or none of an event's facts; `load` returns what `Scheduler.restore` needs
+(unfinished transfers, all their files, the done chunks of their unfinished files). The epoch
+grows by one at every open, so lease ids of an earlier run are recognisable. Chunk rows of a
+finished file are deleted (its adler32 is kept on the file row). Status queries read only here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from domas.checksum import format_adler32
+from domas.controller import events as ev
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, beamline TEXT NOT NULL, priority INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL, verify TEXT NOT NULL, max_attempts INTEGER NOT NULL,
+    sources TEXT NOT NULL, destination TEXT NOT NULL, request_id TEXT, state TEXT NOT NULL,
+    submitted_at REAL NOT NULL, finished_at REAL, files_total INTEGER NOT NULL, bytes_total INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS transfers_request ON transfers(request_id) WHERE request_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, transfer_id TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, state TEXT NOT NULL, adler32 TEXT NOT NULL DEFAULT '',
+    error_kind TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS files_transfer ON files(transfer_id, id);
+CREATE TABLE IF NOT EXISTS chunks (
+    file_id INTEGER NOT NULL, idx INTEGER NOT NULL, adler32 INTEGER NOT NULL, xxh3 INTEGER NOT NULL,
+    length INTEGER NOT NULL, PRIMARY KEY (file_id, idx)) WITHOUT ROWID;
+"""
+
+_TRANSFER_COLUMNS = ("id", "beamline", "priority", "state", "sources", "destination", "submitted_at",
+                     "finished_at", "files_total", "bytes_total", "chunk_size", "verify", "max_attempts")
+
+
+class StateStore:
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple] = {}
+        row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        self.epoch = (int(row[0]) if row else 0) + 1
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(self.epoch),))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def note_submission(self, transfer_id: str, sources: list[str], destination: str, request_id: str,
+                        now: float) -> None:
+        """What a TransferAccepted for this id does not carry (kept until that action is applied)."""
+        self._pending[transfer_id] = (json.dumps(sources), destination, request_id or None, now)
+
+    def apply(self, actions: list, now: float) -> None:
+        facts = [a for a in actions if isinstance(a, ev.Persist)]
+        if not facts:
+            return
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                for a in facts:
+                    _WRITERS[type(a)](self, cur, a, now)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def _accepted(self, cur, a: ev.TransferAccepted, now: float) -> None:
+        t = a.transfer
+        sources, destination, request_id, at = self._pending.pop(t.transfer_id, ("[]", "", None, now))
+        seq = cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transfers").fetchone()[0]
+        cur.execute("INSERT INTO transfers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (t.transfer_id, seq, t.beamline, t.priority, t.chunk_size, t.verify, t.max_attempts,
+                     sources, destination, request_id, "queued", at, None, len(a.files),
+                     sum(f.size for f in a.files)))
+        cur.executemany("INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state) VALUES (?,?,?,?,?,?,?)",
+                        ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns, "queued")
+                         for i, f in enumerate(a.files)))
+
+    def _chunk(self, cur, a: ev.ChunkDone, now: float) -> None:
+        cur.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?)",
+                    (a.file_id, a.index, a.adler32, a.xxh3 - (1 << 64) if a.xxh3 >= 1 << 63 else a.xxh3, a.length))
+        cur.execute("UPDATE transfers SET state='active' WHERE id=? AND state='queued'", (a.transfer_id,))
+
+    def _reset(self, cur, a: ev.FileReset, now: float) -> None:
+        cur.execute("DELETE FROM chunks WHERE file_id=?", (a.file_id,))
+        cur.execute("UPDATE files SET size=?, mtime_ns=?, error_kind=?, error_message='' WHERE id=?",
+                    (a.size, a.mtime_ns, a.reason, a.file_id))
+
+    def _done(self, cur, a: ev.FileDone, now: float) -> None:
+        cur.execute("UPDATE files SET state='done', adler32=? WHERE id=?", (format_adler32(a.adler32), a.file_id))
+        cur.execute("DELETE FROM chunks WHERE file_id=?", (a.file_id,))
+
+    def _failed(self, cur, a: ev.FileFailed, now: float) -> None:
+        cur.execute("UPDATE files SET state='failed', error_kind=?, error_message=? WHERE id=?",
+                    (a.kind, a.message, a.file_id))
+        cur.execute("DELETE FROM chunks WHERE file_id=?", (a.file_id,))
+
+    def _ended(self, cur, a: ev.TransferEnded, now: float) -> None:
+        cur.execute("UPDATE transfers SET state=?, finished_at=? WHERE id=?", (a.state, now, a.transfer_id))
+        cur.execute("UPDATE files SET state='cancelled' WHERE transfer_id=? AND state NOT IN ('done', 'failed')",
+                    (a.transfer_id,))
+        cur.execute("DELETE FROM chunks WHERE file_id IN (SELECT id FROM files WHERE transfer_id=?)",
+                    (a.transfer_id,))
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def load(self) -> tuple[list[ev.TransferSpec], list[ev.FileRecord], list[ev.ChunkRecord]]:
+        """Everything Scheduler.restore needs, unfinished transfers in submission order."""
+        with self._lock:
+            db = self._db
+            specs = [ev.TransferSpec(*row) for row in db.execute(
+                "SELECT id, beamline, priority, chunk_size, verify, max_attempts FROM transfers "
+                "WHERE finished_at IS NULL ORDER BY seq")]
+            files = [ev.FileRecord(*row) for row in db.execute(
+                "SELECT f.id, f.transfer_id, f.src, f.dst, f.size, f.mtime_ns, f.state FROM files f "
+                "JOIN transfers t ON t.id = f.transfer_id WHERE t.finished_at IS NULL ORDER BY f.id")]
+            chunks = [ev.ChunkRecord(*row) for row in db.execute(
+                "SELECT c.file_id, c.idx, c.adler32 FROM chunks c JOIN files f ON f.id = c.file_id "
+                "WHERE f.state = 'queued'")]
+        return specs, files, chunks
+
+    def transfer_by_request(self, request_id: str) -> str | None:
+        row = self._db.execute("SELECT id FROM transfers WHERE request_id=?", (request_id,)).fetchone()
+        return row[0] if row else None
+
+    def transfer(self, transfer_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM transfers WHERE id=?",
+                                   (transfer_id,)).fetchone()
+            return self._transfer_dict(row) if row else None
+
+    def transfers(self, beamline: str = "", states: tuple[str, ...] = (), limit: int = 100,
+                  offset: int = 0) -> list[dict]:
+        where, args = ["1=1"], []
+        if beamline:
+            where.append("beamline=?")
+            args.append(beamline)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM transfers WHERE "
+                                    f"{' AND '.join(where)} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+            return [self._transfer_dict(r) for r in rows]
+
+    def _transfer_dict(self, row: tuple) -> dict:
+        d = dict(zip(_TRANSFER_COLUMNS, row))
+        d["sources"] = json.loads(d["sources"])
+        db, tid = self._db, d["id"]
+        counts = dict(db.execute("SELECT state, COUNT(*) FROM files WHERE transfer_id=? GROUP BY state", (tid,)))
+        d["files_done"], d["files_failed"] = counts.get("done", 0), counts.get("failed", 0)
+        done_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE transfer_id=? AND state='done'",
+                                (tid,)).fetchone()[0]
+        partial = db.execute("SELECT COALESCE(SUM(c.length), 0) FROM chunks c JOIN files f ON f.id = c.file_id "
+                             "WHERE f.transfer_id=?", (tid,)).fetchone()[0]
+        d["bytes_done"] = done_bytes + partial
+        d["errors"] = dict(db.execute("SELECT error_kind, COUNT(*) FROM files WHERE transfer_id=? AND "
+                                      "state='failed' GROUP BY error_kind", (tid,)))
+        return d
+
+    def files(self, transfer_id: str, states: tuple[str, ...] = (), limit: int = 1000,
+              offset: int = 0) -> list[dict]:
+        where, args = "transfer_id=?", [transfer_id]
+        if states:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            args.extend(states)
+        cols = ("id", "src", "dst", "size", "state", "adler32", "error_kind", "error_message")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(cols)}, (SELECT COALESCE(SUM(length), 0) FROM chunks "
+                                    f"WHERE file_id = files.id) FROM files WHERE {where} ORDER BY id "
+                                    f"LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row[:-1]))
+            d["bytes_done"] = d["size"] if d["state"] == "done" else row[-1]
+            if d["state"] == "queued" and row[-1]:
+                d["state"] = "active"
+            out.append(d)
+        return out
+
+
+_WRITERS = {ev.TransferAccepted: StateStore._accepted, ev.ChunkDone: StateStore._chunk,
+            ev.FileReset: StateStore._reset, ev.FileDone: StateStore._done, ev.FileFailed: StateStore._failed,
+            ev.TransferEnded: StateStore._ended}

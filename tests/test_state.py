@@ -1,0 +1,86 @@
+"""The controller's SQLite state: persisted facts rebuild the same scheduler after a restart."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+from domas.controller import events as ev
+from domas.controller.scheduler import Scheduler
+from domas.controller.state import StateStore
+
+CS = 4096
+
+
+def _data(src: str, size: int) -> bytes:
+    return random.Random(src).randbytes(size)
+
+
+def _ok(lease: ev.LeaseInfo, rid: str) -> ev.ChunkReport:
+    part = _data(lease.src_url, lease.file_size)[lease.offset:lease.offset + lease.length]
+    return ev.ChunkReport(rid, lease.lease_id, lease.transfer_id, lease.file_id, lease.index, lease.offset,
+                          lease.length, zlib.adler32(part), 2**64 - 5, lease.length, 0.01)
+
+
+def _grants(actions: list) -> list[ev.LeaseInfo]:
+    return [x for a in actions if isinstance(a, ev.GrantLeases) for x in a.leases]
+
+
+def test_restart_rebuilds_the_queue_from_the_store(tmp_path):
+    store = StateStore(tmp_path / "state.sqlite")
+    assert store.epoch == 1
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    files = tuple(ev.FileSpec(f"/src/{i}", f"/dst/{i}", size, 123) for i, size in enumerate([3 * CS, CS, 0]))
+    store.note_submission("t1", ["/src"], "/dst", "req-1", 10.0)
+    out = s.on_event(ev.TransferSubmitted(ev.TransferSpec("t1", "b1", 2, CS), files), 10.0)
+    store.apply(out, 10.0)
+    s.on_event(ev.AgentRegistered("a"), 10.0)
+    leases = _grants(s.on_event(ev.LeaseRequested("a", 5), 10.0))
+    assert len(leases) == 5
+    store.apply(s.on_event(ev.ChunkReported("a", _ok(leases[0], "r0")), 11.0), 11.0)
+    fin = s.on_event(ev.ChunkReported("a", _ok(leases[3], "r3")), 11.0)
+    store.apply(fin, 11.0)
+    (f2,) = [a for a in fin if isinstance(a, ev.FinalizeFile)]
+    store.apply(s.on_event(ev.DestinationVerified("t1", f2.file_id, f2.expected_adler32), 11.0), 11.0)
+    store.close()
+
+    store = StateStore(tmp_path / "state.sqlite")
+    assert store.epoch == 2 and store.transfer_by_request("req-1") == "t1"
+    specs, recs, chunks = store.load()
+    assert specs == [ev.TransferSpec("t1", "b1", 2, CS, "default", 0)]
+    assert [(r.file_id, r.state, r.mtime_ns) for r in recs] == [(1, "queued", 123), (2, "done", 123),
+                                                                (3, "queued", 123)]
+    assert chunks == [ev.ChunkRecord(1, 0, _ok(leases[0], "x").adler32)]
+    r = Scheduler.restore(specs, recs, chunks, rng=random.Random(1), epoch=store.epoch)
+    r.on_event(ev.AgentRegistered("a"), 20.0)
+    again = _grants(r.on_event(ev.LeaseRequested("a", 10), 20.0))
+    assert [(g.file_id, g.index) for g in again] == [(1, 1), (1, 2), (3, 0)]
+
+    status = store.transfer("t1")
+    assert (status["state"], status["files_total"], status["files_done"], status["bytes_total"]) == (
+        "active", 3, 1, 4 * CS)
+    assert status["bytes_done"] == 2 * CS and status["sources"] == ["/src"] and status["submitted_at"] == 10.0
+    rows = store.files("t1")
+    assert [(f["id"], f["state"], f["bytes_done"]) for f in rows] == [(1, "active", CS), (2, "done", CS),
+                                                                      (3, "queued", 0)]
+    assert rows[1]["adler32"] == f"{f2.expected_adler32:08x}"
+    assert [t["id"] for t in store.transfers(beamline="b1")] == ["t1"]
+    assert store.transfers(beamline="other") == [] and store.transfers(states=("done",)) == []
+
+
+def test_cancel_and_failure_are_stored_and_a_finished_transfer_is_not_restored(tmp_path):
+    store = StateStore(tmp_path / "s.sqlite")
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    files = tuple(ev.FileSpec(f"/src/{i}", f"/dst/{i}", CS) for i in range(3))
+    store.apply(s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=CS), files), 1.0), 1.0)
+    s.on_event(ev.AgentRegistered("a"), 1.0)
+    (lease,) = _grants(s.on_event(ev.LeaseRequested("a", 1), 1.0))
+    bad = ev.ChunkReport("r", lease.lease_id, "t", lease.file_id, 0, 0, CS, error_kind="not_found",
+                         error_message="gone")
+    store.apply(s.on_event(ev.ChunkReported("a", bad), 2.0), 2.0)
+    store.apply(s.on_event(ev.CancelTransfer("t"), 3.0), 3.0)
+    assert [(f["state"], f["error_kind"]) for f in store.files("t")] == [
+        ("failed", "not_found"), ("cancelled", ""), ("cancelled", "")]
+    t = store.transfer("t")
+    assert (t["state"], t["finished_at"], t["errors"]) == ("cancelled", 3.0, {"not_found": 1})
+    assert store.load() == ([], [], [])
