@@ -600,6 +600,9 @@ static PyMethodDef methods[] = {
 static int
 checksum_exec(PyObject *module)
 {
+    /* the xxhash.h version this module was built with, e.g. 801 for 0.8.1 */
+    if (PyModule_AddIntConstant(module, "XXH_VERSION", XXH_VERSION_NUMBER) < 0)
+        return -1;
     for (size_t i = 0; i < N_IMPLS; i++) {
         if (IMPLS[i].supported())
             active = &IMPLS[i];
