@@ -128,6 +128,9 @@ def test_unknown_dataset_or_file_is_not_found(catalogue):
     with pytest.raises(NotFound, match="upsert the dataset"):
         catalogue.upsert_file(f("CSTR:none", "a"))
     pid = dataset(catalogue).pid
+    with pytest.raises(NotFound, match="CSTR:none"):
+        catalogue.upsert_files([f(pid, "first"), f("CSTR:none", "a")])
+    assert catalogue.get_file(pid, "first") is None and catalogue.get_dataset(pid).file_count == 0
     with pytest.raises(NotFound):
         catalogue.set_replica(pid, "nope", "tape", "verified")
     with pytest.raises(NotFound):

@@ -161,18 +161,19 @@ class MongoCatalogue(Catalogue):
             check_file(f)
             for tier in f.replicas:
                 self._ensure_tier(tier)
-        beamtimes: dict[str, str] = {}
         with self._edge():
+            beamtimes = self._beamtimes_of(sorted({f.dataset for f in batch}))
             for f in batch:
-                if f.dataset not in beamtimes:
-                    beamtimes[f.dataset] = self._beamtime_of(f.dataset)
                 self._write_file(f, beamtimes[f.dataset])
 
-    def _beamtime_of(self, pid: str) -> str:
-        doc = self._col("datasets").find_one({"_id": pid}, {"beamtime": 1})
-        if doc is None:
-            raise NotFound(f"dataset {pid} is not in the catalogue; upsert the dataset before its files")
-        return doc["beamtime"]
+    def _beamtimes_of(self, pids: list[str]) -> dict[str, str]:
+        """Beamtime of each dataset; NotFound (before anything is written) if one is not catalogued."""
+        found = {doc["_id"]: doc["beamtime"]
+                 for doc in self._col("datasets").find({"_id": {"$in": pids}}, {"beamtime": 1})}
+        missing = [p for p in pids if p not in found]
+        if missing:
+            raise NotFound(f"dataset {missing[0]} is not in the catalogue; upsert the dataset before its files")
+        return found
 
     def _write_file(self, f: FileRecord, beamtime: str) -> None:
         fields = {"beamtime": beamtime, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3, "mtime": f.mtime}
