@@ -1,0 +1,274 @@
+"""The archiver: discovery + catalogue + data policy, driving copies through the controller.
+
+A thin shell around the pure cores (discovery.StabilityTracker, lifecycle.decide). Each pass:
+1. scans the beamline tree, catalogues files that settled (beamtime, dataset with a PID, file);
+2. asks the policy what is due for catalogued files and submits copies to the controller over
+   gRPC (one transfer per file copy, with a deterministic request id, so a restart never copies
+   or records a file twice), and follows them until done;
+3. records each verified replica with the adler32 the transfer folded from its chunk sums (the
+   first copy sets the file's checksum; later copies must match it), then expires earlier copies
+   only when lifecycle.may_delete holds on a fresh read of the catalogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, replace
+
+import grpc
+
+from domas.agent.storage import resolve
+from domas.config import Config
+from domas.errors import DomasError, NotFound
+from domas.v1 import domas_pb2 as pb
+from domas.v1 import domas_pb2_grpc as pb_grpc
+
+from .catalogue import Beamtime, Catalogue, Dataset, FileRecord, Replica
+from .catalogue.base import ReplicaUpdate
+from .discovery import Location, StabilityTracker, parse_location, scan_tree
+from .lifecycle import FileView, ReplicaState, Retention, decide, may_delete
+
+log = logging.getLogger("domas.archiver")
+
+_DATA_TYPE = {"raw": "raw", "processed": "processed"}
+_TERMINAL = {pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED}
+
+
+@dataclass
+class Pending:
+    """A copy submitted to the controller and not finished yet."""
+
+    transfer_id: str
+    dataset: str
+    path: str
+    tier: str
+    dst_url: str
+
+
+def tier_url(root: str, dataset_path: str, relpath: str) -> str:
+    return posixpath.join(root.rstrip("/") or "/", dataset_path, relpath) if "://" not in root else \
+        f"{root.rstrip('/')}/{dataset_path}/{relpath}"
+
+
+class Archiver:
+    def __init__(self, cfg: Config, catalogue: Catalogue, controller: str, *, token: str = "",
+                 clock=time.time) -> None:
+        self.cfg, self.cat, self.controller = cfg, catalogue, controller
+        self.roots = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
+        self.retention = Retention(cfg.policy.beamline_retention, cfg.policy.central_retention,
+                                   retry_failed_after=max(5.0, min(300.0, cfg.policy.stability_seconds * 4)))
+        self.tracker = StabilityTracker(cfg.policy.stability_seconds)
+        self.clock = clock
+        self.pending: dict[tuple[str, str, str], Pending] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.read_only_done: set[tuple[str, str]] = set()
+        self.problems_seen: set[str] = set()
+        self._md = (("authorization", f"Bearer {token}"),) if token else ()
+        self._known_loaded = False
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        async with grpc.aio.insecure_channel(self.controller) as channel:
+            self.stub = pb_grpc.ControllerStub(channel)
+            while not stop.is_set():
+                try:
+                    await self.run_pass()
+                except grpc.aio.AioRpcError as e:
+                    log.warning("controller %s: %s", self.controller, e.details() or e.code().name)
+                except DomasError as e:
+                    log.warning("archiver: %s", e)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def run_pass(self) -> None:
+        await asyncio.to_thread(self.discover)
+        await self.follow_transfers()
+        for action in await asyncio.to_thread(self.due_actions):
+            await self.perform(action)
+
+    # -- 1. discovery --------------------------------------------------------------------------
+    def discover(self) -> None:
+        store, root = resolve(self.roots["beamline"])
+        listing, problems = scan_tree(store, root)
+        for p in problems:
+            if str(p) not in self.problems_seen:
+                self.problems_seen.add(str(p))
+                log.warning("%s", p)
+        now = self.clock()
+        for ready in self.tracker.observe(listing, now):
+            try:
+                loc = parse_location(ready.relpath)
+            except DomasError as e:
+                log.warning("%s", e)
+                continue
+            if loc is None or loc.area not in self.cfg.policy.archive_dirs:
+                continue
+            self.catalogue_file(loc, ready.size, ready.mtime, now)
+
+    def dataset_for(self, loc: Location) -> Dataset:
+        ds = self.datasets.get(loc.dataset_path)
+        if ds is None:
+            self.cat.upsert_beamtime(Beamtime(id=loc.beamtime, beamline=loc.beamline))
+            ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path=loc.dataset_path,
+                                                 data_type=_DATA_TYPE.get(loc.area, "raw")))
+            self.datasets[loc.dataset_path] = ds
+        return ds
+
+    def catalogue_file(self, loc: Location, size: int, mtime: float, now: float) -> None:
+        ds = self.dataset_for(loc)
+        old = self.cat.get_file(ds.pid, loc.relpath)
+        if old is not None and (old.size, old.mtime) == (size, mtime):
+            return                      # already catalogued (e.g. after a restart)
+        url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
+        self.cat.upsert_file(FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
+                                        replicas={"beamline": Replica("pending", url, now)}))
+        log.info("catalogued %s (%d bytes) in %s", url, size, ds.pid)
+        self._extract_metadata(ds, loc)
+
+    def _extract_metadata(self, ds: Dataset, loc: Location) -> None:
+        from .catalogue.metadata import dataset_metadata, is_hdf5_name
+
+        if not is_hdf5_name(loc.relpath) or "://" in self.roots["beamline"]:
+            return
+        root = posixpath.join(self.roots["beamline"], loc.dataset_path)
+        meta = dataset_metadata(root, [loc.relpath])
+        if meta and meta != ds.metadata:
+            merged = {**ds.metadata, **meta}
+            self.datasets[loc.dataset_path] = self.cat.upsert_dataset(replace(ds, metadata=merged))
+
+    # -- 2. policy -----------------------------------------------------------------------------
+    def due_actions(self) -> list:
+        now = self.clock()
+        actions, seen = [], set()
+        for tier in ("central", "tape"):
+            for f in self.cat.files_lacking_replica(tier, "verified", limit=5000):
+                seen.add((f.dataset, f.path))
+                actions += decide(self.view(f), self.retention, now)
+        for tier in ("beamline", "central"):
+            for f in self.cat.files_by_replica_state(tier, "verified", limit=50000):
+                if (f.dataset, f.path) not in seen:
+                    seen.add((f.dataset, f.path))
+                    actions += decide(self.view(f), self.retention, now)
+        return actions
+
+    def view(self, f: FileRecord) -> FileView:
+        """The policy's view of a catalogue record. A replica marked "copying" that this process
+        does not follow (it restarted) counts as failed long ago, so the copy is submitted again;
+        the controller recognises the request id and never copies it twice."""
+        reps = {}
+        for tier, r in f.replicas.items():
+            state = {"pending": "verified" if tier == "beamline" else "copying", "stale": "failed"}.get(r.state, r.state)
+            since = r.verified_at or 0.0
+            if state == "copying" and (f.dataset, f.path, tier) not in self.pending:
+                state, since = "failed", 0.0
+            reps[tier] = ReplicaState(state, since)
+        discovered = f.replicas["beamline"].verified_at if "beamline" in f.replicas else 0.0
+        area = f.dataset and self._area_of(f)
+        return FileView((f.dataset, f.path), area, discovered or 0.0, reps,
+                        read_only=((f.dataset, f.path) in self.read_only_done))
+
+    def _area_of(self, f: FileRecord) -> str:
+        ds = self._dataset(f.dataset)
+        return ds.path.rsplit("/", 1)[-1] if ds else ""
+
+    def _dataset(self, pid: str) -> Dataset | None:
+        for ds in self.datasets.values():
+            if ds.pid == pid:
+                return ds
+        ds = self.cat.get_dataset(pid)
+        if ds is not None:
+            self.datasets[ds.path] = ds
+        return ds
+
+    async def perform(self, action) -> None:
+        dataset, path = action.key
+        if action.kind == "copy":
+            await self.submit_copy(dataset, path, action.source_tier, action.tier)
+        elif action.kind == "delete":
+            await asyncio.to_thread(self.expire, dataset, path, action.tier)
+        elif action.kind == "make_read_only":
+            await asyncio.to_thread(self.make_read_only, dataset, path)
+
+    # -- 3. copies through the controller ------------------------------------------------------
+    async def submit_copy(self, dataset: str, path: str, src_tier: str, dst_tier: str) -> None:
+        ds, f = self._dataset(dataset), self.cat.get_file(dataset, path)
+        if ds is None or f is None:
+            return
+        src = tier_url(self.roots[src_tier], ds.path, path)
+        dst = tier_url(self.roots[dst_tier], ds.path, path)
+        request_id = f"{dst_tier}:{dataset}:{path}:{f.size}:{f.mtime}:{f.adler32}"
+        beamline = ds.path.split("/", 1)[0]
+        resp = await self.stub.SubmitTransfer(pb.SubmitTransferRequest(
+            sources=[src], destination=dst, beamline=beamline, priority=0, request_id=request_id,
+            options=pb.TransferOptions(verify=pb.VERIFY_MODE_FULL, overwrite=True)), metadata=self._md, timeout=30)
+        self.pending[(dataset, path, dst_tier)] = Pending(resp.transfer_id, dataset, path, dst_tier, dst)
+        await asyncio.to_thread(self.cat.set_replica, dataset, path, dst_tier, "copying", dst, self.clock())
+        log.info("copy %s -> %s submitted as %s", src, dst, resp.transfer_id)
+
+    async def follow_transfers(self) -> None:
+        for key, p in list(self.pending.items()):
+            resp = await self.stub.GetStatus(pb.GetStatusRequest(transfer_id=p.transfer_id, include_files=True),
+                                             metadata=self._md, timeout=30)
+            if resp.transfer.state not in _TERMINAL:
+                continue
+            del self.pending[key]
+            fs = resp.files[0] if resp.files else None
+            if resp.transfer.state == pb.TRANSFER_STATE_DONE and fs is not None and fs.adler32:
+                await asyncio.to_thread(self.record_copy, p, fs.adler32)
+            else:
+                reason = (fs.error_message if fs else "") or "transfer failed"
+                log.warning("copy to %s failed: %s", p.dst_url, reason)
+                await asyncio.to_thread(self.cat.set_replica, p.dataset, p.path, p.tier, "failed", p.dst_url,
+                                        self.clock())
+
+    def record_copy(self, p: Pending, adler32: str) -> None:
+        f = self.cat.get_file(p.dataset, p.path)
+        if f is None:
+            return
+        now = self.clock()
+        if f.adler32 and f.adler32 != adler32:
+            log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32, f.adler32)
+            self.cat.set_replica(p.dataset, p.path, p.tier, "failed", p.dst_url, now)
+            return
+        if not f.adler32:
+            # The first copy fixes the file's checksum: name every replica, so none goes stale.
+            reps = dict(f.replicas)
+            reps["beamline"] = Replica("verified", reps["beamline"].url if "beamline" in reps else "",
+                                       (reps["beamline"].verified_at if "beamline" in reps else None) or now)
+            reps[p.tier] = Replica("verified", p.dst_url, now)
+            self.cat.upsert_file(replace(f, adler32=adler32, replicas=reps))
+        else:
+            self.cat.set_replica(p.dataset, p.path, p.tier, "verified", p.dst_url, now)
+        log.info("%s verified on %s (adler32 %s)", p.dst_url, p.tier, adler32)
+
+    # -- 4. expiry and protection --------------------------------------------------------------
+    def expire(self, dataset: str, path: str, tier: str) -> None:
+        f = self.cat.get_file(dataset, path)           # fresh read: the last guard
+        ds = self._dataset(dataset)
+        if f is None or ds is None or not may_delete(self.view(f), tier):
+            return
+        url = tier_url(self.roots[tier], ds.path, path)
+        self.cat.set_replicas([ReplicaUpdate(dataset, path, tier, Replica("deleting", url, self.clock()))])
+        store, spath = resolve(url)
+        try:
+            store.remove(spath)
+        except NotFound:
+            pass
+        self.cat.set_replica(dataset, path, tier, "deleted", url, self.clock())
+        log.info("expired %s (a verified copy is on a later tier)", url)
+
+    def make_read_only(self, dataset: str, path: str) -> None:
+        ds = self._dataset(dataset)
+        if ds is None:
+            return
+        store, spath = resolve(tier_url(self.roots["beamline"], ds.path, path))
+        try:
+            store.chmod_readonly(spath)
+        except NotFound:
+            pass
+        self.read_only_done.add((dataset, path))
