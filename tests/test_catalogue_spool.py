@@ -4,7 +4,10 @@ exactly once in effect. "Down" is real: a SecantusDB server stopped by PID, or a
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +152,25 @@ def test_files_follow_their_dataset_to_the_pid_the_catalogue_gave(tmp_path):
     assert cat.replay() == 3 and cat.rejected() == []
     assert inner.get_dataset(imported.pid).file_count == 2
     assert inner.get_file(imported.pid, "f1").replicas["tape"].state == "verified"
+
+
+CHILD = """
+import os, signal, sys
+from tests.test_catalogue_spool import down_catalogue, offline_writes
+from domas.controller.catalogue import SpooledCatalogue
+cat = SpooledCatalogue(down_catalogue(), sys.argv[1])
+print(offline_writes(cat), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_spooled_writes_survive_kill_9(tmp_path):
+    """A process spools seven writes and is killed -9 the moment they return: all seven are there."""
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "spool")], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == -9, proc.stderr
+    pid = proc.stdout.strip()
+    back = SpooledCatalogue(SQLiteCatalogue(tmp_path / "cat.sqlite"), tmp_path / "spool")
+    assert back.pending() == 7 and back.replay() == 7
+    check_replayed(back, pid)
+    back.close()

@@ -14,7 +14,7 @@ from domas.config import CatalogueConfig
 from domas.errors import ConfigError
 
 from .base import (DATA_TYPES, DATASET_STATES, REPLICA_STATES, Beamtime, Catalogue, Dataset, FileRecord,
-                   Proposal, Replica)
+                   Proposal, Replica, ReplicaUpdate)
 from .pid import dataset_pid
 from .reconcile import DiskEntry, ReconcileReport, reconcile
 from .spool import SpooledCatalogue
@@ -22,7 +22,7 @@ from .spool import SpooledCatalogue
 DEFAULT_FILE = "catalogue.sqlite"
 
 __all__ = ["Beamtime", "Catalogue", "DATA_TYPES", "DATASET_STATES", "Dataset", "DiskEntry", "FileRecord",
-           "Proposal", "REPLICA_STATES", "ReconcileReport", "Replica", "SpooledCatalogue", "dataset_pid",
+           "Proposal", "REPLICA_STATES", "ReconcileReport", "Replica", "ReplicaUpdate", "SpooledCatalogue", "dataset_pid",
            "open_catalogue", "reconcile"]
 
 

@@ -107,7 +107,8 @@ class SpooledCatalogue(Catalogue):
                     return sent
                 except (InvalidMessage, NotFound) as e:
                     with self._edge():
-                        self._db.execute("INSERT INTO rejected VALUES (?,?,?,?)", (seq, op, args, str(e)))
+                        self._db.execute("INSERT OR REPLACE INTO rejected VALUES (?,?,?,?)",
+                                         (seq, op, args, str(e)))
                 self._delete(seq)
                 sent += 1
 
