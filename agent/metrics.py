@@ -9,7 +9,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from domas.errors import KINDS, StorageError
+
 from .accounting import DURATION_BUCKETS, Accounting
+
+STORAGE_KINDS = tuple(k for k, cls in KINDS.items() if issubclass(cls, StorageError))
 
 
 class AgentCollector:
@@ -33,8 +37,8 @@ class AgentCollector:
         c.add_metric(["error"], failed)
         yield c
         e = CounterMetricFamily("domas_agent_errors", "Chunk errors by class", labels=["class"])
-        for kind, n in sorted(errors.items()):
-            e.add_metric([kind], n)
+        for kind in sorted(set(STORAGE_KINDS) | set(errors)):   # known classes start at 0
+            e.add_metric([kind], errors.get(kind, 0))
         yield e
         yield CounterMetricFamily("domas_agent_retries", "Chunk retries", value=retries)
         buckets, cum = [], 0
