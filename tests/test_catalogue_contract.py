@@ -71,6 +71,12 @@ def test_dataset_gets_stable_pid_and_keeps_created_at(catalogue):
     assert catalogue.get_dataset("CSTR:none") is None
 
 
+def test_metadata_is_stored_as_plain_json_with_safe_keys(catalogue):
+    meta = {"sample": {"name": "Si", "dims": (2, 3)}, "a.b": {"$gt": 1}, "when": object.__name__}
+    got = dataset(catalogue, metadata=meta).metadata
+    assert got == {"sample": {"name": "Si", "dims": [2, 3]}, "a_b": {"_gt": 1}, "when": "object"}
+
+
 def test_pid_survives_a_restart(catalogue):
     pid = dataset(catalogue).pid
     later = reopen(catalogue)

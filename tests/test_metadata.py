@@ -62,7 +62,8 @@ def test_plain_hdf5_lists_dataset_shapes(tmp_path):
         fh.create_dataset("images", data=np.ones((2, 8, 8), dtype="f4"))
         fh.create_group("meta")["energy"] = 12.4
     meta = extract_file(tmp_path / "plain.h5")
-    assert meta == {"format": "hdf5", "datasets": 2, "shapes": {"/images": [2, 8, 8], "/meta/energy": []}}
+    assert meta == {"format": "hdf5", "datasets": 2,
+                    "shapes": [{"path": "/images", "shape": [2, 8, 8]}, {"path": "/meta/energy", "shape": []}]}
 
 
 @pytest.mark.parametrize("content", [b"not an hdf5 file at all" * 10, b""])

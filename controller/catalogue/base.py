@@ -137,8 +137,22 @@ def file_from(doc: dict) -> FileRecord:
 
 
 def plain_metadata(metadata: dict) -> dict:
-    """The metadata as every backend stores it: JSON types only (tuples become lists, others str)."""
-    return json.loads(json.dumps(metadata, sort_keys=True, default=str))
+    """The metadata as every backend stores it: JSON types only (tuples become lists, others str),
+    and keys without '.' or a leading '$' (replaced by '_'), which not every MongoDB accepts."""
+    return _safe_keys(json.loads(json.dumps(metadata, sort_keys=True, default=str)))
+
+
+def _safe_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_safe_key(str(k)): _safe_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe_keys(v) for v in value]
+    return value
+
+
+def _safe_key(key: str) -> str:
+    key = key.replace(".", "_")
+    return "_" + key[1:] if key.startswith("$") else key
 
 
 # -- validation (pure): a bad record is refused with one sentence -----------------------------

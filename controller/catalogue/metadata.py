@@ -122,7 +122,7 @@ def summarise(outline: dict) -> dict:
     if not entries:
         shapes = [(path, node["shape"]) for path, node in _walk(outline) if "shape" in node]
         return {"format": "hdf5", "datasets": len(shapes),
-                "shapes": {path: shape for path, shape in shapes[:20]}}
+                "shapes": [{"path": path, "shape": shape} for path, shape in shapes[:20]]}
     out = {"format": "nexus", "entries": len(entries), **_entry_summary(*entries[0])}
     creator = outline.get("attrs", {}).get("creator")
     if creator:

@@ -21,7 +21,7 @@ from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFo
 
 from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, check_dataset,
                    check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
-                   merged_replicas)
+                   merged_replicas, plain_metadata)
 from .pid import dataset_pid, prefix_style
 
 PAGE = 2000
@@ -130,7 +130,7 @@ class SQLiteCatalogue(Catalogue):
 
     def upsert_dataset(self, d: Dataset) -> Dataset:
         check_dataset(d)
-        meta = json.dumps(d.metadata, sort_keys=True, default=str)
+        meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
         with self._tx() as db:
             row = db.execute("SELECT pid, beamtime FROM datasets WHERE path=?", (d.path,)).fetchone()
             if row:
