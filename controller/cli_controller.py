@@ -1,0 +1,170 @@
+"""`domas controller`, `domas submit`, `domas status`, `domas cancel`: run and use the controller."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from domas.config import Config, parse_size
+
+CONTROLLER_HELP = """\
+Run the controller: it queues transfers, hands chunks to agents as leases over gRPC, folds the
+chunk checksums into each file's adler32, verifies the destination and renames it into place.
+State lives in SQLite under --state-dir, so a restart continues where it stopped.
+
+example:
+  DOMAS_TOKEN=secret domas controller --listen 0.0.0.0:7400 --state-dir /var/lib/domas
+"""
+
+SUBMIT_HELP = """\
+Queue a transfer on the controller; agents copy it. Prints the transfer id.
+
+examples:
+  domas submit /data/b1/scan001 root://eos.example//heps/b1/ --beamline b1
+  domas submit /data/a /data/b /archive/ --priority 5 --wait
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("controller", help="run the controller", description=CONTROLLER_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", help="host:port for gRPC (default 127.0.0.1:7400; port 0 = any)")
+    p.add_argument("--state-dir", help="where the controller's state lives (default: the config's state_dir)")
+    p.set_defaults(handler=run_controller)
+
+    s = sub.add_parser("submit", help="queue a transfer on the controller", description=SUBMIT_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then the destination")
+    s.add_argument("--controller", help="controller address host:port")
+    s.add_argument("--beamline", default="", help="owning beamline (fair share is per beamline)")
+    s.add_argument("--priority", type=int, default=0, help="higher runs first within the beamline")
+    s.add_argument("--chunk-size", help="chunk size, e.g. 8MiB")
+    s.add_argument("--verify", choices=["default", "none"], default="default")
+    s.add_argument("--wait", action="store_true", help="wait until the transfer finishes")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(handler=run_submit)
+
+    st = sub.add_parser("status", help="show transfers on the controller")
+    st.add_argument("transfer", nargs="?", help="one transfer id (default: list recent transfers)")
+    st.add_argument("--controller", help="controller address host:port")
+    st.add_argument("--files", action="store_true", help="list the files of the transfer")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(handler=run_status)
+
+    c = sub.add_parser("cancel", help="cancel a transfer on the controller")
+    c.add_argument("transfer")
+    c.add_argument("--controller", help="controller address host:port")
+    c.set_defaults(handler=run_cancel)
+
+
+def run_controller(args: argparse.Namespace, cfg: Config) -> int:
+    import logging
+    from pathlib import Path
+
+    from domas.agent.cli_copy import run_async
+
+    from .server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_async(serve(cfg, args.listen or cfg.controller.listen, Path(args.state_dir or cfg.state_path())))
+    return 0
+
+
+def _stub(args: argparse.Namespace, cfg: Config):
+    import grpc
+
+    from domas.agent.worker import auth_metadata
+    from domas.v1 import domas_pb2_grpc as pb_grpc
+
+    address = args.controller or cfg.agent.controller
+    channel = grpc.insecure_channel(address)
+    return pb_grpc.ControllerStub(channel), auth_metadata(cfg.controller.token), address
+
+
+def _call(fn, request, md, address: str):
+    import grpc
+
+    from domas.errors import ControllerUnavailable, InvalidMessage, Unauthenticated
+
+    try:
+        return fn(request, metadata=md, timeout=60)
+    except grpc.RpcError as e:
+        code = e.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise ControllerUnavailable(f"the controller at {address} cannot be reached; check that it runs") from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated() from None
+        raise InvalidMessage(f"the controller refused: {e.details()}") from None
+
+
+def run_submit(args: argparse.Namespace, cfg: Config) -> int:
+    import uuid
+
+    from domas.errors import UsageError
+    from domas.v1 import domas_pb2 as pb
+
+    if len(args.paths) < 2:
+        raise UsageError("give at least one source and a destination")
+    stub, md, address = _stub(args, cfg)
+    opts = pb.TransferOptions(chunk_size=parse_size(args.chunk_size, "--chunk-size") if args.chunk_size else 0,
+                              verify=pb.VERIFY_MODE_NONE if args.verify == "none" else pb.VERIFY_MODE_FULL)
+    req = pb.SubmitTransferRequest(sources=args.paths[:-1], destination=args.paths[-1], beamline=args.beamline,
+                                   priority=args.priority, options=opts, request_id=uuid.uuid4().hex)
+    resp = _call(stub.SubmitTransfer, req, md, address)
+    if not args.wait:
+        print(json.dumps({"transfer_id": resp.transfer_id, "files": resp.files, "bytes": resp.bytes})
+              if args.json else resp.transfer_id)
+        return 0
+    while True:
+        t = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=resp.transfer_id), md, address).transfer
+        if t.state in (pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED):
+            break
+        time.sleep(0.5)
+    _print_transfer(t, args.json)
+    return 0 if t.state == pb.TRANSFER_STATE_DONE else 1
+
+
+def run_status(args: argparse.Namespace, cfg: Config) -> int:
+    from domas.v1 import domas_pb2 as pb
+
+    stub, md, address = _stub(args, cfg)
+    if not args.transfer:
+        resp = _call(stub.ListTransfers, pb.ListTransfersRequest(page_size=50), md, address)
+        for t in resp.transfers:
+            _print_transfer(t, args.json)
+        return 0
+    resp = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=args.transfer, include_files=args.files),
+                 md, address)
+    _print_transfer(resp.transfer, args.json, list(resp.files))
+    return 0
+
+
+def run_cancel(args: argparse.Namespace, cfg: Config) -> int:
+    from domas.v1 import domas_pb2 as pb
+
+    stub, md, address = _stub(args, cfg)
+    resp = _call(stub.CancelTransfer, pb.CancelTransferRequest(transfer_id=args.transfer), md, address)
+    _print_transfer(resp.transfer, False)
+    return 0
+
+
+def _print_transfer(t, as_json: bool, files: list | None = None) -> None:
+    from domas.v1 import domas_pb2 as pb
+
+    state = pb.TransferState.Name(t.state)[len("TRANSFER_STATE_"):].lower()
+    if as_json:
+        doc = {"transfer_id": t.transfer_id, "state": state, "beamline": t.beamline, "files_total": t.files_total,
+               "files_done": t.files_done, "files_failed": t.files_failed, "bytes_total": t.bytes_total,
+               "bytes_done": t.bytes_done, "errors": {e.kind: e.count for e in t.errors}}
+        if files is not None:
+            doc["files"] = [{"file_id": f.file_id, "src": f.src_url, "dst": f.dst_url, "size": f.size,
+                             "state": pb.FileState.Name(f.state)[len("FILE_STATE_"):].lower(),
+                             "adler32": f.adler32, "error": f.error_message} for f in files]
+        print(json.dumps(doc))
+        return
+    print(f"{t.transfer_id}  {state:9}  {t.beamline or '-':8}  files {t.files_done}/{t.files_total}"
+          f" (failed {t.files_failed})  bytes {t.bytes_done}/{t.bytes_total}")
+    for f in files or []:
+        fstate = pb.FileState.Name(f.state)[len("FILE_STATE_"):].lower()
+        print(f"  {f.file_id:>8}  {fstate:9}  {f.adler32 or '-':8}  {f.dst_url}  {f.error_message}")

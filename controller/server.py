@@ -1,0 +1,74 @@
+"""The controller process: state store, restored scheduler, gRPC server, tick loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+from domas.config import Config
+from domas.controller.retry import RetryPolicy
+from domas.controller.scheduler import Scheduler, SchedulerConfig
+from domas.controller.service import ControllerService
+from domas.controller.state import StateStore
+from domas.errors import ConfigError
+from domas.v1 import domas_pb2_grpc as pb_grpc
+
+log = logging.getLogger("domas.controller")
+
+
+def scheduler_config(cfg: Config) -> SchedulerConfig:
+    retry = RetryPolicy(max_attempts=cfg.copy.max_retries + 1, base=cfg.copy.backoff_base, cap=cfg.copy.backoff_max)
+    return SchedulerConfig(lease_seconds=cfg.controller.lease_seconds, retry=retry)
+
+
+def open_scheduler(store: StateStore, cfg: Config) -> Scheduler:
+    """A scheduler rebuilt from the store (empty on first start), with a new epoch."""
+    specs, files, chunks = store.load()
+    return Scheduler.restore(specs, files, chunks, config=scheduler_config(cfg), rng=random.Random(),
+                             epoch=store.epoch)
+
+
+def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
+    c = cfg.controller
+    if c.tls_cert or c.tls_key:
+        if not (c.tls_cert and c.tls_key):
+            raise ConfigError("controller.tls_cert and controller.tls_key must be given together")
+        ca = Path(c.tls_client_ca).read_bytes() if c.tls_client_ca else None
+        creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())],
+                                            root_certificates=ca, require_client_auth=bool(ca))
+        port = server.add_secure_port(listen, creds)
+    else:
+        port = server.add_insecure_port(listen)
+    if not port:
+        raise ConfigError(f"controller.listen: cannot listen on {listen}")
+    return port
+
+
+async def serve(cfg: Config, listen: str, state_dir: Path) -> None:
+    store = StateStore(Path(state_dir) / "controller.sqlite")
+    service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
+                                default_chunk_size=cfg.copy.chunk_size)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.keepalive_permit_without_calls", 1)])
+    pb_grpc.add_ControllerServicer_to_server(service, server)
+    port = _bind(server, listen, cfg)
+    await server.start()
+    host = listen.rsplit(":", 1)[0]
+    print(f"controller listening on {host}:{port} (epoch {store.epoch}, state in {state_dir})",
+          file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.run_ticks(stop)
+    finally:
+        await server.stop(grace=2.0)
+        await service.close()
+        store.close()

@@ -1,0 +1,277 @@
+"""The gRPC shell around the scheduler: the Controller service of domas.v1.
+
+Invariants: the scheduler is touched only from the event loop thread, one event at a time, and
+every event's Persist actions are committed to the state store before its reply (or ack) leaves.
+Grants and revocations go to the agent's open Leases stream; an agent whose stream ends is lost
+(its leases go back to the queue). Destination checks and renames run in a thread pool and come
+back as DestinationVerified events. Foreign errors become gRPC status codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import grpc
+
+from domas.checksum import parse_adler32
+from domas.controller import convert
+from domas.controller import events as ev
+from domas.controller.scheduler import Scheduler
+from domas.controller.state import StateStore
+from domas.errors import DomasError
+from domas.v1 import domas_pb2 as pb
+from domas.v1 import domas_pb2_grpc as pb_grpc
+
+log = logging.getLogger("domas.controller")
+
+
+def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
+    """Blocking: compare the part file's adler32 with the folded one, rename it only if equal."""
+    from domas.agent.cli_copy import file_checksum
+    from domas.agent.storage import resolve
+
+    try:
+        store, part = resolve(a.part_url)
+        _, final = resolve(a.final_url)
+        found = None
+        if a.verify:
+            if store.stat_follow(part).size != a.size:
+                return ev.DestinationVerified(a.transfer_id, a.file_id, None)
+            found = parse_adler32(file_checksum(a.part_url, "adler32"))
+            if found != a.expected_adler32:
+                return ev.DestinationVerified(a.transfer_id, a.file_id, found)
+        store.rename(part, final)
+        return ev.DestinationVerified(a.transfer_id, a.file_id, found)
+    except DomasError as e:
+        return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
+
+
+class ControllerService(pb_grpc.ControllerServicer):
+    def __init__(self, scheduler: Scheduler, store: StateStore, *, token: str = "",
+                 default_chunk_size: int = 8 << 20, clock: Callable[[], float] = time.time,
+                 finalize: Callable[[ev.FinalizeFile], ev.DestinationVerified] = verify_and_rename,
+                 workers: int = 8) -> None:
+        self.s, self.store, self.token, self.clock = scheduler, store, token, clock
+        self.default_chunk_size = default_chunk_size
+        self._finalize_fn = finalize
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
+        self._streams: dict[str, asyncio.Queue] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- the one way into the scheduler ------------------------------------------------------------
+
+    def event(self, event: object) -> list:
+        now = self.clock()
+        actions = self.s.on_event(event, now)
+        self.store.apply(actions, now)
+        self._route(actions, now)
+        return actions
+
+    def _route(self, actions: list, now: float) -> None:
+        grants: dict[str, list] = {}
+        revokes: dict[str, list] = {}
+        for a in actions:
+            if isinstance(a, ev.GrantLeases):
+                grants.setdefault(a.agent, []).append(a)
+            elif isinstance(a, ev.RevokeLeases):
+                revokes.setdefault(a.agent, []).append(a)
+            elif isinstance(a, ev.FinalizeFile):
+                self._spawn(self._finalize(a))
+        for agent in grants.keys() | revokes.keys():
+            queue = self._streams.get(agent)
+            if queue is not None:
+                batch = convert.batch_to_pb(grants.get(agent, []), revokes.get(agent, []), now)
+                queue.put_nowait(pb.LeasesResponse(batch=batch))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finalize(self, a: ev.FinalizeFile) -> None:
+        verdict = await asyncio.get_running_loop().run_in_executor(self._pool, self._finalize_fn, a)
+        self.event(verdict)
+
+    async def run_ticks(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        while not stop.is_set():
+            self.event(ev.Tick())
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except asyncio.TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _auth(self, context) -> None:
+        if not self.token:
+            return
+        md = dict(context.invocation_metadata() or ())
+        if md.get("authorization") != f"Bearer {self.token}":
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token; set DOMAS_TOKEN")
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    async def RegisterAgent(self, request, context):
+        await self._auth(context)
+        name = request.name or context.peer()
+        self.event(ev.AgentRegistered(name))
+        lease = self.s.cfg.lease_seconds
+        return pb.RegisterAgentResponse(agent_id=name, lease_seconds=lease, heartbeat_seconds=lease / 4)
+
+    async def Heartbeat(self, request, context):
+        await self._auth(context)
+        for a in self.event(ev.AgentHeartbeat(request.agent_id, tuple(request.lease_ids))):
+            if isinstance(a, ev.Rejected):
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, a.reason)
+            if isinstance(a, ev.LeasesRenewed):
+                return pb.HeartbeatResponse(expires_at=convert.timestamp(a.expires_at),
+                                            revoked_lease_ids=list(a.revoked))
+        await context.abort(grpc.StatusCode.INTERNAL, "heartbeat produced no answer")
+
+    async def Leases(self, request_iterator, context):
+        await self._auth(context)
+        queue: asyncio.Queue = asyncio.Queue()
+        state = {"agent": ""}
+        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, queue, state))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, grpc.StatusCode):
+                    await context.abort(item, "register the agent (RegisterAgent) before opening the stream")
+                yield item
+        finally:
+            reader.cancel()
+            agent = state["agent"]
+            if agent and self._streams.get(agent) is queue:
+                del self._streams[agent]
+                self.event(ev.AgentLost(agent))
+
+    async def _read_stream(self, request_iterator, queue: asyncio.Queue, state: dict) -> None:
+        try:
+            async for msg in request_iterator:
+                if not state["agent"]:
+                    if msg.agent_id not in self.s.snapshot(self.clock())["agents"]:
+                        queue.put_nowait(grpc.StatusCode.FAILED_PRECONDITION)
+                        return
+                    state["agent"] = msg.agent_id
+                    self._streams[msg.agent_id] = queue
+                acks = [self._report(state["agent"], r) for r in msg.results]
+                if acks:
+                    queue.put_nowait(pb.LeasesResponse(acks=acks))
+                if msg.lease_request.want:
+                    self.event(ev.LeaseRequested(state["agent"], msg.lease_request.want))
+        except grpc.aio.AioRpcError:
+            pass
+        finally:
+            queue.put_nowait(None)
+
+    def _report(self, agent: str, result: pb.ChunkResult) -> pb.ReportAck:
+        actions = self.event(ev.ChunkReported(agent, convert.report_from_pb(result)))
+        return convert.ack_from_actions(result.report_id, actions)
+
+    async def ReportResults(self, request, context):
+        await self._auth(context)
+        return pb.ReportResultsResponse(acks=[self._report(request.agent_id, r) for r in request.results])
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    async def SubmitTransfer(self, request, context):
+        await self._auth(context)
+        if request.request_id:
+            existing = self.store.transfer_by_request(request.request_id)
+            if existing:
+                t = self.store.transfer(existing)
+                return pb.SubmitTransferResponse(transfer_id=existing, files=t["files_total"], bytes=t["bytes_total"])
+        if not request.sources or not request.destination:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give at least one source and a destination")
+        loop = asyncio.get_running_loop()
+        try:
+            files = await loop.run_in_executor(self._pool, _plan_files, list(request.sources), request.destination)
+        except DomasError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        tid = uuid.uuid4().hex[:16]
+        spec = convert.options_from_pb(tid, request.beamline, request.priority, request.options,
+                                       self.default_chunk_size)
+        self.store.note_submission(tid, list(request.sources), request.destination, request.request_id,
+                                   self.clock())
+        for a in self.event(ev.TransferSubmitted(spec, tuple(files))):
+            if isinstance(a, ev.Rejected):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, a.reason)
+        return pb.SubmitTransferResponse(transfer_id=tid, files=len(files), bytes=sum(f.size for f in files))
+
+    async def GetStatus(self, request, context):
+        await self._auth(context)
+        t = self.store.transfer(request.transfer_id)
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
+        resp = pb.GetStatusResponse(transfer=_transfer_pb(t))
+        if request.include_files:
+            size = request.page_size or 1000
+            offset = int(request.page_token or 0)
+            states = tuple(pb.FileState.Name(s)[len("FILE_STATE_"):].lower() for s in request.file_states)
+            rows = self.store.files(request.transfer_id, states, size + 1, offset)
+            resp.files.extend(_file_pb(f) for f in rows[:size])
+            if len(rows) > size:
+                resp.next_page_token = str(offset + size)
+        return resp
+
+    async def ListTransfers(self, request, context):
+        await self._auth(context)
+        size = request.page_size or 100
+        offset = int(request.page_token or 0)
+        states = tuple(pb.TransferState.Name(s)[len("TRANSFER_STATE_"):].lower() for s in request.states)
+        rows = self.store.transfers(request.beamline, states, size + 1, offset)
+        return pb.ListTransfersResponse(transfers=[_transfer_pb(t) for t in rows[:size]],
+                                        next_page_token=str(offset + size) if len(rows) > size else "")
+
+    async def CancelTransfer(self, request, context):
+        await self._auth(context)
+        for a in self.event(ev.CancelTransfer(request.transfer_id, request.reason)):
+            if isinstance(a, ev.Rejected):
+                await context.abort(grpc.StatusCode.NOT_FOUND, a.reason)
+        t = self.store.transfer(request.transfer_id)
+        if t is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
+        return pb.CancelTransferResponse(transfer=_transfer_pb(t))
+
+
+def _plan_files(sources: list[str], destination: str) -> list[ev.FileSpec]:
+    """Blocking: expand sources as `domas copy` lays them out; create empty destination dirs."""
+    from domas.agent.expand import expand
+
+    plan = expand(sources, destination)
+    if plan.problems and not plan.jobs:
+        raise plan.problems[0][1]
+    for store, path in plan.dirs:
+        store.makedirs(path)
+    return [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9)) for j in plan.jobs]
+
+
+def _transfer_pb(t: dict) -> pb.TransferStatus:
+    msg = pb.TransferStatus(
+        transfer_id=t["id"], beamline=t["beamline"], priority=t["priority"],
+        state=convert.transfer_state_to_pb(t["state"]), sources=t["sources"], destination=t["destination"],
+        files_total=t["files_total"], files_done=t["files_done"], files_failed=t["files_failed"],
+        bytes_total=t["bytes_total"], bytes_done=t["bytes_done"], submitted_at=convert.timestamp(t["submitted_at"]),
+        errors=[pb.ErrorCount(kind=k, count=n) for k, n in sorted(t["errors"].items())],
+        options=pb.TransferOptions(chunk_size=t["chunk_size"], verify=convert.verify_to_pb(t["verify"]),
+                                   max_attempts=t["max_attempts"]))
+    if t["finished_at"] is not None:
+        msg.finished_at.CopyFrom(convert.timestamp(t["finished_at"]))
+    return msg
+
+
+def _file_pb(f: dict) -> pb.FileStatus:
+    return pb.FileStatus(file_id=f["id"], src_url=f["src"], dst_url=f["dst"], size=f["size"],
+                         state=convert.file_state_to_pb(f["state"]), bytes_done=f["bytes_done"],
+                         adler32=f["adler32"], error_kind=f["error_kind"], error_message=f["error_message"])

@@ -1,0 +1,127 @@
+"""The controller process with real agents: submit, copy, verify, rename, status, restart.
+
+Real servers only: `domas controller` and `domas agent` run as processes on free loopback
+ports, found ready by polling, stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.common import free_port, port_open, stop_process, wait_until
+
+DOMAS = [sys.executable, "-m", "domas.cli"]
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("DOMAS_CONFIG", None)
+    env.update({"DOMAS_STATE_DIR": str(tmp / "state"), "DOMAS_TOKEN": "s3cret"})
+    return env
+
+
+def _controller(tmp: Path, port: int) -> subprocess.Popen:
+    log = open(tmp / f"controller-{port}.log", "ab")
+    proc = subprocess.Popen([*DOMAS, "controller", "--listen", f"127.0.0.1:{port}", "--state-dir",
+                             str(tmp / "ctl")], env=_env(tmp), stdout=log, stderr=log)
+    wait_until(lambda: port_open(port), 30, "controller port", proc)
+    return proc
+
+
+def _agent(tmp: Path, port: int, name: str) -> subprocess.Popen:
+    log = open(tmp / f"agent-{name}.log", "ab")
+    return subprocess.Popen([*DOMAS, "agent", "--controller", f"127.0.0.1:{port}", "--name", name, "--streams", "3",
+                             "--state-dir", str(tmp / name), "--metrics-listen", "127.0.0.1:0"],
+                            env=_env(tmp), stdout=log, stderr=log)
+
+
+def _cli(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*DOMAS, *args], env=_env(tmp), capture_output=True, text=True, timeout=timeout)
+
+
+def _make_tree(root: Path) -> dict[str, bytes]:
+    contents = {"a.h5": os.urandom(300_001), "b.h5": os.urandom(7), "empty": b"",
+                "sub/c.h5": os.urandom(1_000_000), "sub/deeper/d.h5": os.urandom(65_536)}
+    for rel, data in contents.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return contents
+
+
+def _status(tmp: Path, port: int, tid: str) -> dict:
+    out = _cli(tmp, "status", tid, "--files", "--json", "--controller", f"127.0.0.1:{port}")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
+    src, dst = tmp_path / "scan001", tmp_path / "central"
+    contents = _make_tree(src)
+    port = free_port()
+    ctl = _controller(tmp_path, port)
+    agents = [_agent(tmp_path, port, "a1"), _agent(tmp_path, port, "a2")]
+    try:
+        out = _cli(tmp_path, "submit", str(src), f"{dst}/", "--beamline", "b1", "--chunk-size", "64KiB", "--wait",
+                   "--json", "--controller", f"127.0.0.1:{port}")
+        assert out.returncode == 0, out.stdout + out.stderr
+        summary = json.loads(out.stdout)
+        assert (summary["state"], summary["files_done"], summary["bytes_done"]) == (
+            "done", 5, sum(map(len, contents.values())))
+        for rel, data in contents.items():
+            assert (dst / "scan001" / rel).read_bytes() == data
+        assert not list(dst.rglob("*.domas-part"))
+        files = _status(tmp_path, port, summary["transfer_id"])["files"]
+        by_name = {Path(f["dst"]).relative_to(dst / "scan001").as_posix(): f["adler32"] for f in files}
+        assert by_name == {rel: f"{zlib.adler32(data):08x}" for rel, data in contents.items()}
+    finally:
+        for p in agents + [ctl]:
+            stop_process(p)
+
+
+def test_queued_work_survives_a_controller_restart(tmp_path):
+    src, dst = tmp_path / "run7", tmp_path / "out"
+    contents = _make_tree(src)
+    port = free_port()
+    ctl = _controller(tmp_path, port)
+    try:
+        out = _cli(tmp_path, "submit", str(src), f"{dst}/", "--controller", f"127.0.0.1:{port}")
+        assert out.returncode == 0, out.stderr
+        tid = out.stdout.strip()
+    finally:
+        stop_process(ctl)
+    ctl = _controller(tmp_path, port)
+    agent = _agent(tmp_path, port, "a1")
+    try:
+        wait_until(lambda: _status(tmp_path, port, tid)["state"] == "done", 60, "transfer done after restart")
+        for rel, data in contents.items():
+            assert (dst / "run7" / rel).read_bytes() == data
+    finally:
+        stop_process(agent)
+        stop_process(ctl)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "nope"], "no transfer 'nope'"),
+    (["cancel", "nope"], "unknown transfer 'nope'"),
+    (["submit", "/does/not/exist", "/tmp/x/"], "does not exist"),
+])
+def test_client_errors_are_one_sentence(tmp_path, args, message):
+    port = free_port()
+    ctl = _controller(tmp_path, port)
+    try:
+        out = _cli(tmp_path, *args, "--controller", f"127.0.0.1:{port}")
+        assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
+    finally:
+        stop_process(ctl)
+
+
+def test_unreachable_controller_is_one_sentence(tmp_path):
+    out = _cli(tmp_path, "status", "--controller", f"127.0.0.1:{free_port()}", timeout=90)
+    assert out.returncode == 69 and "cannot be reached" in out.stderr and "Traceback" not in out.stderr
