@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", help="host:port for gRPC (default 127.0.0.1:7400; port 0 = any)")
     p.add_argument("--state-dir", help="where the controller's state lives (default: the config's state_dir)")
+    p.add_argument("--metrics-listen", help="host:port for /metrics (default 127.0.0.1:9400; port 0 = any)")
     p.set_defaults(handler=run_controller)
 
     s = sub.add_parser("submit", help="queue a transfer on the controller", description=SUBMIT_HELP,
@@ -67,7 +68,8 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
     from .server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_async(serve(cfg, args.listen or cfg.controller.listen, Path(args.state_dir or cfg.state_path())))
+    run_async(serve(cfg, args.listen or cfg.controller.listen, Path(args.state_dir or cfg.state_path()),
+                    args.metrics_listen or ""))
     return 0
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from domas.agent.metrics import serve_metrics
 from domas.config import Config
+from domas.controller.metrics import ControllerCollector
 from domas.controller.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
@@ -50,7 +52,7 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
     return port
 
 
-async def serve(cfg: Config, listen: str, state_dir: Path) -> None:
+async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> None:
     store = StateStore(Path(state_dir) / "controller.sqlite")
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
                                 default_chunk_size=cfg.copy.chunk_size)
@@ -59,9 +61,11 @@ async def serve(cfg: Config, listen: str, state_dir: Path) -> None:
     pb_grpc.add_ControllerServicer_to_server(service, server)
     port = _bind(server, listen, cfg)
     await server.start()
+    metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
+                                          ControllerCollector(lambda: service.latest))
     host = listen.rsplit(":", 1)[0]
-    print(f"controller listening on {host}:{port} (epoch {store.epoch}, state in {state_dir})",
-          file=sys.stderr, flush=True)
+    print(f"controller listening on {host}:{port} (epoch {store.epoch}, state in {state_dir}), "
+          f"metrics on http://127.0.0.1:{metrics_port}/metrics", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,5 +74,6 @@ async def serve(cfg: Config, listen: str, state_dir: Path) -> None:
         await service.run_ticks(stop)
     finally:
         await server.stop(grace=2.0)
+        metrics.shutdown()
         await service.close()
         store.close()

@@ -62,6 +62,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
         self._streams: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
 
     # -- the one way into the scheduler ------------------------------------------------------------
 
@@ -100,6 +101,7 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def run_ticks(self, stop: asyncio.Event, every: float = 1.0) -> None:
         while not stop.is_set():
             self.event(ev.Tick())
+            self.latest = self.s.snapshot(self.clock())
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -27,10 +28,11 @@ def _env(tmp: Path) -> dict:
     return env
 
 
-def _controller(tmp: Path, port: int) -> subprocess.Popen:
+def _controller(tmp: Path, port: int, metrics_port: int = 0) -> subprocess.Popen:
     log = open(tmp / f"controller-{port}.log", "ab")
     proc = subprocess.Popen([*DOMAS, "controller", "--listen", f"127.0.0.1:{port}", "--state-dir",
-                             str(tmp / "ctl")], env=_env(tmp), stdout=log, stderr=log)
+                             str(tmp / "ctl"), "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+                            env=_env(tmp), stdout=log, stderr=log)
     wait_until(lambda: port_open(port), 30, "controller port", proc)
     return proc
 
@@ -44,6 +46,11 @@ def _agent(tmp: Path, port: int, name: str) -> subprocess.Popen:
 
 def _cli(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*DOMAS, *args], env=_env(tmp), capture_output=True, text=True, timeout=timeout)
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
 
 
 def _make_tree(root: Path) -> dict[str, bytes]:
@@ -64,8 +71,8 @@ def _status(tmp: Path, port: int, tid: str) -> dict:
 def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
     src, dst = tmp_path / "scan001", tmp_path / "central"
     contents = _make_tree(src)
-    port = free_port()
-    ctl = _controller(tmp_path, port)
+    port, metrics_port = free_port(), free_port()
+    ctl = _controller(tmp_path, port, metrics_port)
     agents = [_agent(tmp_path, port, "a1"), _agent(tmp_path, port, "a2")]
     try:
         out = _cli(tmp_path, "submit", str(src), f"{dst}/", "--beamline", "b1", "--chunk-size", "64KiB", "--wait",
@@ -80,6 +87,12 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         files = _status(tmp_path, port, summary["transfer_id"])["files"]
         by_name = {Path(f["dst"]).relative_to(dst / "scan001").as_posix(): f["adler32"] for f in files}
         assert by_name == {rel: f"{zlib.adler32(data):08x}" for rel, data in contents.items()}
+        wait_until(lambda: 'domas_controller_queue_files{beamline="b1",state="done"} 5.0' in _metrics(metrics_port),
+                   10, "metrics after the next tick")
+        text = _metrics(metrics_port)
+        for name in ("domas_controller_endpoint_limit{endpoint=\"file\"}", "domas_controller_leases_granted_total",
+                     "domas_controller_agents 2.0", "domas_controller_leases_active 0.0"):
+            assert name in text, name
     finally:
         for p in agents + [ctl]:
             stop_process(p)

@@ -1,0 +1,49 @@
+"""Prometheus collector of the controller: reads the scheduler snapshot the tick loop publishes.
+
+Invariants: collect() never touches the scheduler (it runs on the HTTP server's thread); it reads
+the last published snapshot, at most one tick old. No label names a file, path or transfer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class ControllerCollector:
+    def __init__(self, snapshot: Callable[[], dict]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self):
+        snap = self._snapshot() or {}
+        files = GaugeMetricFamily("domas_controller_queue_files", "Files known to the scheduler by state "
+                                  "(terminal states count since the controller started)", labels=["state", "beamline"])
+        for (beamline, state), n in sorted(snap.get("files", {}).items()):
+            files.add_metric([state, beamline], n)
+        yield files
+        endpoints = snap.get("endpoints", {})
+        limit = GaugeMetricFamily("domas_controller_endpoint_limit", "Chunks an endpoint may carry at once (AIMD)",
+                                  labels=["endpoint"])
+        inflight = GaugeMetricFamily("domas_controller_endpoint_inflight", "Chunks leased on an endpoint now",
+                                     labels=["endpoint"])
+        breaker = GaugeMetricFamily("domas_controller_endpoint_breaker", "1 for the breaker's current state",
+                                    labels=["endpoint", "state"])
+        for name, e in sorted(endpoints.items()):
+            limit.add_metric([name], e["limit"])
+            inflight.add_metric([name], e["inflight"])
+            for state in BREAKER_STATES:
+                breaker.add_metric([name, state], 1.0 if e["breaker"] == state else 0.0)
+        yield from (limit, inflight, breaker)
+        yield CounterMetricFamily("domas_controller_leases_granted", "Leases handed out since start",
+                                  value=snap.get("leases_granted_total", 0))
+        yield GaugeMetricFamily("domas_controller_leases_active", "Leases held by agents now",
+                                value=snap.get("leases_active", 0))
+        yield GaugeMetricFamily("domas_controller_agents", "Registered agents", value=len(snap.get("agents", {})))
+        errors = CounterMetricFamily("domas_controller_errors", "Chunk and verification errors by kind",
+                                     labels=["kind"])
+        for kind, n in sorted(snap.get("errors_total", {}).items()):
+            errors.add_metric([kind], n)
+        yield errors
