@@ -183,6 +183,21 @@ def test_changed_content_makes_other_replicas_stale(catalogue):
     assert reps["tape"].state == "deleted" and reps["beamline"].state == "verified"
 
 
+def test_checksums_fill_in_and_clear_by_content(catalogue):
+    pid = dataset(catalogue).pid
+    catalogue.upsert_file(f(pid, "a", 10, ""))                               # checksum not known yet
+    catalogue.set_replica(pid, "a", "beamline", "verified", "b", 1.0)
+    catalogue.upsert_file(f(pid, "a", 10, "0000abcd", "0123456789abcdef"))  # filled in: not a change
+    got = catalogue.get_file(pid, "a")
+    assert (got.adler32, got.xxh3, got.replicas["beamline"].state) == ("0000abcd", "0123456789abcdef", "verified")
+    catalogue.upsert_file(f(pid, "a", 10, ""))                               # empty: keeps what is known
+    assert catalogue.get_file(pid, "a").adler32 == "0000abcd"
+    catalogue.upsert_file(f(pid, "a", 12, ""))                               # grew: old sums are wrong
+    got = catalogue.get_file(pid, "a")
+    assert (got.size, got.adler32, got.xxh3, got.replicas["beamline"].state) == (12, "", "", "stale")
+    assert catalogue.get_dataset(pid).bytes == 12
+
+
 def test_lifecycle_queries_by_replica_state(catalogue):
     one = dataset(catalogue, "bt1", "/data/one").pid
     two = dataset(catalogue, "bt2", "/data/two").pid

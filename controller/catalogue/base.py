@@ -6,8 +6,10 @@ Contract, checked for every backend by tests/test_catalogue_contract.py:
 - A dataset's `file_count` and `bytes` are owned by the catalogue: they always equal the count and
   the size sum of its file records, whatever order and however often files are upserted.
 - A dataset's PID is assigned once and never changes: re-upserting the same path keeps it.
-- When a file's size or checksums change, every replica not named in that upsert becomes "stale":
-  a copy of old content must never count as a verified replica of the new one.
+- A file's content changed when its size differs or a checksum known on both sides differs. Then
+  every replica not named in that upsert becomes "stale" (a copy of old content must never count as
+  a verified replica of the new one) and a checksum the upsert leaves empty is cleared. Otherwise an
+  empty checksum in an upsert keeps the stored one, and filling in an unknown one changes nothing else.
 - Times are POSIX seconds (float). Backends translate their own exceptions at the edge:
   unreachable -> CatalogueUnavailable, bad record -> InvalidMessage, unknown record -> NotFound.
 """
@@ -91,10 +93,6 @@ class FileRecord:
     mtime: float = 0.0
     replicas: dict[str, Replica] = field(default_factory=dict)
     beamtime: str = ""               # filled in by the catalogue from the dataset
-
-    def content_key(self) -> tuple:
-        """What identifies the content: a change here makes old replicas stale."""
-        return (self.size, self.adler32, self.xxh3)
 
 
 # -- plain-dict forms, shared by the backends and the spool -----------------------------------
@@ -224,16 +222,31 @@ def counter_delta(old_size: int | None, size: int) -> tuple[int, int]:
     return 0, size - old_size
 
 
+def content_changed(before: FileRecord, new: FileRecord) -> bool:
+    """Size differs, or a checksum known on both sides differs (an empty one is unknown)."""
+    return before.size != new.size or any(a and b and a != b for a, b in
+                                          ((before.adler32, new.adler32), (before.xxh3, new.xxh3)))
+
+
 def merged_replicas(before: FileRecord | None, new: FileRecord) -> dict[str, Replica]:
     """Replicas after an upsert: named tiers replaced, others kept, or marked stale if content changed."""
     if before is None:
         return dict(new.replicas)
-    changed = before.content_key() != new.content_key()
+    changed = content_changed(before, new)
     out = {}
     for tier, rep in before.replicas.items():
         out[tier] = replace(rep, state="stale") if changed and rep.state != "deleted" else rep
     out.update(new.replicas)
     return out
+
+
+def merged_file(before: FileRecord | None, new: FileRecord) -> FileRecord:
+    """The record stored when `new` is upserted over `before` (see the module contract)."""
+    if before is None:
+        return new
+    changed = content_changed(before, new)
+    return replace(new, adler32=new.adler32 or ("" if changed else before.adler32),
+                   xxh3=new.xxh3 or ("" if changed else before.xxh3), replicas=merged_replicas(before, new))
 
 
 class Catalogue(abc.ABC):

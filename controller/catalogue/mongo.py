@@ -26,7 +26,7 @@ from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidM
 
 from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
                    beamtime_from, check_dataset, check_dataset_state, check_file, check_id,
-                   check_replica_updates, check_tier, counter_delta, dataset_from, file_from, merged_replicas,
+                   check_replica_updates, check_tier, counter_delta, dataset_from, file_from, merged_file,
                    plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
 
@@ -176,19 +176,25 @@ class MongoCatalogue(Catalogue):
         return found
 
     def _write_file(self, f: FileRecord, beamtime: str) -> None:
-        fields = {"beamtime": beamtime, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3, "mtime": f.mtime}
+        """One findAndModify (returning the file as it was), then the corrections `merged_file` asks
+        for, guarded by the new content so a concurrent newer write is never undone."""
+        fields = {"beamtime": beamtime, "size": f.size, "mtime": f.mtime}
+        fields.update({k: v for k, v in (("adler32", f.adler32), ("xxh3", f.xxh3)) if v})
         fields.update({f"replicas.{t}": _replica_doc(r) for t, r in f.replicas.items()})
+        on_insert = {k: "" for k, v in (("adler32", f.adler32), ("xxh3", f.xxh3)) if not v}
         key = {"dataset": f.dataset, "path": f.path}
-        before = self._db.files.find_one_and_update(key, {"$set": fields}, upsert=True,
+        before = self._db.files.find_one_and_update(key, {"$set": fields, "$setOnInsert": on_insert} if on_insert
+                                                    else {"$set": fields}, upsert=True,
                                                     return_document=ReturnDocument.BEFORE)
         old = file_from(before) if before is not None else None
         if old is not None:
-            merged = merged_replicas(old, f)
-            stale = {f"replicas.{t}.state": "stale" for t, r in merged.items()
-                     if t not in f.replicas and r != old.replicas[t]}
-            if stale:
-                self._db.files.update_one({**key, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3},
-                                          {"$set": stale})
+            after = merged_file(old, f)
+            fix = {k: "" for k in ("adler32", "xxh3") if getattr(after, k) == "" and getattr(old, k)}
+            fix.update({f"replicas.{t}.state": "stale" for t, r in after.replicas.items()
+                        if t not in f.replicas and r != old.replicas[t]})
+            if fix:
+                guard = {k: v for k, v in fields.items() if not k.startswith("replicas.")}
+                self._db.files.update_one({**key, **guard}, {"$set": fix})
         n, b = counter_delta(old.size if old else None, f.size)
         if n or b:
             self._db.datasets.update_one({"_id": f.dataset}, {"$inc": {"file_count": n, "bytes": b}})

@@ -21,7 +21,7 @@ from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFo
 
 from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, check_dataset,
                    check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
-                   merged_replicas, plain_metadata)
+                   merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
 
 PAGE = 2000
@@ -181,9 +181,10 @@ class SQLiteCatalogue(Catalogue):
             self._write_replicas(db, cur.lastrowid, {}, f.replicas)
             return None
         before = self._with_replicas(db, [old])[0]
+        after = merged_file(before, f)
         db.execute("UPDATE files SET size=?, adler32=?, xxh3=?, mtime=?, beamtime=? WHERE id=?",
-                   (f.size, f.adler32, f.xxh3, f.mtime, beamtime, old[0]))
-        self._write_replicas(db, old[0], before.replicas, merged_replicas(before, f))
+                   (after.size, after.adler32, after.xxh3, after.mtime, beamtime, old[0]))
+        self._write_replicas(db, old[0], before.replicas, after.replicas)
         return before.size
 
     @staticmethod
