@@ -4,6 +4,8 @@ Collections: proposals, beamtimes, datasets (_id = PID, unique path), files (uni
 path), beamtime index, replicas embedded as {tier: {state, url, verified_at}} with one index on
 `replicas.<tier>.state` per tier, created the first time a tier is seen). Indexes are made lazily on
 the first operation, so constructing a MongoCatalogue never blocks on an unreachable server.
+"Has a verified replica on tier X" is an index lookup; "lacks one" ($ne) scans the files in scope,
+so the lifecycle asks it per dataset or beamtime.
 Counters move by the delta between the file as it was (returned atomically by findAndModify) and as
 it is now, so concurrent and repeated upserts keep them right. Without multi-document
 transactions a crash between a file write and its counter update leaves the counters short;
