@@ -1,0 +1,392 @@
+"""The data service: a REST API, a small web portal and file downloads over the catalogue.
+
+A thin HTTP shell over two pure modules: delivery.py decides what may be served and how (paths,
+replica choice, embargo, byte ranges, ETag and Digest) and portal.py renders the pages. This module
+reads the catalogue and the storage tiers and speaks HTTP:
+- Blocking catalogue and storage calls run in worker threads; a file's bytes are streamed in
+  PIECE-sized preads and never held whole.
+- Every DomasError becomes one sentence with the status from _STATUS: JSON {"error", "kind"} under
+  /api, an HTML page elsewhere. When a token is configured every call but /healthz must carry it
+  (`Authorization: Bearer <token>`, or HTTP Basic with the token as password, for browsers).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hmac
+import itertools
+import logging
+import posixpath
+import time
+from datetime import datetime, timezone
+from typing import Callable
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domas import __version__
+from domas.agent.storage import ReadHandle, resolve
+from domas.controller.catalogue import Catalogue, Dataset, FileRecord
+from domas.errors import (CatalogueUnavailable, DomasError, ImpossibleRange, InvalidMessage, NotFound,
+                          PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
+                          Unauthenticated, UnsafePath, UsageError)
+
+from . import delivery, portal
+
+log = logging.getLogger("domas.dataservice")
+
+PIECE = 4 * 1024 * 1024
+API = "/api/v1"
+MAX_FILES_PAGE = 10_000
+PORTAL_FILES_PAGE = 500
+
+_STATUS: list[tuple[type[DomasError], int]] = [
+    (Unauthenticated, 401), (PermissionDenied, 403), (NotFound, 404), (SourceChanged, 412),
+    (ImpossibleRange, 416), (UnsafePath, 400), (UsageError, 400), (InvalidMessage, 400),
+    (CatalogueUnavailable, 503), (TransientError, 503), (StorageError, 502),
+]
+_CHALLENGE = 'Bearer realm="domas data", Basic realm="domas data", charset="UTF-8"'
+
+DESCRIPTION = """\
+Find the facility's datasets in the catalogue and download their files.
+
+Downloads are served only from verified replicas (beamline, then central, then tape), support
+single HTTP byte ranges and carry the catalogue's adler32 in the RFC 3230 header
+`Digest: adler32=<8 hex>`, as XRootD and dCache HTTP do. Datasets under embargo are served only with
+the facility token. When the service has a token, every call needs `Authorization: Bearer <token>`.
+The command-line client is `domas get PID DEST` (parallel, resumable, verified).
+"""
+
+
+class _PidConvertor(Convertor):
+    """A PID in a URL: CSTR ids have no '/', DOI ids exactly one, right after '10.<digits>'."""
+
+    regex = r"(?:10\.[0-9]{4,9}/)?[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("pid", _PidConvertor())
+
+
+def status_for(err: DomasError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(err, cls):
+            return status
+    return 500
+
+
+def presented_token(authorization: str | None) -> str:
+    """The token in an Authorization header: Bearer <token>, or Basic with the token as password."""
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def parse_since(value: str | None) -> float | None:
+    """POSIX seconds or an ISO 8601 date/time (UTC when no zone is given)."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"since={value!r} is neither POSIX seconds nor an ISO date such as 2026-11-01") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _inside(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class DataService:
+    """The service's state and its blocking operations (run in worker threads by the routes)."""
+
+    def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float]) -> None:
+        self.catalogue, self.token, self.now = catalogue, token, now
+        self.tiers = {name: root for name, root in tiers.items() if root}
+
+    # -- access --------------------------------------------------------------------------------
+    def authorised(self, request: Request) -> bool:
+        given = presented_token(request.headers.get("authorization"))
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def require_token(self, request: Request) -> None:
+        if self.token and not self.authorised(request):
+            raise Unauthenticated("this data service needs the facility token: send 'Authorization: Bearer "
+                                  "<token>' (domas get --token or DOMAS_TOKEN)")
+
+    # -- catalogue -----------------------------------------------------------------------------
+    def dataset(self, pid: str) -> Dataset:
+        ds = self.catalogue.get_dataset(pid)
+        if ds is None:
+            raise NotFound(f"there is no dataset with PID {pid}; search the datasets to find its PID")
+        return ds
+
+    def file(self, pid: str, path: str) -> tuple[Dataset, FileRecord]:
+        ds = self.dataset(pid)
+        rec = self.catalogue.get_file(ds.pid, path)
+        if rec is None:
+            raise NotFound(f"dataset {pid} has no file {path}; list the dataset to see its files")
+        return ds, rec
+
+    def files_page(self, pid: str, offset: int, limit: int) -> tuple[list[FileRecord], bool]:
+        rows = list(itertools.islice(self.catalogue.files_of(pid), offset, offset + limit + 1))
+        return rows[:limit], len(rows) > limit
+
+    def embargoed(self, ds: Dataset) -> bool:
+        return ds.embargo_end is not None and ds.embargo_end > self.now()
+
+    def available(self, ds: Dataset, f: FileRecord) -> bool:
+        return bool(delivery.sources(f.replicas, self.tiers, ds.path, f.path))
+
+    # -- JSON views ----------------------------------------------------------------------------
+    def dataset_json(self, ds: Dataset, authorised: bool) -> dict:
+        embargoed = self.embargoed(ds)
+        return {"pid": ds.pid, "title": portal.title_of(ds), "beamtime": ds.beamtime, "path": ds.path,
+                "data_type": ds.data_type, "state": ds.state, "embargo_end": ds.embargo_end,
+                "embargoed": embargoed, "downloadable": not embargoed or authorised,
+                "file_count": ds.file_count, "bytes": ds.bytes, "created_at": ds.created_at,
+                "metadata": ds.metadata, "url": portal.api_dataset_path(ds.pid)}
+
+    def file_json(self, ds: Dataset, f: FileRecord) -> dict:
+        found = delivery.sources(f.replicas, self.tiers, ds.path, f.path)
+        return {"path": f.path, "size": f.size, "adler32": f.adler32, "xxh3": f.xxh3, "mtime": f.mtime,
+                "etag": delivery.etag(f.size, f.adler32, f.xxh3),
+                "replicas": {t: {"state": r.state, "verified_at": r.verified_at} for t, r in f.replicas.items()},
+                "available": bool(found), "served_from": found[0].tier if found else None,
+                "content_url": portal.content_path(ds.pid, f.path)}
+
+    # -- storage -------------------------------------------------------------------------------
+    def open_source(self, ds: Dataset, f: FileRecord) -> tuple[ReadHandle, delivery.Source, float]:
+        """A reader on the first tier whose verified copy opens and has the catalogued size."""
+        found = delivery.sources(f.replicas, self.tiers, ds.path, f.path)
+        if not found:
+            raise NotFound(f"{f.path} of dataset {ds.pid} has no verified copy on a storage tier this service "
+                           "reads; ask the facility to restore it from tape")
+        problems = []
+        for src in found:
+            try:
+                reader, mtime = self._open_on_tier(src, f)
+                return reader, src, mtime
+            except DomasError as e:
+                log.warning("cannot serve %s from %s: %s", f.path, src.tier, e)
+                problems.append(f"{src.tier}: {e}")
+        raise ServerRefused(f"no verified copy of {f.path} can be read now ({'; '.join(problems)}); try again later")
+
+    def _open_on_tier(self, src: delivery.Source, f: FileRecord) -> tuple[ReadHandle, float]:
+        store, path = resolve(src.url)
+        root_store, root = resolve(self.tiers[src.tier])
+        if not _inside(store.realpath(path), root_store.realpath(root)):
+            raise UnsafePath(f"the copy of {f.path} on {src.tier} resolves outside the tier root; not served")
+        st = store.stat_follow(path)
+        if st.is_dir or st.size != f.size:
+            raise SourceChanged(f"the copy on {src.tier} has {st.size} bytes where the catalogue records {f.size}")
+        return store.open_read(path), st.mtime
+
+
+async def _stream(reader: ReadHandle, start: int, end: int, what: str):
+    """The bytes [start, end) in PIECE-sized reads, each in a worker thread; closes the reader."""
+    try:
+        offset = start
+        while offset < end:
+            data = await run_in_threadpool(reader.pread, offset, min(PIECE, end - offset))
+            if not data:
+                log.warning("%s ended at byte %d of %d while it was served; the response is cut short", what,
+                            offset, end)
+                return
+            yield data
+            offset += len(data)
+    finally:
+        reader.close()
+
+
+def _content_headers(f: FileRecord, mtime: float) -> dict[str, str]:
+    name = posixpath.basename(f.path)
+    headers = {"Accept-Ranges": "bytes", "ETag": delivery.etag(f.size, f.adler32, f.xxh3),
+               "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
+               "Content-Type": "application/octet-stream",
+               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"}
+    digest = delivery.digest_header(f.adler32)
+    if digest:
+        headers["Digest"] = digest
+    return headers
+
+
+async def serve_content(svc: DataService, request: Request, pid: str, path: str) -> Response:
+    delivery.check_request_path(path)
+    ds, f = await run_in_threadpool(svc.file, pid, path)
+    delivery.check_embargo(ds.pid, ds.embargo_end, svc.now(), svc.authorised(request))
+    tag = delivery.etag(f.size, f.adler32, f.xxh3)
+    if not delivery.etag_matches(request.headers.get("if-match"), tag):
+        raise SourceChanged(f"{path} of dataset {pid} changed (its ETag is now {tag}); download it again")
+    if_range = request.headers.get("if-range")
+    try:
+        rng = delivery.parse_range(request.headers.get("range"), f.size) if if_range in (None, tag) else None
+    except ImpossibleRange as e:
+        return JSONResponse({"error": str(e), "kind": e.kind}, 416, headers={
+            "Content-Range": f"bytes */{f.size}", "Accept-Ranges": "bytes", "ETag": tag})
+    reader, src, disk_mtime = await run_in_threadpool(svc.open_source, ds, f)
+    headers = _content_headers(f, f.mtime or disk_mtime)
+    headers["X-Domas-Tier"] = src.tier
+    start, end = rng or (0, f.size)
+    if rng:
+        headers["Content-Range"] = delivery.content_range(start, end, f.size)
+    headers["Content-Length"] = str(end - start)
+    status = 206 if rng else 200
+    if request.method == "HEAD":
+        reader.close()
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(_stream(reader, start, end, f"{pid}/{path}"), status_code=status, headers=headers)
+
+
+# -- the application -------------------------------------------------------------------------------
+
+def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "",
+               now: Callable[[], float] = time.time) -> FastAPI:
+    """The data service over `catalogue`, reading files from `tiers` (name -> root URL)."""
+    svc = DataService(catalogue, tiers, token, now)
+    app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION)
+    app.state.service = svc
+    _add_error_handlers(app)
+    _add_api(app, svc)
+    _add_portal(app, svc)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability")
+    def healthz() -> dict:
+        catalogue.ping()
+        return {"status": "ok", "tiers": sorted(svc.tiers)}
+
+    return app
+
+
+def _add_api(app: FastAPI, svc: DataService) -> None:
+    bearer = HTTPBearer(auto_error=False, description="The facility token, when the service has one.")
+
+    def api_auth(request: Request, _doc=Depends(bearer)) -> None:
+        svc.require_token(request)
+
+    deps = [Depends(api_auth)]
+
+    @app.get(f"{API}/datasets", dependencies=deps, tags=["datasets"], summary="Find datasets, newest first")
+    def list_datasets(request: Request, beamtime: str | None = None, proposal: str | None = None,
+                      pi: str | None = None, since: str | None = Query(None, description="POSIX seconds or ISO date"),
+                      limit: int = Query(100, ge=1, le=1000)) -> dict:
+        found = svc.catalogue.find_datasets(beamtime=beamtime or None, proposal=proposal or None, pi=pi or None,
+                                            since=parse_since(since), limit=limit)
+        authorised = svc.authorised(request)
+        return {"datasets": [svc.dataset_json(ds, authorised) for ds in found], "count": len(found),
+                "limit": limit}
+
+    @app.api_route(API + "/datasets/{pid:pid}/files/{path:path}/content", methods=["GET", "HEAD"],
+                   dependencies=deps, tags=["files"], summary="The file's bytes (byte ranges, Digest: adler32)",
+                   response_class=StreamingResponse,
+                   responses={206: {"description": "One byte range"}, 403: {"description": "Under embargo"},
+                              416: {"description": "Range not satisfiable"}})
+    async def content(request: Request, pid: str, path: str) -> Response:
+        return await serve_content(svc, request, pid, path)
+
+    @app.get(API + "/datasets/{pid:pid}/files/{path:path}", dependencies=deps, tags=["files"],
+             summary="One file's record: size, checksums, replicas")
+    def file_record(pid: str, path: str) -> dict:
+        delivery.check_request_path(path)
+        ds, f = svc.file(pid, path)
+        return svc.file_json(ds, f)
+
+    @app.get(API + "/datasets/{pid:pid}", dependencies=deps, tags=["datasets"],
+             summary="One dataset with a page of its files (by path)")
+    def get_dataset(request: Request, pid: str, offset: int = Query(0, ge=0),
+                    limit: int = Query(1000, ge=1, le=MAX_FILES_PAGE)) -> dict:
+        ds = svc.dataset(pid)
+        files, more = svc.files_page(ds.pid, offset, limit)
+        nxt = f"{portal.api_dataset_path(ds.pid)}?offset={offset + limit}&limit={limit}" if more else None
+        return {**svc.dataset_json(ds, svc.authorised(request)), "files": [svc.file_json(ds, f) for f in files],
+                "offset": offset, "limit": limit, "next": nxt}
+
+
+def _add_portal(app: FastAPI, svc: DataService) -> None:
+    def portal_auth(request: Request) -> None:
+        svc.require_token(request)
+
+    deps = [Depends(portal_auth)]
+
+    @app.get("/", dependencies=deps, response_class=HTMLResponse, include_in_schema=False)
+    def index(beamtime: str = "", proposal: str = "", pi: str = "") -> HTMLResponse:
+        limit = 200
+        found = svc.catalogue.find_datasets(beamtime=beamtime.strip() or None, proposal=proposal.strip() or None,
+                                            pi=pi.strip() or None, limit=limit)
+        form = {"beamtime": beamtime, "proposal": proposal, "pi": pi}
+        return HTMLResponse(portal.render_index(found, form, svc.now(), limit))
+
+    @app.get("/datasets/{pid:pid}", dependencies=deps, response_class=HTMLResponse, include_in_schema=False)
+    def dataset_page(request: Request, pid: str, offset: int = Query(0, ge=0)) -> HTMLResponse:
+        ds = svc.dataset(pid)
+        files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
+        authorised = svc.authorised(request)
+        note = delivery.embargo_reason(ds.pid, ds.embargo_end, svc.now(), authorised)
+        page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
+                                     downloadable=note is None, embargo_note=note,
+                                     server=str(request.base_url).rstrip("/"), offset=offset,
+                                     limit=PORTAL_FILES_PAGE, more=more)
+        return HTMLResponse(page)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path == "/healthz"
+
+
+def _error_response(request: Request, status: int, message: str, kind: str) -> Response:
+    headers = {"WWW-Authenticate": _CHALLENGE} if status == 401 else None
+    if _wants_json(request):
+        return JSONResponse({"error": message, "kind": kind}, status, headers=headers)
+    heading = {401: "Token needed", 403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
+    return HTMLResponse(portal.render_error(heading, message), status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomasError)
+    async def on_domas_error(request: Request, exc: DomasError) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error_response(request, status, str(exc), exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        message = f"{where}: {first.get('msg', 'invalid value')}".rstrip(".") + "."
+        return _error_response(request, 400, message, "usage")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            message = f"there is no page or API endpoint at {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
+        else:
+            message = str(exc.detail)
+        return _error_response(request, exc.status_code, message, "http")
