@@ -6,7 +6,8 @@ Invariants:
 - Every chunk is hashed once, as it passes, with chunk_sums (adler32 + xxh3). The whole-file
   adler32 is folded from the chunk sums (adler32_combine); the source is never re-read for it.
 - With verification (the default) a chunk is durable and read back (local disks) before it counts,
-  and a destination with a checksum of its own (XRootD) must agree with the folded sum.
+  and a destination with a checksum of its own (XRootD) must agree with the folded sum, as must a
+  source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
 - A chunk is journaled only after its data is durable. The destination is written under a hidden
   temporary name and renamed to its final name only when complete and verified.
 - Handles are closed only when no worker thread can still use them.
@@ -228,6 +229,12 @@ class FileCopy:
             if server is not None and parse_adler32(server) != adler:
                 raise ChecksumMismatch(f"{job.dst_url}: the destination's adler32 {server} differs from the "
                                        f"source's {format_adler32(adler)}; copying it again")
+            if getattr(job.src_store, "checksum_authoritative", False):
+                origin = job.src_store.checksum(job.src_path, "adler32")
+                if origin is not None and parse_adler32(origin) != adler:
+                    raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "
+                                           f"{format_adler32(adler)}, differs from the {origin} the source "
+                                           "announces; copying it again")
         job.dst_store.rename(self.part, job.dst_path)
         job.dst_store.set_mtime(job.dst_path, self.src.mtime)
         if self.journal is not None:

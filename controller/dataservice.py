@@ -248,7 +248,8 @@ async def serve_content(svc: DataService, request: Request, pid: str, path: str)
         rng = delivery.parse_range(request.headers.get("range"), f.size) if if_range in (None, tag) else None
     except ImpossibleRange as e:
         return JSONResponse({"error": str(e), "kind": e.kind}, 416, headers={
-            "Content-Range": f"bytes */{f.size}", "Accept-Ranges": "bytes", "ETag": tag})
+            "Content-Range": f"bytes */{f.size}", "Accept-Ranges": "bytes", "ETag": tag,
+            "X-Domas-Error": header_safe(str(e))})
     reader, src, disk_mtime = await run_in_threadpool(svc.open_source, ds, f)
     headers = _content_headers(f, f.mtime or disk_mtime)
     headers["X-Domas-Tier"] = src.tier
@@ -358,8 +359,15 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path == "/healthz"
 
 
+def header_safe(text: str) -> str:
+    """Printable ASCII for a header value (a HEAD answer has no body to carry the sentence)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
+
+
 def _error_response(request: Request, status: int, message: str, kind: str) -> Response:
-    headers = {"WWW-Authenticate": _CHALLENGE} if status == 401 else None
+    headers = {"X-Domas-Error": header_safe(message)}
+    if status == 401:
+        headers["WWW-Authenticate"] = _CHALLENGE
     if _wants_json(request):
         return JSONResponse({"error": message, "kind": kind}, status, headers=headers)
     heading = {401: "Token needed", 403: "Not available", 404: "Not found"}.get(status, "Something went wrong")

@@ -27,7 +27,8 @@ def resolve(url: str) -> tuple[Storage, str]:
     """Map a user's location to its backend and the path inside it.
 
     Local paths (absolute or relative) and file:// URLs go to POSIX; root://host:port//path to
-    the XRootD backend (one instance, and one connection pool, per server).
+    the XRootD backend (one instance, and one connection pool, per server); http(s):// URLs to the
+    read-only HTTP backend (a data service's download URLs).
     """
     if url.startswith("file://"):
         return _posix, url[len("file://"):] or "/"
@@ -41,6 +42,10 @@ def resolve(url: str) -> tuple[Storage, str]:
             if store is None:
                 store = _xrootd_cache[endpoint] = XRootDStorage(endpoint)
         return store, m.group("path") or "/"
+    if url.startswith(("http://", "https://")):
+        from .http import resolve_http
+
+        return resolve_http(url)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
         raise UsageError(f"{url}: unsupported location (use a local path, file:// or root://host:port//path)")
     return _posix, os.path.abspath(url)

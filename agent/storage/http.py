@@ -1,0 +1,226 @@
+"""Read-only HTTP(S) storage: the data service's content URLs as a source for the copy engine.
+
+Contract (the Storage contract, read side only):
+- A path is the URL's path (percent-encoded, with its query) below the endpoint scheme://host:port;
+  one HTTPStorage, holding one connection pool shared by every worker thread, serves one endpoint.
+- stat is a HEAD: size from Content-Length, mtime from Last-Modified, ident from the ETag.
+- `pread` is a GET of one byte range, sent with If-Match on the ETag the handle was opened with, so a
+  file that changes between chunks is detected (412 -> SourceChanged) instead of mixed.
+- `checksum(path, "adler32")` is the server's RFC 3230 `Digest: adler32=<8 hex>`: the catalogue's sum
+  of the content, which the engine compares with what it received (checksum_authoritative).
+- Every write raises Unsupported. httpx errors and HTTP statuses are translated once, here
+  (_translated, _check): timeouts and lost connections and 5xx are retriable, 401/403/404/416 are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import threading
+from urllib.parse import urlsplit
+
+import httpx
+
+from domas import __version__
+from domas.errors import (ConnectionLost, DomasError, ImpossibleRange, NetworkTimeout, NotFound, PermissionDenied,
+                          ServerRefused, SourceChanged, StorageError, Unsupported, UsageError)
+
+from .base import ReadHandle, Stat, Storage, WriteHandle
+
+_STATUS_ERRORS: dict[int, type[StorageError]] = {
+    401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 410: NotFound, 412: SourceChanged,
+    416: ImpossibleRange, 429: ServerRefused,
+}
+_HINTS = {401: "; give the facility token (domas get --token or DOMAS_TOKEN)"}
+
+_cache: dict[tuple[str, str], "HTTPStorage"] = {}
+_cache_lock = threading.Lock()
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """'https://host:port/a/b?x=1' -> ('https://host:port', '/a/b?x=1')."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"{url}: not an http:// or https:// URL with a host")
+    path = parts.path or "/"
+    return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
+
+
+def storage_for(endpoint: str, token: str = "") -> "HTTPStorage":
+    """The shared HTTPStorage (and connection pool) of an endpoint and token."""
+    with _cache_lock:
+        store = _cache.get((endpoint, token))
+        if store is None:
+            store = _cache[(endpoint, token)] = HTTPStorage(endpoint, token=token)
+        return store
+
+
+def resolve_http(url: str, token: str = "") -> tuple["HTTPStorage", str]:
+    endpoint, path = split_url(url)
+    return storage_for(endpoint, token), path
+
+
+def _server_sentence(resp: httpx.Response) -> str:
+    """The one-sentence reason the data service gives (JSON body, or X-Domas-Error on HEAD)."""
+    text = resp.headers.get("x-domas-error", "")
+    if not text and resp.request.method != "HEAD":
+        with contextlib.suppress(ValueError, httpx.HTTPError):
+            body = resp.json()
+            text = body.get("error", "") if isinstance(body, dict) else ""
+    return text or f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
+
+
+def _check(resp: httpx.Response, url: str) -> httpx.Response:
+    status = resp.status_code
+    if 200 <= status < 300:
+        return resp
+    cls = _STATUS_ERRORS.get(status) or (ServerRefused if status >= 500 else StorageError)
+    raise cls(f"{url}: {_server_sentence(resp)}{_HINTS.get(status, '')}")
+
+
+@contextlib.contextmanager
+def _translated(url: str):
+    try:
+        yield
+    except DomasError:
+        raise
+    except httpx.TimeoutException as e:
+        raise NetworkTimeout(f"{url}: the data service did not answer in time ({type(e).__name__})") from e
+    except httpx.UnsupportedProtocol as e:
+        raise UsageError(f"{url}: {e}") from e
+    except httpx.TransportError as e:
+        raise ConnectionLost(f"{url}: the connection to the data service failed ({e or type(e).__name__})") from e
+
+
+def _mtime(resp: httpx.Response) -> float:
+    value = resp.headers.get("last-modified")
+    if not value:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def parse_digest(header: str | None, algo: str) -> str | None:
+    """The value for `algo` in an RFC 3230 Digest header ('adler32=0a1b2c3d, md5=...'), lowercased."""
+    for item in (header or "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == algo and value.strip():
+            return value.strip().lower()
+    return None
+
+
+class HTTPStorage(Storage):
+    """A data service (or any HTTP server with byte ranges) as a read-only copy source."""
+
+    scheme = "http"
+    chunk_readback = False           # only ever a source: nothing is written here to read back
+    checksum_authoritative = True    # checksum() is the catalogue's sum: a download must match it
+
+    def __init__(self, endpoint: str, *, token: str = "", timeout: float = 30.0, connect_timeout: float = 10.0,
+                 max_connections: int = 64) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.scheme = urlsplit(self.endpoint).scheme or "http"
+        headers = {"User-Agent": f"domas/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(
+            base_url=self.endpoint, headers=headers, follow_redirects=True,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+
+    # -- requests ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, headers: dict | None = None,
+                params: dict | None = None) -> httpx.Response:
+        """One request, errors translated; the response has a 2xx status."""
+        url = self.url(path)
+        with _translated(url):
+            return _check(self._client.request(method, path, headers=headers, params=params), url)
+
+    def get_json(self, path: str, params: dict | None = None) -> dict:
+        resp = self.request("GET", path, headers={"Accept": "application/json"}, params=params)
+        try:
+            doc = resp.json()
+        except ValueError:
+            raise ServerRefused(f"{self.url(path)}: the server did not answer with JSON; is this a domas data "
+                                "service?") from None
+        if not isinstance(doc, dict):
+            raise ServerRefused(f"{self.url(path)}: unexpected JSON answer; is this a domas data service?")
+        return doc
+
+    def _head(self, path: str) -> tuple[Stat, httpx.Response]:
+        resp = self.request("HEAD", path)
+        length = resp.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise ServerRefused(f"{self.url(path)}: the server did not send the file size (Content-Length)")
+        return Stat(path=path, size=int(length), mtime=_mtime(resp), ident=resp.headers.get("etag", "")), resp
+
+    # -- the Storage interface -------------------------------------------------------------------
+    def stat(self, path: str) -> Stat:
+        return self._head(path)[0]
+
+    def stat_follow(self, path: str) -> Stat:
+        return self._head(path)[0]
+
+    def listdir(self, path: str) -> list[Stat]:
+        raise Unsupported(f"{self.url(path)}: an HTTP URL names one file and cannot be listed; "
+                          "download a whole dataset with `domas get PID DEST`")
+
+    def open_read(self, path: str) -> ReadHandle:
+        st, _ = self._head(path)
+        return _HTTPReader(self, path, st)
+
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+        raise self._read_only(path)
+
+    def checksum(self, path: str, algo: str = "adler32") -> str | None:
+        _, resp = self._head(path)
+        return parse_digest(resp.headers.get("digest"), algo)
+
+    def remove(self, path: str) -> None:
+        raise self._read_only(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        raise self._read_only(dst)
+
+    def makedirs(self, path: str) -> None:
+        raise self._read_only(path)
+
+    def url(self, path: str) -> str:
+        return self.endpoint + path
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _read_only(self, path: str) -> Unsupported:
+        return Unsupported(f"{self.url(path)}: HTTP storage is read-only here; it can only be a copy source")
+
+
+class _HTTPReader(ReadHandle):
+    def __init__(self, store: HTTPStorage, path: str, st: Stat) -> None:
+        self._store, self._path, self._stat = store, path, st
+
+    def pread(self, offset: int, length: int) -> bytes:
+        url = self._store.url(self._path)
+        if offset < 0 or length < 0:
+            raise ImpossibleRange(f"impossible range offset={offset} length={length}", path=url)
+        if length == 0 or offset >= self._stat.size:
+            return b""
+        end = min(offset + length, self._stat.size)
+        headers = {"Range": f"bytes={offset}-{end - 1}"}
+        if self._stat.ident:
+            headers["If-Match"] = self._stat.ident
+        resp = self._store.request("GET", self._path, headers=headers)
+        data = resp.content
+        if resp.status_code == 200 and offset == 0 and len(data) == end:
+            return data                     # a server that ignored the range but sent exactly this
+        if resp.status_code != 206 or not resp.headers.get("content-range", "").startswith(f"bytes {offset}-"):
+            raise Unsupported(f"{url}: the server did not answer the byte range {offset}-{end - 1} "
+                              f"(HTTP {resp.status_code}); it must support HTTP ranges")
+        if len(data) != end - offset:
+            raise ConnectionLost(f"{url}: got {len(data)} bytes of the {end - offset} asked for at offset {offset}")
+        return data
+
+    def close(self) -> None:
+        """Nothing to release: the connection pool belongs to the storage."""
