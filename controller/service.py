@@ -67,11 +67,16 @@ class ControllerService(pb_grpc.ControllerServicer):
     # -- the one way into the scheduler ------------------------------------------------------------
 
     def event(self, event: object) -> list:
+        return self.events([event])[0]
+
+    def events(self, events: list) -> list[list]:
+        """Apply events in order; their facts are committed in one transaction, then routed."""
         now = self.clock()
-        actions = self.s.on_event(event, now)
-        self.store.apply(actions, now)
-        self._route(actions, now)
-        return actions
+        results = [self.s.on_event(e, now) for e in events]
+        everything = [a for actions in results for a in actions]
+        self.store.apply(everything, now)
+        self._route(everything, now)
+        return results
 
     def _route(self, actions: list, now: float) -> None:
         grants: dict[str, list] = {}
@@ -167,7 +172,7 @@ class ControllerService(pb_grpc.ControllerServicer):
                         return
                     state["agent"] = msg.agent_id
                     self._streams[msg.agent_id] = queue
-                acks = [self._report(state["agent"], r) for r in msg.results]
+                acks = self._reports(state["agent"], msg.results)
                 if acks:
                     queue.put_nowait(pb.LeasesResponse(acks=acks))
                 if msg.lease_request.want:
@@ -177,13 +182,14 @@ class ControllerService(pb_grpc.ControllerServicer):
         finally:
             queue.put_nowait(None)
 
-    def _report(self, agent: str, result: pb.ChunkResult) -> pb.ReportAck:
-        actions = self.event(ev.ChunkReported(agent, convert.report_from_pb(result)))
-        return convert.ack_from_actions(result.report_id, actions)
+    def _reports(self, agent: str, results) -> list[pb.ReportAck]:
+        """One event per result, all committed together before any ack is returned."""
+        outcomes = self.events([ev.ChunkReported(agent, convert.report_from_pb(r)) for r in results])
+        return [convert.ack_from_actions(r.report_id, actions) for r, actions in zip(results, outcomes)]
 
     async def ReportResults(self, request, context):
         await self._auth(context)
-        return pb.ReportResultsResponse(acks=[self._report(request.agent_id, r) for r in request.results])
+        return pb.ReportResultsResponse(acks=self._reports(request.agent_id, request.results))
 
     # -- clients -----------------------------------------------------------------------------------
 

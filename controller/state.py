@@ -70,8 +70,14 @@ class StateStore:
             cur = self._db.cursor()
             cur.execute("BEGIN")
             try:
+                chunks: list[ev.ChunkDone] = []
                 for a in facts:
+                    if isinstance(a, ev.ChunkDone):
+                        chunks.append(a)
+                        continue
+                    self._chunks(cur, chunks)
                     _WRITERS[type(a)](self, cur, a, now)
+                self._chunks(cur, chunks)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -89,10 +95,17 @@ class StateStore:
                         ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns, "queued")
                          for i, f in enumerate(a.files)))
 
-    def _chunk(self, cur, a: ev.ChunkDone, now: float) -> None:
-        cur.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?)",
-                    (a.file_id, a.index, a.adler32, a.xxh3 - (1 << 64) if a.xxh3 >= 1 << 63 else a.xxh3, a.length))
-        cur.execute("UPDATE transfers SET state='active' WHERE id=? AND state='queued'", (a.transfer_id,))
+    @staticmethod
+    def _chunks(cur, chunks: list[ev.ChunkDone]) -> None:
+        """Store (and forget) a run of consecutive ChunkDone facts in two statements."""
+        if not chunks:
+            return
+        cur.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?)",
+                        [(a.file_id, a.index, a.adler32, a.xxh3 - (1 << 64) if a.xxh3 >= 1 << 63 else a.xxh3,
+                          a.length) for a in chunks])
+        cur.executemany("UPDATE transfers SET state='active' WHERE id=? AND state='queued'",
+                        [(tid,) for tid in {a.transfer_id for a in chunks}])
+        chunks.clear()
 
     def _reset(self, cur, a: ev.FileReset, now: float) -> None:
         cur.execute("DELETE FROM chunks WHERE file_id=?", (a.file_id,))
@@ -193,6 +206,6 @@ class StateStore:
         return out
 
 
-_WRITERS = {ev.TransferAccepted: StateStore._accepted, ev.ChunkDone: StateStore._chunk,
+_WRITERS = {ev.TransferAccepted: StateStore._accepted,
             ev.FileReset: StateStore._reset, ev.FileDone: StateStore._done, ev.FileFailed: StateStore._failed,
             ev.TransferEnded: StateStore._ended}
