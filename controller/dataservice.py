@@ -166,9 +166,10 @@ class DataService:
     # -- JSON views ----------------------------------------------------------------------------
     def dataset_json(self, ds: Dataset, authorised: bool) -> dict:
         embargoed = self.embargoed(ds)
+        reason = delivery.embargo_reason(ds.pid, ds.embargo_end, self.now(), authorised)
         return {"pid": ds.pid, "title": portal.title_of(ds), "beamtime": ds.beamtime, "path": ds.path,
                 "data_type": ds.data_type, "state": ds.state, "embargo_end": ds.embargo_end,
-                "embargoed": embargoed, "downloadable": not embargoed or authorised,
+                "embargoed": embargoed, "downloadable": reason is None, "embargo_reason": reason,
                 "file_count": ds.file_count, "bytes": ds.bytes, "created_at": ds.created_at,
                 "metadata": ds.metadata, "url": portal.api_dataset_path(ds.pid)}
 

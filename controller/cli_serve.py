@@ -1,0 +1,103 @@
+"""`domas serve`: the data service (REST API, web portal, downloads) for the configured catalogue."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import socket
+import sys
+
+from domas.config import Config
+from domas.errors import PermissionDenied, UsageError
+
+SERVE_HELP = """\
+Serve the data service: the catalogue's datasets as a REST API (/api/v1, described at /docs), a small
+web portal to search them (/), and file downloads from verified replicas (byte ranges, adler32 in
+the Digest header). Files are read from the configured storage tiers (storage.beamline, central,
+tape). With controller.token (or $DOMAS_TOKEN) set, every call needs that token and it also opens
+datasets under embargo; without it, embargoed files are never served.
+
+Listens on loopback by default; put it behind the facility's HTTPS proxy to publish it.
+
+examples:
+  domas serve
+  domas serve --listen 0.0.0.0:8400        # all interfaces: set a token first
+  domas get --server http://127.0.0.1:8400 PID ./here/
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the REST API, web portal and downloads", description=SERVE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to listen on (default: controller.http_listen, 127.0.0.1:8400; port 0 = any)")
+    p.set_defaults(handler=run_serve)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {listen!r}: give host:port, e.g. 127.0.0.1:8400")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the server starts so errors are one sentence."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; use a port above 1023") from None
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"{host}:{port} is already in use; choose another --listen") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; check the address") from None
+    sock.listen(512)
+    return sock
+
+
+def tiers_of(cfg: Config) -> dict[str, str]:
+    tiers = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
+    return {name: root for name, root in tiers.items() if root}
+
+
+def run_serve(args: argparse.Namespace, cfg: Config) -> int:
+    import uvicorn
+
+    from .catalogue import open_catalogue
+    from .dataservice import create_app
+
+    host, port = parse_listen(args.listen or cfg.controller.http_listen)
+    sock = bind(host, port)
+    tiers = tiers_of(cfg)
+    catalogue = open_catalogue(cfg.catalogue, cfg.state_path())
+    try:
+        app = create_app(catalogue, tiers, token=cfg.controller.token)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{sock.getsockname()[1]}/"
+        print(f"domas data service on {url} (API documentation: {url}docs); Ctrl-C stops it", flush=True)
+        if not tiers:
+            print("domas serve: no storage tier is configured (storage.beamline, central, tape); "
+                  "datasets are listed but no file can be downloaded", file=sys.stderr)
+        if not is_loopback(host) and not cfg.controller.token:
+            print(f"domas serve: listening on {host} without a token: anyone who can reach it can read the "
+                  "catalogue; set DOMAS_TOKEN", file=sys.stderr)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+    finally:
+        catalogue.close()
+        sock.close()
+    return 0
