@@ -1,0 +1,346 @@
+"""XRootD backend: files on a root://host:port server through the XrdCl Python client.
+
+Invariants:
+- Every XRootDStatus is translated by `_error_for`, with the two tables below (client-side
+  XrdCl codes, server-side kXR codes), here and nowhere else; the copy engine sees domas errors only.
+- The client's connection settings are put once, at import, before any connection exists: a
+  dead or closed server yields a retriable error within seconds, and a server that comes back
+  is used again at the next retry (XrdCl would otherwise remember a failed stream for 30 min).
+  XRD_* variables in the environment still win over these values.
+- Paths are absolute server paths; the URL of a file is `endpoint + "/" + path`
+  (root://host:port//dir/file). A `?` would start CGI parameters, so paths holding one are refused.
+- One XrdCl File serves concurrent preads and pwrites from several threads (XrdCl::File is
+  thread-safe and the binding releases the GIL while it waits).
+- `readback` re-reads through a second read handle opened on the server. XRootD has no way to
+  bypass the server's page cache, so this proves the server holds the bytes in its file (not in
+  the client's buffers), but it may be served from the server's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+from XRootD import client
+from XRootD.client.flags import AccessMode, DirListFlags, MkDirFlags, OpenFlags, QueryCode, StatInfoFlags
+
+from domas.errors import (ImpossibleRange, IsADirectory, NetworkTimeout, NoSpace, NotFound, PermissionDenied,
+                          ServerRefused, StorageError, TransientError, Unsupported, UsageError, ConnectionLost,
+                          from_oserror)
+
+from .base import ReadHandle, Stat, Storage, WriteHandle
+
+# Client settings (seconds / counts). ConnectionRetry 1: a refused connect fails at once and
+# domas's own backoff retries it; ConnectionWindow bounds a connect to a silent host;
+# StreamErrorWindow 1: a failed stream is retried by the next request after a second.
+CLIENT_ENV = {
+    "ConnectionWindow": 5,
+    "ConnectionRetry": 1,
+    "StreamErrorWindow": 1,
+    "TimeoutResolution": 1,
+    "RequestTimeout": 60,
+}
+for _key, _value in CLIENT_ENV.items():
+    client.EnvPutInt(_key, _value)
+
+DEFAULT_TIMEOUT = 60          # seconds a single request may take before NetworkTimeout
+
+_FILE_MODE = AccessMode.UR | AccessMode.UW | AccessMode.GR | AccessMode.OR                     # 0644
+_DIR_MODE = _FILE_MODE | AccessMode.UX | AccessMode.GX | AccessMode.OX                         # 0755
+_READONLY_MODE = AccessMode.UR | AccessMode.GR | AccessMode.OR                                 # 0444
+_ENDPOINT = re.compile(r"^(root|roots|xroot|xroots)://[^/?#\s]+$")
+
+# -- the one mapping table ------------------------------------------------------------------
+
+_ERROR_RESPONSE = 400          # XrdCl errErrorResponse: the server answered with a kXR code in errno
+kXR_NotFound, kXR_ItExists = 3011, 3018
+
+_SERVER_CODES: dict[int, type[StorageError]] = {
+    3000: ImpossibleRange,     # kXR_ArgInvalid
+    3003: ServerRefused,       # kXR_FileLocked
+    3007: TransientError,      # kXR_IOError
+    3008: ServerRefused,       # kXR_NoMemory
+    3009: NoSpace,             # kXR_NoSpace
+    3010: PermissionDenied,    # kXR_NotAuthorized
+    3011: NotFound,            # kXR_NotFound
+    3012: TransientError,      # kXR_ServerError
+    3013: Unsupported,         # kXR_Unsupported
+    3014: ServerRefused,       # kXR_noserver
+    3016: IsADirectory,        # kXR_isDirectory
+    3020: ServerRefused,       # kXR_inProgress
+    3021: NoSpace,             # kXR_overQuota
+    3024: ServerRefused,       # kXR_Overloaded
+    3025: PermissionDenied,    # kXR_fsReadOnly
+    3029: ServerRefused,       # kXR_noReplicas
+    3030: PermissionDenied,    # kXR_AuthFailed
+    3031: ImpossibleRange,     # kXR_Impossible
+    3034: NetworkTimeout,      # kXR_ReqTimedOut
+    3035: NetworkTimeout,      # kXR_TimerExpired
+}
+
+_CLIENT_CODES: dict[int, type[StorageError]] = {
+    1: TransientError,         # errRetry
+    13: Unsupported,           # errNotSupported
+    15: Unsupported,           # errNotImplemented
+    101: ServerRefused,        # errInvalidAddr: the host name did not resolve
+    102: ConnectionLost,       # errSocketError
+    103: NetworkTimeout,       # errSocketTimeout
+    104: ConnectionLost,       # errSocketDisconnected
+    105: ConnectionLost,       # errPollerError
+    107: ConnectionLost,       # errStreamDisconnect
+    108: ServerRefused,        # errConnectionError: refused, or no answer within ConnectionWindow
+    109: ConnectionLost,       # errInvalidSession
+    202: ServerRefused,        # errHandShakeFailed
+    203: PermissionDenied,     # errLoginFailed
+    204: PermissionDenied,     # errAuthFailed
+    205: Unsupported,          # errQueryNotSupported
+    206: NetworkTimeout,       # errOperationExpired: no answer within the request timeout
+    207: ConnectionLost,       # errOperationInterrupted
+    301: ServerRefused,        # errNoMoreFreeSIDs
+    304: NotFound,             # errNotFound
+    305: TransientError,       # errCheckSumError
+}
+
+
+def _error_for(status, path: str | None) -> StorageError:
+    """The domas error for a failed XRootDStatus."""
+    detail = _detail(status.message)
+    if status.code == _ERROR_RESPONSE:
+        cls = _SERVER_CODES.get(status.errno, StorageError)
+    elif status.code in _CLIENT_CODES:
+        cls = _CLIENT_CODES[status.code]
+    elif status.errno:      # a local error carrying an errno
+        return from_oserror(OSError(status.errno, f"{os.strerror(status.errno)} ({detail})"), path)
+    else:
+        cls = StorageError
+    text = detail if cls is StorageError else f"{cls.__doc__.strip().splitlines()[0].rstrip('.')}: {detail}"
+    err = cls(text, path=path)
+    err.xrootd_status = (status.code, status.errno)
+    return err
+
+
+def _detail(message: str) -> str:
+    text = message.strip()
+    for prefix in ("[ERROR]", "[FATAL]", "Server responded with an error:"):
+        text = text.removeprefix(prefix).strip()
+    return text or "unknown XRootD error"
+
+
+def _checked(result, path: str | None):
+    """The response of an XrdCl call, or the translated error for its status."""
+    status, response = result
+    if not status.ok:
+        raise _error_for(status, path)
+    return response
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+class XRootDStorage(Storage):
+    """A root:// server. One FileSystem (and XrdCl's one connection per server) for all calls."""
+
+    scheme = "root"
+
+    def __init__(self, endpoint: str, *, timeout: int = DEFAULT_TIMEOUT) -> None:
+        endpoint = endpoint.rstrip("/")
+        if not _ENDPOINT.match(endpoint):
+            raise UsageError(f"{endpoint}: not an XRootD endpoint (expected root://host:port)")
+        self.endpoint = endpoint
+        self.timeout = int(timeout)
+        self._fs = client.FileSystem(endpoint)
+
+    # -- names ------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.endpoint}/{_checked_path(path)}"
+
+    # -- metadata ---------------------------------------------------------------------------
+    def stat(self, path: str) -> Stat:
+        info = _checked(self._fs.stat(_checked_path(path), timeout=self.timeout), path)
+        return _to_stat(path, info)
+
+    stat_follow = stat           # servers resolve symlinks themselves; clients never see one
+
+    def listdir(self, path: str) -> list[Stat]:
+        listing = _checked(self._fs.dirlist(_checked_path(path), DirListFlags.STAT, timeout=self.timeout), path)
+        out = []
+        for entry in listing:
+            if entry.name in (".", ".."):
+                continue
+            full = f"{path.rstrip('/')}/{entry.name}"
+            out.append(_to_stat(full, entry.statinfo) if entry.statinfo is not None else self.stat(full))
+        return sorted(out, key=lambda s: s.path)
+
+    def checksum(self, path: str, algo: str = "adler32") -> str | None:
+        query = f"{_checked_path(path)}?cks.type={algo}"
+        try:
+            answer = _checked(self._fs.query(QueryCode.CHECKSUM, query, timeout=self.timeout), path)
+        except Unsupported:
+            return None          # the server has no checksum configured
+        return _parse_checksum(answer, algo, path)
+
+    # -- data -------------------------------------------------------------------------------
+    def open_read(self, path: str) -> ReadHandle:
+        return _XRootDReader(self._open(path, OpenFlags.READ), path, self.timeout)
+
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+        if create and truncate:
+            f = self._open(path, OpenFlags.DELETE | OpenFlags.MAKEPATH)
+        else:
+            f = self._open_existing_or_new(path, create)
+        handle = _XRootDWriter(f, path, self.timeout, lambda: self._open(path, OpenFlags.READ))
+        if truncate:
+            handle.truncate(0)
+        return handle
+
+    def _open_existing_or_new(self, path: str, create: bool):
+        """Open for update keeping the data (resume); create the file and its parents if absent."""
+        try:
+            return self._open(path, OpenFlags.UPDATE)
+        except NotFound:
+            if not create:
+                raise
+        status, f = self._try_open(path, OpenFlags.NEW | OpenFlags.MAKEPATH)
+        if status.ok:
+            return f
+        if status.code == _ERROR_RESPONSE and status.errno == kXR_ItExists:
+            return self._open(path, OpenFlags.UPDATE)       # another writer created it meanwhile
+        raise _error_for(status, path)
+
+    def _try_open(self, path: str, flags: int):
+        f = client.File()
+        status, _ = f.open(self.url(path), flags, _FILE_MODE, timeout=self.timeout)
+        return status, f
+
+    def _open(self, path: str, flags: int):
+        status, f = self._try_open(path, flags)
+        if not status.ok:
+            raise _error_for(status, path)
+        return f
+
+    # -- namespace --------------------------------------------------------------------------
+    def remove(self, path: str) -> None:
+        _checked(self._fs.rm(_checked_path(path), timeout=self.timeout), path)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move `src` over `dst`; a server that refuses to replace gets `dst` removed first."""
+        status, _ = self._fs.mv(_checked_path(src), _checked_path(dst), timeout=self.timeout)
+        if not status.ok and status.code == _ERROR_RESPONSE and status.errno == kXR_ItExists:
+            self.remove(dst)
+            status, _ = self._fs.mv(src, dst, timeout=self.timeout)
+        if not status.ok:
+            raise _error_for(status, src if status.errno == kXR_NotFound else dst)
+
+    def makedirs(self, path: str) -> None:
+        status, _ = self._fs.mkdir(_checked_path(path), MkDirFlags.MAKEPATH, _DIR_MODE, timeout=self.timeout)
+        if status.ok:
+            return
+        if status.code == _ERROR_RESPONSE and status.errno == kXR_ItExists and self.stat(path).is_dir:
+            return
+        raise _error_for(status, path)
+
+    def chmod_readonly(self, path: str) -> None:
+        _checked(self._fs.chmod(_checked_path(path), _READONLY_MODE, timeout=self.timeout), path)
+
+    def close(self) -> None:
+        """Nothing to release: XrdCl owns the connection and closes it when idle or at exit."""
+
+
+def _checked_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"{path}: XRootD paths must be absolute (start with /)")
+    if "?" in path:
+        raise Unsupported(f"XRootD cannot address a path containing '?': {path}", path=path)
+    return path
+
+
+def _to_stat(path: str, info) -> Stat:
+    is_dir = bool(info.flags & StatInfoFlags.IS_DIR)
+    return Stat(path=path, size=0 if is_dir else int(info.size), mtime=float(info.modtime),
+                is_dir=is_dir, is_link=False, ident=str(info.id))
+
+
+def _parse_checksum(answer, algo: str, path: str) -> str | None:
+    """'adler32 0a1b2c3d\\x00' -> '0a1b2c3d'; None when the server answers for another algorithm."""
+    text = (answer.decode("ascii", "replace") if isinstance(answer, bytes) else str(answer))
+    fields = text.replace("\x00", " ").split()
+    if len(fields) < 2 or fields[0].lower() != algo.lower():
+        return None
+    value = fields[1].lower().removeprefix("0x")
+    if not re.fullmatch(r"[0-9a-f]+", value):
+        raise StorageError(f"the server sent a malformed {algo} checksum {fields[1]!r}", path=path)
+    return value.zfill(8) if algo.lower() == "adler32" else value
+
+
+# -- handles --------------------------------------------------------------------------------
+
+def _read_range(f, path: str, offset: int, length: int, timeout: int) -> bytes:
+    """Bytes [offset, offset+length) clipped at end of file (a short answer is read on from)."""
+    if offset < 0 or length < 0:
+        raise ImpossibleRange(f"impossible range offset={offset} length={length}", path=path)
+    parts: list[bytes] = []
+    while length > 0:        # XrdCl reads the whole file for size 0: never ask for 0 bytes
+        try:
+            got = _checked(f.read(offset, length, timeout=timeout), path)
+        except OverflowError:
+            raise ImpossibleRange(f"impossible range offset={offset} length={length}", path=path) from None
+        if not got:
+            break
+        parts.append(got)
+        offset += len(got)
+        length -= len(got)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _XRootDReader(ReadHandle):
+    def __init__(self, f, path: str, timeout: int) -> None:
+        self._file, self._path, self._timeout = f, path, timeout
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return _read_range(self._file, self._path, offset, length, self._timeout)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close(timeout=self._timeout)     # nothing written, nothing to lose
+            self._file = None
+
+
+class _XRootDWriter(WriteHandle):
+    def __init__(self, f, path: str, timeout: int, open_reader) -> None:
+        self._file, self._path, self._timeout = f, path, timeout
+        self._open_reader = open_reader
+        self._reader = None
+        self._lock = threading.Lock()
+
+    def pwrite(self, offset: int, data) -> None:
+        if offset < 0:
+            raise ImpossibleRange(f"impossible offset {offset}", path=self._path)
+        buf = data if isinstance(data, bytes) else bytes(data)   # the binding takes bytes only
+        if buf:
+            _checked(self._file.write(buf, offset, len(buf), timeout=self._timeout), self._path)
+
+    def sync(self) -> None:
+        _checked(self._file.sync(timeout=self._timeout), self._path)
+
+    def readback(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            if self._reader is None:
+                self._reader = self._open_reader()
+        return _read_range(self._reader, self._path, offset, length, self._timeout)
+
+    def truncate(self, size: int) -> None:
+        if size < 0:
+            raise ImpossibleRange(f"impossible size {size}", path=self._path)
+        _checked(self._file.truncate(size, timeout=self._timeout), self._path)
+
+    def close(self) -> None:
+        with self._lock:
+            reader, self._reader = self._reader, None
+            f, self._file = self._file, None
+        if reader is not None:
+            reader.close(timeout=self._timeout)
+        if f is not None:
+            _checked(f.close(timeout=self._timeout), self._path)
+
+
+__all__ = ["XRootDStorage", "CLIENT_ENV", "DEFAULT_TIMEOUT"]
