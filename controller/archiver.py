@@ -49,8 +49,11 @@ class Pending:
 
 
 def tier_url(root: str, dataset_path: str, relpath: str) -> str:
-    return posixpath.join(root.rstrip("/") or "/", dataset_path, relpath) if "://" not in root else \
-        f"{root.rstrip('/')}/{dataset_path}/{relpath}"
+    """Where a file of a dataset lives on a tier: the tier root + the dataset path + the file path."""
+    dataset_path = dataset_path.strip("/")
+    if "://" in root:
+        return f"{root.rstrip('/')}/{dataset_path}/{relpath}"
+    return posixpath.join(root.rstrip("/") or "/", dataset_path, relpath)
 
 
 class Archiver:
@@ -114,7 +117,7 @@ class Archiver:
         ds = self.datasets.get(loc.dataset_path)
         if ds is None:
             self.cat.upsert_beamtime(Beamtime(id=loc.beamtime, beamline=loc.beamline))
-            ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path=loc.dataset_path,
+            ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path="/" + loc.dataset_path,
                                                  data_type=_DATA_TYPE.get(loc.area, "raw")))
             self.datasets[loc.dataset_path] = ds
         return ds
@@ -145,12 +148,10 @@ class Archiver:
     def due_actions(self) -> list:
         now = self.clock()
         actions, seen = [], set()
-        for tier in ("central", "tape"):
-            for f in self.cat.files_lacking_replica(tier, "verified", limit=5000):
-                seen.add((f.dataset, f.path))
-                actions += decide(self.view(f), self.retention, now)
-        for tier in ("beamline", "central"):
-            for f in self.cat.files_by_replica_state(tier, "verified", limit=50000):
+        candidates = [self.cat.files_lacking_replica(tier, "verified", limit=5000) for tier in ("central", "tape")]
+        candidates += [self.cat.files_by_replica_state(tier, "verified", limit=50000) for tier in ("beamline", "central")]
+        for batch in candidates:
+            for f in batch:
                 if (f.dataset, f.path) not in seen:
                     seen.add((f.dataset, f.path))
                     actions += decide(self.view(f), self.retention, now)

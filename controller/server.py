@@ -52,7 +52,32 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
     return port
 
 
-async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> None:
+class RunningController:
+    """A started controller: its gRPC server, tick loop and /metrics; `stop()` ends all three."""
+
+    def __init__(self, service, server, store, metrics, port: int, metrics_port: int) -> None:
+        self.service, self.server, self.store, self.metrics = service, server, store, metrics
+        self.port, self.metrics_port = port, metrics_port
+        self._stop = asyncio.Event()
+        self._ticks = asyncio.create_task(service.run_ticks(self._stop))
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._ticks
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._ticks
+        await self.server.stop(grace=2.0)
+        self.metrics.shutdown()
+        await self.service.close()
+        self.store.close()
+
+
+async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> RunningController:
+    """Open the state, restore the scheduler, start gRPC, the tick loop and /metrics."""
     store = StateStore(Path(state_dir) / "controller.sqlite")
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
                                 default_chunk_size=cfg.copy.chunk_size)
@@ -63,17 +88,16 @@ async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str =
     await server.start()
     metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
                                           ControllerCollector(lambda: service.latest))
+    return RunningController(service, server, store, metrics, port, metrics_port)
+
+
+async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> None:
+    ctl = await start_controller(cfg, listen, state_dir, metrics_listen)
     host = listen.rsplit(":", 1)[0]
-    print(f"controller listening on {host}:{port} (epoch {store.epoch}, state in {state_dir}), "
-          f"metrics on http://127.0.0.1:{metrics_port}/metrics", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
+    print(f"controller listening on {host}:{ctl.port} (epoch {ctl.store.epoch}, state in {state_dir}), "
+          f"metrics on http://127.0.0.1:{ctl.metrics_port}/metrics", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.run_ticks(stop)
-    finally:
-        await server.stop(grace=2.0)
-        metrics.shutdown()
-        await service.close()
-        store.close()
+        loop.add_signal_handler(sig, ctl.request_stop)
+    await ctl.wait()
+    await ctl.stop()

@@ -201,11 +201,19 @@ def default_state_dir(env: Mapping[str, str]) -> str:
     return os.path.join(base, "domas")
 
 
+UP_CONFIG = os.path.join("domas-data", "domas.toml")
+
+
+def _instance_config() -> str | None:
+    """The configuration `domas up` wrote in the current directory, if any (found like .git)."""
+    return UP_CONFIG if os.path.isfile(UP_CONFIG) else None
+
+
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from defaults, an optional TOML file and DOMAS_* overrides."""
     env = dict(env or {})
     cfg = Config(state_dir=default_state_dir(env))
-    path = path or env.get("DOMAS_CONFIG") or None
+    path = path or env.get("DOMAS_CONFIG") or _instance_config()
     if path:
         try:
             with open(path, "rb") as fh:
