@@ -303,11 +303,14 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         return {"datasets": [svc.dataset_json(ds, authorised) for ds in found], "count": len(found),
                 "limit": limit}
 
-    @app.api_route(API + "/datasets/{pid:pid}/files/{path:path}/content", methods=["GET", "HEAD"],
-                   dependencies=deps, tags=["files"], summary="The file's bytes (byte ranges, Digest: adler32)",
-                   response_class=StreamingResponse,
-                   responses={206: {"description": "One byte range"}, 403: {"description": "Under embargo"},
-                              416: {"description": "Range not satisfiable"}})
+    content_route = API + "/datasets/{pid:pid}/files/{path:path}/content"
+    content_doc = dict(dependencies=deps, tags=["files"], response_class=StreamingResponse,
+                       responses={206: {"description": "One byte range"}, 403: {"description": "Under embargo"},
+                                  416: {"description": "Range not satisfiable"}})
+
+    @app.head(content_route, operation_id="head_file_content", summary="The file's headers only", **content_doc)
+    @app.get(content_route, operation_id="get_file_content", summary="The file's bytes (byte ranges, Digest: adler32)",
+             **content_doc)
     async def content(request: Request, pid: str, path: str) -> Response:
         return await serve_content(svc, request, pid, path)
 
