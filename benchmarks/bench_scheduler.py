@@ -152,6 +152,80 @@ def fair_share_latency(s: Scheduler) -> int:
     return -1
 
 
+def _wire_agent(port: int, leases: int, out) -> None:
+    """The benchmark's agent, in its own process: takes leases, reports each at once (no copying)."""
+    import asyncio
+
+    import grpc
+
+    from domas.v1 import domas_pb2 as pb
+    from domas.v1 import domas_pb2_grpc as pb_grpc
+
+    async def run() -> tuple[int, float]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ControllerStub(channel)
+            await stub.RegisterAgent(pb.RegisterAgentRequest(name="wire"))
+            call = stub.Leases()
+            await call.write(pb.LeasesRequest(agent_id="wire", lease_request=pb.LeaseRequest(want=512)))
+            got, k, t0 = 0, 0, time.perf_counter()
+            while got < leases:
+                batch = list((await call.read()).batch.leases)
+                got += len(batch)
+                results = []
+                for x in batch:
+                    k += 1
+                    results.append(pb.ChunkResult(report_id=f"w{k}", lease_id=x.lease_id, transfer_id=x.transfer_id,
+                                                  file_id=x.file_id, chunk_index=x.chunk_index, offset=x.offset,
+                                                  length=x.length, adler32=1, bytes=x.length, seconds=0.05))
+                if batch:
+                    await call.write(pb.LeasesRequest(agent_id="wire", results=results,
+                                                      lease_request=pb.LeaseRequest(want=len(batch))))
+            secs = time.perf_counter() - t0
+            call.cancel()
+            return got, secs
+
+    out.put(asyncio.run(run()))
+
+
+def over_the_wire(n_files: int, leases: int, tmp: str) -> tuple[int, float]:
+    """Leases through the real gRPC service (SQLite state) to one agent stream from another process
+    that reports every chunk at once; destination checks are stood in for (no files exist)."""
+    import asyncio
+    import multiprocessing
+
+    import grpc
+
+    from domas.controller.service import ControllerService
+    from domas.controller.state import StateStore
+    from domas.v1 import domas_pb2_grpc as pb_grpc
+
+    def fake_finalize(a: ev.FinalizeFile) -> ev.DestinationVerified:   # stand-in: nothing on disk
+        return ev.DestinationVerified(a.transfer_id, a.file_id, a.expected_adler32)
+
+    async def run() -> tuple[int, float]:
+        store = StateStore(Path(tmp) / "wire.sqlite")
+        service = ControllerService(Scheduler(UNLIMITED, random.Random(1), store.epoch), store,
+                                    finalize=fake_finalize)
+        service.event(ev.TransferSubmitted(ev.TransferSpec("t-wire", "b1", 0, 8 * MiB), make_files(n_files)))
+        server = grpc.aio.server()
+        pb_grpc.add_ControllerServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ctx = multiprocessing.get_context("spawn")
+        results = ctx.Queue()
+        agent = ctx.Process(target=_wire_agent, args=(port, leases, results))
+        agent.start()
+        loop = asyncio.get_running_loop()
+        got, secs = await loop.run_in_executor(None, results.get, True, 300)
+        await loop.run_in_executor(None, agent.join, 30)
+        await server.stop(None)
+        await service.close()
+        store.close()
+        return got, secs
+
+    return asyncio.run(run())
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -180,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     del s
     gc.collect()
     mb_n, mb_s, per = many_beamlines(min(args.files, 100_000), args.leases // 2)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w_n, w_s = over_the_wire(min(args.files, 100_000), args.leases // 4, tmp)
 
     rows = [
         ("queued files", f"{mem['files']:,}"),
@@ -193,15 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         (f"10 beamlines x 5 transfers ({10 * min(args.files, 100_000):,} files), grant only", f"{mb_n / mb_s:,.0f} leases/s; files started per beamline: "
                                                     f"{min(per.values())}..{max(per.values())}"),
         ("leases before a late 10-file beamline is served (after 10^6 queued by another)", f"{fair}"),
+        ("over gRPC: one agent stream, every chunk reported, each message's facts committed to SQLite",
+         f"{w_n / w_s:,.0f} leases/s ({w_n:,} in {w_s:.2f} s; the agent runs in a second process)"),
     ]
     goals = (f"memory goal < 1024 MiB: {'met' if mem['rss_after'] < 1024 else 'NOT met'}; "
-             f"rate goal >= 10,000 leases/s: {'met' if min(g_n / g_s, st_n / st_s) >= 10_000 else 'NOT met'}")
+             f"rate goal (scheduler core) >= 10,000 leases/s: {'met' if min(g_n / g_s, st_n / st_s) >= 10_000 else 'NOT met'}")
     text = "\n".join([
         "# Scheduler benchmark",
         "",
         f"- machine: {machine()}",
         f"- command: `python benchmarks/bench_scheduler.py --files {args.files} --leases {args.leases}`",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (the 2 cores are shared with other work, so rates vary by about 2x)",
         f"- {goals}",
         "",
         "| figure | value |",
