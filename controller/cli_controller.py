@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--priority", type=int, default=0, help="higher runs first within the beamline")
     s.add_argument("--chunk-size", help="chunk size, e.g. 8MiB")
     s.add_argument("--verify", choices=["default", "none"], default="default")
+    s.add_argument("--force", action="store_true", help="copy even files whose destination is up to date")
     s.add_argument("--wait", action="store_true", help="wait until the transfer finishes")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(handler=run_submit)
@@ -110,12 +111,14 @@ def run_submit(args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError("give at least one source and a destination")
     stub, md, address = _stub(args, cfg)
     opts = pb.TransferOptions(chunk_size=parse_size(args.chunk_size, "--chunk-size") if args.chunk_size else 0,
-                              verify=pb.VERIFY_MODE_NONE if args.verify == "none" else pb.VERIFY_MODE_FULL)
+                              verify=pb.VERIFY_MODE_NONE if args.verify == "none" else pb.VERIFY_MODE_FULL,
+                              overwrite=args.force)
     req = pb.SubmitTransferRequest(sources=args.paths[:-1], destination=args.paths[-1], beamline=args.beamline,
                                    priority=args.priority, options=opts, request_id=uuid.uuid4().hex)
     resp = _call(stub.SubmitTransfer, req, md, address)
     if not args.wait:
-        print(json.dumps({"transfer_id": resp.transfer_id, "files": resp.files, "bytes": resp.bytes})
+        print(json.dumps({"transfer_id": resp.transfer_id, "files": resp.files, "bytes": resp.bytes,
+                          "skipped": resp.skipped})
               if args.json else resp.transfer_id)
         return 0
     while True:

@@ -208,6 +208,7 @@ class FinalizeFile:
     size: int
     expected_adler32: int
     verify: bool
+    mtime_ns: int = 0               # given to the final file (0: leave it)
 
 
 @dataclass(frozen=True, slots=True)

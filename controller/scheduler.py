@@ -495,7 +495,8 @@ class Scheduler:
         cs = f.t.spec.chunk_size
         p = f.prog
         folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
-        return ev.FinalizeFile(f.t.id, f.id, f.dst + ev.PART_SUFFIX, f.dst, f.size, folded, f.t.part_verify)
+        return ev.FinalizeFile(f.t.id, f.id, f.dst + ev.PART_SUFFIX, f.dst, f.size, folded, f.t.part_verify,
+                               f.mtime_ns)
 
     def _verified(self, e: ev.DestinationVerified, now: float, out: list) -> None:
         t = self._transfers.get(e.transfer_id)

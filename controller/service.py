@@ -46,6 +46,8 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
             if found != a.expected_adler32:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, found)
         store.rename(part, final)
+        if a.mtime_ns:
+            store.set_mtime(final, a.mtime_ns / 1e9)     # so a later submission sees it up to date
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)
     except DomasError as e:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
@@ -204,7 +206,8 @@ class ControllerService(pb_grpc.ControllerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give at least one source and a destination")
         loop = asyncio.get_running_loop()
         try:
-            files = await loop.run_in_executor(self._pool, _plan_files, list(request.sources), request.destination)
+            files, skipped = await loop.run_in_executor(self._pool, _plan_files, list(request.sources),
+                                                        request.destination, request.options.overwrite)
         except DomasError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         tid = uuid.uuid4().hex[:16]
@@ -215,7 +218,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         for a in self.event(ev.TransferSubmitted(spec, tuple(files))):
             if isinstance(a, ev.Rejected):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, a.reason)
-        return pb.SubmitTransferResponse(transfer_id=tid, files=len(files), bytes=sum(f.size for f in files))
+        return pb.SubmitTransferResponse(transfer_id=tid, files=len(files), bytes=sum(f.size for f in files),
+                                         skipped=skipped)
 
     async def GetStatus(self, request, context):
         await self._auth(context)
@@ -253,8 +257,9 @@ class ControllerService(pb_grpc.ControllerServicer):
         return pb.CancelTransferResponse(transfer=_transfer_pb(t))
 
 
-def _plan_files(sources: list[str], destination: str) -> list[ev.FileSpec]:
-    """Blocking: expand sources as `domas copy` lays them out; create empty destination dirs."""
+def _plan_files(sources: list[str], destination: str, overwrite: bool = False) -> tuple[list[ev.FileSpec], int]:
+    """Blocking: expand sources as `domas copy` lays them out, create empty destination dirs, and
+    leave out files whose destination is up to date unless `overwrite`. Returns (files, skipped)."""
     from domas.agent.expand import expand
 
     plan = expand(sources, destination)
@@ -262,7 +267,22 @@ def _plan_files(sources: list[str], destination: str) -> list[ev.FileSpec]:
         raise plan.problems[0][1]
     for store, path in plan.dirs:
         store.makedirs(path)
-    return [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9)) for j in plan.jobs]
+    jobs = plan.jobs if overwrite else [j for j in plan.jobs if not _up_to_date(j)]
+    files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9)) for j in jobs]
+    return files, len(plan.jobs) - len(jobs)
+
+
+def _up_to_date(job) -> bool:
+    """Same rule as `domas copy`: same size, and the same mtime (local) or a newer one (remote)."""
+    try:
+        dst = job.dst_store.stat_follow(job.dst_path)
+    except DomasError:
+        return False
+    if dst.is_dir or dst.size != job.src_stat.size:
+        return False
+    if job.dst_store.scheme == "file":
+        return abs(dst.mtime - job.src_stat.mtime) < 1e-3
+    return dst.mtime >= job.src_stat.mtime
 
 
 def _transfer_pb(t: dict) -> pb.TransferStatus:

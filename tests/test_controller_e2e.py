@@ -84,6 +84,11 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         for rel, data in contents.items():
             assert (dst / "scan001" / rel).read_bytes() == data
         assert not list(dst.rglob("*.domas-part"))
+        assert (dst / "scan001" / "a.h5").stat().st_mtime_ns // 1000 == (src / "a.h5").stat().st_mtime_ns // 1000
+        again = _cli(tmp_path, "submit", str(src), f"{dst}/", "--json", "--controller", f"127.0.0.1:{port}")
+        assert (json.loads(again.stdout)["files"], json.loads(again.stdout)["skipped"]) == (0, 5), again.stderr
+        forced = _cli(tmp_path, "submit", str(src), f"{dst}/", "--json", "--force", "--controller", f"127.0.0.1:{port}")
+        assert (json.loads(forced.stdout)["files"], json.loads(forced.stdout)["skipped"]) == (5, 0), forced.stderr
         files = _status(tmp_path, port, summary["transfer_id"])["files"]
         by_name = {Path(f["dst"]).relative_to(dst / "scan001").as_posix(): f["adler32"] for f in files}
         assert by_name == {rel: f"{zlib.adler32(data):08x}" for rel, data in contents.items()}

@@ -272,14 +272,16 @@ class SubmitTransferRequest(_message.Message):
     def __init__(self, sources: _Optional[_Iterable[str]] = ..., destination: _Optional[str] = ..., beamline: _Optional[str] = ..., priority: _Optional[int] = ..., options: _Optional[_Union[TransferOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitTransferResponse(_message.Message):
-    __slots__ = ("transfer_id", "files", "bytes")
+    __slots__ = ("transfer_id", "files", "bytes", "skipped")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     files: int
     bytes: int
-    def __init__(self, transfer_id: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    skipped: int
+    def __init__(self, transfer_id: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class ErrorCount(_message.Message):
     __slots__ = ("kind", "count")
