@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import ipaddress
+import signal
 import socket
 import sys
 
@@ -68,6 +70,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, but SIGINT/SIGTERM end `run` normally (exit 0) instead of being re-raised after shutdown."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            old = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def tiers_of(cfg: Config) -> dict[str, str]:
     tiers = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
     return {name: root for name, root in tiers.items() if root}
@@ -94,7 +114,7 @@ def run_serve(args: argparse.Namespace, cfg: Config) -> int:
         if not is_loopback(host) and not cfg.controller.token:
             print(f"domas serve: listening on {host} without a token: anyone who can reach it can read the "
                   "catalogue; set DOMAS_TOKEN", file=sys.stderr)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+        server = _server_class()(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                                timeout_graceful_shutdown=5))
         server.run(sockets=[sock])
     finally:

@@ -1,0 +1,230 @@
+"""`domas get` and `domas serve` as users run them: a real server, real client processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from domas.agent.storage import resolve
+from domas.agent.storage.http import HTTPStorage, parse_digest
+from domas.controller.dataservice import create_app
+from domas.errors import ConnectionLost, ImpossibleRange, NotFound, PermissionDenied, Unsupported
+from tests.fixtures.common import free_port, stop_process, wait_until
+from tests.fixtures.dataservice import DATASET_PATH, _put
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class SlowLink:
+    """The real app behind a link that adds `delay` seconds to every content request (0: full speed)."""
+
+    def __init__(self, app) -> None:
+        self.app, self.delay = app, 0.0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/content") and self.delay:
+            await asyncio.sleep(self.delay)
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    for var in ("DOMAS_TOKEN", "DOMAS_SERVER", "DOMAS_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def served(data_world, serve_app, state):
+    link = SlowLink(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    return serve_app(link), data_world, link
+
+
+def domas(*args, env_extra=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "domas.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def get_json(*args, **kw) -> tuple[subprocess.CompletedProcess, dict]:
+    r = domas("get", "--json", *args, **kw)
+    return r, (json.loads(r.stdout) if r.stdout.strip() else {})
+
+
+def assert_tree(dest: Path, data: dict[str, bytes]) -> None:
+    for rel, content in data.items():
+        assert (dest / rel).read_bytes() == content, rel
+    left = [p.name for p in dest.rglob("*") if p.name.endswith(".domas-part")]
+    assert not left, f"partial files left behind: {left}"
+
+
+def test_get_dataset_downloads_every_file_verified_then_skips_them(served, tmp_path):
+    url, world, _ = served
+    dest = tmp_path / "dest"
+    r, summary = get_json("--server", url, "--chunk-size", "256KiB", world.pids["open"], dest)
+    assert r.returncode == 0, r.stderr
+    assert_tree(dest, world.data)
+    by_dest = {Path(f["destination"]).relative_to(dest).as_posix(): f for f in summary["files"]}
+    assert set(by_dest) == set(world.data)
+    for rel, data in world.data.items():
+        assert by_dest[rel]["adler32"] == f"{zlib.adler32(data):08x}" and by_dest[rel]["status"] == "done"
+    assert summary["dataset"]["pid"] == world.pids["open"]
+    r, again = get_json("--server", url, world.pids["open"], dest)
+    assert r.returncode == 0 and {f["status"] for f in again["files"]} == {"skipped"}
+
+
+def test_get_takes_the_server_from_the_environment_and_a_single_url(served, tmp_path):
+    url, world, _ = served
+    r = domas("get", "-q", world.pids["open"], tmp_path / "a", env_extra={"DOMAS_SERVER": url})
+    assert r.returncode == 0, r.stderr
+    assert_tree(tmp_path / "a", world.data)
+    file_url = f"{url}/api/v1/datasets/{world.pids['open']}/files/sub/scan%20%C3%BC%201.h5/content"
+    (tmp_path / "b").mkdir()
+    assert domas("get", "-q", file_url, tmp_path / "b").returncode == 0
+    assert (tmp_path / "b" / "scan ü 1.h5").read_bytes() == world.data["sub/scan ü 1.h5"]
+    assert domas("get", "-q", file_url, tmp_path / "named.h5").returncode == 0
+    assert (tmp_path / "named.h5").read_bytes() == world.data["sub/scan ü 1.h5"]
+
+
+def test_killed_download_resumes_from_its_journal(served, tmp_path, state):
+    url, world, link = served
+    data = os.urandom(6 * MiB + 5)
+    _put(world, world.pids["open"], DATASET_PATH, "resume.bin", data, {"central": "verified"})
+    link.delay = 0.03
+    dest = tmp_path / "dest"
+    args = [sys.executable, "-m", "domas.cli", "get", "--server", url, "--chunk-size", "64KiB", "--streams", "2",
+            world.pids["open"], str(dest)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal_dir = state / "journal"
+
+    def journaled_enough() -> bool:
+        return journal_dir.exists() and any(len(p.read_bytes().splitlines()) > 20 for p in journal_dir.glob("*.jsonl"))
+
+    wait_until(journaled_enough, timeout=60, what="the download journal to fill", proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert not (dest / "resume.bin").exists(), "the final name must not appear before the file is complete"
+    link.delay = 0.0
+    r, summary = get_json("--server", url, "--chunk-size", "64KiB", world.pids["open"], dest)
+    assert r.returncode == 0, r.stderr
+    assert sum(f["resumed_bytes"] for f in summary["files"]) >= 20 * 64 * KiB
+    assert "resuming" in r.stderr
+    assert_tree(dest, {**world.data, "resume.bin": data})
+    assert not list(journal_dir.glob("*.jsonl"))
+
+
+def test_corrupted_bytes_from_the_server_fail_with_exit_8(served, tmp_path):
+    url, world, _ = served
+    on_disk = world.on_tier("central", "big.bin")
+    tampered = bytearray(on_disk.read_bytes())
+    tampered[1_000_000] ^= 0x40                                   # same size, catalogue keeps the original sum
+    on_disk.write_bytes(bytes(tampered))
+    dest = tmp_path / "dest"
+    r, summary = get_json("--server", url, world.pids["open"], dest, env_extra={"DOMAS_COPY_MAX_RETRIES": "1"})
+    assert r.returncode == 8, r.stderr
+    failed = [f for f in summary["files"] if f["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error_kind"] == "checksum_mismatch"
+    assert f"{zlib.adler32(world.data['big.bin']):08x}" in failed[0]["error"]
+    assert not (dest / "big.bin").exists()
+    assert (dest / "empty.dat").exists() and (dest / "old" / "archived.h5").exists()
+
+
+def test_embargo_refuses_without_the_token_and_the_token_opens_it(data_world, serve_app, state, tmp_path):
+    open_url = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    pid = data_world.pids["embargoed"]
+    r = domas("get", "--server", open_url, pid, tmp_path / "x")
+    assert r.returncode == 4 and "under embargo until" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x" / "secret.h5").exists()
+    guarded = serve_app(create_app(data_world.catalogue, data_world.tiers, token="t0k", now=data_world.now))
+    r = domas("get", "--server", guarded, pid, tmp_path / "y")
+    assert r.returncode == 4 and "token" in r.stderr
+    r = domas("get", "-q", "--server", guarded, pid, tmp_path / "y", env_extra={"DOMAS_TOKEN": "t0k"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "y" / "secret.h5").read_bytes() == b"embargoed bytes" * 100
+
+
+def test_files_without_a_verified_copy_are_reported_and_the_rest_downloaded(served, tmp_path):
+    url, world, _ = served
+    world.catalogue.set_replica(world.pids["open"], "big.bin", "central", "stale")
+    r, summary = get_json("--server", url, world.pids["open"], tmp_path / "d")
+    assert r.returncode == 3, r.stderr
+    failed = [f for f in summary["files"] if f["status"] == "failed"]
+    assert len(failed) == 1 and "no verified copy" in failed[0]["error"]
+    assert_tree(tmp_path / "d", {k: v for k, v in world.data.items() if k != "big.bin"})
+
+
+def test_unreachable_server_is_one_sentence(state, tmp_path):
+    r = domas("get", "--server", f"http://127.0.0.1:{free_port()}", "CSTR:17058.11.HEPS.x.1", tmp_path / "d")
+    assert r.returncode == ConnectionLost.exit_code and "connection to the data service failed" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_http_storage_is_a_read_only_source(served):
+    url, world, _ = served
+    store, path = resolve(f"{url}/api/v1/datasets/{world.pids['open']}/files/big.bin/content")
+    assert isinstance(store, HTTPStorage) and store.url(path).startswith(url)
+    data = world.data["big.bin"]
+    st = store.stat(path)
+    assert st.size == len(data) and st.mtime == 1.7e9 and st.ident.startswith('"')
+    assert store.checksum(path) == f"{zlib.adler32(data):08x}" and store.checksum(path, "xxh3") is None
+    with store.open_read(path) as reader:
+        assert reader.pread(5, 100) == data[5:105]
+        assert reader.pread(len(data) - 3, 100) == data[-3:]
+        assert reader.pread(len(data), 10) == b""
+        with pytest.raises(ImpossibleRange):
+            reader.pread(-1, 10)
+    for write in (lambda: store.open_write(path), lambda: store.remove(path), lambda: store.makedirs(path),
+                  lambda: store.rename(path, path + "x"), lambda: store.listdir(path)):
+        with pytest.raises(Unsupported):
+            write()
+    with pytest.raises(NotFound):
+        store.stat(path.replace("big.bin", "nope.bin"))
+    with pytest.raises(PermissionDenied, match="under embargo"):
+        store.stat(f"/api/v1/datasets/{world.pids['embargoed']}/files/secret.h5/content")
+    dead = HTTPStorage(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
+    with pytest.raises(ConnectionLost) as err:
+        dead.stat("/x")
+    assert not dead.is_permanent(err.value) and store.is_permanent(NotFound("x"))
+    assert parse_digest("MD5=abc, ADLER32=0A0B0C0D", "adler32") == "0a0b0c0d"
+
+
+def test_domas_serve_publishes_the_configured_catalogue(data_world, state, tmp_path):
+    env = dict(os.environ, DOMAS_CATALOGUE_URL=f"sqlite://{data_world.catalogue.path}",
+               DOMAS_STORAGE_BEAMLINE=data_world.tiers["beamline"], DOMAS_STORAGE_CENTRAL=data_world.tiers["central"],
+               DOMAS_STORAGE_TAPE=data_world.tiers["tape"], DOMAS_TOKEN="srv")
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "serve", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("domas data service on http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[4].rstrip("/")
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=20, what="domas serve", proc=proc)
+        assert httpx.get(url + "/api/v1/datasets").status_code == 401
+        r = domas("get", "-q", "--server", url, data_world.pids["open"], tmp_path / "d",
+                  env_extra={"DOMAS_TOKEN": "srv"})
+        assert r.returncode == 0, r.stderr
+        assert_tree(tmp_path / "d", data_world.data)
+        port = int(url.rsplit(":", 1)[1])
+        busy = domas("serve", "--listen", f"127.0.0.1:{port}", env_extra=env)
+        assert busy.returncode == 2 and "already in use" in busy.stderr
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0
