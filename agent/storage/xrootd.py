@@ -11,16 +11,18 @@ Invariants:
   (root://host:port//dir/file). A `?` would start CGI parameters, so paths holding one are refused.
 - One XrdCl File serves concurrent preads and pwrites from several threads (XrdCl::File is
   thread-safe and the binding releases the GIL while it waits).
-- `readback` re-reads through a second read handle opened on the server. XRootD has no way to
-  bypass the server's page cache, so this proves the server holds the bytes in its file (not in
-  the client's buffers), but it may be served from the server's memory.
+- `readback` re-reads through the writing handle: XrdCl keeps no data cache, so this proves the
+  server holds the bytes in its file, but XRootD has no way to bypass the server's page cache:
+  they may come from the server's memory, not its disk.
+- xrootd lets a file have one writer or many readers: opening a file that another handle writes
+  is refused (kXR_FileLocked -> ServerRefused, retriable). With `shared_open=True` every open
+  carries kXR_force, for several agents writing chunks of one file (or export `nolock` on the server).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
 
 from XRootD import client
 from XRootD.client.flags import AccessMode, DirListFlags, MkDirFlags, OpenFlags, QueryCode, StatInfoFlags
@@ -33,11 +35,12 @@ from .base import ReadHandle, Stat, Storage, WriteHandle
 
 # Client settings (seconds / counts). ConnectionRetry 1: a refused connect fails at once and
 # domas's own backoff retries it; ConnectionWindow bounds a connect to a silent host;
-# StreamErrorWindow 1: a failed stream is retried by the next request after a second.
+# StreamErrorWindow 0: the next request after a failure connects afresh (the default, 1800,
+# fails every request to that server for 30 minutes, even after it is back).
 CLIENT_ENV = {
     "ConnectionWindow": 5,
     "ConnectionRetry": 1,
-    "StreamErrorWindow": 1,
+    "StreamErrorWindow": 0,
     "TimeoutResolution": 1,
     "RequestTimeout": 60,
 }
@@ -142,12 +145,13 @@ class XRootDStorage(Storage):
 
     scheme = "root"
 
-    def __init__(self, endpoint: str, *, timeout: int = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, endpoint: str, *, timeout: int = DEFAULT_TIMEOUT, shared_open: bool = False) -> None:
         endpoint = endpoint.rstrip("/")
         if not _ENDPOINT.match(endpoint):
             raise UsageError(f"{endpoint}: not an XRootD endpoint (expected root://host:port)")
         self.endpoint = endpoint
         self.timeout = int(timeout)
+        self._force = OpenFlags.FORCE if shared_open else 0
         self._fs = client.FileSystem(endpoint)
 
     # -- names ------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ class XRootDStorage(Storage):
             f = self._open(path, OpenFlags.DELETE | OpenFlags.MAKEPATH)
         else:
             f = self._open_existing_or_new(path, create)
-        handle = _XRootDWriter(f, path, self.timeout, lambda: self._open(path, OpenFlags.READ))
+        handle = _XRootDWriter(f, path, self.timeout)
         if truncate:
             handle.truncate(0)
         return handle
@@ -209,7 +213,7 @@ class XRootDStorage(Storage):
 
     def _try_open(self, path: str, flags: int):
         f = client.File()
-        status, _ = f.open(self.url(path), flags, _FILE_MODE, timeout=self.timeout)
+        status, _ = f.open(self.url(path), flags | self._force, _FILE_MODE, timeout=self.timeout)
         return status, f
 
     def _open(self, path: str, flags: int):
@@ -306,11 +310,8 @@ class _XRootDReader(ReadHandle):
 
 
 class _XRootDWriter(WriteHandle):
-    def __init__(self, f, path: str, timeout: int, open_reader) -> None:
+    def __init__(self, f, path: str, timeout: int) -> None:
         self._file, self._path, self._timeout = f, path, timeout
-        self._open_reader = open_reader
-        self._reader = None
-        self._lock = threading.Lock()
 
     def pwrite(self, offset: int, data) -> None:
         if offset < 0:
@@ -323,10 +324,10 @@ class _XRootDWriter(WriteHandle):
         _checked(self._file.sync(timeout=self._timeout), self._path)
 
     def readback(self, offset: int, length: int) -> bytes:
-        with self._lock:
-            if self._reader is None:
-                self._reader = self._open_reader()
-        return _read_range(self._reader, self._path, offset, length, self._timeout)
+        """Read through the writing handle: XrdCl keeps no data cache, so the bytes come from
+        the server's file (a second open for reading would be refused while we write: xrootd
+        lets a file have one writer or many readers)."""
+        return _read_range(self._file, self._path, offset, length, self._timeout)
 
     def truncate(self, size: int) -> None:
         if size < 0:
@@ -334,11 +335,7 @@ class _XRootDWriter(WriteHandle):
         _checked(self._file.truncate(size, timeout=self._timeout), self._path)
 
     def close(self) -> None:
-        with self._lock:
-            reader, self._reader = self._reader, None
-            f, self._file = self._file, None
-        if reader is not None:
-            reader.close(timeout=self._timeout)
+        f, self._file = self._file, None
         if f is not None:
             _checked(f.close(timeout=self._timeout), self._path)
 
