@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GiB, MiB, drop_caches, first_line, free_port, machine_info, median, port_open, \
-    timed, tree_size, write_random_file  # noqa: E402
+from common import GiB, MiB, drop_caches, first_line, free_port, load, machine_info, median, port_open, \
+    run_timed, tree_size, write_random_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SYNC = ["sync"]
@@ -133,14 +133,17 @@ class Runner:
     def __init__(self, work: Path, env: dict, log) -> None:
         self.work, self.env, self.log = work, env, log
         self.results: dict[str, dict[str, list[float]]] = {}
+        self.cpu: dict[str, dict[str, list[float]]] = {}
 
     def run(self, key: str, tool: Tool, ds: Dataset, src: str, dst_url: str, dst_disk: Path, rep: int) -> None:
         shutil.rmtree(self.work / "state", ignore_errors=True)
         drop_caches()
-        seconds = timed(*tool.commands(src, dst_url, ds), env=self.env)
+        seconds, cpu = run_timed(*tool.commands(src, dst_url, ds), env=self.env)
         check_output(dst_disk, ds, f"{key} / {tool.name}")
         self.results.setdefault(key, {}).setdefault(tool.name, []).append(seconds)
-        self.log(f"  rep {rep + 1} {tool.name:38s} {seconds:7.2f} s  {ds.total / seconds / 1e6:8.1f} MB/s")
+        self.cpu.setdefault(key, {}).setdefault(tool.name, []).append(cpu)
+        self.log(f"  rep {rep + 1} {tool.name:38s} {seconds:7.2f} s  {ds.total / seconds / 1e6:8.1f} MB/s  "
+                 f"cpu {cpu:6.2f} s")
         shutil.rmtree(dst_disk, ignore_errors=True)
 
 
@@ -208,23 +211,26 @@ def run_xrootd(runner: Runner, server: XrootdServer, tools: list[Tool], ds: Data
 
 
 # -- report ---------------------------------------------------------------------------------------
-def summarize(results: dict, sets: dict[str, Dataset]) -> dict:
+def summarize(runner: Runner, sets: dict[str, Dataset]) -> dict:
     out = {}
-    for key, by_tool in results.items():
+    for key, by_tool in runner.results.items():
         ds = sets[key]
         out[key] = {name: {"median_s": median(ts), "mb_s": ds.total / median(ts) / 1e6,
-                           "files_s": ds.files / median(ts), "raw_s": ts} for name, ts in by_tool.items()}
+                           "files_s": ds.files / median(ts), "cpu_s": median(runner.cpu[key][name]),
+                           "raw_s": ts, "raw_cpu_s": runner.cpu[key][name]} for name, ts in by_tool.items()}
     return out
 
 
 def table(key: str, rows: dict, ds: Dataset, tools: dict[str, Tool]) -> list[str]:
     dom = [n for n in rows if tools[n].is_domas]
-    head = ["tool", "median s", "MB/s"] + (["files/s"] if ds.files > 1 else []) + \
+    many = ds.file_size <= 16 * MiB
+    head = ["tool", "median s", "MB/s"] + (["files/s"] if many else []) + ["CPU s"] + \
         [f"{d.replace(' + sync', '')} / this" for d in dom] + ["raw s"]
     lines = [f"### {key}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [f"`{name}`", f"{r['median_s']:.2f}", f"{r['mb_s']:.0f}"]
-        cells += [f"{r['files_s']:.0f}"] if ds.files > 1 else []
+        cells += [f"{r['files_s']:.0f}"] if many else []
+        cells += [f"{r['cpu_s']:.1f}"]
         cells += [f"{r['median_s'] / rows[d]['median_s']:.2f}x" for d in dom]
         cells += [", ".join(f"{t:.2f}" for t in r["raw_s"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -267,10 +273,10 @@ def report(args, machine: dict, vers: dict, summary: dict, sets: dict, tools: di
              f"Command: `python benchmarks/bench_copy.py {' '.join(sys.argv[1:])}`",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.reps} repetitions; "
              f"whole run {elapsed / 60:.1f} min.", "", "Machine: " +
-             "; ".join(f"{k} {v}" for k, v in machine.items()), "", "Versions: " +
+             "; ".join(f"{k}: {v}" for k, v in machine.items()), "", "Versions: " +
              "; ".join(f"{k}: {v}" for k, v in vers.items()), "",
-             "MB/s = 10^6 bytes per second of median wall time. `A / this` = A's throughput divided by this "
-             "row's (above 1: A is faster).", ""]
+             "MB/s = 10^6 bytes per second of median wall time; CPU s = median user+sys seconds of the "
+             "commands. `A / this` = A's throughput divided by this row's (above 1: A is faster).", ""]
     for key, rows in summary.items():
         lines += table(key, rows, sets[key], tools)
     return "\n".join(lines + ["## Goals", ""] + goals(summary, sets))
@@ -314,6 +320,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     machine = machine_info(args.work)
+    machine["busy at start"] = load()
     env = dict(os.environ, DOMAS_STATE_DIR=str(args.work / "state"))
     runner = Runner(args.work, env, log)
     locals_, xrds = local_tools(domas), xrootd_tools(domas, args.xrdcp_parallel)
@@ -336,7 +343,8 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
-    summary = summarize(runner.results, by_key)
+    machine["busy at end"] = load()
+    summary = summarize(runner, by_key)
     tools = {t.name: t for t in locals_ + xrds}
     vers = versions(domas)
     text = report(args, machine, vers, summary, by_key, tools, time.monotonic() - started)

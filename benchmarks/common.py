@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -30,15 +31,35 @@ def drop_caches() -> bool:
     return True
 
 
-def timed(*cmds: list[str], env: dict | None = None) -> float:
-    """Run the commands one after another (any non-zero exit fails loudly); their total wall time."""
+def run_timed(*cmds: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run the commands one after another (a non-zero exit fails loudly): (wall s, CPU s user+sys)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for cmd in cmds:
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace")[-800:]
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err}")
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def timed(*cmds: list[str], env: dict | None = None) -> float:
+    """Total wall time of the commands run one after another."""
+    return run_timed(*cmds, env=env)[0]
+
+
+def load() -> str:
+    """Load average and CPU/IO pressure now: how busy the box was (other work skews timings)."""
+    avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    out = [f"load {avg}"]
+    for kind in ("cpu", "io"):
+        p = Path(f"/proc/pressure/{kind}")
+        if p.exists():
+            some = p.read_text().splitlines()[0].split()
+            out.append(f"{kind} pressure {some[3].split('=')[1]}% (avg300)")
+    return ", ".join(out)
 
 
 def median(xs: list[float]) -> float:
