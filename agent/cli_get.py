@@ -25,8 +25,6 @@ from .expand import Expansion, FileJob
 from .storage import Stat, Storage, resolve
 from .storage.http import HTTPStorage, resolve_http
 
-FILES_PAGE = 5000
-
 GET_HELP = """\
 Download a dataset, or one file, from the facility's data service: verified, resumable, with many
 chunks in flight.
@@ -91,30 +89,20 @@ def _destination(dest: str) -> tuple[Storage, str]:
     return store, root
 
 
-def dataset_pages(store: HTTPStorage, base: str, pid: str):
-    """The dataset record, then each page of its files, following the server's `next` links."""
-    doc = store.get_json(f"{base}/api/v1/datasets/{quote(pid, safe=':/')}", {"limit": FILES_PAGE})
-    yield doc
-    while doc.get("next"):
-        doc = store.get_json(base + doc["next"])
-        yield doc
-
-
 def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict]:
     """One FileJob per file the service can serve; the others become problems, reported."""
     store, base = resolve_http(server, token)
     base = base.rstrip("/")
+    dataset = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}"
+    info = {k: v for k, v in store.get_json(dataset, {"limit": 1}).items()
+            if k not in ("files", "next", "offset", "limit")}
+    if not info.get("downloadable", True):
+        raise PermissionDenied(f"{info.get('embargo_reason') or f'dataset {pid} may not be downloaded'}; "
+                               "nothing was downloaded")
     dst_store, dst_root = _destination(dest)
     out = Expansion(dirs=[(dst_store, dst_root)])
-    info: dict = {}
-    for page in dataset_pages(store, base, pid):
-        if not info:
-            info = {k: v for k, v in page.items() if k not in ("files", "next", "offset", "limit")}
-            if not info.get("downloadable", True):
-                raise PermissionDenied(f"{info.get('embargo_reason') or f'dataset {pid} may not be downloaded'}; "
-                                       "nothing was downloaded")
-        for f in page.get("files", []):
-            _add_file(out, store, base, info["pid"], f, dst_store, dst_root)
+    for f in store.json_lines(f"{dataset}/files"):
+        _add_file(out, store, base, info["pid"], f, dst_store, dst_root)
     out.dirs = list(dict.fromkeys(out.dirs))
     return out, info
 

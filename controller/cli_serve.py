@@ -62,7 +62,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; use a port above 1023") from None
+            raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; "
+                                   "use a port above 1023") from None
         if e.errno == errno.EADDRINUSE:
             raise UsageError(f"{host}:{port} is already in use; choose another --listen") from None
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; check the address") from None

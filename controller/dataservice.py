@@ -16,6 +16,7 @@ import base64
 import email.utils
 import hmac
 import itertools
+import json
 import logging
 import posixpath
 import time
@@ -27,13 +28,14 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domas import __version__
 from domas.agent.storage import ReadHandle, resolve
 from domas.controller.catalogue import Catalogue, Dataset, FileRecord
+from domas.controller.catalogue.base import batched
 from domas.errors import (CatalogueUnavailable, DomasError, ImpossibleRange, InvalidMessage, NotFound,
                           PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
                           Unauthenticated, UnsafePath, UsageError)
@@ -320,6 +322,18 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         delivery.check_request_path(path)
         ds, f = svc.file(pid, path)
         return svc.file_json(ds, f)
+
+    @app.get(API + "/datasets/{pid:pid}/files", dependencies=deps, tags=["files"],
+             summary="Every file of a dataset as JSON lines, streamed (for clients of large datasets)",
+             response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}})
+    async def all_files(pid: str) -> Response:
+        ds = await run_in_threadpool(svc.dataset, pid)
+
+        async def lines():
+            async for batch in iterate_in_threadpool(batched(svc.catalogue.files_of(ds.pid), 1000)):
+                yield "".join(json.dumps(svc.file_json(ds, f)) + "\n" for f in batch).encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get(API + "/datasets/{pid:pid}", dependencies=deps, tags=["datasets"],
              summary="One dataset with a page of its files (by path)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import tracemalloc
 import zlib
@@ -316,3 +317,13 @@ def test_healthz_and_openapi_document_the_api(service):
     spec = httpx.get(base + "/openapi.json").json()
     assert {f"{API}/datasets", f"{API}/datasets/{{pid}}", f"{API}/datasets/{{pid}}/files/{{path}}/content"} <= set(
         spec["paths"])
+
+
+def test_every_file_as_streamed_json_lines(service):
+    base, world = service
+    r = httpx.get(f"{base}{API}/datasets/{world.pids['open']}/files")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in r.text.splitlines()]
+    assert sorted(f["path"] for f in records) == sorted(world.data)
+    assert all(f["content_url"].endswith("/content") for f in records)
+    assert httpx.get(f"{base}{API}/datasets/CSTR:17058.11.HEPS.x.0/files").status_code == 404

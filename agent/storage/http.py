@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import threading
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -148,6 +150,23 @@ class HTTPStorage(Storage):
         if not isinstance(doc, dict):
             raise ServerRefused(f"{self.url(path)}: unexpected JSON answer; is this a domas data service?")
         return doc
+
+    def json_lines(self, path: str, params: dict | None = None) -> Iterator[dict]:
+        """A streamed JSON-lines answer, one object at a time (constant memory however long)."""
+        url = self.url(path)
+        with _translated(url), self._client.stream("GET", path, params=params,
+                                                   headers={"Accept": "application/x-ndjson"}) as resp:
+            if resp.status_code >= 300:
+                resp.read()
+            _check(resp, url)
+            for line in resp.iter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise ServerRefused(f"{url}: a line of the answer is not JSON; "
+                                        "is this a domas data service?") from None
 
     def _head(self, path: str) -> tuple[Stat, httpx.Response]:
         resp = self.request("HEAD", path)
