@@ -22,11 +22,11 @@ import grpc
 
 from domas.agent.storage import resolve
 from domas.config import Config
-from domas.errors import DomasError, NotFound
+from domas.errors import CatalogueUnavailable, DomasError, NotFound
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
-from .catalogue import Beamtime, Catalogue, Dataset, FileRecord, Replica
+from .catalogue import Beamtime, Catalogue, Dataset, FileRecord, Replica, SpooledCatalogue
 from .catalogue.base import ReplicaUpdate
 from .discovery import Location, StabilityTracker, parse_location, scan_tree
 from .lifecycle import FileView, ReplicaState, Retention, decide, may_delete
@@ -39,13 +39,19 @@ _TERMINAL = {pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE
 
 @dataclass
 class Pending:
-    """A copy submitted to the controller and not finished yet."""
+    """A copy submitted to the controller and not finished yet, with what recording it needs
+    (so a finished copy can be recorded while the catalogue is unreachable: the spool takes it)."""
 
     transfer_id: str
     dataset: str
     path: str
     tier: str
+    src_url: str
     dst_url: str
+    size: int
+    mtime: float
+    expected_adler32: str = ""       # the catalogued checksum the copy must match ("" = first copy)
+    discovered_at: float = 0.0
 
 
 def tier_url(root: str, dataset_path: str, relpath: str) -> str:
@@ -66,6 +72,7 @@ class Archiver:
         self.tracker = StabilityTracker(cfg.policy.stability_seconds)
         self.clock = clock
         self.pending: dict[tuple[str, str, str], Pending] = {}
+        self.finished: list[tuple[Pending, str]] = []      # done copies not yet recorded
         self.datasets: dict[str, Dataset] = {}
         self.read_only_done: set[tuple[str, str]] = set()
         self.problems_seen: set[str] = set()
@@ -89,20 +96,28 @@ class Archiver:
                     pass
 
     async def run_pass(self) -> None:
-        await asyncio.to_thread(self.discover)
+        if isinstance(self.cat, SpooledCatalogue) and self.cat.pending():
+            await asyncio.to_thread(self.cat.replay)      # writes kept while the catalogue was down
+        for file in await asyncio.to_thread(self.discover):
+            await self.submit_copy(*file)
         await self.follow_transfers()
+        await asyncio.to_thread(self.record_finished)
         for action in await asyncio.to_thread(self.due_actions):
             await self.perform(action)
 
     # -- 1. discovery --------------------------------------------------------------------------
-    def discover(self) -> None:
+    def discover(self) -> list[tuple]:
+        """Catalogue files that settled; returns their first copies (to central) to submit.
+
+        New files go to central straight away, without asking the catalogue, so transfers go on
+        while it is unreachable (its writes wait in the spool)."""
         store, root = resolve(self.roots["beamline"])
         listing, problems = scan_tree(store, root)
         for p in problems:
             if str(p) not in self.problems_seen:
                 self.problems_seen.add(str(p))
                 log.warning("%s", p)
-        now = self.clock()
+        now, copies = self.clock(), []
         for ready in self.tracker.observe(listing, now):
             try:
                 loc = parse_location(ready.relpath)
@@ -111,7 +126,11 @@ class Archiver:
                 continue
             if loc is None or loc.area not in self.cfg.policy.archive_dirs:
                 continue
-            self.catalogue_file(loc, ready.size, ready.mtime, now)
+            ds = self.catalogue_file(loc, ready.size, ready.mtime, now)
+            if ds is not None:
+                copies.append((ds.pid, loc.relpath, "beamline", "central",
+                               FileRecord(ds.pid, loc.relpath, ready.size, mtime=ready.mtime), ds.path, now))
+        return copies
 
     def dataset_for(self, loc: Location) -> Dataset:
         ds = self.datasets.get(loc.dataset_path)
@@ -122,16 +141,22 @@ class Archiver:
             self.datasets[loc.dataset_path] = ds
         return ds
 
-    def catalogue_file(self, loc: Location, size: int, mtime: float, now: float) -> None:
+    def catalogue_file(self, loc: Location, size: int, mtime: float, now: float) -> Dataset | None:
+        """Record a settled file; its dataset, or None when it is already catalogued as it is."""
         ds = self.dataset_for(loc)
-        old = self.cat.get_file(ds.pid, loc.relpath)
+        try:
+            old = self.cat.get_file(ds.pid, loc.relpath)
+        except CatalogueUnavailable:
+            old = None                  # cannot tell: the upsert is idempotent anyway
         if old is not None and (old.size, old.mtime) == (size, mtime):
-            return                      # already catalogued (e.g. after a restart)
+            self.tracker.mark_known(f"{loc.dataset_path}/{loc.relpath}", size, mtime)
+            return None
         url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
         self.cat.upsert_file(FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
                                         replicas={"beamline": Replica("pending", url, now)}))
         log.info("catalogued %s (%d bytes) in %s", url, size, ds.pid)
         self._extract_metadata(ds, loc)
+        return ds
 
     def _extract_metadata(self, ds: Dataset, loc: Location) -> None:
         from .catalogue.metadata import dataset_metadata, is_hdf5_name
@@ -189,25 +214,29 @@ class Archiver:
     async def perform(self, action) -> None:
         dataset, path = action.key
         if action.kind == "copy":
-            await self.submit_copy(dataset, path, action.source_tier, action.tier)
+            ds, f = self._dataset(dataset), self.cat.get_file(dataset, path)
+            if ds is not None and f is not None:
+                discovered = f.replicas["beamline"].verified_at if "beamline" in f.replicas else 0.0
+                await self.submit_copy(dataset, path, action.source_tier, action.tier, f, ds.path, discovered or 0.0)
         elif action.kind == "delete":
             await asyncio.to_thread(self.expire, dataset, path, action.tier)
         elif action.kind == "make_read_only":
             await asyncio.to_thread(self.make_read_only, dataset, path)
 
     # -- 3. copies through the controller ------------------------------------------------------
-    async def submit_copy(self, dataset: str, path: str, src_tier: str, dst_tier: str) -> None:
-        ds, f = self._dataset(dataset), self.cat.get_file(dataset, path)
-        if ds is None or f is None:
+    async def submit_copy(self, dataset: str, path: str, src_tier: str, dst_tier: str, f: FileRecord,
+                          dataset_path: str, discovered_at: float) -> None:
+        if (dataset, path, dst_tier) in self.pending:
             return
-        src = tier_url(self.roots[src_tier], ds.path, path)
-        dst = tier_url(self.roots[dst_tier], ds.path, path)
+        src = tier_url(self.roots[src_tier], dataset_path, path)
+        dst = tier_url(self.roots[dst_tier], dataset_path, path)
         request_id = f"{dst_tier}:{dataset}:{path}:{f.size}:{f.mtime}:{f.adler32}"
-        beamline = ds.path.split("/", 1)[0]
+        beamline = dataset_path.strip("/").split("/", 1)[0]
         resp = await self.stub.SubmitTransfer(pb.SubmitTransferRequest(
             sources=[src], destination=dst, beamline=beamline, priority=0, request_id=request_id,
             options=pb.TransferOptions(verify=pb.VERIFY_MODE_FULL, overwrite=True)), metadata=self._md, timeout=30)
-        self.pending[(dataset, path, dst_tier)] = Pending(resp.transfer_id, dataset, path, dst_tier, dst)
+        self.pending[(dataset, path, dst_tier)] = Pending(resp.transfer_id, dataset, path, dst_tier, src, dst,
+                                                          f.size, f.mtime, f.adler32, discovered_at)
         await asyncio.to_thread(self.cat.set_replica, dataset, path, dst_tier, "copying", dst, self.clock())
         log.info("copy %s -> %s submitted as %s", src, dst, resp.transfer_id)
 
@@ -220,29 +249,35 @@ class Archiver:
             del self.pending[key]
             fs = resp.files[0] if resp.files else None
             if resp.transfer.state == pb.TRANSFER_STATE_DONE and fs is not None and fs.adler32:
-                await asyncio.to_thread(self.record_copy, p, fs.adler32)
+                self.finished.append((p, fs.adler32))
             else:
                 reason = (fs.error_message if fs else "") or "transfer failed"
                 log.warning("copy to %s failed: %s", p.dst_url, reason)
-                await asyncio.to_thread(self.cat.set_replica, p.dataset, p.path, p.tier, "failed", p.dst_url,
-                                        self.clock())
+                self.finished.append((p, ""))
+
+    def record_finished(self) -> None:
+        """Record finished copies; what the catalogue cannot take now is retried next pass."""
+        while self.finished:
+            p, adler32 = self.finished[0]
+            self.record_copy(p, adler32)
+            self.finished.pop(0)
 
     def record_copy(self, p: Pending, adler32: str) -> None:
-        f = self.cat.get_file(p.dataset, p.path)
-        if f is None:
-            return
         now = self.clock()
-        if f.adler32 and f.adler32 != adler32:
-            log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32, f.adler32)
+        if not adler32:
             self.cat.set_replica(p.dataset, p.path, p.tier, "failed", p.dst_url, now)
             return
-        if not f.adler32:
+        if p.expected_adler32 and p.expected_adler32 != adler32:
+            log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32,
+                      p.expected_adler32)
+            self.cat.set_replica(p.dataset, p.path, p.tier, "failed", p.dst_url, now)
+            return
+        if not p.expected_adler32:
             # The first copy fixes the file's checksum: name every replica, so none goes stale.
-            reps = dict(f.replicas)
-            reps["beamline"] = Replica("verified", reps["beamline"].url if "beamline" in reps else "",
-                                       (reps["beamline"].verified_at if "beamline" in reps else None) or now)
-            reps[p.tier] = Replica("verified", p.dst_url, now)
-            self.cat.upsert_file(replace(f, adler32=adler32, replicas=reps))
+            self.cat.upsert_file(FileRecord(
+                dataset=p.dataset, path=p.path, size=p.size, mtime=p.mtime, adler32=adler32,
+                replicas={"beamline": Replica("verified", p.src_url, p.discovered_at or now),
+                          p.tier: Replica("verified", p.dst_url, now)}))
         else:
             self.cat.set_replica(p.dataset, p.path, p.tier, "verified", p.dst_url, now)
         log.info("%s verified on %s (adler32 %s)", p.dst_url, p.tier, adler32)
