@@ -8,6 +8,7 @@ source and destination are the same endpoint).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 
 from domas.controller import events as ev
@@ -30,7 +31,8 @@ class Endpoint:
 
 class Transfer:
     __slots__ = ("spec", "id", "beamline", "priority", "seq", "first_id", "files", "next_file",
-                 "opening", "requeue", "listed", "live", "counts", "policy", "part_verify")
+                 "opening", "requeue", "listed", "live", "counts", "policy", "part_verify", "src_prefix",
+                 "dst_prefix")
 
     def __init__(self, spec: ev.TransferSpec, seq: int, first_id: int, policy: RetryPolicy) -> None:
         self.spec, self.id, self.seq, self.first_id, self.policy = spec, spec.transfer_id, seq, first_id, policy
@@ -43,16 +45,42 @@ class Transfer:
         self.live = 0                      # files not yet terminal
         self.counts = [0] * 6
         self.part_verify = spec.verify != "none"
+        self.src_prefix = self.dst_prefix = ""   # directories every src (dst) of the transfer starts with
+
+    def add_files(self, first_id: int, specs) -> None:
+        """Append files (objects with src, dst, size, mtime_ns) numbered from first_id. Paths are kept
+        relative to the transfer's common directories, and one string serves both when src and dst
+        end alike, as they do for a directory copied into another."""
+        self.src_prefix = common_dir([f.src for f in specs])
+        self.dst_prefix = common_dir([f.dst for f in specs])
+        ns, nd = len(self.src_prefix), len(self.dst_prefix)
+        for i, f in enumerate(specs):
+            s, d = f.src[ns:], f.dst[nd:]
+            self.files.append(File(first_id + i, self, s, s if s == d else d, f.size, f.mtime_ns))
 
 
 class File:
-    __slots__ = ("id", "t", "src", "dst", "size", "mtime_ns", "state", "prog", "resets")
+    __slots__ = ("id", "t", "src_rel", "dst_rel", "size", "mtime_ns", "state", "prog", "resets")
 
-    def __init__(self, fid: int, t: Transfer, src: str, dst: str, size: int, mtime_ns: int) -> None:
-        self.id, self.t, self.src, self.dst, self.size, self.mtime_ns = fid, t, src, dst, size, mtime_ns
+    def __init__(self, fid: int, t: Transfer, src_rel: str, dst_rel: str, size: int, mtime_ns: int) -> None:
+        self.id, self.t, self.src_rel, self.dst_rel, self.size, self.mtime_ns = fid, t, src_rel, dst_rel, size, mtime_ns
         self.state = QUEUED
         self.prog: Progress | None = None
         self.resets = 0
+
+    @property
+    def src(self) -> str:
+        return self.t.src_prefix + self.src_rel
+
+    @property
+    def dst(self) -> str:
+        return self.t.dst_prefix + self.dst_rel
+
+
+def common_dir(paths: list[str]) -> str:
+    """The longest common prefix of the paths that ends with '/' ('' when there is none)."""
+    prefix = os.path.commonprefix(paths) if paths else ""
+    return prefix[:prefix.rfind("/") + 1]
 
 
 class Progress:

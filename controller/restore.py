@@ -31,8 +31,9 @@ def rebuild(s: "sc.Scheduler", transfers: Iterable[ev.TransferSpec], files: Iter
         _check_contiguous(spec.transfer_id, records)
         first = records[0].file_id if records else last_id + 1
         t = s._add_transfer(spec, first)
-        for rec in records:
-            _restore_file(s, t, rec, done.get(rec.file_id, ()))
+        t.add_files(first, records)
+        for f, rec in zip(t.files, records):
+            _restore_file(s, t, f, rec, done.get(rec.file_id, ()))
         last_id = max(last_id, first + len(records) - 1)
         if t.live:
             s.fair.add(t)
@@ -49,11 +50,9 @@ def _check_contiguous(transfer_id: str, records: list[ev.FileRecord]) -> None:
             raise InvalidMessage(f"stored file ids of transfer {transfer_id} are not contiguous at {rec.file_id}")
 
 
-def _restore_file(s: "sc.Scheduler", t: "rc.Transfer", rec: ev.FileRecord, chunks) -> None:
+def _restore_file(s: "sc.Scheduler", t: "rc.Transfer", f: "rc.File", rec: ev.FileRecord, chunks) -> None:
     if rec.state not in ev.STATES:
         raise InvalidMessage(f"stored file {rec.file_id} has unknown state {rec.state!r}")
-    f = rc.File(rec.file_id, t, rec.src, rec.dst, rec.size, rec.mtime_ns)
-    t.files.append(f)
     t.counts[rc.QUEUED] += 1
     s._count(t.beamline, rc.QUEUED, 1)
     state = ev.STATES.index(rec.state)

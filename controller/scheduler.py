@@ -114,8 +114,7 @@ class Scheduler:
             return
         first = self._next_file_id
         t = self._add_transfer(spec, first)
-        for i, fs in enumerate(e.files):
-            t.files.append(File(first + i, t, fs.src, fs.dst, fs.size, fs.mtime_ns))
+        t.add_files(first, e.files)
         self._next_file_id = first + len(e.files)
         t.live = len(e.files)
         t.counts[QUEUED] = t.live
