@@ -511,3 +511,26 @@ def test_restore_refuses_inconsistent_records():
         Scheduler.restore([spec], files, [])
     with pytest.raises(InvalidMessage, match="outside its 1 chunks"):
         Scheduler.restore([spec], files[:1], [ev.ChunkRecord(1, 5, 1)])
+
+
+@pytest.mark.parametrize("paths, prefix", [
+    (["/data/a/x.h5", "/data/a/y.h5"], "/data/a/"),
+    (["/data/ab", "/data/ac"], "/data/"),
+    (["root://h:1094//d/x.h5"], "root://h:1094//d/"),
+    (["x", "y"], ""),
+    ([], ""),
+])
+def test_common_directory_of_paths(paths, prefix):
+    from domas.controller.records import common_dir
+
+    assert common_dir(paths) == prefix
+
+
+def test_leases_carry_full_urls_whatever_prefixes_the_files_share():
+    s = sched()
+    files = (ev.FileSpec("root://s.example//raw/b1/x.h5", "/central/b1/x.h5", CS),
+             ev.FileSpec("root://s.example//raw/b2/deep/y.h5", "/central/b2/deep/y.h5", CS),
+             ev.FileSpec("/local/z", "/elsewhere/renamed", CS))
+    s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=CS), files), 0.0)
+    got = ask(s, "a", 3)
+    assert [(g.src_url, g.dst_url) for g in got] == [(f.src, f.dst + ".domas-part") for f in files]
