@@ -109,7 +109,6 @@ def status(code, errno_=0, message="[ERROR] Server responded with an error: [301
     (400, 3000, ImpossibleRange, False),
     (400, 3024, ServerRefused, True),
     (400, 3007, TransientError, True),
-    (400, 3005, StorageError, False),          # kXR_FSError: ENOTDIR, ENOTEMPTY, ...
     (108, 0, ServerRefused, True),
     (103, 0, NetworkTimeout, True),
     (206, 0, NetworkTimeout, True),
@@ -122,6 +121,27 @@ def test_status_mapping_table(code, errno_, cls, retriable):
     err = xrd._error_for(status(code, errno_), "/p")
     assert type(err) is cls and err.retriable is retriable
     assert "/p" in str(err) and "Server responded" not in str(err)
+
+
+@pytest.mark.parametrize("reason, cls", [
+    ("not a directory", NotFound),              # as POSIX maps ENOTDIR
+    ("no space left on device", NoSpace),
+    ("directory not empty", StorageError),
+    ("something the server made up", StorageError),
+])
+def test_fs_error_is_read_by_its_errno_text(reason, cls):
+    msg = f"[ERROR] Server responded with an error: [3005] Unable to remove /d; {reason}\n"
+    err = xrd._error_for(status(400, 3005, msg), "/d")
+    assert type(err) is cls and not err.retriable and reason in str(err)
+
+
+def test_real_fs_errors(xrootd_storage):
+    store, base = xrootd_storage
+    write(store, f"{base}/file", b"x")
+    with pytest.raises(NotFound):
+        store.stat(f"{base}/file/below")
+    with pytest.raises(StorageError, match="not empty"):
+        store.remove(base)
 
 
 def test_closed_port_raises_retriable_error_within_seconds():

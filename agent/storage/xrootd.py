@@ -21,14 +21,15 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
 from XRootD import client
 from XRootD.client.flags import AccessMode, DirListFlags, MkDirFlags, OpenFlags, QueryCode, StatInfoFlags
 
-from domas.errors import (ImpossibleRange, IsADirectory, NetworkTimeout, NoSpace, NotFound, PermissionDenied,
-                          ServerRefused, StorageError, TransientError, Unsupported, UsageError, ConnectionLost,
+from domas.errors import (ConnectionLost, ImpossibleRange, IsADirectory, NetworkTimeout, NoSpace, NotFound,
+                          PermissionDenied, ServerRefused, StorageError, TransientError, Unsupported, UsageError,
                           from_oserror)
 
 from .base import ReadHandle, Stat, Storage, WriteHandle
@@ -57,7 +58,9 @@ _ENDPOINT = re.compile(r"^(root|roots|xroot|xroots)://[^/?#\s]+$")
 # -- the one mapping table ------------------------------------------------------------------
 
 _ERROR_RESPONSE = 400          # XrdCl errErrorResponse: the server answered with a kXR code in errno
-kXR_NotFound, kXR_ItExists = 3011, 3018
+kXR_FSError, kXR_NotFound, kXR_ItExists = 3005, 3011, 3018
+# kXR_FSError is the server's catch-all; its message ends in the errno text ("...; not a directory").
+_ERRNO_BY_TEXT = {os.strerror(e).lower(): e for e in errno.errorcode}
 
 _SERVER_CODES: dict[int, type[StorageError]] = {
     3000: ImpossibleRange,     # kXR_ArgInvalid
@@ -109,6 +112,10 @@ _CLIENT_CODES: dict[int, type[StorageError]] = {
 def _error_for(status, path: str | None) -> StorageError:
     """The domas error for a failed XRootDStatus."""
     detail = _detail(status.message)
+    if status.code == _ERROR_RESPONSE and status.errno == kXR_FSError:
+        local = _ERRNO_BY_TEXT.get(detail.rsplit(";", 1)[-1].strip().lower())
+        if local:
+            return from_oserror(OSError(local, detail), path)
     if status.code == _ERROR_RESPONSE:
         cls = _SERVER_CODES.get(status.errno, StorageError)
     elif status.code in _CLIENT_CODES:
