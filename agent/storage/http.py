@@ -8,6 +8,9 @@ Contract (the Storage contract, read side only):
   file that changes between chunks is detected (412 -> SourceChanged) instead of mixed.
 - `checksum(path, "adler32")` is the server's RFC 3230 `Digest: adler32=<8 hex>`: the catalogue's sum
   of the content, which the engine compares with what it received (checksum_authoritative).
+- A HEAD answer is reused for HEAD_TTL seconds, so one file's stat, open and checksum cost one
+  request. Reuse cannot let wrong data through: every range carries If-Match on the ETag the reader
+  was opened with, and what arrived must still fold to the Digest.
 - Every write raises Unsupported. httpx errors and HTTP statuses are translated once, here
   (_translated, _check): timeouts and lost connections and 5xx are retriable, 401/403/404/416 are not.
 """
@@ -18,6 +21,7 @@ import contextlib
 import email.utils
 import json
 import threading
+import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -34,6 +38,9 @@ _STATUS_ERRORS: dict[int, type[StorageError]] = {
     416: ImpossibleRange, 429: ServerRefused,
 }
 _HINTS = {401: "; give the facility token (domas get --token or DOMAS_TOKEN)"}
+
+HEAD_TTL = 5.0                       # seconds a HEAD answer is reused (stat, open, checksum of one file)
+HEAD_CACHE_SIZE = 4096
 
 _cache: dict[tuple[str, str], "HTTPStorage"] = {}
 _cache_lock = threading.Lock()
@@ -127,6 +134,8 @@ class HTTPStorage(Storage):
         headers = {"User-Agent": f"domas/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self._lock = threading.Lock()
+        self._heads: dict[str, tuple[float, Stat, str | None]] = {}
         self._client = httpx.Client(
             base_url=self.endpoint, headers=headers, follow_redirects=True,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -168,12 +177,23 @@ class HTTPStorage(Storage):
                     raise ServerRefused(f"{url}: a line of the answer is not JSON; "
                                         "is this a domas data service?") from None
 
-    def _head(self, path: str) -> tuple[Stat, httpx.Response]:
+    def _head(self, path: str) -> tuple[Stat, str | None]:
+        """(stat, Digest header) of a path; an answer is reused for HEAD_TTL seconds (see module doc)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._heads.get(path)
+            if hit is not None and now - hit[0] < HEAD_TTL:
+                return hit[1], hit[2]
         resp = self.request("HEAD", path)
         length = resp.headers.get("content-length")
         if length is None or not length.isdigit():
             raise ServerRefused(f"{self.url(path)}: the server did not send the file size (Content-Length)")
-        return Stat(path=path, size=int(length), mtime=_mtime(resp), ident=resp.headers.get("etag", "")), resp
+        st = Stat(path=path, size=int(length), mtime=_mtime(resp), ident=resp.headers.get("etag", ""))
+        with self._lock:
+            if len(self._heads) >= HEAD_CACHE_SIZE:
+                self._heads.clear()
+            self._heads[path] = (now, st, resp.headers.get("digest"))
+        return st, resp.headers.get("digest")
 
     # -- the Storage interface -------------------------------------------------------------------
     def stat(self, path: str) -> Stat:
@@ -194,8 +214,7 @@ class HTTPStorage(Storage):
         raise self._read_only(path)
 
     def checksum(self, path: str, algo: str = "adler32") -> str | None:
-        _, resp = self._head(path)
-        return parse_digest(resp.headers.get("digest"), algo)
+        return parse_digest(self._head(path)[1], algo)
 
     def remove(self, path: str) -> None:
         raise self._read_only(path)
