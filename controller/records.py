@@ -1,4 +1,4 @@
-"""The scheduler's in-memory records: compact, slotted, mutated only by the Scheduler.
+"""The scheduler's settings and in-memory records: compact, slotted, mutated only by the Scheduler.
 
 Invariants: a QUEUED File holds no chunk state (`prog` is None); chunk state (Progress) exists
 only while a file is active or verifying. `Progress.leased` maps a chunk index to its one active
@@ -10,15 +10,42 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from domas.controller import events as ev
 from domas.controller.breaker import CircuitBreaker
 from domas.controller.endpoints import AimdLimit
 from domas.controller.retry import RetryPolicy
+from domas.errors import ConfigError
 
 QUEUED, ACTIVE, VERIFYING, DONE, FAILED, CANCELLED = range(6)
 TERMINAL = (DONE, FAILED, CANCELLED)
 L_ACTIVE, L_EXPIRED, L_CLOSED = range(3)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    lease_seconds: float = 60.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=5, base=0.5, cap=60.0))
+    verify_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=3, base=1.0, cap=60.0))
+    weights: Mapping[str, float] = field(default_factory=dict)
+    chunk_overhead: int = 1 << 20          # bytes a chunk costs in fair share beyond its length
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 10.0
+    limit_initial: int = 16
+    limit_min: int = 1
+    limit_max: int = 256
+    agent_round: int = 64                  # leases per agent per pass when several wait
+    recent_reports: int = 1 << 16          # report ids remembered for de-duplication
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= 0:
+            raise ConfigError(f"lease_seconds must be positive, got {self.lease_seconds}")
+        if not 1 <= self.limit_min <= self.limit_initial <= self.limit_max:
+            raise ConfigError("endpoint limits need 1 <= limit_min <= limit_initial <= limit_max")
+        if self.agent_round < 1 or self.recent_reports < 1 or self.chunk_overhead < 0:
+            raise ConfigError("agent_round and recent_reports must be positive, chunk_overhead not negative")
 
 
 class Endpoint:

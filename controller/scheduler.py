@@ -21,8 +21,7 @@ import heapq
 import itertools
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from domas.agent.plan import chunk_at, chunk_count
 from domas.checksum import fold_adler32
@@ -32,26 +31,10 @@ from domas.controller.endpoints import CONGESTION_KINDS, AimdLimit, endpoint_of
 from domas.controller.fairshare import FairShare
 from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE, L_CLOSED, L_EXPIRED,
                                       QUEUED, TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress,
-                                      Transfer)
+                                      SchedulerConfig, Transfer)
 from domas.controller.retry import RetryPolicy, is_retriable
 
 _BLOCKED, _EMPTY = object(), object()
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    lease_seconds: float = 60.0
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=5, base=0.5, cap=60.0))
-    verify_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=3, base=1.0, cap=60.0))
-    weights: Mapping[str, float] = field(default_factory=dict)
-    chunk_overhead: int = 1 << 20          # bytes a chunk costs in fair share beyond its length
-    breaker_threshold: int = 5
-    breaker_cooldown: float = 10.0
-    limit_initial: int = 16
-    limit_min: int = 1
-    limit_max: int = 256
-    agent_round: int = 64                  # leases per agent per pass when several wait
-    recent_reports: int = 1 << 16          # report ids remembered for de-duplication
 
 
 class Scheduler:

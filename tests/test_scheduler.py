@@ -534,3 +534,16 @@ def test_leases_carry_full_urls_whatever_prefixes_the_files_share():
     s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=CS), files), 0.0)
     got = ask(s, "a", 3)
     assert [(g.src_url, g.dst_url) for g in got] == [(f.src, f.dst + ".domas-part") for f in files]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lease_seconds": 0}, "lease_seconds must be positive"),
+    ({"limit_initial": 0}, "limit_min <= limit_initial"),
+    ({"limit_min": 8, "limit_initial": 4}, "limit_min <= limit_initial"),
+    ({"agent_round": 0}, "must be positive"),
+])
+def test_nonsense_settings_are_refused(kwargs, message):
+    from domas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        SchedulerConfig(**kwargs)
