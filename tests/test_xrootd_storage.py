@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -90,6 +91,7 @@ def test_server_without_checksums_answers_none():
             assert r.pread(0, 4) == b"data"
     finally:
         server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 # -- status translation ---------------------------------------------------------------------
