@@ -41,6 +41,7 @@ from domas.errors import (CatalogueUnavailable, DomasError, ImpossibleRange, Inv
                           Unauthenticated, UnsafePath, UsageError)
 
 from . import delivery, portal
+from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
 
 log = logging.getLogger("domas.dataservice")
 
@@ -279,7 +280,8 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "",
     _add_api(app, svc)
     _add_portal(app, svc)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability")
+    @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability", response_model=Health,
+             responses={503: ERRORS[503]})
     def healthz() -> dict:
         catalogue.ping()
         return {"status": "ok", "tiers": sorted(svc.tiers)}
@@ -295,7 +297,8 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
 
     deps = [Depends(api_auth)]
 
-    @app.get(f"{API}/datasets", dependencies=deps, tags=["datasets"], summary="Find datasets, newest first")
+    @app.get(f"{API}/datasets", dependencies=deps, tags=["datasets"], summary="Find datasets, newest first",
+             response_model=DatasetList, responses=ERRORS)
     def list_datasets(request: Request, beamtime: str | None = None, proposal: str | None = None,
                       pi: str | None = None, since: str | None = Query(None, description="POSIX seconds or ISO date"),
                       limit: int = Query(100, ge=1, le=1000)) -> dict:
@@ -307,8 +310,10 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
 
     content_route = API + "/datasets/{pid:pid}/files/{path:path}/content"
     content_doc = dict(dependencies=deps, tags=["files"], response_class=StreamingResponse,
-                       responses={206: {"description": "One byte range"}, 403: {"description": "Under embargo"},
-                                  416: {"description": "Range not satisfiable"}})
+                       responses={**ERRORS, 206: {"description": "One byte range"},
+                                  403: {"model": ErrorOut, "description": "Under embargo"},
+                                  412: {"model": ErrorOut, "description": "If-Match names another version"},
+                                  416: {"model": ErrorOut, "description": "Range not satisfiable"}})
 
     @app.head(content_route, operation_id="head_file_content", summary="The file's headers only", **content_doc)
     @app.get(content_route, operation_id="get_file_content", summary="The file's bytes (byte ranges, Digest: adler32)",
@@ -317,7 +322,7 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         return await serve_content(svc, request, pid, path)
 
     @app.get(API + "/datasets/{pid:pid}/files/{path:path}", dependencies=deps, tags=["files"],
-             summary="One file's record: size, checksums, replicas")
+             summary="One file's record: size, checksums, replicas", response_model=FileOut, responses=ERRORS)
     def file_record(pid: str, path: str) -> dict:
         delivery.check_request_path(path)
         ds, f = svc.file(pid, path)
@@ -325,7 +330,9 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
 
     @app.get(API + "/datasets/{pid:pid}/files", dependencies=deps, tags=["files"],
              summary="Every file of a dataset as JSON lines, streamed (for clients of large datasets)",
-             response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}})
+             response_class=StreamingResponse,
+             responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}},
+                                        "description": "One FileOut object per line, by path"}})
     async def all_files(pid: str) -> Response:
         ds = await run_in_threadpool(svc.dataset, pid)
 
@@ -336,7 +343,8 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get(API + "/datasets/{pid:pid}", dependencies=deps, tags=["datasets"],
-             summary="One dataset with a page of its files (by path)")
+             summary="One dataset with a page of its files (by path)", response_model=DatasetPage,
+             responses=ERRORS)
     def get_dataset(request: Request, pid: str, offset: int = Query(0, ge=0),
                     limit: int = Query(1000, ge=1, le=MAX_FILES_PAGE)) -> dict:
         ds = svc.dataset(pid)

@@ -317,6 +317,9 @@ def test_healthz_and_openapi_document_the_api(service):
     spec = httpx.get(base + "/openapi.json").json()
     assert {f"{API}/datasets", f"{API}/datasets/{{pid}}", f"{API}/datasets/{{pid}}/files/{{path}}/content"} <= set(
         spec["paths"])
+    content = spec["paths"][f"{API}/datasets/{{pid}}/files/{{path}}/content"]
+    assert {"get", "head"} <= set(content) and {"206", "403", "416"} <= set(content["get"]["responses"])
+    assert {"DatasetPage", "FileOut", "ErrorOut"} <= set(spec["components"]["schemas"])
 
 
 def test_every_file_as_streamed_json_lines(service):
