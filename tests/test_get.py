@@ -164,6 +164,15 @@ def test_files_without_a_verified_copy_are_reported_and_the_rest_downloaded(serv
     assert_tree(tmp_path / "d", {k: v for k, v in world.data.items() if k != "big.bin"})
 
 
+def test_unknown_pid_and_a_file_as_destination_are_one_sentence(served, tmp_path):
+    url, world, _ = served
+    r = domas("get", "--server", url, "CSTR:17058.11.HEPS.nope.0", tmp_path / "d")
+    assert r.returncode == 3 and "there is no dataset with PID CSTR:17058.11.HEPS.nope.0" in r.stderr
+    (tmp_path / "file").write_text("x")
+    r = domas("get", "--server", url, world.pids["open"], tmp_path / "file")
+    assert r.returncode == 2 and "is a file; give a directory" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_unreachable_server_is_one_sentence(state, tmp_path):
     r = domas("get", "--server", f"http://127.0.0.1:{free_port()}", "CSTR:17058.11.HEPS.x.1", tmp_path / "d")
     assert r.returncode == ConnectionLost.exit_code and "connection to the data service failed" in r.stderr
