@@ -13,6 +13,7 @@ A thin shell around the pure cores (discovery.StabilityTracker, lifecycle.decide
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import posixpath
 import time
@@ -35,6 +36,20 @@ log = logging.getLogger("domas.archiver")
 
 _DATA_TYPE = {"raw": "raw", "processed": "processed"}
 _TERMINAL = {pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED}
+
+
+BATCH = 1000          # files per submitted transfer
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    dataset: str
+    path: str
+    src_tier: str
+    dst_tier: str
+    f: FileRecord
+    dataset_path: str
+    discovered_at: float
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Archiver:
         self.clock = clock
         self.pending: dict[tuple[str, str, str], Pending] = {}
         self.finished: list[tuple[Pending, str]] = []      # done copies not yet recorded
+        self.transfers: dict[str, list[tuple[str, str, str]]] = {}   # transfer id -> pending keys
         self.datasets: dict[str, Dataset] = {}
         self.read_only_done: set[tuple[str, str]] = set()
         self.problems_seen: set[str] = set()
@@ -98,15 +114,16 @@ class Archiver:
     async def run_pass(self) -> None:
         if isinstance(self.cat, SpooledCatalogue) and self.cat.pending():
             await asyncio.to_thread(self.cat.replay)      # writes kept while the catalogue was down
-        for file in await asyncio.to_thread(self.discover):
-            await self.submit_copy(*file)
+        await self.submit_copies(await asyncio.to_thread(self.discover))
         await self.follow_transfers()
         await asyncio.to_thread(self.record_finished)
-        for action in await asyncio.to_thread(self.due_actions):
+        actions = await asyncio.to_thread(self.due_actions)
+        await self.submit_copies(await asyncio.to_thread(self.copy_requests, actions))
+        for action in actions:
             await self.perform(action)
 
     # -- 1. discovery --------------------------------------------------------------------------
-    def discover(self) -> list[tuple]:
+    def discover(self) -> list[CopyRequest]:
         """Catalogue files that settled; returns their first copies (to central) to submit.
 
         New files go to central straight away, without asking the catalogue, so transfers go on
@@ -128,8 +145,8 @@ class Archiver:
                 continue
             ds = self.catalogue_file(loc, ready.size, ready.mtime, now)
             if ds is not None:
-                copies.append((ds.pid, loc.relpath, "beamline", "central",
-                               FileRecord(ds.pid, loc.relpath, ready.size, mtime=ready.mtime), ds.path, now))
+                copies.append(CopyRequest(ds.pid, loc.relpath, "beamline", "central",
+                                          FileRecord(ds.pid, loc.relpath, ready.size, mtime=ready.mtime), ds.path, now))
         return copies
 
     def dataset_for(self, loc: Location) -> Dataset:
@@ -213,47 +230,92 @@ class Archiver:
 
     async def perform(self, action) -> None:
         dataset, path = action.key
-        if action.kind == "copy":
-            ds, f = self._dataset(dataset), self.cat.get_file(dataset, path)
-            if ds is not None and f is not None:
-                discovered = f.replicas["beamline"].verified_at if "beamline" in f.replicas else 0.0
-                await self.submit_copy(dataset, path, action.source_tier, action.tier, f, ds.path, discovered or 0.0)
-        elif action.kind == "delete":
+        if action.kind == "delete":
             await asyncio.to_thread(self.expire, dataset, path, action.tier)
         elif action.kind == "make_read_only":
             await asyncio.to_thread(self.make_read_only, dataset, path)
 
+    def copy_requests(self, actions) -> list[CopyRequest]:
+        out = []
+        for a in actions:
+            if a.kind != "copy":
+                continue
+            dataset, path = a.key
+            ds, f = self._dataset(dataset), self.cat.get_file(dataset, path)
+            if ds is not None and f is not None:
+                discovered = f.replicas["beamline"].verified_at if "beamline" in f.replicas else 0.0
+                out.append(CopyRequest(dataset, path, a.source_tier, a.tier, f, ds.path, discovered or 0.0))
+        return out
+
     # -- 3. copies through the controller ------------------------------------------------------
-    async def submit_copy(self, dataset: str, path: str, src_tier: str, dst_tier: str, f: FileRecord,
-                          dataset_path: str, discovered_at: float) -> None:
-        if (dataset, path, dst_tier) in self.pending:
-            return
-        src = tier_url(self.roots[src_tier], dataset_path, path)
-        dst = tier_url(self.roots[dst_tier], dataset_path, path)
-        request_id = f"{dst_tier}:{dataset}:{path}:{f.size}:{f.mtime}:{f.adler32}"
-        beamline = dataset_path.strip("/").split("/", 1)[0]
+    async def submit_copies(self, requests: list[CopyRequest]) -> None:
+        """One transfer per destination directory (up to BATCH files), not one per file."""
+        groups: dict[tuple, list] = {}
+        for r in requests:
+            if (r.dataset, r.path, r.dst_tier) in self.pending:
+                continue
+            src = tier_url(self.roots[r.src_tier], r.dataset_path, r.path)
+            dst = tier_url(self.roots[r.dst_tier], r.dataset_path, r.path)
+            key = (r.dst_tier, dst.rsplit("/", 1)[0], r.dataset_path.strip("/").split("/", 1)[0])
+            groups.setdefault(key, []).append((r, src, dst))
+        for (dst_tier, dst_dir, beamline), items in groups.items():
+            for start in range(0, len(items), BATCH):
+                await self._submit(dst_tier, dst_dir, beamline, items[start:start + BATCH])
+
+    async def _submit(self, dst_tier: str, dst_dir: str, beamline: str, items: list) -> None:
+        ident = "\n".join(f"{r.dataset}:{r.path}:{r.f.size}:{r.f.mtime}:{r.f.adler32}" for r, _, _ in items)
+        request_id = f"{dst_tier}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}"
         resp = await self.stub.SubmitTransfer(pb.SubmitTransferRequest(
-            sources=[src], destination=dst, beamline=beamline, priority=0, request_id=request_id,
-            options=pb.TransferOptions(verify=pb.VERIFY_MODE_FULL, overwrite=True)), metadata=self._md, timeout=30)
-        self.pending[(dataset, path, dst_tier)] = Pending(resp.transfer_id, dataset, path, dst_tier, src, dst,
-                                                          f.size, f.mtime, f.adler32, discovered_at)
-        await asyncio.to_thread(self.cat.set_replica, dataset, path, dst_tier, "copying", dst, self.clock())
-        log.info("copy %s -> %s submitted as %s", src, dst, resp.transfer_id)
+            sources=[src for _, src, _ in items], destination=dst_dir + "/", beamline=beamline, priority=0,
+            request_id=request_id, options=pb.TransferOptions(verify=pb.VERIFY_MODE_FULL, overwrite=True)),
+            metadata=self._md, timeout=60)
+        keys, updates, now = [], [], self.clock()
+        for r, src, dst in items:
+            key = (r.dataset, r.path, dst_tier)
+            self.pending[key] = Pending(resp.transfer_id, r.dataset, r.path, dst_tier, src, dst, r.f.size,
+                                        r.f.mtime, r.f.adler32, r.discovered_at)
+            keys.append(key)
+            updates.append(ReplicaUpdate(r.dataset, r.path, dst_tier, Replica("copying", dst, now)))
+        self.transfers[resp.transfer_id] = keys
+        await asyncio.to_thread(self._set_replicas, updates)
+        log.info("%d file(s) -> %s/ submitted as %s", len(items), dst_dir, resp.transfer_id)
+
+    def _set_replicas(self, updates: list[ReplicaUpdate]) -> None:
+        try:
+            self.cat.set_replicas(updates)
+        except NotFound:
+            pass        # not catalogued yet (its record waits in the spool); recorded when the copy ends
 
     async def follow_transfers(self) -> None:
-        for key, p in list(self.pending.items()):
-            resp = await self.stub.GetStatus(pb.GetStatusRequest(transfer_id=p.transfer_id, include_files=True),
-                                             metadata=self._md, timeout=30)
+        for tid, keys in list(self.transfers.items()):
+            resp = await self.stub.GetStatus(pb.GetStatusRequest(transfer_id=tid), metadata=self._md, timeout=30)
             if resp.transfer.state not in _TERMINAL:
                 continue
-            del self.pending[key]
-            fs = resp.files[0] if resp.files else None
-            if resp.transfer.state == pb.TRANSFER_STATE_DONE and fs is not None and fs.adler32:
-                self.finished.append((p, fs.adler32))
-            else:
-                reason = (fs.error_message if fs else "") or "transfer failed"
-                log.warning("copy to %s failed: %s", p.dst_url, reason)
+            by_src = {self.pending[k].src_url: self.pending[k] for k in keys if k in self.pending}
+            async for fs in self._files_of(tid):
+                p = by_src.pop(fs.src_url, None)
+                if p is None:
+                    continue
+                ok = fs.state == pb.FILE_STATE_DONE and fs.adler32
+                if not ok:
+                    log.warning("copy to %s failed: %s", p.dst_url, fs.error_message or "transfer failed")
+                self.finished.append((p, fs.adler32 if ok else ""))
+            for p in by_src.values():
                 self.finished.append((p, ""))
+            for k in keys:
+                self.pending.pop(k, None)
+            del self.transfers[tid]
+
+    async def _files_of(self, tid: str):
+        token = ""
+        while True:
+            resp = await self.stub.GetStatus(pb.GetStatusRequest(transfer_id=tid, include_files=True, page_size=1000,
+                                                                 page_token=token), metadata=self._md, timeout=60)
+            for fs in resp.files:
+                yield fs
+            token = resp.next_page_token
+            if not token:
+                return
 
     def record_finished(self) -> None:
         """Record finished copies; what the catalogue cannot take now is retried next pass."""
