@@ -38,7 +38,7 @@ from domas.controller.catalogue import Catalogue, Dataset, FileRecord
 from domas.controller.catalogue.base import batched
 from domas.errors import (CatalogueUnavailable, DomasError, ImpossibleRange, InvalidMessage, NotFound,
                           PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
-                          Unauthenticated, UnsafePath, UsageError)
+                          Unauthenticated, UnsafePath, Unsupported, UsageError)
 
 from . import delivery, portal
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
@@ -202,8 +202,11 @@ class DataService:
         raise ServerRefused(f"no verified copy of {f.path} can be read now ({'; '.join(problems)}); try again later")
 
     def _open_on_tier(self, src: delivery.Source, f: FileRecord) -> tuple[ReadHandle, float]:
-        store, path = resolve(src.url)
-        root_store, root = resolve(self.tiers[src.tier])
+        try:
+            store, path = resolve(src.url)
+            root_store, root = resolve(self.tiers[src.tier])
+        except ImportError as e:
+            raise Unsupported(f"the {src.tier} tier needs a storage backend that is not installed ({e})") from None
         if not _inside(store.realpath(path), root_store.realpath(root)):
             raise UnsafePath(f"the copy of {f.path} on {src.tier} resolves outside the tier root; not served")
         st = store.stat_follow(path)
