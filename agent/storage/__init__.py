@@ -40,7 +40,9 @@ def resolve(url: str) -> tuple[Storage, str]:
         with _lock:
             store = _xrootd_cache.get(endpoint)
             if store is None:
-                store = _xrootd_cache[endpoint] = XRootDStorage(endpoint)
+                # Chunks of one file are written through several handles (threads, agents), so
+                # every open is shared rather than one-writer-only.
+                store = _xrootd_cache[endpoint] = XRootDStorage(endpoint, shared_open=True)
         return store, m.group("path") or "/"
     if url.startswith(("http://", "https://")):
         from .http import resolve_http

@@ -34,6 +34,7 @@ class FaultyStorage(Storage):
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self.scheme = inner.scheme
+        self.chunk_readback = inner.chunk_readback
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
