@@ -134,57 +134,60 @@ class Archiver:
             if str(p) not in self.problems_seen:
                 self.problems_seen.add(str(p))
                 log.warning("%s", p)
-        now, copies = self.clock(), []
+        now, settled = self.clock(), []
         for ready in self.tracker.observe(listing, now):
             try:
                 loc = parse_location(ready.relpath)
             except DomasError as e:
                 log.warning("%s", e)
                 continue
-            if loc is None or loc.area not in self.cfg.policy.archive_dirs:
-                continue
-            ds = self.catalogue_file(loc, ready.size, ready.mtime, now)
-            if ds is not None:
-                copies.append(CopyRequest(ds.pid, loc.relpath, "beamline", "central",
-                                          FileRecord(ds.pid, loc.relpath, ready.size, mtime=ready.mtime), ds.path, now))
-        return copies
+            if loc is not None and loc.area in self.cfg.policy.archive_dirs:
+                settled.append((loc, ready.size, ready.mtime))
+        return self.catalogue_files(settled, now)
 
     def dataset_for(self, loc: Location) -> Dataset:
-        ds = self.datasets.get(loc.dataset_path)
+        path = "/" + loc.dataset_path
+        ds = self.datasets.get(path)
         if ds is None:
             self.cat.upsert_beamtime(Beamtime(id=loc.beamtime, beamline=loc.beamline))
-            ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path="/" + loc.dataset_path,
+            ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path=path,
                                                  data_type=_DATA_TYPE.get(loc.area, "raw")))
-            self.datasets[loc.dataset_path] = ds
+            self.datasets[path] = ds
         return ds
 
-    def catalogue_file(self, loc: Location, size: int, mtime: float, now: float) -> Dataset | None:
-        """Record a settled file; its dataset, or None when it is already catalogued as it is."""
-        ds = self.dataset_for(loc)
-        try:
-            old = self.cat.get_file(ds.pid, loc.relpath)
-        except CatalogueUnavailable:
-            old = None                  # cannot tell: the upsert is idempotent anyway
-        if old is not None and (old.size, old.mtime) == (size, mtime):
-            self.tracker.mark_known(f"{loc.dataset_path}/{loc.relpath}", size, mtime)
-            return None
-        url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
-        self.cat.upsert_file(FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
-                                        replicas={"beamline": Replica("pending", url, now)}))
-        log.info("catalogued %s (%d bytes) in %s", url, size, ds.pid)
-        self._extract_metadata(ds, loc)
-        return ds
+    def catalogue_files(self, settled: list[tuple[Location, int, float]], now: float) -> list[CopyRequest]:
+        """Record settled files in one batch; returns the first copies (to central) they need."""
+        records, copies = [], []
+        for loc, size, mtime in settled:
+            ds = self.dataset_for(loc)
+            try:
+                old = self.cat.get_file(ds.pid, loc.relpath)
+            except CatalogueUnavailable:
+                old = None                  # cannot tell: the upsert is idempotent anyway
+            if old is not None and (old.size, old.mtime) == (size, mtime):
+                continue                    # already catalogued as it is (e.g. after a restart)
+            url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
+            rec = FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
+                             replicas={"beamline": Replica("pending", url, now)})
+            records.append(rec)
+            copies.append(CopyRequest(ds.pid, loc.relpath, "beamline", "central", rec, ds.path, now))
+        if records:
+            self.cat.upsert_files(records)
+            log.info("catalogued %d file(s)%s", len(records),
+                     f": {copies[0].dataset_path}/{records[0].path}" if len(records) == 1 else "")
+        for loc, _, _ in settled:
+            self._extract_metadata(self.dataset_for(loc), loc)
+        return copies
 
     def _extract_metadata(self, ds: Dataset, loc: Location) -> None:
+        """A dataset's scientific metadata comes from its first NeXus/HDF5 file."""
         from .catalogue.metadata import dataset_metadata, is_hdf5_name
 
-        if not is_hdf5_name(loc.relpath) or "://" in self.roots["beamline"]:
+        if ds.metadata or not is_hdf5_name(loc.relpath) or "://" in self.roots["beamline"]:
             return
-        root = posixpath.join(self.roots["beamline"], loc.dataset_path)
-        meta = dataset_metadata(root, [loc.relpath])
-        if meta and meta != ds.metadata:
-            merged = {**ds.metadata, **meta}
-            self.datasets[loc.dataset_path] = self.cat.upsert_dataset(replace(ds, metadata=merged))
+        meta = dataset_metadata(posixpath.join(self.roots["beamline"], loc.dataset_path), [loc.relpath])
+        if meta:
+            self.datasets[ds.path] = self.cat.upsert_dataset(replace(ds, metadata=meta))
 
     # -- 2. policy -----------------------------------------------------------------------------
     def due_actions(self) -> list:
@@ -318,31 +321,32 @@ class Archiver:
                 return
 
     def record_finished(self) -> None:
-        """Record finished copies; what the catalogue cannot take now is retried next pass."""
-        while self.finished:
-            p, adler32 = self.finished[0]
-            self.record_copy(p, adler32)
-            self.finished.pop(0)
-
-    def record_copy(self, p: Pending, adler32: str) -> None:
-        now = self.clock()
-        if not adler32:
-            self.cat.set_replica(p.dataset, p.path, p.tier, "failed", p.dst_url, now)
-            return
-        if p.expected_adler32 and p.expected_adler32 != adler32:
-            log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32,
-                      p.expected_adler32)
-            self.cat.set_replica(p.dataset, p.path, p.tier, "failed", p.dst_url, now)
-            return
-        if not p.expected_adler32:
-            # The first copy fixes the file's checksum: name every replica, so none goes stale.
-            self.cat.upsert_file(FileRecord(
-                dataset=p.dataset, path=p.path, size=p.size, mtime=p.mtime, adler32=adler32,
-                replicas={"beamline": Replica("verified", p.src_url, p.discovered_at or now),
-                          p.tier: Replica("verified", p.dst_url, now)}))
-        else:
-            self.cat.set_replica(p.dataset, p.path, p.tier, "verified", p.dst_url, now)
-        log.info("%s verified on %s (adler32 %s)", p.dst_url, p.tier, adler32)
+        """Record finished copies in batches; if the catalogue refuses, they wait for the next pass."""
+        now, records, updates = self.clock(), [], []
+        for p, adler32 in self.finished:
+            if adler32 and p.expected_adler32 and p.expected_adler32 != adler32:
+                log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32,
+                          p.expected_adler32)
+                adler32 = ""
+            if not adler32:
+                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("failed", p.dst_url, now)))
+            elif not p.expected_adler32:
+                # The first copy fixes the file's checksum: name every replica, so none goes stale.
+                records.append(FileRecord(
+                    dataset=p.dataset, path=p.path, size=p.size, mtime=p.mtime, adler32=adler32,
+                    replicas={"beamline": Replica("verified", p.src_url, p.discovered_at or now),
+                              p.tier: Replica("verified", p.dst_url, now)}))
+            else:
+                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("verified", p.dst_url, now)))
+        if records:
+            self.cat.upsert_files(records)
+        if updates:
+            self.cat.set_replicas(updates)
+        verified = len(records) + sum(u.replica.state == "verified" for u in updates)
+        if self.finished:
+            log.info("recorded %d verified cop%s, %d failed", verified, "y" if verified == 1 else "ies",
+                     len(self.finished) - verified)
+        self.finished.clear()
 
     # -- 4. expiry and protection --------------------------------------------------------------
     def expire(self, dataset: str, path: str, tier: str) -> None:
