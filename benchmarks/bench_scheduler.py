@@ -290,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {k} | {v} |" for k, v in rows],
         "",
         "Files are 1..64 MiB (8 MiB chunks), ~75-character source and destination names, one",
-        "transfer; the benchmark process also holds the test data, so the RSS figures are upper bounds.",
+        "transfer; the benchmark process also holds the test data, so the RSS figures are upper bounds:",
+        "RSS after the submission still counts memory of the dropped FileSpecs that CPython's allocator",
+        "keeps in partly used arenas (reused by later allocations); tracemalloc counts what the",
+        "scheduler itself holds (paths are stored relative to the transfer's common directories).",
         "",
     ])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
