@@ -18,7 +18,7 @@ import sys
 from urllib.parse import quote, unquote, urlsplit
 
 from domas.config import Config
-from domas.errors import DomasError, NotFound, PermissionDenied, UnsafePath, UsageError
+from domas.errors import DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath, UsageError
 
 from .cli_copy import copy_config, exit_code, run_async
 from .expand import Expansion, FileJob
@@ -102,7 +102,7 @@ def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expans
     dst_store, dst_root = _destination(dest)
     out = Expansion(dirs=[(dst_store, dst_root)])
     for f in store.json_lines(f"{dataset}/files"):
-        _add_file(out, store, base, info["pid"], f, dst_store, dst_root)
+        _add_file(out, store, base, info.get("pid", pid), f, dst_store, dst_root)
     out.dirs = list(dict.fromkeys(out.dirs))
     return out, info
 
@@ -114,13 +114,17 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
         rel = safe_relpath(f.get("path"))
         if not f.get("available", True):
             raise NotFound(f"{store.url(src_path)}: no verified copy is online; ask the facility to restore it")
+        st = Stat(path=src_path, size=int(f["size"]), mtime=float(f.get("mtime") or 0.0), ident=str(f.get("etag", "")))
+    except (KeyError, TypeError, ValueError):
+        out.problems.append((store.url(src_path), ServerRefused(
+            f"{store.url(src_path)}: the server's record of this file is malformed; skipped")))
+        return
     except DomasError as e:
         out.problems.append((store.url(src_path), e))
         return
     parent = posixpath.dirname(rel)
     if parent:
         out.dirs.append((dst_store, posixpath.join(dst_root, parent)))
-    st = Stat(path=src_path, size=int(f["size"]), mtime=float(f.get("mtime") or 0.0), ident=f.get("etag", ""))
     out.jobs.append(FileJob(store, src_path, st, dst_store, posixpath.join(dst_root, rel)))
 
 

@@ -14,15 +14,30 @@ from pathlib import Path
 import httpx
 import pytest
 
+from domas.agent.cli_get import safe_relpath, url_file_name
 from domas.agent.storage import resolve
 from domas.agent.storage.http import HTTPStorage, parse_digest
 from domas.controller.dataservice import create_app
-from domas.errors import ConnectionLost, ImpossibleRange, NotFound, PermissionDenied, Unsupported
+from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, PermissionDenied, UnsafePath, Unsupported,
+                          UsageError)
 from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.dataservice import DATASET_PATH, _put
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+@pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a\\b", "a\0b", "", None])
+def test_listed_paths_that_would_leave_dest_are_refused(rel):
+    with pytest.raises(UnsafePath):
+        safe_relpath(rel)
+
+
+def test_url_file_names():
+    assert url_file_name("/api/v1/datasets/P/files/sub/scan%20%C3%BC.h5/content") == "scan ü.h5"
+    assert url_file_name("/downloads/run7.nxs?x=1") == "run7.nxs"
+    with pytest.raises(UsageError):
+        url_file_name("/api/v1/datasets/P/files/%2E%2E/content")
 
 
 class SlowLink:
