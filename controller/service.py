@@ -64,6 +64,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
         self._streams: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
 
     # -- the one way into the scheduler ------------------------------------------------------------
@@ -102,8 +103,16 @@ class ControllerService(pb_grpc.ControllerServicer):
         task.add_done_callback(self._tasks.discard)
 
     async def _finalize(self, a: ev.FinalizeFile) -> None:
-        verdict = await asyncio.get_running_loop().run_in_executor(self._pool, self._finalize_fn, a)
-        self.event(verdict)
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(self._pool, self._finalize_fn, a)
+        if not self._verdicts:
+            loop.call_soon(self._flush_verdicts)
+        self._verdicts.append(verdict)
+
+    def _flush_verdicts(self) -> None:
+        """Checks that finished in the same loop turn go into the scheduler and the store together."""
+        verdicts, self._verdicts = self._verdicts, []
+        self.events(verdicts)
 
     async def run_ticks(self, stop: asyncio.Event, every: float = 1.0) -> None:
         while not stop.is_set():
