@@ -94,31 +94,59 @@ def tiers_of(cfg: Config) -> dict[str, str]:
     return {name: root for name, root in tiers.items() if root}
 
 
-def run_serve(args: argparse.Namespace, cfg: Config) -> int:
-    import uvicorn
+class DataServiceServer:
+    """The data service bound and ready: `run()` blocks (the CLI), `await serve()` runs in a loop
+    someone else owns (e.g. `domas up`, which then handles the signals and sets `should_exit`)."""
 
-    from .catalogue import open_catalogue
-    from .dataservice import create_app
+    def __init__(self, cfg: Config, listen: str | None = None, *, own_signals: bool = True) -> None:
+        import uvicorn
 
-    host, port = parse_listen(args.listen or cfg.controller.http_listen)
-    sock = bind(host, port)
-    tiers = tiers_of(cfg)
-    catalogue = open_catalogue(cfg.catalogue, cfg.state_path())
-    try:
-        app = create_app(catalogue, tiers, token=cfg.controller.token)
+        from .catalogue import open_catalogue
+        from .dataservice import create_app
+
+        host, port = parse_listen(listen or cfg.controller.http_listen)
+        self.host, self.tiers = host, tiers_of(cfg)
+        self.sock = bind(host, port)
+        try:
+            self.catalogue = open_catalogue(cfg.catalogue, cfg.state_path())
+        except BaseException:
+            self.sock.close()
+            raise
+        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token)
         shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{sock.getsockname()[1]}/"
-        print(f"domas data service on {url} (API documentation: {url}docs); Ctrl-C stops it", flush=True)
-        if not tiers:
-            print("domas serve: no storage tier is configured (storage.beamline, central, tape); "
-                  "datasets are listed but no file can be downloaded", file=sys.stderr)
-        if not is_loopback(host) and not cfg.controller.token:
-            print(f"domas serve: listening on {host} without a token: anyone who can reach it can read the "
-                  "catalogue; set DOMAS_TOKEN", file=sys.stderr)
-        server = _server_class()(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                               timeout_graceful_shutdown=5))
-        server.run(sockets=[sock])
-    finally:
-        catalogue.close()
-        sock.close()
+        self.url = f"http://{shown}:{self.sock.getsockname()[1]}/"
+        server_class = _server_class() if own_signals else uvicorn.Server
+        self.server = server_class(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                  timeout_graceful_shutdown=5))
+
+    def run(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.close()
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    def close(self) -> None:
+        self.catalogue.close()
+        self.sock.close()
+
+
+def run_serve(args: argparse.Namespace, cfg: Config) -> int:
+    served = DataServiceServer(cfg, args.listen)
+    print(f"domas data service on {served.url} (API documentation: {served.url}docs); Ctrl-C stops it", flush=True)
+    if not served.tiers:
+        print("domas serve: no storage tier is configured (storage.beamline, central, tape); "
+              "datasets are listed but no file can be downloaded", file=sys.stderr)
+    if not is_loopback(served.host) and not cfg.controller.token:
+        print(f"domas serve: listening on {served.host} without a token: anyone who can reach it can read the "
+              "catalogue; set DOMAS_TOKEN", file=sys.stderr)
+    served.run()
     return 0

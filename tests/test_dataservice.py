@@ -330,3 +330,30 @@ def test_every_file_as_streamed_json_lines(service):
     assert sorted(f["path"] for f in records) == sorted(world.data)
     assert all(f["content_url"].endswith("/content") for f in records)
     assert httpx.get(f"{base}{API}/datasets/CSTR:17058.11.HEPS.x.0/files").status_code == 404
+
+
+def test_the_server_embeds_in_a_loop_it_does_not_own(data_world, tmp_path):
+    import asyncio
+    import threading
+
+    from domas.config import CatalogueConfig, Config, StorageConfig
+    from domas.controller.cli_serve import DataServiceServer
+    from tests.fixtures.common import wait_until
+
+    cfg = Config(state_dir=str(tmp_path / "state"),
+                 catalogue=CatalogueConfig(url=f"sqlite://{data_world.catalogue.path}"),
+                 storage=StorageConfig(**data_world.tiers))
+    served = DataServiceServer(cfg, "127.0.0.1:0", own_signals=False)
+    thread = threading.Thread(target=lambda: asyncio.run(served.serve()), daemon=True)
+    thread.start()
+
+    def listed() -> bool:
+        try:
+            return httpx.get(served.url + "api/v1/datasets", timeout=1).json()["count"] == 2
+        except httpx.HTTPError:
+            return False
+
+    wait_until(listed, timeout=20, what="the embedded data service")
+    served.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and served.sock.fileno() == -1
