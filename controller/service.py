@@ -238,7 +238,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         resp = pb.GetStatusResponse(transfer=_transfer_pb(t))
         if request.include_files:
             size = request.page_size or 1000
-            offset = int(request.page_token or 0)
+            offset = await _page_offset(request.page_token, context)
             states = tuple(pb.FileState.Name(s)[len("FILE_STATE_"):].lower() for s in request.file_states)
             rows = self.store.files(request.transfer_id, states, size + 1, offset)
             resp.files.extend(_file_pb(f) for f in rows[:size])
@@ -249,7 +249,7 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def ListTransfers(self, request, context):
         await self._auth(context)
         size = request.page_size or 100
-        offset = int(request.page_token or 0)
+        offset = await _page_offset(request.page_token, context)
         states = tuple(pb.TransferState.Name(s)[len("TRANSFER_STATE_"):].lower() for s in request.states)
         rows = self.store.transfers(request.beamline, states, size + 1, offset)
         return pb.ListTransfersResponse(transfers=[_transfer_pb(t) for t in rows[:size]],
@@ -264,6 +264,12 @@ class ControllerService(pb_grpc.ControllerServicer):
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
         return pb.CancelTransferResponse(transfer=_transfer_pb(t))
+
+
+async def _page_offset(token: str, context) -> int:
+    if token and not token.isdigit():
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page token {token!r} is not one this controller gave")
+    return int(token or 0)
 
 
 def _plan_files(sources: list[str], destination: str, overwrite: bool = False) -> tuple[list[ev.FileSpec], int]:

@@ -97,6 +97,9 @@ def test_wrong_token_and_unregistered_stream_are_refused(tmp_path, event_loop_ki
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await w.stub.GetStatus(pb.GetStatusRequest(transfer_id="nope"), metadata=MD)
             assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await w.stub.ListTransfers(pb.ListTransfersRequest(page_token="x"), metadata=MD)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     event_loop_kind(body())
 
 
