@@ -170,5 +170,12 @@ def test_cancel_revokes_on_the_stream_and_a_closed_stream_returns_leases(tmp_pat
             listed = await w.stub.ListTransfers(pb.ListTransfersRequest(states=[pb.TRANSFER_STATE_CANCELLED]),
                                                 metadata=MD)
             assert [t.transfer_id for t in listed.transfers] == [tid]
+            page = await w.stub.GetStatus(pb.GetStatusRequest(transfer_id=tid, include_files=True, page_size=2),
+                                          metadata=MD)
+            assert [f.file_id for f in page.files] == [1, 2] and page.next_page_token == "2"
+            page = await w.stub.GetStatus(pb.GetStatusRequest(transfer_id=tid, include_files=True, page_size=2,
+                                                              page_token=page.next_page_token), metadata=MD)
+            assert [(f.file_id, f.state) for f in page.files] == [(3, pb.FILE_STATE_CANCELLED)]
+            assert page.next_page_token == ""
             second.cancel()
     event_loop_kind(body())
