@@ -93,7 +93,7 @@ class Archiver:
         self.read_only_done: set[tuple[str, str]] = set()
         self.problems_seen: set[str] = set()
         self._md = (("authorization", f"Bearer {token}"),) if token else ()
-        self._known_loaded = False
+        self._next_expiry_scan = 0.0
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
@@ -194,7 +194,11 @@ class Archiver:
         now = self.clock()
         actions, seen = [], set()
         candidates = [self.cat.files_lacking_replica(tier, "verified", limit=5000) for tier in ("central", "tape")]
-        candidates += [self.cat.files_by_replica_state(tier, "verified", limit=50000) for tier in ("beamline", "central")]
+        if now >= self._next_expiry_scan:
+            # Retentions are days: looking for expired copies once per rescan period is enough.
+            self._next_expiry_scan = now + self.cfg.policy.rescan_seconds
+            candidates += [self.cat.files_by_replica_state(tier, "verified", limit=50000)
+                           for tier in ("beamline", "central")]
         for batch in candidates:
             for f in batch:
                 if (f.dataset, f.path) not in seen:

@@ -29,6 +29,7 @@ central = "{data}/central"
 tape = "{tape or f'{data}/tape'}"
 [policy]
 stability_seconds = 1
+rescan_seconds = 2
 beamline_retention = "{beamline_retention}"
 central_retention = "{central_retention}"
 [catalogue]
