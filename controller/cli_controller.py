@@ -81,7 +81,13 @@ def _stub(args: argparse.Namespace, cfg: Config):
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
     address = args.controller or cfg.agent.controller
-    channel = grpc.insecure_channel(address)
+    if cfg.agent.tls_ca:
+        from pathlib import Path
+
+        creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.agent.tls_ca).read_bytes())
+        channel = grpc.secure_channel(address, creds)
+    else:
+        channel = grpc.insecure_channel(address)
     return pb_grpc.ControllerStub(channel), auth_metadata(cfg.controller.token), address
 
 

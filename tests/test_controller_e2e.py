@@ -28,11 +28,11 @@ def _env(tmp: Path) -> dict:
     return env
 
 
-def _controller(tmp: Path, port: int, metrics_port: int = 0) -> subprocess.Popen:
+def _controller(tmp: Path, port: int, metrics_port: int = 0, env: dict | None = None) -> subprocess.Popen:
     log = open(tmp / f"controller-{port}.log", "ab")
     proc = subprocess.Popen([*DOMAS, "controller", "--listen", f"127.0.0.1:{port}", "--state-dir",
                              str(tmp / "ctl"), "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-                            env=_env(tmp), stdout=log, stderr=log)
+                            env=env or _env(tmp), stdout=log, stderr=log)
     wait_until(lambda: port_open(port), 30, "controller port", proc)
     return proc
 
@@ -137,6 +137,32 @@ def test_client_errors_are_one_sentence(tmp_path, args, message):
         out = _cli(tmp_path, *args, "--controller", f"127.0.0.1:{port}")
         assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
     finally:
+        stop_process(ctl)
+
+
+def test_tls_controller_with_a_tls_agent_and_client(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    env = _env(tmp_path) | {"DOMAS_CONTROLLER_TLS_CERT": str(cert), "DOMAS_CONTROLLER_TLS_KEY": str(key),
+                            "DOMAS_AGENT_TLS_CA": str(cert)}
+    src, dst = tmp_path / "tls-src", tmp_path / "tls-dst"
+    contents = _make_tree(src)
+    port = free_port()
+    ctl = _controller(tmp_path, port, env=env)
+    agent = subprocess.Popen([*DOMAS, "agent", "--controller", f"127.0.0.1:{port}", "--name", "tls1",
+                              "--state-dir", str(tmp_path / "tls1"), "--metrics-listen", "127.0.0.1:0",
+                              "--tls-ca", str(cert)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out = subprocess.run([*DOMAS, "submit", str(src), f"{dst}/", "--wait", "--json", "--controller",
+                              f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and json.loads(out.stdout)["state"] == "done", out.stderr
+        assert all((dst / "tls-src" / rel).read_bytes() == data for rel, data in contents.items())
+        plain = _cli(tmp_path, "status", "--controller", f"127.0.0.1:{port}", timeout=90)
+        assert plain.returncode != 0 and "Traceback" not in plain.stderr      # no TLS: refused
+    finally:
+        stop_process(agent)
         stop_process(ctl)
 
 
