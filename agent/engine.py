@@ -229,7 +229,7 @@ class FileCopy:
             if server is not None and parse_adler32(server) != adler:
                 raise ChecksumMismatch(f"{job.dst_url}: the destination's adler32 {server} differs from the "
                                        f"source's {format_adler32(adler)}; copying it again")
-            if getattr(job.src_store, "checksum_authoritative", False):
+            if job.src_store.checksum_authoritative:
                 origin = job.src_store.checksum(job.src_path, "adler32")
                 if origin is not None and parse_adler32(origin) != adler:
                     raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "

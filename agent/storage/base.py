@@ -87,6 +87,9 @@ class Storage(abc.ABC):
     # Verify written chunks by reading them back (local disks). Backends that can compute a
     # whole-file checksum on the server (XRootD) set this False and are verified by checksum().
     chunk_readback: bool = True
+    # The backend's checksum() of a source is the authority the folded sum must match (a data
+    # service's Digest header); local files and XRootD sources are hashed in flight instead.
+    checksum_authoritative: bool = False
 
     @abc.abstractmethod
     def stat(self, path: str) -> Stat:
