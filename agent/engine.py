@@ -29,6 +29,7 @@ import xxhash
 from domas.checksum import chunk_sums, fold_adler32, format_adler32, parse_adler32, xxh3_64
 from domas.config import Config
 from domas.errors import ChecksumMismatch, DomasError, IsADirectory, NotFound, SourceChanged
+from domas.retry import backoff_delay
 
 from .accounting import Accounting, FileStats
 from .expand import Expansion, FileJob
@@ -45,11 +46,6 @@ def part_path(dst_path: str) -> str:
     if len(hidden.encode()) > 255:
         hidden = f".{hashlib.sha1(name.encode()).hexdigest()}{PART_SUFFIX}"
     return posixpath.join(parent, hidden)
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
 
 
 def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: str) -> tuple[int, int, bytes]:
@@ -380,7 +376,7 @@ class CopyEngine:
                         fc.error = fc.error or e
                         return
                     self.acct.add_retry(fc.stats, e.kind)
-                    await asyncio.sleep(backoff_delay(attempt, copy.backoff_base, copy.backoff_max, self.rng))
+                    await asyncio.sleep(backoff_delay(attempt + 1, copy.backoff_base, copy.backoff_max, self.rng))
                 except (OSError, ValueError, RuntimeError) as e:
                     fc.error = fc.error or DomasError(f"{fc.job.src_url}: unexpected failure in chunk {c.index}: {e}")
                     return

@@ -25,11 +25,12 @@ import grpc
 
 from domas import __version__
 from domas.errors import DomasError, SourceChanged, Unauthenticated
+from domas.retry import backoff_delay
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 from .accounting import Accounting
-from .engine import backoff_delay, copy_range
+from .engine import copy_range
 from .plan import Chunk, check_range
 from .spool import ReportSpool
 from .storage import resolve

@@ -16,7 +16,7 @@ from typing import Mapping
 from domas.controller import events as ev
 from domas.controller.breaker import CircuitBreaker
 from domas.controller.endpoints import AimdLimit
-from domas.controller.retry import RetryPolicy
+from domas.retry import RetryPolicy
 from domas.errors import ConfigError
 
 QUEUED, ACTIVE, VERIFYING, DONE, FAILED, CANCELLED = range(6)

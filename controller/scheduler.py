@@ -32,7 +32,7 @@ from domas.controller.fairshare import FairShare
 from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE, L_CLOSED, L_EXPIRED,
                                       QUEUED, TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress,
                                       SchedulerConfig, Transfer)
-from domas.controller.retry import RetryPolicy, is_retriable
+from domas.retry import RetryPolicy, is_retriable
 
 _BLOCKED, _EMPTY = object(), object()
 

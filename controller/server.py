@@ -14,7 +14,7 @@ import grpc
 from domas.agent.metrics import serve_metrics
 from domas.config import Config
 from domas.controller.metrics import ControllerCollector
-from domas.controller.retry import RetryPolicy
+from domas.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
 from domas.controller.state import StateStore

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from domas.controller.retry import RetryPolicy, backoff_delay, is_retriable
+from domas.retry import RetryPolicy, backoff_delay, is_retriable
 
 
 @pytest.mark.parametrize("attempt, base, cap, ceiling", [

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from domas.controller import events as ev
-from domas.controller.retry import RetryPolicy
+from domas.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 
 CS = 4096   # chunk size used throughout
