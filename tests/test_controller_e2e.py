@@ -7,65 +7,14 @@ ports, found ready by polling, stopped by PID.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import free_port, port_open, stop_process, wait_until
-
-DOMAS = [sys.executable, "-m", "domas.cli"]
-
-
-def _env(tmp: Path) -> dict:
-    env = dict(os.environ)
-    env.pop("DOMAS_CONFIG", None)
-    env.update({"DOMAS_STATE_DIR": str(tmp / "state"), "DOMAS_TOKEN": "s3cret"})
-    return env
-
-
-def _controller(tmp: Path, port: int, metrics_port: int = 0, env: dict | None = None) -> subprocess.Popen:
-    log = open(tmp / f"controller-{port}.log", "ab")
-    proc = subprocess.Popen([*DOMAS, "controller", "--listen", f"127.0.0.1:{port}", "--state-dir",
-                             str(tmp / "ctl"), "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-                            env=env or _env(tmp), stdout=log, stderr=log)
-    wait_until(lambda: port_open(port), 30, "controller port", proc)
-    return proc
-
-
-def _agent(tmp: Path, port: int, name: str) -> subprocess.Popen:
-    log = open(tmp / f"agent-{name}.log", "ab")
-    return subprocess.Popen([*DOMAS, "agent", "--controller", f"127.0.0.1:{port}", "--name", name, "--streams", "3",
-                             "--state-dir", str(tmp / name), "--metrics-listen", "127.0.0.1:0"],
-                            env=_env(tmp), stdout=log, stderr=log)
-
-
-def _cli(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*DOMAS, *args], env=_env(tmp), capture_output=True, text=True, timeout=timeout)
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
-def _make_tree(root: Path) -> dict[str, bytes]:
-    contents = {"a.h5": os.urandom(300_001), "b.h5": os.urandom(7), "empty": b"",
-                "sub/c.h5": os.urandom(1_000_000), "sub/deeper/d.h5": os.urandom(65_536)}
-    for rel, data in contents.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return contents
-
-
-def _status(tmp: Path, port: int, tid: str) -> dict:
-    out = _cli(tmp, "status", tid, "--files", "--json", "--controller", f"127.0.0.1:{port}")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+from tests.fixtures.common import free_port, stop_process, wait_until
+from tests.fixtures.controller import DOMAS, _agent, _cli, _controller, _env, _make_tree, _metrics, _status
 
 
 def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
