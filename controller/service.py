@@ -200,6 +200,9 @@ class ControllerService(pb_grpc.ControllerServicer):
 
     async def ReportResults(self, request, context):
         await self._auth(context)
+        if request.agent_id not in self.s.snapshot(self.clock())["agents"]:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "register the agent (RegisterAgent) before reporting results")
         return pb.ReportResultsResponse(acks=self._reports(request.agent_id, request.results))
 
     # -- clients -----------------------------------------------------------------------------------
