@@ -10,7 +10,13 @@ from typing import Callable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from domas.agent.metrics import STORAGE_KINDS
+from domas.controller.events import STATES
+
 BREAKER_STATES = ("closed", "open", "half_open")
+# error classes the scheduler counts besides the agents' storage errors; all start at 0 so that
+# rate() has a series before the first error
+CONTROLLER_KINDS = ("lease_expired", "checksum_mismatch")
 
 
 class ControllerCollector:
@@ -21,8 +27,10 @@ class ControllerCollector:
         snap = self._snapshot() or {}
         files = GaugeMetricFamily("domas_controller_queue_files", "Files known to the scheduler by state "
                                   "(terminal states count since the controller started)", labels=["state", "beamline"])
-        for (beamline, state), n in sorted(snap.get("files", {}).items()):
-            files.add_metric([state, beamline], n)
+        counts = snap.get("files", {})
+        for beamline in sorted({b for b, _ in counts}):     # every state of a known beamline, 0 included
+            for state in STATES:
+                files.add_metric([state, beamline], counts.get((beamline, state), 0))
         yield files
         endpoints = snap.get("endpoints", {})
         limit = GaugeMetricFamily("domas_controller_endpoint_limit", "Chunks an endpoint may carry at once (AIMD)",
@@ -42,8 +50,9 @@ class ControllerCollector:
         yield GaugeMetricFamily("domas_controller_leases_active", "Leases held by agents now",
                                 value=snap.get("leases_active", 0))
         yield GaugeMetricFamily("domas_controller_agents", "Registered agents", value=len(snap.get("agents", {})))
-        errors = CounterMetricFamily("domas_controller_errors", "Chunk and verification errors by kind",
-                                     labels=["kind"])
-        for kind, n in sorted(snap.get("errors_total", {}).items()):
-            errors.add_metric([kind], n)
+        errors = CounterMetricFamily("domas_controller_errors", "Chunk and verification errors by class",
+                                     labels=["class"])
+        counted = snap.get("errors_total", {})
+        for kind in sorted(set(STORAGE_KINDS) | set(CONTROLLER_KINDS) | set(counted)):
+            errors.add_metric([kind], counted.get(kind, 0))
         yield errors
