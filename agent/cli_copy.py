@@ -74,7 +74,12 @@ def run_copy(args: argparse.Namespace, cfg: Config) -> int:
     reporter = make_reporter(args.quiet, args.json)
     engine = CopyEngine(cfg, reporter=reporter, force=args.force)
     acct = run_async(engine.run(exp))
-    summary = acct.summary()
+    print_summary(args, acct.summary(), "copied")
+    return exit_code(acct)
+
+
+def print_summary(args: argparse.Namespace, summary: dict, verb: str) -> None:
+    """The end of a run: the JSON summary on stdout (--json), or one line on stderr."""
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         print()
@@ -82,10 +87,9 @@ def run_copy(args: argparse.Namespace, cfg: Config) -> int:
         from .progress import human_bytes
 
         t = summary["totals"]
-        print(f"{t['done']} copied, {t['skipped']} up to date, {t['failed']} failed: "
+        print(f"{t['done']} {verb}, {t['skipped']} up to date, {t['failed']} failed: "
               f"{human_bytes(t['bytes_copied'])} in {t['seconds']:.2f} s "
               f"({human_bytes(t['bytes_per_second'])}/s), {t['retries']} retries", file=sys.stderr)
-    return exit_code(acct)
 
 
 def exit_code(acct) -> int:

@@ -11,16 +11,14 @@ DEST is refused (UnsafePath), never followed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import posixpath
-import sys
 from urllib.parse import quote, unquote, urlsplit
 
 from domas.config import Config
 from domas.errors import DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath, UsageError
 
-from .cli_copy import copy_config, exit_code, run_async
+from .cli_copy import copy_config, exit_code, print_summary, run_async
 from .expand import Expansion, FileJob
 from .storage import Stat, Storage, resolve
 from .storage.http import HTTPStorage, resolve_http
@@ -169,15 +167,6 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _print_summary(args: argparse.Namespace, summary: dict, info: dict) -> None:
-    if args.json:
-        if info:
-            summary["dataset"] = {k: info.get(k) for k in ("pid", "title", "beamtime", "file_count", "bytes")}
-        json.dump(summary, sys.stdout, indent=2)
-        print()
-    elif not args.quiet:
-        from .progress import human_bytes
-
-        t = summary["totals"]
-        print(f"{t['done']} downloaded, {t['skipped']} up to date, {t['failed']} failed: "
-              f"{human_bytes(t['bytes_copied'])} in {t['seconds']:.2f} s "
-              f"({human_bytes(t['bytes_per_second'])}/s), {t['retries']} retries", file=sys.stderr)
+    if args.json and info:
+        summary["dataset"] = {k: info.get(k) for k in ("pid", "title", "beamtime", "file_count", "bytes")}
+    print_summary(args, summary, "downloaded")

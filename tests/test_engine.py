@@ -6,7 +6,6 @@ import os
 import random
 import zlib
 
-import pytest
 import xxhash
 
 from domas.agent.engine import CopyEngine, part_path
