@@ -39,6 +39,8 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         store, part = resolve(a.part_url)
         _, final = resolve(a.final_url)
         found = None
+        if _already_renamed(a, store, part, final):
+            return ev.DestinationVerified(a.transfer_id, a.file_id, a.expected_adler32 if a.verify else None)
         if a.verify:
             if store.stat_follow(part).size != a.size:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, None)
@@ -51,6 +53,26 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)
     except DomasError as e:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
+
+
+def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
+    """True when an earlier finalize of this file renamed it and the controller died before
+    recording that: no part file, and the final one has the size (and adler32, when verifying)."""
+    from domas.agent.cli_copy import file_checksum
+    from domas.errors import NotFound
+
+    try:
+        store.stat_follow(part)
+        return False
+    except NotFound:
+        pass
+    try:
+        st = store.stat_follow(final)
+    except NotFound:
+        return False
+    if st.is_dir or st.size != a.size:
+        return False
+    return not a.verify or parse_adler32(file_checksum(a.final_url, "adler32")) == a.expected_adler32
 
 
 class ControllerService(pb_grpc.ControllerServicer):

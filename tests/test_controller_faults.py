@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from domas.controller import events as ev
+from domas.controller.service import verify_and_rename
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 from tests.fixtures.common import free_port, stop_process, wait_until
@@ -46,6 +48,13 @@ def _progress(port: int, tid: str) -> tuple[int, int]:
         t = pb_grpc.ControllerStub(channel).GetStatus(pb.GetStatusRequest(transfer_id=tid), timeout=10,
                                                       metadata=(("authorization", "Bearer s3cret"),)).transfer
     return t.bytes_done, t.files_done
+
+
+def _finished(port: int, tid: str) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        t = pb_grpc.ControllerStub(channel).GetStatus(pb.GetStatusRequest(transfer_id=tid), timeout=10,
+                                                      metadata=(("authorization", "Bearer s3cret"),)).transfer
+    return t.state in (pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED)
 
 
 def _chunks_ok(metrics_port: int) -> float:
@@ -79,16 +88,26 @@ def _assert_done_once(tmp: Path, port: int, tid: str, src: Path, dst: Path, data
 class Cluster:
     """A controller and two `--streams 1` agents with known metrics ports; `stop()` ends what still runs."""
 
-    def __init__(self, tmp: Path, env: dict | None = None) -> None:
-        self.tmp, self.env = tmp, env or _env(tmp, **LEASE)
+    def __init__(self, tmp: Path, agents: int = 2) -> None:
+        self.tmp, self.env = tmp, _env(tmp, **LEASE)
         self.port, self.ctl_metrics = free_port(), free_port()
         self.ctl = self.start_controller()
-        self.metrics = [free_port(), free_port()]
-        self.agents = [_agent(tmp, self.port, f"a{i}", streams=1, metrics_port=m, env=self.env)
-                       for i, m in enumerate(self.metrics)]
+        self.metrics: list[int] = []
+        self.agents: list = []
+        for _ in range(agents):
+            self.start_agent()
 
     def start_controller(self):
         return _controller(self.tmp, self.port, self.ctl_metrics, env=self.env)
+
+    def start_agent(self) -> int:
+        """One more `--streams 1` agent, once its lease stream is up; its index."""
+        i, m = len(self.agents), free_port()
+        self.metrics.append(m)
+        self.agents.append(_agent(self.tmp, self.port, f"a{i}", streams=1, metrics_port=m, env=self.env))
+        wait_until(lambda: _sample(_metrics(m), "domas_agent_controller_connected") == 1, 30,
+                   f"agent a{i} connected", self.agents[i])
+        return i
 
     def status(self, tid: str) -> dict:
         return _status(self.tmp, self.port, tid)
@@ -100,15 +119,15 @@ class Cluster:
 
 def test_an_agent_killed_mid_file_leaves_its_chunks_to_the_other(tmp_path):
     src, dst = tmp_path / "scan", tmp_path / "out"
-    data = _write(src, {"big.h5": 64 * MiB})
+    data = _write(src, {"big.h5": 96 * MiB})
     c = Cluster(tmp_path)
     try:
-        tid = _submit(tmp_path, c.port, src, dst, "1MiB")
+        tid = _submit(tmp_path, c.port, src, dst, "512KiB")
         victim, survivor = 0, 1
         wait_until(lambda: _chunks_ok(c.metrics[victim]) >= 2, 60, "the victim agent reporting chunks")
         _kill(c.agents[victim])
-        assert c.status(tid)["state"] != "done"          # killed mid-file, not after it
-        wait_until(lambda: c.status(tid)["state"] == "done", 90, "the surviving agent finishing the file")
+        assert _progress(c.port, tid)[0] < len(data["big.h5"])       # killed mid-file, not after it
+        wait_until(lambda: _finished(c.port, tid), 90, "the surviving agent finishing the file")
         _assert_done_once(tmp_path, c.port, tid, src, dst, data)
         assert _chunks_ok(c.metrics[survivor]) > 0
     finally:
@@ -125,10 +144,27 @@ def test_a_controller_killed_mid_transfer_restarts_with_nothing_lost_or_twice(tm
         _kill(c.ctl)
         assert not all((dst / src.name / name).exists() for name in data)   # mid-transfer
         c.ctl = c.start_controller()
-        wait_until(lambda: c.status(tid)["state"] == "done", 90, "the transfer done after the restart")
+        wait_until(lambda: _finished(c.port, tid), 90, "the transfer done after the restart")
         _assert_done_once(tmp_path, c.port, tid, src, dst, data)
     finally:
         c.stop()
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_finalize_repeated_after_a_crash_finds_the_file_already_renamed(tmp_path, verify):
+    """The controller died after renaming a file but before recording it; after the restart the
+    file is finalized again. It must count as verified, not fail with "not found" (a bug found here)."""
+    content = os.urandom(100_000)
+    final = tmp_path / "f.h5"
+    final.write_bytes(content)
+    a = ev.FinalizeFile("t1", 1, f"{final}.domas-part", str(final), len(content), zlib.adler32(content), verify)
+    got = verify_and_rename(a)
+    assert (got.error_kind, got.adler32) == ("", zlib.adler32(content) if verify else None)
+    final.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))       # not what the chunks said
+    if verify:
+        assert verify_and_rename(a).error_kind == "not_found"
+    final.unlink()
+    assert verify_and_rename(a).error_kind == "not_found"
 
 
 def test_agents_spool_reports_while_the_controller_is_down_and_replay_them_once(tmp_path):
@@ -144,7 +180,7 @@ def test_agents_spool_reports_while_the_controller_is_down_and_replay_them_once(
         assert all(a.poll() is None for a in c.agents)           # the agents ride the outage out
         c.ctl = c.start_controller()
         wait_until(lambda: spooled() == 0, 60, "the spool replayed")
-        wait_until(lambda: c.status(tid)["state"] == "done", 90, "the transfer done after the outage")
+        wait_until(lambda: _finished(c.port, tid), 90, "the transfer done after the outage")
         st = _assert_done_once(tmp_path, c.port, tid, src, dst, data)
         assert st["errors"] == {}
     finally:
@@ -252,7 +288,7 @@ def test_malformed_and_out_of_range_messages_change_nothing(tmp_path):
         assert _status(tmp_path, port, tid) == before
         raw.close()                                   # the raw agent's lease goes back to the queue
         agent = _agent(tmp_path, port, "a1", env=_env(tmp_path, **LEASE))
-        wait_until(lambda: _status(tmp_path, port, tid)["state"] == "done", 60, "the transfer done by a real agent")
+        wait_until(lambda: _finished(port, tid), 60, "the transfer done by a real agent")
         _assert_done_once(tmp_path, port, tid, src, dst, data)
         more = _cli(tmp_path, "submit", str(src), f"{tmp_path / 'dst2'}/", "--wait", "--json", "--controller",
                     f"127.0.0.1:{port}")
