@@ -315,7 +315,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="repetitions per tool (default 3)")
     p.add_argument("--quick", action="store_true", help="small data sets, for a smoke run")
     p.add_argument("--keep", action="store_true", help="keep the generated data (reused by the next run)")
-    p.add_argument("--work", type=Path, default=HERE / "work", help="scratch directory (default benchmarks/work)")
+    p.add_argument("--work", type=Path, default=HERE / "work" / "copy",
+                   help="scratch directory, deleted afterwards unless --keep (default benchmarks/work/copy)")
     p.add_argument("--only", choices=["local", "xrootd"], help="run one part only")
     p.add_argument("--datasets", default="big,small,medium", help="comma-separated subset of big,small,medium")
     p.add_argument("--xrdcp-parallel", type=int, default=4, help="xrdcp --parallel for directories (default 4)")
@@ -349,6 +350,7 @@ def main(argv=None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     machine = machine_info(args.work)
     machine["busy at start"] = load()
+    vers = versions(domas)
     env = dict(os.environ, DOMAS_STATE_DIR=str(args.work / "state"))
     runner = Runner(args.work, env, log)
     locals_, xrds = local_tools(domas), xrootd_tools(domas, args.xrdcp_parallel, args.xrdcp_plain)
@@ -374,7 +376,6 @@ def main(argv=None) -> int:
     machine["busy at end"] = load()
     summary = summarize(runner, by_key)
     tools = {t.name: t for t in locals_ + xrds}
-    vers = versions(domas)
     text = report(args, machine, vers, summary, runner.failures, by_key, tools, time.monotonic() - started)
     print(text)
     if args.out:
