@@ -109,9 +109,6 @@ class Cluster:
                    f"agent a{i} connected", self.agents[i])
         return i
 
-    def status(self, tid: str) -> dict:
-        return _status(self.tmp, self.port, tid)
-
     def stop(self) -> None:
         for p in [*self.agents, self.ctl]:
             stop_process(p)
