@@ -175,6 +175,11 @@ class Agent:
                     self.held.pop(lease_id, None)
                 if stop.is_set():
                     break
+        except asyncio.CancelledError:
+            # The heartbeat task ends the stream (stop asked, or the controller went silent);
+            # grpc.aio reports that as a cancellation of the call. Anything else is ours to raise.
+            if not call.cancelled():
+                raise
         finally:
             beats.cancel()
             call.cancel()
