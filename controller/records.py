@@ -38,6 +38,7 @@ class SchedulerConfig:
     limit_max: int = 256
     agent_round: int = 64                  # leases per agent per pass when several wait
     recent_reports: int = 1 << 16          # report ids remembered for de-duplication
+    max_agent_leases: int = 1024           # leases one agent may hold and ask for at once
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0:

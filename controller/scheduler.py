@@ -133,7 +133,9 @@ class Scheduler:
         elif e.n < 0:
             out.append(ev.Rejected(f"lease request for {e.n} chunks; the number must not be negative"))
         else:
-            agent.credit += e.n
+            # An agent may hold at most max_agent_leases (held + asked for): no hoarding the queue.
+            room = max(0, self.cfg.max_agent_leases - len(agent.leases))
+            agent.credit = min(agent.credit + e.n, room)
 
     def _heartbeat(self, e: ev.AgentHeartbeat, now: float, out: list) -> None:
         agent = self._agents.get(e.agent)
@@ -315,6 +317,9 @@ class Scheduler:
             out.append(ev.Duplicate(r.report_id))
             return
         verdict = self._check_report(r)
+        if not isinstance(verdict, str) and verdict is not None and verdict[1] is not None \
+                and verdict[1].agent != e.agent:
+            verdict = f"lease {r.lease_id} belongs to agent {verdict[1].agent!r}, not {e.agent!r}"
         if isinstance(verdict, str):
             out.append(ev.Rejected(verdict, r.report_id))
             return

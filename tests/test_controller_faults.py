@@ -166,11 +166,12 @@ def test_a_finalize_repeated_after_a_crash_finds_the_file_already_renamed(tmp_pa
 
 def test_agents_spool_reports_while_the_controller_is_down_and_replay_them_once(tmp_path):
     src, dst = tmp_path / "scan", tmp_path / "out"
-    data = _write(src, {"a.h5": 24 * MiB, "b.h5": 24 * MiB + 5})
+    # enough chunks (96) that the agents are still busy when the controller dies, however fast the box
+    data = _write(src, {"a.h5": 48 * MiB, "b.h5": 48 * MiB + 5})
     c = Cluster(tmp_path)
     spooled = lambda: sum(_sample(_metrics(m), "domas_agent_spooled_reports") for m in c.metrics)  # noqa: E731
     try:
-        tid = _submit(tmp_path, c.port, src, dst, "2MiB")
+        tid = _submit(tmp_path, c.port, src, dst, "1MiB")
         wait_until(lambda: sum(map(_chunks_ok, c.metrics)) >= 2, 60, "agents copying")
         _kill(c.ctl)
         wait_until(lambda: spooled() > 0, 30, "finished chunks waiting in an agent's spool")

@@ -22,8 +22,13 @@ def of(actions: list, cls: type) -> list:
     return [a for a in actions if isinstance(a, cls)]
 
 
+OWNER: dict[str, str] = {}      # lease id -> the agent it was granted to (reports come from it)
+
+
 def leases_in(actions: list) -> list[ev.LeaseInfo]:
-    return [lease for g in of(actions, ev.GrantLeases) for lease in g.leases]
+    grants = of(actions, ev.GrantLeases)
+    OWNER.update({lease.lease_id: g.agent for g in grants for lease in g.leases})
+    return [lease for g in grants for lease in g.leases]
 
 
 def submit(s: Scheduler, tid: str, sizes, beamline="bl", priority=0, now=0.0, src="/src", dst="/dst",
@@ -59,8 +64,9 @@ def failed(lease: ev.LeaseInfo, kind: str, retriable: bool, side: str = "", rid:
               retriable=retriable, error_side=side, nbytes=0, **changes)
 
 
-def report(s: Scheduler, r: ev.ChunkReport, now=1.0, agent="a") -> list:
-    return s.on_event(ev.ChunkReported(agent, r), now)
+def report(s: Scheduler, r: ev.ChunkReport, now=1.0, agent: str | None = None) -> list:
+    """The report as the agent holding the lease sends it (or as `agent`)."""
+    return s.on_event(ev.ChunkReported(agent or OWNER.get(r.lease_id, "a"), r), now)
 
 
 def whole_adler(lease: ev.LeaseInfo) -> int:
@@ -159,8 +165,8 @@ def test_whole_file_adler32_is_folded_from_chunks_copied_by_different_agents_in_
     submit(s, "t", [7 * CS + 123])
     got = ask(s, "a", 4) + ask(s, "b", 4)
     final = []
-    for i, lease in enumerate(reversed(got)):
-        final += report(s, ok(lease), agent="ab"[i % 2])
+    for lease in reversed(got):              # each agent reports its own leases, interleaved
+        final += report(s, ok(lease))
     (fin,) = of(final, ev.FinalizeFile)
     assert fin.expected_adler32 == whole_adler(got[0])
     assert (fin.part_url, fin.final_url, fin.verify) == ("/dst/t/0.domas-part", "/dst/t/0", True)
@@ -547,3 +553,20 @@ def test_nonsense_settings_are_refused(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):
         SchedulerConfig(**kwargs)
+
+
+def test_an_agent_cannot_report_another_agents_lease_nor_hoard_the_queue():
+    s = Scheduler(SchedulerConfig(max_agent_leases=3), rng=random.Random(0))
+    s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=10), (ev.FileSpec("/a", "/b", 100),)), 0.0)
+    for name in ("a1", "a2"):
+        s.on_event(ev.AgentRegistered(name), 0.0)
+    out = s.on_event(ev.LeaseRequested("a1", 10**9), 0.0)
+    leases = [lease for a in out if isinstance(a, ev.GrantLeases) for lease in a.leases]
+    assert len(leases) == 3
+    first = leases[0]
+    report = ev.ChunkReport("r1", first.lease_id, "t", first.file_id, first.index, first.offset, first.length,
+                            adler32=1, nbytes=first.length)
+    out = s.on_event(ev.ChunkReported("a2", report), 0.0)
+    assert any(isinstance(a, ev.Rejected) and "belongs to agent 'a1'" in a.reason for a in out)
+    out = s.on_event(ev.ChunkReported("a1", report), 0.0)
+    assert not any(isinstance(a, ev.Rejected) for a in out)
