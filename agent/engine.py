@@ -231,7 +231,7 @@ class FileCopy:
                     raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "
                                            f"{format_adler32(adler)}, differs from the {origin} the source "
                                            "announces; copying it again")
-        job.dst_store.rename(self.part, job.dst_path)
+        job.dst_store.rename(self.part, job.dst_path)     # durable with the run's sync_dirs()
         job.dst_store.set_mtime(job.dst_path, self.src.mtime)
         if self.journal is not None:
             self.journal.discard()
@@ -298,6 +298,7 @@ class CopyEngine:
                 task.add_done_callback(lambda _t: file_slots.release())
                 tasks.append(task)
             await asyncio.gather(*tasks)
+            await self._sync_dirs()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             for fc in self._copies:
@@ -308,6 +309,23 @@ class CopyEngine:
 
     async def _io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _sync_dirs(self) -> None:
+        """Make every final name of this run durable: one directory sync per directory, not per file."""
+        dirs: dict[tuple[int, str], list[FileCopy]] = {}
+        for fc in self._copies:
+            if fc.stats.status == "done":
+                key = (id(fc.job.dst_store), posixpath.dirname(fc.job.dst_path))
+                dirs.setdefault(key, []).append(fc)
+
+        async def one(fcs: list[FileCopy]) -> None:
+            try:
+                await self._io(fcs[0].job.dst_store.sync_dir, posixpath.dirname(fcs[0].job.dst_path))
+            except DomasError as e:
+                for fc in fcs:
+                    self._failed(fc.stats, e)
+
+        await asyncio.gather(*(one(fcs) for fcs in dirs.values()))
 
     async def _file(self, fc: FileCopy) -> None:
         fc.stats.started = time.monotonic()

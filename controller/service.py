@@ -48,6 +48,7 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
             if found != a.expected_adler32:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, found)
         store.rename(part, final)
+        store.sync_dir(final.rsplit("/", 1)[0] or "/")
         if a.mtime_ns:
             store.set_mtime(final, a.mtime_ns / 1e9)     # so a later submission sees it up to date
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)

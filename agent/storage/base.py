@@ -12,7 +12,8 @@ Contract, checked by tests/test_storage_contract.py for every backend:
 - `WriteHandle.pwrite(offset, data)` writes at `offset` (holes allowed); `sync()` makes all
   written data durable before it returns; `readback()` reads written data from the device, not
   from a cache, where the backend allows it.
-- `rename(src, dst)` replaces `dst` atomically where the backend allows it.
+- `rename(src, dst)` replaces `dst` atomically where the backend allows it; the new name is
+  durable once `sync_dir(parent of dst)` has returned (callers batch that per directory).
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def rename(self, src: str, dst: str) -> None: ...
+
+    def sync_dir(self, path: str) -> None:
+        """Make the renames and creations inside a directory durable (no-op where the backend
+        needs nothing for that)."""
 
     @abc.abstractmethod
     def makedirs(self, path: str) -> None:

@@ -94,6 +94,10 @@ class FaultyStorage(Storage):
         self._check("rename", dst)
         self.inner.rename(src, dst)
 
+    def sync_dir(self, path: str) -> None:
+        self._check("sync_dir", path)
+        self.inner.sync_dir(path)
+
     def makedirs(self, path: str) -> None:
         self._check("makedirs", path)
         self.inner.makedirs(path)

@@ -83,7 +83,10 @@ class PosixStorage(Storage):
     def rename(self, src: str, dst: str) -> None:
         with _translated(dst):
             os.replace(src, dst)
-            _fsync_dir(os.path.dirname(dst) or ".")
+
+    def sync_dir(self, path: str) -> None:
+        with _translated(path):
+            _fsync_dir(path or ".")
 
     def makedirs(self, path: str) -> None:
         with _translated(path):
