@@ -1,6 +1,6 @@
 """`domas copy` side by side with cp+sync, rsync and xrdcp, on the same data, from a cold page cache.
 
-    python benchmarks/bench_copy.py            # full run (~20 min, ~20 GB of disk at the peak)
+    python benchmarks/bench_copy.py            # full run, as root (~16 min here, ~21 GB of disk at the peak)
     python benchmarks/bench_copy.py --quick    # smaller data, a smoke run
 
 Invariants:
