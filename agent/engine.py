@@ -113,6 +113,7 @@ class FileCopy:
         self.resumed: dict[int, ChunkRecord] = {}
         self.hasher = OrderedHash()
         self.error: DomasError | None = None
+        self.folded: int | None = None      # whole-file adler32 once the copy is complete
         self.skipped = False
         self.progress = asyncio.Event()
         self.size = job.src_stat.size
@@ -213,13 +214,25 @@ class FileCopy:
 
     # -- completion -------------------------------------------------------------------------
     def finalize(self) -> None:
+        """Check the whole file and give it its final name. Safe to call again after a transient
+        failure: the part that closed the file is done once."""
+        if self.folded is None:
+            self.folded = self._complete()
+        self._publish(self.folded)
+
+    def _complete(self) -> int:
         job = self.job
         adler = fold_adler32(self.sums[i] for i in range(self.n))
         now = job.src_store.stat_follow(job.src_path)
         if (now.size, now.mtime) != (self.src.size, self.src.mtime):
             raise SourceChanged(f"{job.src_url} changed while it was copied; copying it again from the start")
-        self.writer.sync()
+        if not (self.readback or self.journal is not None):
+            self.writer.sync()            # otherwise every chunk was made durable as it was written
         self.close()
+        return adler
+
+    def _publish(self, adler: int) -> None:
+        job = self.job
         if self.verify:
             server = job.dst_store.checksum(self.part, "adler32")
             if server is not None and parse_adler32(server) != adler:
@@ -249,6 +262,7 @@ class FileCopy:
         except NotFound:
             pass
         self.sums.clear()
+        self.folded = None
         self.resumed = {}
         self.hasher = OrderedHash()
         self.error = None
@@ -353,7 +367,7 @@ class CopyEngine:
         for attempt in range(self.cfg.copy.max_retries + 1):
             try:
                 await self._copy_chunks(fc)
-                await self._io(fc.finalize)
+                await self._finalize(fc)
                 return
             except (SourceChanged, ChecksumMismatch) as e:
                 if attempt >= self.cfg.copy.max_retries:
@@ -361,6 +375,21 @@ class CopyEngine:
                 self.acct.add_retry(fc.stats, e.kind)
                 self.reporter.note(str(e))
                 await self._io(fc.restart)
+
+    async def _finalize(self, fc: FileCopy) -> None:
+        """Finalize, retrying transient failures (a busy server answering the checksum query)."""
+        copy = self.cfg.copy
+        for attempt in range(copy.max_retries + 1):
+            try:
+                await self._io(fc.finalize)
+                return
+            except (SourceChanged, ChecksumMismatch):
+                raise
+            except DomasError as e:
+                if not e.retriable or attempt >= copy.max_retries:
+                    raise
+                self.acct.add_retry(fc.stats, e.kind)
+                await asyncio.sleep(backoff_delay(attempt + 1, copy.backoff_base, copy.backoff_max, self.rng))
 
     async def _copy_chunks(self, fc: FileCopy) -> None:
         window = 2 * self.cfg.copy.streams

@@ -155,3 +155,16 @@ def test_final_name_appears_only_when_complete(event_loop_kind, tmp_path):
     run(event_loop_kind, make_cfg(tmp_path), jobs_for(src, dst, {"a": os.urandom(1000)}))
     names = [e.path for e in dst.inner.listdir("/dst")]
     assert names == [part_path("/dst/a")]
+
+
+def test_transient_failure_of_the_final_checksum_query_is_retried_without_recopying(event_loop_kind, tmp_path):
+    from domas.errors import ServerRefused
+
+    src, dst = MemoryStorage(), FaultyStorage(MemoryStorage())
+    dst.add(Fault("checksum", error=ServerRefused("bad address (3012)"), times=2))
+    data = os.urandom(200 * KiB)
+    acct = run(event_loop_kind, make_cfg(tmp_path), jobs_for(src, dst, {"a": data}))
+    f = acct.files[0]
+    assert f.status == "done" and f.retries == 2 and acct.errors == {"server_refused": 2}
+    assert dst.calls["pwrite"] == 4                 # the chunks were written once
+    assert dst.inner.get("/dst/a") == data

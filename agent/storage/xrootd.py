@@ -153,6 +153,8 @@ class XRootDStorage(Storage):
     scheme = "root"
     # Verified by the server's own adler32 against the folded source sum, not by reading back.
     chunk_readback = False
+    # As a source, the server's adler32 is what a download must match (xrdcp --cksum adler32:source).
+    checksum_authoritative = True
 
     def __init__(self, endpoint: str, *, timeout: int = DEFAULT_TIMEOUT, shared_open: bool = False) -> None:
         endpoint = endpoint.rstrip("/")
