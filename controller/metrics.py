@@ -33,8 +33,8 @@ class ControllerCollector:
                 files.add_metric([state, beamline], counts.get((beamline, state), 0))
         yield files
         endpoints = snap.get("endpoints", {})
-        limit = GaugeMetricFamily("domas_controller_endpoint_limit", "Chunks an endpoint may carry at once (AIMD)",
-                                  labels=["endpoint"])
+        limit = GaugeMetricFamily("domas_controller_concurrency_limit",
+                                  "Chunks an endpoint may carry at once (AIMD)", labels=["endpoint"])
         inflight = GaugeMetricFamily("domas_controller_endpoint_inflight", "Chunks leased on an endpoint now",
                                      labels=["endpoint"])
         breaker = GaugeMetricFamily("domas_controller_endpoint_breaker", "1 for the breaker's current state",
@@ -45,11 +45,16 @@ class ControllerCollector:
             for state in BREAKER_STATES:
                 breaker.add_metric([name, state], 1.0 if e["breaker"] == state else 0.0)
         yield from (limit, inflight, breaker)
-        yield CounterMetricFamily("domas_controller_leases_granted", "Leases handed out since start",
+        yield CounterMetricFamily("domas_controller_leases", "Leases handed out since start",
                                   value=snap.get("leases_granted_total", 0))
         yield GaugeMetricFamily("domas_controller_leases_active", "Leases held by agents now",
                                 value=snap.get("leases_active", 0))
-        yield GaugeMetricFamily("domas_controller_agents", "Registered agents", value=len(snap.get("agents", {})))
+        agents = GaugeMetricFamily("domas_controller_agents", "Registered agents: busy (holding leases) or idle",
+                                   labels=["state"])
+        held = [a.get("leases", 0) for a in snap.get("agents", {}).values()]
+        agents.add_metric(["busy"], sum(1 for n in held if n))
+        agents.add_metric(["idle"], sum(1 for n in held if not n))
+        yield agents
         errors = CounterMetricFamily("domas_controller_errors", "Chunk and verification errors by class",
                                      labels=["class"])
         counted = snap.get("errors_total", {})

@@ -44,8 +44,8 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         wait_until(lambda: 'domas_controller_queue_files{beamline="b1",state="done"} 5.0' in _metrics(metrics_port),
                    10, "metrics after the next tick")
         text = _metrics(metrics_port)
-        for name in ("domas_controller_endpoint_limit{endpoint=\"file\"}", "domas_controller_leases_granted_total",
-                     "domas_controller_agents 2.0", "domas_controller_leases_active 0.0"):
+        for name in ("domas_controller_concurrency_limit{endpoint=\"file\"}", "domas_controller_leases_total",
+                     'domas_controller_agents{state="idle"} 2.0', "domas_controller_leases_active 0.0"):
             assert name in text, name
     finally:
         for p in agents + [ctl]:
