@@ -95,6 +95,30 @@ class Accounting:
             self.chunks_done += 1
             fs.done_bytes += nbytes
 
+    def add_resumed(self, fs: FileStats, nbytes: int) -> None:
+        """A chunk found already copied by an earlier run."""
+        with self._lock:
+            fs.done_bytes += nbytes
+            fs.resumed_bytes += nbytes
+
+    def restart_file(self, fs: FileStats) -> None:
+        with self._lock:
+            fs.done_bytes = 0
+
+    def counters(self) -> dict:
+        """A consistent snapshot of the counters (what /metrics exposes)."""
+        with self._lock:
+            return {"bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
+                    "bytes_verified": self.bytes_verified, "chunks_done": self.chunks_done,
+                    "chunks_failed": self.chunks_failed, "inflight": self.inflight, "retries": self.retries,
+                    "duration_counts": list(self.duration_counts), "duration_sum": self.duration_sum,
+                    "errors": dict(self.errors)}
+
+    def files_now(self) -> list[FileStats]:
+        """A snapshot of the file list, safe to walk while workers add to it."""
+        with self._lock:
+            return list(self.files)
+
     def add_retry(self, fs: FileStats, kind: str) -> None:
         with self._lock:
             self.retries += 1

@@ -207,9 +207,7 @@ class FileCopy:
         else:
             self.hasher.give_up(c.index)
         self.sums[c.index] = (rec.adler32, rec.length)
-        with self.acct._lock:
-            self.stats.done_bytes += rec.length
-            self.stats.resumed_bytes += rec.length
+        self.acct.add_resumed(self.stats, rec.length)
         return True
 
     # -- completion -------------------------------------------------------------------------
@@ -266,8 +264,7 @@ class FileCopy:
         self.resumed = {}
         self.hasher = OrderedHash()
         self.error = None
-        with self.acct._lock:
-            self.stats.done_bytes = 0
+        self.acct.restart_file(self.stats)
         self.prepare(fresh_only=True)
 
     def close(self) -> None:

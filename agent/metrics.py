@@ -21,12 +21,10 @@ class AgentCollector:
         self.acct, self.spool_size, self.connected = acct, spool_size, connected
 
     def collect(self):
-        a = self.acct
-        with a._lock:
-            read, written, verified = a.bytes_read, a.bytes_written, a.bytes_verified
-            ok, failed, inflight, retries = a.chunks_done, a.chunks_failed, a.inflight, a.retries
-            counts, total = list(a.duration_counts), a.duration_sum
-            errors = dict(a.errors)
+        c = self.acct.counters()
+        read, written, verified = c["bytes_read"], c["bytes_written"], c["bytes_verified"]
+        ok, failed, inflight, retries = c["chunks_done"], c["chunks_failed"], c["inflight"], c["retries"]
+        counts, total, errors = c["duration_counts"], c["duration_sum"], c["errors"]
         b = CounterMetricFamily("domas_agent_bytes", "Bytes moved by this agent", labels=["direction"])
         b.add_metric(["read"], read)
         b.add_metric(["write"], written)

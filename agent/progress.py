@@ -86,9 +86,7 @@ class RichReporter(PlainReporter):
     def _tick(self) -> None:
         if not self._running:
             return
-        acct = self.acct
-        with acct._lock:
-            files = list(acct.files)
+        files = self.acct.files_now()
         self.progress.update(self._total, completed=sum(f.done_bytes for f in files),
                              total=sum(f.size for f in files) or None)
         for fs in files:
