@@ -132,7 +132,7 @@ def main() -> None:
         "",
         "| measure | median |",
         "|---|---:|",
-        f"| first file catalogued after | {med['first_catalogued_s']:.2f} s |",
+        f"| first file catalogued, after the last one was written (0: while writing) | {med['first_catalogued_s']:.2f} s |",
         f"| all files verified on central after | {med['central_s']:.2f} s |",
         f"| **detection → catalogued central copy** | **{med['central_files_per_s']:.0f} files/s** |",
         f"| all files verified on tape after | {med['tape_s']:.2f} s |",
