@@ -44,12 +44,20 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
         ca = Path(c.tls_client_ca).read_bytes() if c.tls_client_ca else None
         creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())],
                                             root_certificates=ca, require_client_auth=bool(ca))
-        port = server.add_secure_port(listen, creds)
+        port = _add_port(lambda: server.add_secure_port(listen, creds))
     else:
-        port = server.add_insecure_port(listen)
+        port = _add_port(lambda: server.add_insecure_port(listen))
     if not port:
-        raise ConfigError(f"controller.listen: cannot listen on {listen}")
+        raise ConfigError(f"controller.listen: cannot listen on {listen} (another process holds the port, or the "
+                          "address is not local); stop it or choose another with --listen or controller.listen")
     return port
+
+
+def _add_port(add) -> int:
+    try:
+        return add()
+    except RuntimeError:        # grpc's "Failed to bind to address": taken, or not an address here
+        return 0
 
 
 class RunningController:
@@ -81,7 +89,8 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     store = StateStore(Path(state_dir) / "controller.sqlite")
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
                                 default_chunk_size=cfg.copy.chunk_size)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0),     # two controllers never share a port
+                                      ("grpc.max_receive_message_length", 64 << 20),
                                       ("grpc.keepalive_permit_without_calls", 1)])
     pb_grpc.add_ControllerServicer_to_server(service, server)
     port = _bind(server, listen, cfg)
