@@ -13,24 +13,13 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from tests.fixtures.common import wait_until
+from tests.fixtures.common import run_domas, wait_until
 
 MiB = 1024 * 1024
 
 
-def domas(*args, env_extra=None, check=False, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **(env_extra or {}))
-    proc = subprocess.run([sys.executable, "-m", "domas.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=120, **kw)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
+def domas(*args, check=False, **kw) -> subprocess.CompletedProcess:
+    return run_domas(*args, check=check, timeout=120, **kw)
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

@@ -9,25 +9,14 @@ import subprocess
 import sys
 import zlib
 
-import pytest
 
-from tests.fixtures.common import wait_until
+from tests.fixtures.common import run_domas, wait_until
 
 MiB = 1024 * 1024
 
 
-def domas(*args, env=None, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "domas.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=180, env={**os.environ, **(env or {})})
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
+def domas(*args) -> subprocess.CompletedProcess:
+    return run_domas(*args, check=True)
 
 
 def test_upload_tree_then_download_it_back(tmp_path, state, xrootd_server):
