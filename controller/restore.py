@@ -18,7 +18,7 @@ from domas.errors import InvalidMessage
 
 
 def rebuild(s: "sc.Scheduler", transfers: Iterable[ev.TransferSpec], files: Iterable[ev.FileRecord],
-            done_chunks: Iterable[ev.ChunkRecord]) -> None:
+            done_chunks: Iterable[ev.ChunkRecord], next_file_id: int = 1) -> None:
     by_transfer: dict[str, list[ev.FileRecord]] = {}
     for rec in files:
         by_transfer.setdefault(rec.transfer_id, []).append(rec)
@@ -41,7 +41,7 @@ def rebuild(s: "sc.Scheduler", transfers: Iterable[ev.TransferSpec], files: Iter
             s._end_transfer(t, [])
     if by_transfer:
         raise InvalidMessage(f"stored files belong to unknown transfers: {', '.join(sorted(by_transfer))}")
-    s._next_file_id = last_id + 1
+    s._next_file_id = max(last_id + 1, next_file_id)
 
 
 def _check_contiguous(transfer_id: str, records: list[ev.FileRecord]) -> None:

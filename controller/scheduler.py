@@ -605,14 +605,15 @@ class Scheduler:
     @classmethod
     def restore(cls, transfers: Iterable[ev.TransferSpec], files: Iterable[ev.FileRecord],
                 done_chunks: Iterable[ev.ChunkRecord], *, config: SchedulerConfig | None = None,
-                rng: random.Random | None = None, epoch: int = 2) -> "Scheduler":
+                rng: random.Random | None = None, epoch: int = 2, next_file_id: int = 1) -> "Scheduler":
         """Rebuild from the shell's records. Leases are not restored: chunks in flight go back to
         the queue, and reports for leases of an earlier epoch are still accepted once.
-        Files whose chunks are all done are finalized again at the first Tick."""
+        Files whose chunks are all done are finalized again at the first Tick. `next_file_id` is one
+        above the highest file id ever stored (finished transfers included): new ids start there."""
         from domas.controller.restore import rebuild
 
         s = cls(config, rng, epoch)
-        rebuild(s, transfers, files, done_chunks)
+        rebuild(s, transfers, files, done_chunks, next_file_id)
         return s
 
 

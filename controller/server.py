@@ -33,7 +33,7 @@ def open_scheduler(store: StateStore, cfg: Config) -> Scheduler:
     """A scheduler rebuilt from the store (empty on first start), with a new epoch."""
     specs, files, chunks = store.load()
     return Scheduler.restore(specs, files, chunks, config=scheduler_config(cfg), rng=random.Random(),
-                             epoch=store.epoch)
+                             epoch=store.epoch, next_file_id=store.next_file_id())
 
 
 def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:

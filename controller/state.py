@@ -2,7 +2,8 @@
 
 Invariants: `apply` stores every Persist action of one event in one transaction, so after a crash
 the store holds all or none of an event's facts; `load` returns what `Scheduler.restore` needs
-(unfinished transfers, all their files, the done chunks of their unfinished files). The epoch
+(unfinished transfers, all their files, the done chunks of their unfinished files), and
+`next_file_id` the first id no stored file has (finished transfers keep their ids). The epoch
 grows by one at every open, so lease ids of an earlier run are recognisable. Chunk rows of a
 finished file are deleted (its adler32 is kept on the file row). Status queries read only here.
 """
@@ -144,6 +145,11 @@ class StateStore:
                 "SELECT c.file_id, c.idx, c.adler32 FROM chunks c JOIN files f ON f.id = c.file_id "
                 "WHERE f.state = 'queued'")]
         return specs, files, chunks
+
+    def next_file_id(self) -> int:
+        """One above the highest file id ever stored, finished transfers included (restore needs it)."""
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM files").fetchone()[0]
 
     def transfer_by_request(self, request_id: str) -> str | None:
         row = self._db.execute("SELECT id FROM transfers WHERE request_id=?", (request_id,)).fetchone()

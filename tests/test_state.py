@@ -84,3 +84,25 @@ def test_cancel_and_failure_are_stored_and_a_finished_transfer_is_not_restored(t
     t = store.transfer("t")
     assert (t["state"], t["finished_at"], t["errors"]) == ("cancelled", 3.0, {"not_found": 1})
     assert store.load() == ([], [], [])
+
+
+def test_new_file_ids_after_a_restart_start_above_finished_transfers(tmp_path):
+    """A finished transfer is not restored, but its file ids are taken: a new submission after a
+    restart must get fresh ids (the old code restarted at 1: UNIQUE constraint failed: files.id)."""
+    store = StateStore(tmp_path / "s.sqlite")
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    files = tuple(ev.FileSpec(f"/src/{i}", f"/dst/{i}", 0) for i in range(3))
+    store.apply(s.on_event(ev.TransferSubmitted(ev.TransferSpec("old", chunk_size=CS), files), 1.0), 1.0)
+    store.apply(s.on_event(ev.CancelTransfer("old"), 1.5), 1.5)
+    assert store.transfer("old")["state"] == "cancelled" and store.load() == ([], [], [])
+    store.close()
+    for run in range(2):
+        store = StateStore(tmp_path / "s.sqlite")
+        r = Scheduler.restore(*store.load(), rng=random.Random(1), epoch=store.epoch,
+                              next_file_id=store.next_file_id())
+        out = r.on_event(ev.TransferSubmitted(ev.TransferSpec(f"new{run}", chunk_size=CS), files[:2]), 2.0)
+        store.apply(out, 2.0)
+        (acc,) = [a for a in out if isinstance(a, ev.TransferAccepted)]
+        assert acc.first_file_id == 4 + 2 * run
+        assert [f["id"] for f in store.files(f"new{run}")] == [4 + 2 * run, 5 + 2 * run]
+        store.close()
