@@ -8,6 +8,9 @@ Invariants:
 - A chunk is reported done only after its bytes are durable at the destination (and read back
   when verifying on a local disk); the report carries its adler32 and xxh3.
 - Losing the controller never stops work already leased; the agent reconnects with backoff.
+- Every lease gets a report: an unexpected exception (not a DomasError) becomes a failed chunk of
+  kind "internal" with one sentence, and is logged once with its traceback; it never ends a task
+  silently and leaves the lease to expire.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import grpc
 
 from domas import __version__
-from domas.errors import DomasError, SourceChanged, Unauthenticated
+from domas.errors import DomasError, InternalError, SourceChanged, Unauthenticated
 from domas.retry import backoff_delay
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
@@ -68,14 +71,31 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting) -> pb.ChunkResult:
                     writer.sync()
         res.adler32, res.xxh3, res.bytes = adler, xxh, lease.length
         ok, verified = True, readback
-    except DomasError as e:
-        res.error_kind, res.error_message, res.retriable = e.kind, str(e), e.retriable
-        res.error_side = _side_of(e, lease, side)
+    except Exception as e:        # noqa: BLE001 - every failure is reported, foreign ones as "internal"
+        err = e if isinstance(e, DomasError) else internal_error(e, lease)
+        res.error_kind, res.error_message, res.retriable = err.kind, str(err), err.retriable
+        res.error_side = _side_of(err, lease, side)
         ok, verified = False, False
-        acct.add_error(e.kind)
+        acct.add_error(err.kind)
     res.seconds = time.monotonic() - t0
     acct.observe_chunk(res.seconds, lease.length, ok, verified)
     return res
+
+
+def internal_error(exc: BaseException, lease: pb.ChunkLease) -> InternalError:
+    """An unexpected exception as one sentence for the report; its traceback goes to the log once."""
+    log.error("unexpected %s on lease %s (%s): %s", type(exc).__name__, lease.lease_id, lease.src_url, exc,
+              exc_info=exc)
+    return InternalError(f"the agent hit an unexpected {type(exc).__name__} while copying this chunk; "
+                         "the agent's log has the details")
+
+
+def failed_result(lease: pb.ChunkLease, err: DomasError) -> pb.ChunkResult:
+    """The report of a lease whose work failed before run_lease could describe it."""
+    return pb.ChunkResult(report_id=uuid.uuid4().hex, lease_id=lease.lease_id, transfer_id=lease.transfer_id,
+                          file_id=lease.file_id, chunk_index=lease.chunk_index, offset=lease.offset,
+                          length=lease.length, error_kind=err.kind, error_message=str(err),
+                          retriable=err.retriable)
 
 
 def _side_of(err: DomasError, lease: pb.ChunkLease, guess: int) -> int:
@@ -115,6 +135,7 @@ class Agent:
         self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-agent")
         self._md = auth_metadata(token)
         self._outq: asyncio.Queue = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -170,7 +191,9 @@ class Agent:
                 await self._io(self.spool.remove, [a.report_id for a in resp.acks])
                 for lease in resp.batch.leases:
                     self.held[lease.lease_id] = lease
-                    asyncio.create_task(self._work(lease))
+                    task = asyncio.create_task(self._work(lease))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
                 for lease_id in resp.batch.revoked_lease_ids:
                     self.held.pop(lease_id, None)
                 if stop.is_set():
@@ -196,13 +219,21 @@ class Agent:
                                    results=results)
 
     async def _work(self, lease: pb.ChunkLease) -> None:
-        async with self._sem:
-            self.acct.add_inflight(1)
-            try:
-                result = await self._io(run_lease, lease, self.acct)
-            finally:
-                self.acct.add_inflight(-1)
-        await self._io(self.spool.put, result.report_id, result.SerializeToString())
+        """Copy one lease and queue its report. Every failure is reported (never dropped with the task)."""
+        try:
+            async with self._sem:
+                self.acct.add_inflight(1)
+                try:
+                    result = await self._io(run_lease, lease, self.acct)
+                finally:
+                    self.acct.add_inflight(-1)
+        except Exception as e:      # noqa: BLE001 - run_lease reports its own; this is the shell failing
+            result = failed_result(lease, internal_error(e, lease))
+        try:
+            await self._io(self.spool.put, result.report_id, result.SerializeToString())
+        except Exception as e:      # noqa: BLE001 - the report still goes out, only unspooled
+            log.error("cannot spool the report of lease %s (%s: %s); sending it without a spool copy",
+                      lease.lease_id, type(e).__name__, e)
         self.held.pop(lease.lease_id, None)
         await self._outq.put(pb.LeasesRequest(agent_id=self.agent_id, lease_request=pb.LeaseRequest(want=1),
                                               results=[result]))

@@ -169,6 +169,13 @@ class TransferFailed(DomasError):
     exit_code = 1
 
 
+class InternalError(DomasError):
+    """domas hit an unexpected error; it was logged, and the work is retried or reported as failed."""
+
+    retriable = True
+    exit_code = 70               # EX_SOFTWARE
+
+
 _KIND_NAMES: dict[type, str] = {
     DomasError: "error",
     UsageError: "usage",
@@ -193,6 +200,7 @@ _KIND_NAMES: dict[type, str] = {
     InvalidMessage: "invalid_message",
     CatalogueUnavailable: "catalogue_unavailable",
     TransferFailed: "transfer_failed",
+    InternalError: "internal",
 }
 
 KINDS: dict[str, type[DomasError]] = {v: k for k, v in _KIND_NAMES.items()}
