@@ -290,3 +290,60 @@ def test_set_replicas_in_a_batch_is_all_or_nothing(catalogue):
     assert [r.path for r in catalogue.files_by_replica_state("tape", "copying")] == ["b"]
     with pytest.raises(InvalidMessage):
         catalogue.set_replicas([ReplicaUpdate(one, "/abs", "tape", Replica("verified"))])
+
+
+def _search_world(cat):
+    Y2024, Y2025 = 1_704_067_200.0, 1_735_689_600.0          # 2024-01-01, 2025-01-01 UTC
+    cat.upsert_proposal(Proposal("P-1", "Protein Crystals", "Ada Lovelace"))
+    cat.upsert_proposal(Proposal("P-2", "Battery cathodes", "Bob Builder"))
+    cat.upsert_beamtime(Beamtime("BT0001", "B1", "P-1", "Grace Hopper", team=("Carol C",), start=Y2024 + 86400,
+                                 end=Y2024 + 3 * 86400))
+    cat.upsert_beamtime(Beamtime("BT0002", "B7", "P-2", "Bob Builder", start=Y2025 + 86400, end=Y2025 + 2 * 86400))
+    a = dataset(cat, "BT0001", "/d/a", metadata={"title": "Lysozyme soak", "sample": {"name": "Hen egg"}},
+                created_at=Y2024 + 2 * 86400).pid
+    b = dataset(cat, "BT0002", "/d/b", metadata={"title": "LiFePO4 charge"}, created_at=Y2025 + 86400 * 1.5,
+                data_type="processed").pid
+    c = dataset(cat, "BT0002", "/d/c", metadata={"title": "Secret cathode"}, created_at=Y2025 + 86400 * 1.7,
+                embargo_end=Y2025 + 400 * 86400).pid
+    cat.upsert_files([f(a, "scan_0001/detector ü.h5"), f(b, "cycle/charge_017.nxs")])
+    return a, b, c, Y2025 + 10 * 86400
+
+
+def test_search_free_text_identifiers_time_and_embargo(catalogue):
+    from domas.controller.catalogue.search import SearchQuery
+    a, b, c, now = _search_world(catalogue)
+
+    def pids(**kw):
+        return [d.pid for d in catalogue.search_datasets(SearchQuery(now=now, **kw)).datasets]
+
+    assert pids() == [b, a]                                            # the embargoed one is hidden
+    assert pids(see_embargoed=True) == [c, b, a]
+    assert pids(member_of=("BT0002",)) == [c, b, a]
+    assert pids(q="lysoz") == [a] and pids(q="HEN egg") == [a]         # prefix words, any case
+    assert pids(q="detector") == [a] and pids(q="detector u") == [a]   # file names, accents removed
+    assert pids(q="lovelace") == [a] and pids(q="crystals") == [a]     # proposal PI and title
+    assert pids(q="carol") == [a] and pids(q="b7") == [b]              # team, beamline
+    assert pids(q="secret", see_embargoed=True) == [c] and pids(q="secret") == []
+    assert pids(q="cathodes", see_embargoed=True) == [c, b]                 # the proposal title
+    assert pids(q="lysozyme battery") == []                            # every word must match
+    assert pids(beamtime="bt0001") == [a] and pids(proposal=" p-2 ") == [b]
+    assert pids(pi="ada LOVELACE") == [a] and pids(pi="grace hopper") == [a]
+    assert pids(start=1_735_689_600.0) == [b]                          # experiment time from the beamtime
+    assert pids(end=1_735_689_600.0) == [a]
+    assert catalogue.beamtimes_of_person(" carol c") == ["BT0001"]
+    assert catalogue.beamtimes_of_person("Bob Builder") == ["BT0002"] and catalogue.beamtimes_of_person("x") == []
+
+
+def test_search_pages_with_a_cursor_and_counts_facets_over_every_match(catalogue):
+    from domas.controller.catalogue.search import SearchQuery
+    a, b, c, now = _search_world(catalogue)
+    first = catalogue.search_datasets(SearchQuery(now=now, limit=1, see_embargoed=True))
+    assert [d.pid for d in first.datasets] == [c] and first.total == 3 and first.next is not None
+    second = catalogue.search_datasets(SearchQuery(now=now, limit=2, see_embargoed=True, after=first.next))
+    assert [d.pid for d in second.datasets] == [b, a] and second.next is None
+    assert first.facets == {"beamline": {"B7": 2, "B1": 1}, "data_type": {"raw": 2, "processed": 1},
+                            "year": {"2025": 2, "2024": 1}, "access": {"open": 2, "embargoed": 1}}
+    hidden = catalogue.search_datasets(SearchQuery(now=now))
+    assert hidden.total == 2 and hidden.facets["access"] == {"open": 2} and hidden.facets["beamline"]["B7"] == 1
+    released = catalogue.search_datasets(SearchQuery(now=now + 401 * 86400))
+    assert released.total == 3

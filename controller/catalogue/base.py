@@ -6,7 +6,8 @@ Contract, checked for every backend by tests/test_catalogue_contract.py:
 - A dataset's `file_count` and `bytes` are owned by the catalogue: they always equal the count and
   the size sum of its file records, whatever order and however often files are upserted.
 - A dataset's PID is assigned once and never changes: re-upserting the same path keeps it.
-- A file's content changed when its size differs or a checksum known on both sides differs. Then
+- A file's content changed when its size differs, its modification time differs (both known) or a
+  checksum known on both sides differs. Then
   every replica not named in that upsert becomes "stale" (a copy of old content must never count as
   a verified replica of the new one) and a checksum the upsert leaves empty is cleared. Otherwise an
   empty checksum in an upsert keeps the stored one, and filling in an unknown one changes nothing else.
@@ -25,8 +26,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from domas.errors import InvalidMessage
 
+from .search import SearchQuery, SearchResult
+
 DATA_TYPES = ("raw", "processed", "calibration", "simulated")
-REPLICA_STATES = ("pending", "copying", "verified", "failed", "stale", "deleting", "deleted")
+REPLICA_STATES = ("pending", "copying", "verified", "failed", "stale", "bad", "deleting", "deleted")
+# "bad": the copy was read back and does not match the catalogued adler32 (rot, a damaged medium);
+# it is never served and never counts as protection, and the archiver replaces it from a good tier.
 DATASET_STATES = ("open", "closed", "archived", "embargoed", "released", "deleted")
 
 _TIER_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -71,6 +76,19 @@ class Replica:
     state: str
     url: str = ""
     verified_at: float | None = None
+    version: str = ""                # the content this copy holds: content_version(size, mtime) of
+                                     # the source it was copied from ("" = not recorded)
+    checked_at: float | None = None  # when its bytes were last read back and matched (scrubber)
+
+
+def content_version(size: int, mtime: float) -> str:
+    """The identity of one content of a file, as replicas record it: size and modification time."""
+    return f"{int(size)}:{float(mtime)!r}"
+
+
+def holds_current(f: "FileRecord", replica: Replica) -> bool:
+    """True unless the replica names a content other than the file's current one."""
+    return not replica.version or replica.version == content_version(f.size, f.mtime)
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,8 @@ def dataset_from(doc: dict) -> Dataset:
 
 
 def replicas_from(doc: dict | None) -> dict[str, Replica]:
-    return {tier: Replica(state=r["state"], url=r.get("url", ""), verified_at=r.get("verified_at"))
+    return {tier: Replica(state=r["state"], url=r.get("url", ""), verified_at=r.get("verified_at"),
+                          version=r.get("version") or "", checked_at=r.get("checked_at"))
             for tier, r in sorted((doc or {}).items())}
 
 
@@ -223,9 +242,10 @@ def counter_delta(old_size: int | None, size: int) -> tuple[int, int]:
 
 
 def content_changed(before: FileRecord, new: FileRecord) -> bool:
-    """Size differs, or a checksum known on both sides differs (an empty one is unknown)."""
-    return before.size != new.size or any(a and b and a != b for a, b in
-                                          ((before.adler32, new.adler32), (before.xxh3, new.xxh3)))
+    """Size differs, the mtime differs (both known: a rewrite of the same size), or a checksum known
+    on both sides differs (an empty one is unknown)."""
+    return (before.size != new.size or bool(before.mtime and new.mtime and before.mtime != new.mtime)
+            or any(a and b and a != b for a, b in ((before.adler32, new.adler32), (before.xxh3, new.xxh3))))
 
 
 def merged_replicas(before: FileRecord | None, new: FileRecord) -> dict[str, Replica]:
@@ -307,6 +327,14 @@ class Catalogue(abc.ABC):
         proposal's PI; `since` compares with created_at; `path_prefix` is a directory."""
 
     @abc.abstractmethod
+    def search_datasets(self, query: "SearchQuery") -> "SearchResult":
+        """One page of the datasets matching `query`, their total and facets (contract: search.py)."""
+
+    @abc.abstractmethod
+    def beamtimes_of_person(self, name: str) -> list[str]:
+        """Beamtimes whose PI, proposal PI or team names `name` (case-insensitive): the teams they are in."""
+
+    @abc.abstractmethod
     def get_file(self, dataset: str, path: str) -> FileRecord | None: ...
 
     @abc.abstractmethod
@@ -322,6 +350,16 @@ class Catalogue(abc.ABC):
     def files_lacking_replica(self, tier: str, state: str = "verified", *, dataset: str | None = None,
                               beamtime: str | None = None, limit: int | None = None) -> Iterator[FileRecord]:
         """Files with no replica on `tier` in `state` (absent, or in another state)."""
+
+    def replicas_due_for_check(self, tier: str, checked_before: float, limit: int = 1000) -> list[FileRecord]:
+        """Files whose verified replica on `tier` was last checked (or verified) before
+        `checked_before`, the longest unchecked first: what the scrubber reads next."""
+        def last(f: FileRecord) -> float:
+            r = f.replicas[tier]
+            return r.checked_at or r.verified_at or 0.0
+
+        due = [f for f in self.files_by_replica_state(tier, "verified") if last(f) < checked_before]
+        return sorted(due, key=last)[:limit]
 
     @abc.abstractmethod
     def recount_dataset(self, pid: str) -> Dataset:

@@ -1,8 +1,8 @@
 """The production catalogue: MongoDB through pymongo.
 
 Collections: proposals, beamtimes, datasets (_id = PID, unique path), files (unique (dataset,
-path), beamtime index, replicas embedded as {tier: {state, url, verified_at}} with one index on
-`replicas.<tier>.state` per tier, created the first time a tier is seen). Indexes are made lazily on
+path), beamtime index, replicas embedded as {tier: {state, url, verified_at, version, checked_at}}
+with one index on `replicas.<tier>.state` per tier, created the first time a tier is seen). Indexes are made lazily on
 the first operation, so constructing a MongoCatalogue never blocks on an unreachable server.
 "Has a verified replica on tier X" is an index lookup; "lacks one" ($ne) scans the files in scope,
 so the lifecycle asks it per dataset or beamtime.
@@ -31,6 +31,7 @@ from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, 
                    check_replica_updates, check_tier, counter_delta, dataset_from, file_from, merged_file,
                    plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
+from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
 
 _ERRORS: list[tuple[type[Exception], type[DomasError], str]] = [
     (errors.DuplicateKeyError, InvalidMessage, "the catalogue refused a duplicate record"),
@@ -62,7 +63,8 @@ def _translate(err: Exception, where: str) -> DomasError:
 
 
 def _replica_doc(r: Replica) -> dict:
-    return {"state": r.state, "url": r.url, "verified_at": r.verified_at}
+    return {"state": r.state, "url": r.url, "verified_at": r.verified_at, "version": r.version,
+            "checked_at": r.checked_at}
 
 
 class MongoCatalogue(Catalogue):
@@ -114,6 +116,9 @@ class MongoCatalogue(Catalogue):
             db.datasets.create_index("created_at")
             db.files.create_index([("dataset", 1), ("path", 1)], unique=True)
             db.files.create_index("beamtime")
+            db.datasets.create_index("words")
+            db.datasets.create_index("file_words")
+            db.beamtimes.create_index("words")
             self._ready = True
 
     def _ensure_tier(self, tier: str) -> None:
@@ -129,6 +134,8 @@ class MongoCatalogue(Catalogue):
         with self._edge():
             self._col("proposals").update_one({"_id": proposal.id}, {"$set": {
                 "title": proposal.title, "pi": proposal.pi}}, upsert=True)
+            for bt in self._db.beamtimes.distinct("_id", {"proposal": proposal.id}):
+                self._index_beamtime(bt)
 
     def upsert_beamtime(self, b: Beamtime) -> None:
         check_id("beamtime", b.id)
@@ -136,11 +143,18 @@ class MongoCatalogue(Catalogue):
                   "start": b.start, "end": b.end}
         with self._edge():
             self._col("beamtimes").update_one({"_id": b.id}, {"$set": fields}, upsert=True)
+            self._index_beamtime(b.id)
+
+    def _index_beamtime(self, beamtime_id: str) -> None:
+        bt = self.get_beamtime(beamtime_id)
+        text = beamtime_text(bt, self.get_proposal(bt.proposal) if bt.proposal else None)
+        self._db.beamtimes.update_one({"_id": beamtime_id}, {"$set": {"words": sorted(set(words(text)))}})
 
     def upsert_dataset(self, d: Dataset) -> Dataset:
         check_dataset(d)
         fields = {"beamtime": d.beamtime, "data_type": d.data_type, "state": d.state,
                   "embargo_end": d.embargo_end, "metadata": plain_metadata(d.metadata)}
+        fields["words"] = sorted(set(words(dataset_text(d.beamtime, d.path, d.data_type, fields["metadata"]))))
         datasets = self._col("datasets")
         with self._edge():
             old = datasets.find_one({"path": d.path}, {"beamtime": 1})
@@ -198,8 +212,11 @@ class MongoCatalogue(Catalogue):
                 guard = {k: v for k, v in fields.items() if not k.startswith("replicas.")}
                 self._db.files.update_one({**key, **guard}, {"$set": fix})
         n, b = counter_delta(old.size if old else None, f.size)
-        if n or b:
-            self._db.datasets.update_one({"_id": f.dataset}, {"$inc": {"file_count": n, "bytes": b}})
+        change: dict = {"$inc": {"file_count": n, "bytes": b}} if n or b else {}
+        if old is None:
+            change["$addToSet"] = {"file_words": {"$each": file_words(f.path)}}
+        if change:
+            self._db.datasets.update_one({"_id": f.dataset}, change)
 
     def set_replicas(self, batch: Sequence[ReplicaUpdate]) -> None:
         check_replica_updates(batch)
@@ -241,7 +258,7 @@ class MongoCatalogue(Catalogue):
     # -- reads ---------------------------------------------------------------------------------
     def _one(self, collection: str, query: dict) -> dict | None:
         with self._edge():
-            doc = self._col(collection).find_one(query)
+            doc = self._col(collection).find_one(query, {"words": 0, "file_words": 0})
         if doc is not None:
             doc["id" if collection in ("proposals", "beamtimes") else "pid"] = doc.pop("_id")
         return doc
@@ -286,13 +303,94 @@ class MongoCatalogue(Catalogue):
                 root = path_prefix.rstrip("/")
                 clauses.append({"$or": [{"path": root or "/"}, {"path": {"$regex": "^" + re.escape(root + "/")}}]})
             query = {"$and": clauses} if clauses else {}
-            cursor = self._col("datasets").find(query).sort([("created_at", -1), ("_id", 1)])
+            cursor = self._col("datasets").find(query, {"words": 0, "file_words": 0}).sort([("created_at", -1), ("_id", 1)])
             if limit is not None:
                 cursor = cursor.limit(int(limit))
             docs = list(cursor)
         for doc in docs:
             doc["pid"] = doc.pop("_id")
         return [dataset_from(doc) for doc in docs]
+
+    # -- search (search.py states the contract) ------------------------------------------------
+    @staticmethod
+    def _exactly(value: str) -> dict:
+        return {"$regex": "^" + re.escape(value.strip()) + "$", "$options": "i"}
+
+    def _search_clauses(self, query: SearchQuery) -> list[dict]:
+        clauses: list[dict] = []
+        bts = self._db.beamtimes
+        for w in query_words(query.q):
+            prefix = {"$regex": "^" + re.escape(w)}
+            clauses.append({"$or": [{"words": prefix}, {"file_words": prefix},
+                                    {"beamtime": {"$in": bts.distinct("_id", {"words": prefix})}}]})
+        if norm_id(query.beamtime):
+            clauses.append({"beamtime": self._exactly(query.beamtime)})
+        if norm_id(query.proposal):
+            clauses.append({"beamtime": {"$in": bts.distinct("_id", {"proposal": self._exactly(query.proposal)})}})
+        if norm_id(query.pi):
+            props = self._db.proposals.distinct("_id", {"pi": self._exactly(query.pi)})
+            clauses.append({"beamtime": {"$in": bts.distinct("_id", {"$or": [{"pi": self._exactly(query.pi)},
+                                                                              {"proposal": {"$in": props}}]})}})
+        if query.start is not None or query.end is not None:
+            clauses.append(self._time_clause(query.start, query.end))
+        if not query.see_embargoed:
+            clauses.append({"$or": [{"$nor": self._under_embargo(query.now)},
+                                    {"beamtime": {"$in": list(query.member_of)}}]})
+        return clauses
+
+    @staticmethod
+    def _under_embargo(now: float) -> list[dict]:
+        return [{"embargo_end": {"$gt": now}}, {"embargo_end": None, "state": "embargoed"}]
+
+    def _time_clause(self, start: float | None, end: float | None) -> dict:
+        """Experiment time overlapping [start, end]: the beamtime's times, else created_at."""
+        timed = {b["_id"]: b for b in self._db.beamtimes.find({"start": {"$ne": None}}, {"start": 1, "end": 1})}
+        overlap = [i for i, b in timed.items()
+                   if (start is None or (b.get("end") if b.get("end") is not None else b["start"]) >= start)
+                   and (end is None or b["start"] <= end)]
+        created: dict = {}
+        if start is not None:
+            created["$gte"] = start
+        if end is not None:
+            created["$lte"] = end
+        return {"$or": [{"beamtime": {"$in": overlap}}, {"beamtime": {"$nin": list(timed)}, "created_at": created}]}
+
+    def search_datasets(self, query: SearchQuery) -> SearchResult:
+        limit = max(1, int(query.limit))
+        with self._edge():
+            datasets = self._col("datasets")
+            clauses = self._search_clauses(query)
+            match = {"$and": clauses} if clauses else {}
+            page = list(clauses)
+            if query.after is not None:
+                c, p = query.after
+                page.append({"$or": [{"created_at": {"$lt": c}}, {"created_at": c, "_id": {"$gt": p}}]})
+            docs = list(datasets.find({"$and": page} if page else {}, {"words": 0, "file_words": 0})
+                        .sort([("created_at", -1), ("_id", 1)]).limit(limit + 1))
+            groups = list(datasets.aggregate([{"$match": match}, {"$group": {"_id": {
+                "bt": "$beamtime", "dt": "$data_type",
+                "y": {"$year": {"$toDate": {"$multiply": ["$created_at", 1000]}}},
+                "e": {"$or": [{"$gt": [{"$ifNull": ["$embargo_end", None]}, query.now]},
+                              {"$and": [{"$eq": [{"$ifNull": ["$embargo_end", None]}, None]},
+                                        {"$eq": ["$state", "embargoed"]}]}]}}, "n": {"$sum": 1}}}]))
+            beamtimes = {doc["_id"]: beamtime_from({**doc, "id": doc["_id"]}) for doc in self._db.beamtimes.find(
+                {"_id": {"$in": sorted({g["_id"]["bt"] for g in groups})}}, {"words": 0})}
+        for doc in docs:
+            doc["pid"] = doc.pop("_id")
+        found = [dataset_from(doc) for doc in docs[:limit]]
+        folded = fold_facets(((g["_id"]["bt"], g["_id"]["dt"], str(g["_id"]["y"]), bool(g["_id"]["e"]), g["n"])
+                              for g in groups), beamtimes)
+        nxt = (found[-1].created_at, found[-1].pid) if len(docs) > limit else None
+        return SearchResult(found, sum(g["n"] for g in groups), folded, nxt)
+
+    def beamtimes_of_person(self, name: str) -> list[str]:
+        if not name.strip():
+            return []
+        who = self._exactly(name)
+        with self._edge():
+            props = self._col("proposals").distinct("_id", {"pi": who})
+            return sorted(self._db.beamtimes.distinct("_id", {"$or": [{"pi": who}, {"team": who},
+                                                                      {"proposal": {"$in": props}}]}))
 
     def get_file(self, dataset: str, path: str) -> FileRecord | None:
         with self._edge():

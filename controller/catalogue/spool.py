@@ -222,6 +222,12 @@ class SpooledCatalogue(Catalogue):
     def find_datasets(self, **filters):
         return self.inner.find_datasets(**filters)
 
+    def search_datasets(self, query):
+        return self.inner.search_datasets(query)
+
+    def beamtimes_of_person(self, name):
+        return self.inner.beamtimes_of_person(name)
+
     def get_file(self, dataset, path):
         return self.inner.get_file(dataset, path)
 

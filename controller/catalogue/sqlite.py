@@ -23,6 +23,7 @@ from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, 
                    check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
                    merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
+from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
 
 PAGE = 2000
 
@@ -48,9 +49,21 @@ CREATE INDEX IF NOT EXISTS files_dataset ON files(dataset);
 CREATE INDEX IF NOT EXISTS files_beamtime ON files(beamtime);
 CREATE TABLE IF NOT EXISTS replicas (
   file_id INTEGER NOT NULL REFERENCES files(id), tier TEXT NOT NULL, state TEXT NOT NULL,
-  url TEXT NOT NULL, verified_at REAL, PRIMARY KEY (file_id, tier)) WITHOUT ROWID;
+  url TEXT NOT NULL, verified_at REAL, version TEXT NOT NULL DEFAULT '', checked_at REAL,
+  PRIMARY KEY (file_id, tier)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replicas_tier_state ON replicas(tier, state, file_id);
 """
+
+# Free-text search (search.py): pre-split words, rowids shared with datasets, files and beamtimes.
+_SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS ds_fts USING fts5(body, tokenize='unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(body, tokenize='unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS bt_fts USING fts5(body, tokenize='unicode61');
+CREATE INDEX IF NOT EXISTS datasets_beamtime_nocase ON datasets(beamtime COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLATE NOCASE);
+"""
+_SEARCH_VERSION = 1
+_UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
 
 _DATASET_COLS = "d.pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, d.metadata, " \
                 "d.file_count, d.bytes, d.created_at"
@@ -90,6 +103,17 @@ class SQLiteCatalogue(Catalogue):
             self._db.execute("PRAGMA cache_size=-65536")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_SEARCH_SCHEMA)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < _SEARCH_VERSION:
+                self._rebuild_search()
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Catalogues written before replicas recorded their content version and last check."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(replicas)")}
+        for column, decl in (("version", "TEXT NOT NULL DEFAULT ''"), ("checked_at", "REAL")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE replicas ADD COLUMN {column} {decl}")
 
     @contextlib.contextmanager
     def _edge(self):
@@ -119,6 +143,8 @@ class SQLiteCatalogue(Catalogue):
         with self._tx() as db:
             db.execute("INSERT INTO proposals VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET "
                        "title=excluded.title, pi=excluded.pi", (proposal.id, proposal.title, proposal.pi))
+            for (bt,) in db.execute("SELECT id FROM beamtimes WHERE proposal=?", (proposal.id,)).fetchall():
+                self._index_beamtime(db, bt)
 
     def upsert_beamtime(self, b: Beamtime) -> None:
         check_id("beamtime", b.id)
@@ -127,6 +153,7 @@ class SQLiteCatalogue(Catalogue):
                        "beamline=excluded.beamline, proposal=excluded.proposal, pi=excluded.pi, "
                        "team=excluded.team, start=excluded.start, end=excluded.end",
                        (b.id, b.beamline, b.proposal, b.pi, json.dumps(list(b.team)), b.start, b.end))
+            self._index_beamtime(db, b.id)
 
     def upsert_dataset(self, d: Dataset) -> Dataset:
         check_dataset(d)
@@ -146,6 +173,7 @@ class SQLiteCatalogue(Catalogue):
                 created = d.created_at if d.created_at is not None else self._clock()
                 db.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?,0,0,?)",
                            (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created))
+            self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata))
         return self.get_dataset(pid)
 
     def upsert_files(self, batch: Sequence[FileRecord]) -> None:
@@ -179,6 +207,7 @@ class SQLiteCatalogue(Catalogue):
             cur = db.execute("INSERT INTO files (dataset, path, beamtime, size, adler32, xxh3, mtime) "
                              "VALUES (?,?,?,?,?,?,?)", (f.dataset, f.path, beamtime, f.size, f.adler32, f.xxh3, f.mtime))
             self._write_replicas(db, cur.lastrowid, {}, f.replicas)
+            db.execute("INSERT INTO file_fts(rowid, body) VALUES (?,?)", (cur.lastrowid, " ".join(file_words(f.path))))
             return None
         before = self._with_replicas(db, [old])[0]
         after = merged_file(before, f)
@@ -189,9 +218,12 @@ class SQLiteCatalogue(Catalogue):
 
     @staticmethod
     def _write_replicas(db: sqlite3.Connection, file_id: int, before: dict, after: dict) -> None:
-        rows = [(file_id, tier, r.state, r.url, r.verified_at) for tier, r in after.items() if before.get(tier) != r]
-        db.executemany("INSERT INTO replicas VALUES (?,?,?,?,?) ON CONFLICT(file_id, tier) DO UPDATE SET "
-                       "state=excluded.state, url=excluded.url, verified_at=excluded.verified_at", rows)
+        rows = [(file_id, tier, r.state, r.url, r.verified_at, r.version, r.checked_at)
+                for tier, r in after.items() if before.get(tier) != r]
+        db.executemany("INSERT INTO replicas (file_id, tier, state, url, verified_at, version, checked_at) "
+                       "VALUES (?,?,?,?,?,?,?) ON CONFLICT(file_id, tier) DO UPDATE SET state=excluded.state, "
+                       "url=excluded.url, verified_at=excluded.verified_at, version=excluded.version, "
+                       "checked_at=excluded.checked_at", rows)
 
     def set_replicas(self, batch: Sequence[ReplicaUpdate]) -> None:
         check_replica_updates(batch)
@@ -279,9 +311,10 @@ class SQLiteCatalogue(Catalogue):
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             marks = ",".join("?" * len(part))
-            for fid, tier, state, url, verified_at in db.execute(
-                    f"SELECT file_id, tier, state, url, verified_at FROM replicas WHERE file_id IN ({marks})", part):
-                reps[fid][tier] = Replica(state, url, verified_at)
+            for fid, tier, state, url, verified_at, version, checked_at in db.execute(
+                    "SELECT file_id, tier, state, url, verified_at, version, checked_at FROM replicas "
+                    f"WHERE file_id IN ({marks})", part):
+                reps[fid][tier] = Replica(state, url, verified_at, version, checked_at)
         return [FileRecord(dataset=ds, path=p, size=size, adler32=a, xxh3=x, mtime=m,
                            replicas=dict(sorted(reps[fid].items())), beamtime=bt)
                 for fid, ds, p, bt, size, a, x, m in rows]
@@ -340,6 +373,122 @@ class SQLiteCatalogue(Catalogue):
         sql = (f"SELECT {_FILE_COLS} FROM files f WHERE f.id>?{scope} AND NOT EXISTS "
                "(SELECT 1 FROM replicas r WHERE r.file_id=f.id AND r.tier=? AND r.state=?)")
         return self._paged(sql, [*args, tier, state], limit)
+
+    def replicas_due_for_check(self, tier, checked_before, limit=1000):
+        sql = (f"SELECT {_FILE_COLS} FROM replicas r JOIN files f ON f.id=r.file_id WHERE r.tier=? AND "
+               "r.state='verified' AND coalesce(r.checked_at, r.verified_at, 0)<? "
+               f"ORDER BY coalesce(r.checked_at, r.verified_at, 0), r.file_id LIMIT {int(limit)}")
+        with self._lock, self._edge():
+            rows = self._db.execute(sql, (tier, checked_before)).fetchall()
+            return self._with_replicas(self._db, rows)
+
+    # -- search (search.py states the contract) ------------------------------------------------
+    @staticmethod
+    def _index_dataset(db: sqlite3.Connection, pid: str, beamtime: str, path: str, data_type: str,
+                       metadata: dict) -> None:
+        rowid = db.execute("SELECT rowid FROM datasets WHERE pid=?", (pid,)).fetchone()[0]
+        db.execute("DELETE FROM ds_fts WHERE rowid=?", (rowid,))
+        body = " ".join(words(dataset_text(beamtime, path, data_type, metadata)))
+        db.execute("INSERT INTO ds_fts(rowid, body) VALUES (?,?)", (rowid, body))
+
+    def _index_beamtime(self, db: sqlite3.Connection, beamtime_id: str) -> None:
+        row = db.execute("SELECT rowid, * FROM beamtimes WHERE id=?", (beamtime_id,)).fetchone()
+        rowid, i, beamline, proposal, pi, team, start, end = row
+        p = db.execute("SELECT id, title, pi FROM proposals WHERE id=?", (proposal,)).fetchone()
+        text = beamtime_text(Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), start, end),
+                             Proposal(*p) if p else None)
+        db.execute("DELETE FROM bt_fts WHERE rowid=?", (rowid,))
+        db.execute("INSERT INTO bt_fts(rowid, body) VALUES (?,?)", (rowid, " ".join(words(text))))
+
+    def _rebuild_search(self) -> None:
+        """Fill the search tables of a catalogue made before they existed (once, on open)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM ds_fts")
+            db.execute("DELETE FROM file_fts")
+            db.execute("DELETE FROM bt_fts")
+            for pid, bt, path, dt, meta in db.execute(
+                    "SELECT pid, beamtime, path, data_type, metadata FROM datasets").fetchall():
+                self._index_dataset(db, pid, bt, path, dt, json.loads(meta))
+            for (bt,) in db.execute("SELECT id FROM beamtimes").fetchall():
+                self._index_beamtime(db, bt)
+            db.executemany("INSERT INTO file_fts(rowid, body) VALUES (?,?)",
+                           ((i, " ".join(file_words(p))) for i, p in db.execute("SELECT id, path FROM files").fetchall()))
+            db.execute(f"PRAGMA user_version={_SEARCH_VERSION}")
+
+    @staticmethod
+    def _search_where(query: SearchQuery) -> tuple[list[str], dict]:
+        where: list[str] = []
+        args: dict = {"now": query.now}
+        for i, w in enumerate(query_words(query.q)):
+            args[f"w{i}"] = '"' + w.replace('"', '""') + '"*'
+            where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) "
+                         f"OR d.pid IN (SELECT f.dataset FROM files f WHERE f.id IN "
+                         f"(SELECT rowid FROM file_fts WHERE file_fts MATCH :w{i})) "
+                         f"OR d.beamtime IN (SELECT bt.id FROM beamtimes bt WHERE bt.rowid IN "
+                         f"(SELECT rowid FROM bt_fts WHERE bt_fts MATCH :w{i})))")
+        if norm_id(query.beamtime):
+            where.append("d.beamtime = :beamtime COLLATE NOCASE")
+            args["beamtime"] = query.beamtime.strip()
+        if norm_id(query.proposal):
+            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE proposal = :proposal COLLATE NOCASE)")
+            args["proposal"] = query.proposal.strip()
+        if norm_id(query.pi):
+            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE pi = :pi COLLATE NOCASE UNION "
+                         "SELECT bt.id FROM beamtimes bt JOIN proposals pr ON pr.id = bt.proposal "
+                         "WHERE pr.pi = :pi COLLATE NOCASE)")
+            args["pi"] = query.pi.strip()
+        if query.start is not None:
+            where.append("coalesce(b.end, b.start, d.created_at) >= :start")
+            args["start"] = query.start
+        if query.end is not None:
+            where.append("coalesce(b.start, d.created_at) <= :end")
+            args["end"] = query.end
+        if not query.see_embargoed:
+            members = ",".join(f":m{i}" for i in range(len(query.member_of)))
+            args.update({f"m{i}": m for i, m in enumerate(query.member_of)})
+            where.append(f"(NOT {_UNDER_EMBARGO}" + (f" OR d.beamtime IN ({members}))" if members else ")"))
+        return where, args
+
+    def search_datasets(self, query: SearchQuery) -> SearchResult:
+        where, args = self._search_where(query)
+        base = "FROM datasets d LEFT JOIN beamtimes b ON b.id = d.beamtime"
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        page_where = list(where)
+        if query.after is not None:
+            page_where.append("(d.created_at < :ac OR (d.created_at = :ac AND d.pid > :ap))")
+            args.update(ac=query.after[0], ap=query.after[1])
+        page_cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
+        limit = max(1, int(query.limit))
+        with self._lock, self._edge():
+            rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY d.created_at DESC, d.pid "
+                                    f"LIMIT {limit + 1}", args).fetchall()
+            groups = self._db.execute(
+                f"SELECT d.beamtime, d.data_type, strftime('%Y', d.created_at, 'unixepoch'), {_UNDER_EMBARGO}, "
+                f"count(*) {base}{cond} GROUP BY 1, 2, 3, 4", args).fetchall()
+            beamtimes = self._beamtimes({g[0] for g in groups})
+        found = [self._dataset(r) for r in rows[:limit]]
+        nxt = (found[-1].created_at, found[-1].pid) if len(rows) > limit else None
+        return SearchResult(found, sum(g[4] for g in groups),
+                            fold_facets(((g[0], g[1], g[2], bool(g[3]), g[4]) for g in groups), beamtimes), nxt)
+
+    def _beamtimes(self, ids: set[str]) -> dict[str, Beamtime]:
+        out, ids_list = {}, sorted(ids)
+        for start in range(0, len(ids_list), 500):
+            part = ids_list[start:start + 500]
+            for i, beamline, proposal, pi, team, bstart, bend in self._db.execute(
+                    f"SELECT * FROM beamtimes WHERE id IN ({','.join('?' * len(part))})", part):
+                out[i] = Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), bstart, bend)
+        return out
+
+    def beamtimes_of_person(self, name: str) -> list[str]:
+        name = name.strip()
+        if not name:
+            return []
+        rows = self._query(
+            "SELECT b.id FROM beamtimes b LEFT JOIN proposals p ON p.id = b.proposal WHERE b.pi = :n COLLATE NOCASE "
+            "OR p.pi = :n COLLATE NOCASE OR EXISTS (SELECT 1 FROM json_each(b.team) t "
+            "WHERE trim(t.value) = :n COLLATE NOCASE) ORDER BY b.id", {"n": name})
+        return [r[0] for r in rows]
 
     def ping(self) -> None:
         self._query("SELECT 1")

@@ -1,0 +1,139 @@
+"""Dataset search shared by every catalogue backend: the query, the answer, and the pure pieces.
+
+Contract (tests/test_catalogue_contract.py runs it on SQLite and MongoDB):
+- Free text `q` is split into words (letters and digits, lowercased, accents removed); a dataset
+  matches when EVERY word is a prefix of some word of its title/metadata text, path, beamtime, file
+  names (their words that are not plain numbers), or of its beamtime's beamline, PI and team and its proposal's id, title and PI.
+- Identifiers (beamtime, proposal, pi) compare case-insensitively and ignore surrounding spaces;
+  `pi` names the beamtime's or the proposal's PI.
+- The experiment time of a dataset is its beamtime's [start, end] when known, else its created_at;
+  `start`/`end` keep the datasets whose experiment time overlaps [start, end].
+- Embargo: unless `scope.see_embargoed`, a dataset under embargo (see domas.controller.access) is
+  returned, counted and faceted only when its beamtime is in `scope.member_of`.
+- Order: newest created_at first, then PID; `after` (from `next`) continues after that key.
+- Facets count every match (not only the page): beamline, data_type, year, access (open/embargoed).
+No I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from domas.errors import UsageError
+
+_WORD = re.compile(r"[^\W_]+")
+MAX_WORDS = 16
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    q: str = ""
+    beamtime: str | None = None
+    proposal: str | None = None
+    pi: str | None = None
+    start: float | None = None              # experiment time range, POSIX seconds
+    end: float | None = None
+    now: float = 0.0                        # decides who is under embargo
+    see_embargoed: bool = False
+    member_of: tuple[str, ...] = ()          # beamtimes whose embargoed datasets the caller may see
+    after: tuple[float, str] | None = None   # (created_at, pid) of the last dataset already shown
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    datasets: list = field(default_factory=list)      # list[Dataset], at most limit
+    total: int = 0
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    next: tuple[float, str] | None = None              # key to pass as `after` for the next page
+
+
+def words(text: str) -> list[str]:
+    """Lowercased words without accents: 'Lysozyme-ü 1.h5' -> ['lysozyme', 'u', '1', 'h5']."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return [w.casefold() for w in _WORD.findall(plain)]
+
+
+def file_words(path: str) -> list[str]:
+    """The words of a file path that find its dataset: plain numbers (scan_00017) are left out, so
+    a dataset of a million numbered files keeps a small word list."""
+    return sorted({w for w in words(path) if not w.isdigit()})
+
+
+def query_words(q: str) -> list[str]:
+    found = list(dict.fromkeys(words(q)))
+    if len(found) > MAX_WORDS:
+        raise UsageError(f"q: give at most {MAX_WORDS} words")
+    return found
+
+
+def text_of(value: Any) -> str:
+    """Every string and number inside a metadata value, space-separated."""
+    if isinstance(value, dict):
+        return " ".join(text_of(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return " ".join(text_of(v) for v in value)
+    if isinstance(value, bool) or value is None:
+        return ""
+    return str(value)
+
+
+def dataset_text(beamtime: str, path: str, data_type: str, metadata: dict) -> str:
+    return " ".join((beamtime, path, data_type, text_of(metadata)))
+
+
+def beamtime_text(beamtime, proposal) -> str:
+    """Words of a beamtime and its proposal that find its datasets."""
+    parts = [beamtime.id, beamtime.beamline, beamtime.proposal, beamtime.pi, *beamtime.team]
+    if proposal is not None:
+        parts += [proposal.title, proposal.pi]
+    return " ".join(parts)
+
+
+def norm_id(value: str | None) -> str | None:
+    return value.strip().casefold() if value is not None and value.strip() else None
+
+
+def year_of(t: float | None) -> str:
+    return time.strftime("%Y", time.gmtime(t)) if t is not None else "unknown"
+
+
+def fold_facets(groups: Iterable[tuple[str, str, str, bool, int]], beamtimes: dict) -> dict:
+    """Facet counts from (beamtime, data_type, year created, embargoed, count) groups; `beamtimes`
+    maps id -> Beamtime (the beamline, and the year of its start when known)."""
+    facets: dict[str, Counter] = {"beamline": Counter(), "data_type": Counter(), "year": Counter(),
+                                  "access": Counter()}
+    for bt_id, data_type, created, embargoed, n in groups:
+        bt = beamtimes.get(bt_id)
+        facets["beamline"][(bt.beamline if bt and bt.beamline else "unknown")] += n
+        facets["data_type"][data_type] += n
+        facets["year"][year_of(bt.start) if bt and bt.start is not None else (created or "unknown")] += n
+        facets["access"]["embargoed" if embargoed else "open"] += n
+    return {name: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for name, c in facets.items()}
+
+
+def encode_cursor(key: tuple[float, str] | None) -> str | None:
+    if key is None:
+        return None
+    raw = json.dumps([key[0], key[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> tuple[float, str] | None:
+    if not text:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created, pid = json.loads(raw)
+        if isinstance(created, (int, float)) and not isinstance(created, bool) and isinstance(pid, str):
+            return float(created), pid
+    except (ValueError, TypeError, UnicodeDecodeError):
+        pass
+    raise UsageError("cursor: not a cursor this service gave out; start again without one")
