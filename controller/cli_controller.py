@@ -94,17 +94,12 @@ def _stub(args: argparse.Namespace, cfg: Config):
 def _call(fn, request, md, address: str):
     import grpc
 
-    from domas.errors import ControllerUnavailable, InvalidMessage, Unauthenticated
+    from .rpc_errors import error_from_rpc
 
     try:
         return fn(request, metadata=md, timeout=60)
     except grpc.RpcError as e:
-        code = e.code()
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise ControllerUnavailable(f"the controller at {address} cannot be reached; check that it runs") from None
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise Unauthenticated() from None
-        raise InvalidMessage(f"the controller refused: {e.details()}") from None
+        raise error_from_rpc(e, address) from None
 
 
 def run_submit(args: argparse.Namespace, cfg: Config) -> int:

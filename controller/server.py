@@ -16,6 +16,7 @@ from domas.config import Config
 from domas.controller.metrics import ControllerCollector
 from domas.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
+from domas.controller.rpc_errors import ErrorMapping
 from domas.controller.service import ControllerService
 from domas.controller.state import StateStore
 from domas.errors import ConfigError
@@ -89,7 +90,8 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     store = StateStore(Path(state_dir) / "controller.sqlite")
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
                                 default_chunk_size=cfg.copy.chunk_size)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0),     # two controllers never share a port
+    server = grpc.aio.server(interceptors=[ErrorMapping()],     # one sentence for every failure
+                             options=[("grpc.so_reuseport", 0),     # two controllers never share a port
                                       ("grpc.max_receive_message_length", 64 << 20),
                                       ("grpc.keepalive_permit_without_calls", 1)])
     pb_grpc.add_ControllerServicer_to_server(service, server)

@@ -2,7 +2,9 @@
 
 Each part registers its own subcommands through a module exposing `register(subparsers)`;
 a subcommand's handler takes (args, config) and returns an exit code. Every DomasError becomes
-one sentence on stderr and its class's exit code, never a traceback.
+one sentence on stderr and its class's exit code, never a traceback; any other exception (a bug,
+a foreign library's error) becomes one sentence naming its type, exit code 70, and its traceback
+goes to stderr only with DOMAS_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("domas: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as e:          # noqa: BLE001 - the user's edge: one sentence, never raw internals
+        if os.environ.get("DOMAS_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"domas: unexpected internal error ({type(e).__name__}), nothing more was done; run the same "
+              "command with DOMAS_DEBUG=1 to see the details", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

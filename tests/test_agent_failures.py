@@ -14,7 +14,7 @@ import logging
 
 from domas.agent.accounting import Accounting
 from domas.agent.worker import Agent, run_lease
-from domas.config import Config, ControllerConfig
+from domas.config import Config, ControllerConfig, StorageConfig
 from domas.controller import events as ev
 from domas.controller.server import start_controller
 from domas.v1 import domas_pb2 as pb
@@ -35,7 +35,7 @@ def test_run_lease_reports_a_foreign_exception_as_an_internal_failure(caplog):
 
 def test_agent_reports_an_unexpected_exception_to_the_controller(tmp_path, caplog):
     async def scenario() -> list[dict]:
-        cfg = Config(state_dir=str(tmp_path / "state"),
+        cfg = Config(state_dir=str(tmp_path / "state"), storage=StorageConfig(central=str(tmp_path)),
                      controller=ControllerConfig(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0"))
         ctl = await start_controller(cfg, "127.0.0.1:0", tmp_path / "ctl", "127.0.0.1:0")
         stop = asyncio.Event()

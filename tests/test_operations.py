@@ -15,7 +15,7 @@ from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.controller import _agent, _cli, _controller, _status
 
 
-def _write(root: Path, n: int, size: int = 40_000) -> dict[str, bytes]:
+def _write(root: Path, n: int, size: int = 150_000) -> dict[str, bytes]:
     root.mkdir(parents=True, exist_ok=True)
     data = {f"f{i}.h5": os.urandom(size + i) for i in range(n)}
     for name, content in data.items():
@@ -24,7 +24,7 @@ def _write(root: Path, n: int, size: int = 40_000) -> dict[str, bytes]:
 
 
 def _submit_wait(tmp: Path, port: int, src: Path, dst: Path) -> dict:
-    out = _cli(tmp, "submit", str(src), f"{dst}/", "--chunk-size", "16KiB", "--wait", "--controller",
+    out = _cli(tmp, "submit", str(src), f"{dst}/", "--chunk-size", "64KiB", "--wait", "--controller",
                f"127.0.0.1:{port}")
     assert out.returncode == 0, out.stdout + out.stderr
     tid = out.stdout.split()[0]
