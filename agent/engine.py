@@ -9,14 +9,21 @@ Invariants:
   and a destination with a checksum of its own (XRootD) must agree with the folded sum, as must a
   source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
 - A chunk is journaled only after its data is durable. The destination is written under a hidden
-  temporary name and renamed to its final name only when complete and verified.
+  temporary name (agent/parts.py) and renamed to its final name only when complete and verified.
+- One writer per destination: the part file is locked (where the backend has advisory locks)
+  before it is truncated or its journal read, and stays locked until the final name is given.
+- The source's identity (size, mtime, ctime, inode) is taken when the file starts, stored in the
+  journal header (resume only from the same identity) and checked again after the last chunk,
+  before the final name is given: any change restarts the file from zero, never finishing a mix.
+- The copy keeps the source's permission bits (never wider); the part file is owner-only until then.
+- Every retry follows one RetryPolicy: storage that stops answering is retried for
+  `copy.retry_budget_seconds`, with handles reopened by the backend.
 - Handles are closed only when no worker thread can still use them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import posixpath
 import random
 import threading
@@ -28,24 +35,29 @@ import xxhash
 
 from domas.checksum import chunk_sums, fold_adler32, format_adler32, parse_adler32, xxh3_64
 from domas.config import Config
-from domas.errors import ChecksumMismatch, DomasError, IsADirectory, NotFound, SourceChanged
-from domas.retry import backoff_delay
+from domas.errors import ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged
+from domas.retry import RetryPolicy
 
 from .accounting import Accounting, FileStats
 from .expand import Expansion, FileJob
 from .journal import ChunkRecord, Header, Journal, journal_path, read_journal
+from .parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling, re-exported)
 from .plan import Chunk, chunk_at, chunk_count
 
-PART_SUFFIX = ".domas-part"
+
+def retry_policy(copy) -> RetryPolicy:
+    """The copy engine's one retry policy, from [copy]: `max_retries` retries of anything
+    retriable; a storage that is away is retried for `retry_budget_seconds`; a checksum mismatch
+    or a changed source restarts the file at most `max_retries` times."""
+    tries = copy.max_retries + 1
+    return RetryPolicy(max_attempts=tries, base=copy.backoff_base, cap=copy.backoff_max,
+                       per_kind={"checksum_mismatch": tries, "source_changed": tries},
+                       budget=copy.retry_budget_seconds)
 
 
-def part_path(dst_path: str) -> str:
-    """The hidden temporary name a destination is written under until it is complete."""
-    parent, name = posixpath.split(dst_path)
-    hidden = f".{name}{PART_SUFFIX}"
-    if len(hidden.encode()) > 255:
-        hidden = f".{hashlib.sha1(name.encode()).hexdigest()}{PART_SUFFIX}"
-    return posixpath.join(parent, hidden)
+def source_mode(src) -> int:
+    """Permission bits a copy of `src` gets: the source's own (0 when its storage has none)."""
+    return src.mode & 0o777
 
 
 def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: str) -> tuple[int, int, bytes]:
@@ -108,6 +120,7 @@ class FileCopy:
         self.readback = self.verify and job.dst_store.chunk_readback
         self.part = part_path(job.dst_path)
         self.reader = self.writer = None
+        self.lock = None
         self.journal: Journal | None = None
         self.sums: dict[int, tuple[int, int]] = {}
         self.resumed: dict[int, ChunkRecord] = {}
@@ -131,11 +144,18 @@ class FileCopy:
         if not fresh_only and self._up_to_date():
             self.skipped = True
             return
-        header = Header(job.src_url, job.dst_url, src.size, src.mtime, src.ident, self.cfg.copy.chunk_size)
+        if self.lock is None:
+            try:
+                self.lock = job.dst_store.lock(self.part)
+            except DestinationBusy:
+                raise DestinationBusy(f"another copy of {job.dst_url} is running; wait for it to finish "
+                                      "or stop it, then run again") from None
+        header = Header(job.src_url, job.dst_url, src.size, src.mtime, src.ident, self.cfg.copy.chunk_size,
+                        src.ctime)
         jpath = journal_path(self.cfg.state_path(), job.dst_url)
         fresh = fresh_only or not self.cfg.copy.resume or not self._load_resume(jpath, header)
         self.reader = job.src_store.open_read(job.src_path)
-        self.writer = job.dst_store.open_write(self.part, truncate=fresh)
+        self.writer = job.dst_store.open_write(self.part, truncate=fresh, mode=0o600)
         if fresh:
             jpath.unlink(missing_ok=True)
             self.resumed = {}
@@ -222,7 +242,7 @@ class FileCopy:
         job = self.job
         adler = fold_adler32(self.sums[i] for i in range(self.n))
         now = job.src_store.stat_follow(job.src_path)
-        if (now.size, now.mtime) != (self.src.size, self.src.mtime):
+        if now.identity() != self.src.identity():
             raise SourceChanged(f"{job.src_url} changed while it was copied; copying it again from the start")
         if not (self.readback or self.journal is not None):
             self.writer.sync()            # otherwise every chunk was made durable as it was written
@@ -242,6 +262,8 @@ class FileCopy:
                     raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "
                                            f"{format_adler32(adler)}, differs from the {origin} the source "
                                            "announces; copying it again")
+        if self.src.mode:
+            job.dst_store.set_mode(self.part, source_mode(self.src))
         job.dst_store.rename(self.part, job.dst_path)     # durable with the run's sync_dirs()
         job.dst_store.set_mtime(job.dst_path, self.src.mtime)
         if self.journal is not None:
@@ -255,10 +277,14 @@ class FileCopy:
         if self.journal is not None:
             self.journal.discard()
             self.journal = None
-        try:
-            self.job.dst_store.remove(self.part)
-        except NotFound:
-            pass
+        if self.lock is None:
+            # A new file rather than a truncated one: a server may keep the checksum it computed
+            # for the old one (xrootd does, until the mtime moves). A locked part file is kept
+            # (and truncated), so that the lock keeps holding the name.
+            try:
+                self.job.dst_store.remove(self.part)
+            except NotFound:
+                pass
         self.sums.clear()
         self.folded = None
         self.resumed = {}
@@ -275,6 +301,12 @@ class FileCopy:
         if self.journal is not None:
             self.journal.close()
 
+    def unlock(self) -> None:
+        """Let another copy write this destination (after the final name is given, or a failure)."""
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            lock.release()
+
 
 class CopyEngine:
     """Runs an Expansion to completion; returns the Accounting of the run."""
@@ -287,6 +319,7 @@ class CopyEngine:
         self.reporter = reporter or NullReporter()
         self.rng = rng or random.Random()
         self.acct = acct or Accounting()
+        self.policy = retry_policy(cfg.copy)
         self._copies: list[FileCopy] = []
 
     async def run(self, exp: Expansion) -> Accounting:
@@ -314,6 +347,7 @@ class CopyEngine:
             self._pool.shutdown(wait=True, cancel_futures=True)
             for fc in self._copies:
                 fc.close()
+                fc.unlock()
             self.acct.finished = time.monotonic()
             self.reporter.stop()
         return self.acct
@@ -342,7 +376,7 @@ class CopyEngine:
         fc.stats.started = time.monotonic()
         fc.stats.status = "copying"
         try:
-            await self._io(fc.prepare)
+            await self._retrying(fc, fc.prepare)
             if fc.skipped:
                 fc.stats.status = "skipped"
                 fc.stats.done_bytes = fc.size
@@ -358,35 +392,41 @@ class CopyEngine:
             self._failed(fc.stats, DomasError(f"{fc.job.src_url}: unexpected failure: {e}"))
         finally:
             fc.stats.finished = time.monotonic()
-        fc.close()  # every chunk task has ended: no worker thread holds the handles
+            fc.close()  # every chunk task has ended: no worker thread holds the handles
+            fc.unlock()
 
     async def _copy_file(self, fc: FileCopy) -> None:
-        for attempt in range(self.cfg.copy.max_retries + 1):
+        restarts = 0
+        while True:
             try:
                 await self._copy_chunks(fc)
-                await self._finalize(fc)
+                await self._retrying(fc, fc.finalize)
                 return
             except (SourceChanged, ChecksumMismatch) as e:
-                if attempt >= self.cfg.copy.max_retries:
+                restarts += 1
+                if self.policy.next_delay(restarts, e.kind, True, self.rng) is None:
                     raise
                 self.acct.add_retry(fc.stats, e.kind)
                 self.reporter.note(str(e))
-                await self._io(fc.restart)
+                await self._retrying(fc, fc.restart)
 
-    async def _finalize(self, fc: FileCopy) -> None:
-        """Finalize, retrying transient failures (a busy server answering the checksum query)."""
-        copy = self.cfg.copy
-        for attempt in range(copy.max_retries + 1):
+    async def _retrying(self, fc: FileCopy, fn, *args):
+        """Run a blocking step in the pool, retried as the policy says. A changed source and a
+        checksum mismatch go up at once: they restart the file."""
+        attempt, first = 0, None
+        while True:
             try:
-                await self._io(fc.finalize)
-                return
+                return await self._io(fn, *args)
             except (SourceChanged, ChecksumMismatch):
                 raise
             except DomasError as e:
-                if not e.retriable or attempt >= copy.max_retries:
+                attempt += 1
+                first = first if first is not None else time.monotonic()
+                delay = self.policy.next_delay(attempt, e.kind, e.retriable, self.rng, time.monotonic() - first)
+                if delay is None:
                     raise
                 self.acct.add_retry(fc.stats, e.kind)
-                await asyncio.sleep(backoff_delay(attempt + 1, copy.backoff_base, copy.backoff_max, self.rng))
+                await asyncio.sleep(delay)
 
     async def _copy_chunks(self, fc: FileCopy) -> None:
         window = 2 * self.cfg.copy.streams
@@ -406,9 +446,9 @@ class CopyEngine:
             raise err
 
     async def _chunk(self, fc: FileCopy, c: Chunk) -> None:
-        copy = self.cfg.copy
+        attempt, first = 0, None
         try:
-            for attempt in range(copy.max_retries + 1):
+            while not fc.error:
                 try:
                     await self._io(fc.run_chunk, c)
                     return
@@ -416,11 +456,14 @@ class CopyEngine:
                     fc.error = fc.error or e
                     return
                 except DomasError as e:
-                    if not e.retriable or attempt >= copy.max_retries or fc.error:
+                    attempt += 1
+                    first = first if first is not None else time.monotonic()
+                    delay = self.policy.next_delay(attempt, e.kind, e.retriable, self.rng, time.monotonic() - first)
+                    if delay is None or fc.error:
                         fc.error = fc.error or e
                         return
                     self.acct.add_retry(fc.stats, e.kind)
-                    await asyncio.sleep(backoff_delay(attempt + 1, copy.backoff_base, copy.backoff_max, self.rng))
+                    await asyncio.sleep(delay)
                 except (OSError, ValueError, RuntimeError) as e:
                     fc.error = fc.error or DomasError(f"{fc.job.src_url}: unexpected failure in chunk {c.index}: {e}")
                     return

@@ -1,7 +1,9 @@
 """Durable resume journal: one append-only JSON-lines file per destination file.
 
 Invariants:
-- Line 1 is the header: source URL and identity (size, mtime, ident), destination, chunk size.
+- Line 1 is the header: source URL and identity (size, mtime, ctime, ident), destination, chunk
+  size. A journal whose header names another identity (a rewrite, even one that put the old mtime
+  back, moves the ctime) is never resumed from.
 - Each further line records one finished chunk with its sums, appended only after the chunk's
   data is durable at the destination, so every journaled chunk is really there.
 - A torn last line (crash mid-append) is ignored; the chunk it named is simply copied again.
@@ -37,10 +39,11 @@ class Header:
     mtime: float
     ident: str
     chunk_size: int
+    ctime: float = 0.0
 
     def same_source(self, other: "Header") -> bool:
-        return (self.size, self.mtime, self.ident, self.chunk_size) == (
-            other.size, other.mtime, other.ident, other.chunk_size)
+        return (self.size, self.mtime, self.ctime, self.ident, self.chunk_size) == (
+            other.size, other.mtime, other.ctime, other.ident, other.chunk_size)
 
 
 def journal_path(state_dir: Path, destination_url: str) -> Path:

@@ -69,6 +69,9 @@ class CopyConfig:
     max_retries: int = 5
     backoff_base: float = 0.2        # seconds
     backoff_max: float = 30.0        # seconds
+    # A storage that stops answering (timeout, lost connection, refused) is retried for at least
+    # this long, whatever max_retries says: long enough to outlast a server restart.
+    retry_budget_seconds: float = 300.0
 
     def validate(self) -> None:
         if self.streams < 1 or self.streams > 1024:
@@ -79,6 +82,9 @@ class CopyConfig:
             raise ConfigError(f"copy.verify: must be 'default' or 'none', got {self.verify!r}")
         if self.max_retries < 0:
             raise ConfigError("copy.max_retries: must not be negative")
+        if not 0 <= self.retry_budget_seconds <= 7 * 86400:
+            raise ConfigError(f"copy.retry_budget_seconds: must be between 0 and 604800, got "
+                              f"{self.retry_budget_seconds}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,8 @@ class Config:
 
 _SIZE_KEYS = {"copy.chunk_size"}
 _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
-                  "policy.rescan_seconds", "copy.backoff_base", "copy.backoff_max", "controller.lease_seconds"}
+                  "policy.rescan_seconds", "copy.backoff_base", "copy.backoff_max", "copy.retry_budget_seconds",
+                  "controller.lease_seconds"}
 
 
 def _coerce(key: str, value: Any, current: Any) -> Any:

@@ -135,6 +135,12 @@ class SourceChanged(TransientError):
     """The source file changed while it was copied; the copy restarts from the beginning."""
 
 
+class DestinationBusy(StorageError):
+    """Another copy of this destination is running; wait for it to finish, or stop it, and run again."""
+
+    exit_code = 75               # EX_TEMPFAIL: nothing was written, try again later
+
+
 # -- control plane --------------------------------------------------------------------------
 
 class Unauthenticated(DomasError):
@@ -195,6 +201,7 @@ _KIND_NAMES: dict[type, str] = {
     ServerRefused: "server_refused",
     ChecksumMismatch: "checksum_mismatch",
     SourceChanged: "source_changed",
+    DestinationBusy: "destination_busy",
     Unauthenticated: "unauthenticated",
     ControllerUnavailable: "controller_unavailable",
     InvalidMessage: "invalid_message",

@@ -64,7 +64,7 @@ def test_corrupted_destination_is_caught_by_the_server_checksum(tmp_path, state,
 
     acct = asyncio.run(CopyEngine(cfg).run(exp))
     fs = acct.files[0]
-    assert fs.status == "done" and fs.retries == 1 and acct.errors == {"checksum_mismatch": 1}
+    assert fs.status == "done" and fs.retries == 1 and acct.errors == {"checksum_mismatch": 1}, fs.error
     assert xrootd_server.local(xrootd_server.path("corrupt/x.bin")).read_bytes() == data
 
 

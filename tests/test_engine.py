@@ -19,7 +19,8 @@ KiB = 1024
 
 
 def make_cfg(tmp_path, **copy) -> Config:
-    base = dict(streams=4, chunk_size=64 * KiB, backoff_base=0.001, backoff_max=0.01, max_retries=3)
+    base = dict(streams=4, chunk_size=64 * KiB, backoff_base=0.001, backoff_max=0.01, max_retries=3,
+                retry_budget_seconds=0)
     base.update(copy)
     return Config(state_dir=str(tmp_path / "state"), copy=CopyConfig(**base))
 

@@ -14,6 +14,9 @@ Contract, checked by tests/test_storage_contract.py for every backend:
   from a cache, where the backend allows it.
 - `rename(src, dst)` replaces `dst` atomically where the backend allows it; the new name is
   durable once `sync_dir(parent of dst)` has returned (callers batch that per directory).
+- `lock(path)` takes an exclusive advisory lock on a file (created if absent) that holds across
+  processes until released; a file another holder locks raises DestinationBusy at once. Backends
+  without advisory locks return None (no exclusion).
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ class Stat:
     mtime: float
     is_dir: bool = False
     is_link: bool = False
-    ident: str = ""          # inode/device, XRootD file id: with size and mtime, the source identity
+    ident: str = ""          # device:inode, XRootD file id: with size and mtime, the source identity
+    ctime: float = 0.0       # inode change time (0 where the backend has none)
+    mode: int = 0            # permission bits (0 where the backend has none)
 
-    def identity(self) -> dict:
-        return {"size": self.size, "mtime": self.mtime, "ident": self.ident}
+    def identity(self) -> tuple:
+        """What must stay equal while a file is copied: a rewrite changes at least one of these,
+        even one that puts the old mtime back (the ctime moves with every write and utime)."""
+        return (self.size, self.mtime, self.ctime, self.ident)
 
 
 class ReadHandle(abc.ABC):
@@ -81,6 +88,14 @@ class WriteHandle(abc.ABC):
         self.close()
 
 
+class FileLock(abc.ABC):
+    """An exclusive advisory lock on one file, held until `release()`."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Drop the lock; calling it again does nothing."""
+
+
 class Storage(abc.ABC):
     """A place files live: a local filesystem, an XRootD server, memory."""
 
@@ -108,8 +123,10 @@ class Storage(abc.ABC):
     def open_read(self, path: str) -> ReadHandle: ...
 
     @abc.abstractmethod
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
-        """Open for writing; parent directories are created. Existing data kept unless truncate."""
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
+        """Open for writing; parent directories are created. Existing data kept unless truncate.
+        A file it creates gets the permission bits `mode` (where the backend has them)."""
 
     @abc.abstractmethod
     def checksum(self, path: str, algo: str = "adler32") -> str | None:
@@ -133,6 +150,13 @@ class Storage(abc.ABC):
     def realpath(self, path: str) -> str:
         """The path with symlinks resolved (backends without symlinks return it unchanged)."""
         return path
+
+    def lock(self, path: str, *, create: bool = True) -> FileLock | None:
+        """Lock `path` exclusively (see the module docstring); None where the backend cannot."""
+        return None
+
+    def set_mode(self, path: str, mode: int) -> None:
+        """Set the permission bits (0o777 part) where the backend allows it."""
 
     def set_mtime(self, path: str, mtime: float) -> None:
         """Set the modification time where the backend allows it (used for up-to-date checks)."""

@@ -75,9 +75,11 @@ class FaultyStorage(Storage):
         self._check("open_read", path)
         return _FaultyReader(self, path, self.inner.open_read(path))
 
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
         self._check("open_write", path)
-        return _FaultyWriter(self, path, self.inner.open_write(path, create=create, truncate=truncate))
+        return _FaultyWriter(self, path, self.inner.open_write(path, create=create, truncate=truncate,
+                                                                       mode=mode))
 
     def checksum(self, path: str, algo: str = "adler32") -> str | None:
         corrupt = self._check("checksum", path)
@@ -104,6 +106,13 @@ class FaultyStorage(Storage):
 
     def realpath(self, path: str) -> str:
         return self.inner.realpath(path)
+
+    def lock(self, path: str, *, create: bool = True):
+        return self.inner.lock(path, create=create)
+
+    def set_mode(self, path: str, mode: int) -> None:
+        self._check("set_mode", path)
+        self.inner.set_mode(path, mode)
 
     def url(self, path: str) -> str:
         return self.inner.url(path)

@@ -210,7 +210,8 @@ class HTTPStorage(Storage):
         st, _ = self._head(path)
         return _HTTPReader(self, path, st)
 
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
         raise self._read_only(path)
 
     def checksum(self, path: str, algo: str = "adler32") -> str | None:

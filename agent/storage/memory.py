@@ -22,6 +22,7 @@ class _File:
         self.durable = bytearray()
         self.mtime = time.time()
         self.ino = id(self)
+        self.mode = 0o644
 
 
 class MemoryStorage(Storage):
@@ -72,7 +73,7 @@ class MemoryStorage(Storage):
             if p in self._dirs:
                 return Stat(p, 0, 0.0, is_dir=True, ident=f"dir:{p}")
             f = self._file(p)
-            return Stat(p, len(f.data), f.mtime, ident=str(f.ino))
+            return Stat(p, len(f.data), f.mtime, ident=str(f.ino), mode=f.mode)
 
     stat_follow = stat
 
@@ -89,7 +90,8 @@ class MemoryStorage(Storage):
     def open_read(self, path: str) -> ReadHandle:
         return _MemReader(self, self._file(path))
 
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
         p = self._norm(path)
         with self._lock:
             if p not in self._files:
@@ -97,6 +99,7 @@ class MemoryStorage(Storage):
                     raise NotFound(path=path)
                 self.makedirs(posixpath.dirname(p))
                 self._files[p] = _File()
+                self._files[p].mode = mode & 0o7777
             f = self._files[p]
             if truncate:
                 f.data.clear()
@@ -119,6 +122,10 @@ class MemoryStorage(Storage):
             self.makedirs(posixpath.dirname(self._norm(dst)))
             self._files[self._norm(dst)] = f
             del self._files[self._norm(src)]
+
+    def set_mode(self, path: str, mode: int) -> None:
+        with self._lock:
+            self._file(path).mode = mode & 0o7777
 
     def makedirs(self, path: str) -> None:
         p = self._norm(path)

@@ -6,12 +6,14 @@ Every OSError is translated by domas.errors.from_oserror, here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import stat as st
 
-from domas.errors import DomasError, ImpossibleRange, from_oserror
+from domas.errors import DestinationBusy, DomasError, ImpossibleRange, from_oserror
 
-from .base import ReadHandle, Stat, Storage, WriteHandle
+from .base import FileLock, ReadHandle, Stat, Storage, WriteHandle
 
 _HAS_FADVISE = hasattr(os, "posix_fadvise")
 
@@ -29,7 +31,7 @@ def _translated(path: str):
 def _to_stat(path: str, s: os.stat_result) -> Stat:
     return Stat(path=path, size=s.st_size if st.S_ISREG(s.st_mode) else 0, mtime=s.st_mtime,
                 is_dir=st.S_ISDIR(s.st_mode), is_link=st.S_ISLNK(s.st_mode),
-                ident=f"{s.st_dev}:{s.st_ino}")
+                ident=f"{s.st_dev}:{s.st_ino}", ctime=s.st_ctime, mode=st.S_IMODE(s.st_mode))
 
 
 class PosixStorage(Storage):
@@ -61,7 +63,8 @@ class PosixStorage(Storage):
                 raise IsADirectoryError(21, "Is a directory", path)
         return _PosixReader(fd, path)
 
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
         flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
         flags |= os.O_CREAT if create else 0
         flags |= os.O_TRUNC if truncate else 0
@@ -69,7 +72,7 @@ class PosixStorage(Storage):
             parent = os.path.dirname(path)
             if create and parent:
                 os.makedirs(parent, exist_ok=True)
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, mode)
             rfd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         return _PosixWriter(fd, rfd, path)
 
@@ -95,6 +98,38 @@ class PosixStorage(Storage):
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)
 
+    def lock(self, path: str, *, create: bool = True) -> FileLock | None:
+        """flock(2) on the file itself: held by an open file description, so it excludes other
+        processes and other opens in this one, and ends when the holder dies. A lock taken on a
+        file that was renamed or removed meanwhile is dropped and taken again on the new one."""
+        flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            with _translated(path):
+                if create and os.path.dirname(path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, flags, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = os.fstat(fd)
+                now = os.stat(path)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise DestinationBusy(f"another copy of {path} is running; wait for it to finish "
+                                          "or stop it, then run again", path=path) from None
+                if e.errno == errno.ENOENT and create:
+                    continue                        # renamed away between the open and the lock
+                raise from_oserror(e, path) from e
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return _PosixLock(fd)
+            os.close(fd)                            # locked a file that is no longer at `path`
+            if not create:
+                raise from_oserror(OSError(errno.ENOENT, "No such file or directory"), path)
+
+    def set_mode(self, path: str, mode: int) -> None:
+        with _translated(path):
+            os.chmod(path, mode & 0o7777)
+
     def set_mtime(self, path: str, mtime: float) -> None:
         with _translated(path):
             os.utime(path, (mtime, mtime))
@@ -114,6 +149,16 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _PosixLock(FileLock):
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)            # closing the last descriptor of the open drops the flock
 
 
 class _PosixReader(ReadHandle):

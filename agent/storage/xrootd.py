@@ -198,37 +198,38 @@ class XRootDStorage(Storage):
     def open_read(self, path: str) -> ReadHandle:
         return _XRootDReader(self._open(path, OpenFlags.READ), path, self.timeout)
 
-    def open_write(self, path: str, *, create: bool = True, truncate: bool = False) -> WriteHandle:
+    def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
+                   mode: int = 0o644) -> WriteHandle:
         if create and truncate:
-            f = self._open(path, OpenFlags.DELETE | OpenFlags.MAKEPATH)
+            f = self._open(path, OpenFlags.DELETE | OpenFlags.MAKEPATH, mode)
         else:
-            f = self._open_existing_or_new(path, create)
+            f = self._open_existing_or_new(path, create, mode)
         handle = _XRootDWriter(f, path, self.timeout)
         if truncate:
             handle.truncate(0)
         return handle
 
-    def _open_existing_or_new(self, path: str, create: bool):
+    def _open_existing_or_new(self, path: str, create: bool, mode: int = 0o644):
         """Open for update keeping the data (resume); create the file and its parents if absent."""
         try:
             return self._open(path, OpenFlags.UPDATE)
         except NotFound:
             if not create:
                 raise
-        status, f = self._try_open(path, OpenFlags.NEW | OpenFlags.MAKEPATH)
+        status, f = self._try_open(path, OpenFlags.NEW | OpenFlags.MAKEPATH, mode)
         if status.ok:
             return f
         if status.code == _ERROR_RESPONSE and status.errno == kXR_ItExists:
             return self._open(path, OpenFlags.UPDATE)       # another writer created it meanwhile
         raise _error_for(status, path)
 
-    def _try_open(self, path: str, flags: int):
+    def _try_open(self, path: str, flags: int, mode: int = 0o644):
         f = client.File()
-        status, _ = f.open(self.url(path), flags | self._force, _FILE_MODE, timeout=self.timeout)
+        status, _ = f.open(self.url(path), flags | self._force, _access_mode(mode), timeout=self.timeout)
         return status, f
 
-    def _open(self, path: str, flags: int):
-        status, f = self._try_open(path, flags)
+    def _open(self, path: str, flags: int, mode: int = 0o644):
+        status, f = self._try_open(path, flags, mode)
         if not status.ok:
             raise _error_for(status, path)
         return f
@@ -254,11 +255,28 @@ class XRootDStorage(Storage):
             return
         raise _error_for(status, path)
 
+    def set_mode(self, path: str, mode: int) -> None:
+        _checked(self._fs.chmod(_checked_path(path), _access_mode(mode), timeout=self.timeout), path)
+
     def chmod_readonly(self, path: str) -> None:
         _checked(self._fs.chmod(_checked_path(path), _READONLY_MODE, timeout=self.timeout), path)
 
     def close(self) -> None:
         """Nothing to release: XrdCl owns the connection and closes it when idle or at exit."""
+
+
+_MODE_BITS = ((0o400, AccessMode.UR), (0o200, AccessMode.UW), (0o100, AccessMode.UX),
+              (0o040, AccessMode.GR), (0o020, AccessMode.GW), (0o010, AccessMode.GX),
+              (0o004, AccessMode.OR), (0o002, AccessMode.OW), (0o001, AccessMode.OX))
+
+
+def _access_mode(mode: int) -> int:
+    """POSIX permission bits as XrdCl AccessMode flags."""
+    flags = 0
+    for bit, flag in _MODE_BITS:
+        if mode & bit:
+            flags |= flag
+    return flags
 
 
 def _checked_path(path: str) -> str:
@@ -271,8 +289,17 @@ def _checked_path(path: str) -> str:
 
 def _to_stat(path: str, info) -> Stat:
     is_dir = bool(info.flags & StatInfoFlags.IS_DIR)
+    ctime, mode = _extended(info, "ctime"), _extended(info, "mode")
     return Stat(path=path, size=0 if is_dir else int(info.size), mtime=float(info.modtime),
-                is_dir=is_dir, is_link=False, ident=str(info.id))
+                is_dir=is_dir, is_link=False, ident=str(info.id), ctime=float(ctime or 0),
+                mode=int(str(mode), 8) & 0o7777 if mode else 0)
+
+
+def _extended(info, name: str):
+    """A field of the extended stat (servers >= 5 send ctime and mode, e.g. '0600'), or None."""
+    if not getattr(info, "extended", False):
+        return None
+    return getattr(info, name, None) or None
 
 
 def _parse_checksum(answer, algo: str, path: str) -> str | None:
