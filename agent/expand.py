@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from domas.errors import DomasError, NotFound, SameFile, UnsafePath, UsageError
+from domas.errors import DomasError, InvalidMessage, NotFound, SameFile, UnsafePath, UsageError
 
 from .storage import Stat, Storage, resolve
 
@@ -58,8 +58,9 @@ def _stat_or_none(store: Storage, path: str) -> Stat | None:
         return None
 
 
-def expand(sources: list[str], destination: str) -> Expansion:
-    """Plan every file copy; problems with one source never stop the others."""
+def expand(sources: list[str], destination: str, max_files: int | None = None) -> Expansion:
+    """Plan every file copy; problems with one source never stop the others. With `max_files`,
+    planning stops with InvalidMessage as soon as files plus directories exceed it."""
     if not sources:
         raise UsageError("give at least one source and a destination")
     dst_store, dst_root = resolve(destination)
@@ -70,13 +71,22 @@ def expand(sources: list[str], destination: str) -> Expansion:
     out = Expansion()
     for src in sources:
         try:
-            _expand_one(src, dst_store, dst_root, into_dir, out)
+            _expand_one(src, dst_store, dst_root, into_dir, out, max_files)
+        except InvalidMessage:
+            raise
         except DomasError as e:
             out.problems.append((src, e))
     return out
 
 
-def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out: Expansion) -> None:
+def _too_many(out: Expansion, max_files: int | None) -> None:
+    if max_files is not None and len(out.jobs) + len(out.dirs) > max_files:
+        raise InvalidMessage(f"the sources hold more than {max_files} files and directories, the most one "
+                             "transfer takes; split the transfer")
+
+
+def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out: Expansion,
+                max_files: int | None = None) -> None:
     src_store, src_path = resolve(src)
     contents_only = src.endswith("/")
     src_path = src_path.rstrip("/") or "/"
@@ -89,10 +99,12 @@ def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out
     _refuse_overlap(src_store, src_path, st, dst_store, target)
     if not st.is_dir:
         out.jobs.append(FileJob(src_store, src_path, st, dst_store, target))
+        _too_many(out, max_files)
         return
     out.dirs.append((dst_store, target))
     real_root = src_store.realpath(src_path)
     for entry in src_store.walk(src_path):
+        _too_many(out, max_files)
         rel = entry.path[len(src_path):].lstrip("/")
         dst_path = posixpath.join(target, rel)
         if entry.is_link:
@@ -103,6 +115,7 @@ def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out
             out.dirs.append((dst_store, dst_path))
         else:
             out.jobs.append(FileJob(src_store, entry.path, entry, dst_store, dst_path))
+    _too_many(out, max_files)
 
 
 def _follow_link(store: Storage, entry: Stat, real_root: str, out: Expansion) -> Stat | None:

@@ -64,7 +64,8 @@ class Cluster:
         self.port, self.env = free_port(), env
         log = open(work / "cluster.log", "ab")
         self.procs = [subprocess.Popen([*DOMAS, "controller", "--listen", f"127.0.0.1:{self.port}", "--state-dir",
-                                        str(work / "ctl"), "--metrics-listen", f"127.0.0.1:{free_port()}"],
+                                        str(work / "ctl"), "--metrics-listen", f"127.0.0.1:{free_port()}",
+                                        "--root", str(work)],
                                        env=env, stdout=log, stderr=log)]
         wait_port(self.port, self.procs[0], "the controller")
         for name in ("bench-a1", "bench-a2"):

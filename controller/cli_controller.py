@@ -13,8 +13,11 @@ Run the controller: it queues transfers, hands chunks to agents as leases over g
 chunk checksums into each file's adler32, verifies the destination and renames it into place.
 State lives in SQLite under --state-dir, so a restart continues where it stopped.
 
+Every source and destination must lie inside a storage root: the configuration's [storage]
+tiers and [storage.endpoints], plus each --root; with none the controller does not start.
+
 example:
-  DOMAS_TOKEN=secret domas controller --listen 0.0.0.0:7400 --state-dir /var/lib/domas
+  DOMAS_TOKEN=secret domas controller --listen 0.0.0.0:7400 --state-dir /var/lib/domas --root /data
 """
 
 SUBMIT_HELP = """\
@@ -32,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", help="host:port for gRPC (default 127.0.0.1:7400; port 0 = any)")
     p.add_argument("--state-dir", help="where the controller's state lives (default: the config's state_dir)")
     p.add_argument("--metrics-listen", help="host:port for /metrics (default 127.0.0.1:9400; port 0 = any)")
+    p.add_argument("--root", action="append", default=[], metavar="PATH_OR_URL",
+                   help="a storage root transfers may read and write (repeatable; adds to the configuration's)")
     p.set_defaults(handler=run_controller)
 
     s = sub.add_parser("submit", help="queue a transfer on the controller", description=SUBMIT_HELP,
@@ -70,7 +75,7 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_async(serve(cfg, args.listen or cfg.controller.listen, Path(args.state_dir or cfg.state_path()),
-                    args.metrics_listen or ""))
+                    args.metrics_listen or "", tuple(args.root)))
     return 0
 
 

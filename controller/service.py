@@ -14,16 +14,19 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Sequence
 
 import grpc
 
 from domas.checksum import parse_adler32
 from domas.controller import convert
 from domas.controller import events as ev
+from domas.controller import validate
+from domas.controller.validate import Limits
 from domas.controller.scheduler import Scheduler
 from domas.controller.state import StateStore
-from domas.errors import DomasError
+from domas.errors import DomasError, InvalidMessage
+from domas.paths import Confinement, Root, normalise
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
@@ -77,11 +80,17 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
 
 
 class ControllerService(pb_grpc.ControllerServicer):
-    def __init__(self, scheduler: Scheduler, store: StateStore, *, token: str = "",
+    """Every request is checked by `validate` (and every location against `roots`) before it
+    reaches the scheduler or the store; a refusal is INVALID_ARGUMENT with one sentence."""
+
+    def __init__(self, scheduler: Scheduler, store: StateStore, *, roots: Sequence[Root], token: str = "",
                  default_chunk_size: int = 8 << 20, clock: Callable[[], float] = time.time,
                  finalize: Callable[[ev.FinalizeFile], ev.DestinationVerified] = verify_and_rename,
-                 workers: int = 8) -> None:
+                 workers: int = 8, limits: Limits = Limits()) -> None:
+        if not roots:
+            raise ValueError("a controller needs at least one storage root")
         self.s, self.store, self.token, self.clock = scheduler, store, token, clock
+        self.roots, self.limits = tuple(roots), limits
         self.default_chunk_size = default_chunk_size
         self._finalize_fn = finalize
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
@@ -158,17 +167,25 @@ class ControllerService(pb_grpc.ControllerServicer):
         if md.get("authorization") != f"Bearer {self.token}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token; set DOMAS_TOKEN")
 
+    async def _admit(self, context, check, *args):
+        """Authenticate, then run a `validate` check; a refusal ends the call as INVALID_ARGUMENT."""
+        await self._auth(context)
+        try:
+            return check(*args)
+        except InvalidMessage as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
     # -- agents ------------------------------------------------------------------------------------
 
     async def RegisterAgent(self, request, context):
-        await self._auth(context)
+        await self._admit(context, validate.register, request)
         name = request.name or context.peer()
         self.event(ev.AgentRegistered(name))
         lease = self.s.cfg.lease_seconds
         return pb.RegisterAgentResponse(agent_id=name, lease_seconds=lease, heartbeat_seconds=lease / 4)
 
     async def Heartbeat(self, request, context):
-        await self._auth(context)
+        await self._admit(context, validate.heartbeat, request)
         for a in self.event(ev.AgentHeartbeat(request.agent_id, tuple(request.lease_ids))):
             if isinstance(a, ev.Rejected):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, a.reason)
@@ -187,8 +204,8 @@ class ControllerService(pb_grpc.ControllerServicer):
                 item = await queue.get()
                 if item is None:
                     break
-                if isinstance(item, grpc.StatusCode):
-                    await context.abort(item, "register the agent (RegisterAgent) before opening the stream")
+                if isinstance(item, tuple):
+                    await context.abort(*item)
                 yield item
         finally:
             reader.cancel()
@@ -200,9 +217,15 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def _read_stream(self, request_iterator, queue: asyncio.Queue, state: dict) -> None:
         try:
             async for msg in request_iterator:
+                try:
+                    validate.stream_message(msg)
+                except InvalidMessage as e:
+                    queue.put_nowait((grpc.StatusCode.INVALID_ARGUMENT, str(e)))
+                    return
                 if not state["agent"]:
                     if msg.agent_id not in self.s.snapshot(self.clock())["agents"]:
-                        queue.put_nowait(grpc.StatusCode.FAILED_PRECONDITION)
+                        queue.put_nowait((grpc.StatusCode.FAILED_PRECONDITION,
+                                          "register the agent (RegisterAgent) before opening the stream"))
                         return
                     state["agent"] = msg.agent_id
                     self._streams[msg.agent_id] = queue
@@ -217,12 +240,16 @@ class ControllerService(pb_grpc.ControllerServicer):
             queue.put_nowait(None)
 
     def _reports(self, agent: str, results) -> list[pb.ReportAck]:
-        """One event per result, all committed together before any ack is returned."""
-        outcomes = self.events([ev.ChunkReported(agent, convert.report_from_pb(r)) for r in results])
-        return [convert.ack_from_actions(r.report_id, actions) for r, actions in zip(results, outcomes)]
+        """One event per valid result, all committed together before any ack is returned; a result
+        that fails validation never reaches the scheduler and is acknowledged as rejected."""
+        problems = [validate.result_problem(r) for r in results]
+        valid = [r for r, p in zip(results, problems) if not p]
+        outcomes = iter(self.events([ev.ChunkReported(agent, convert.report_from_pb(r)) for r in valid]))
+        return [pb.ReportAck(report_id=r.report_id, outcome=pb.REPORT_OUTCOME_REJECTED, message=p) if p
+                else convert.ack_from_actions(r.report_id, next(outcomes)) for r, p in zip(results, problems)]
 
     async def ReportResults(self, request, context):
-        await self._auth(context)
+        await self._admit(context, _report_request, request)
         if request.agent_id not in self.s.snapshot(self.clock())["agents"]:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "register the agent (RegisterAgent) before reporting results")
@@ -231,18 +258,17 @@ class ControllerService(pb_grpc.ControllerServicer):
     # -- clients -----------------------------------------------------------------------------------
 
     async def SubmitTransfer(self, request, context):
-        await self._auth(context)
+        await self._admit(context, validate.submit, request, self.roots, self.limits)
         if request.request_id:
             existing = self.store.transfer_by_request(request.request_id)
             if existing:
                 t = self.store.transfer(existing)
                 return pb.SubmitTransferResponse(transfer_id=existing, files=t["files_total"], bytes=t["bytes_total"])
-        if not request.sources or not request.destination:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give at least one source and a destination")
         loop = asyncio.get_running_loop()
         try:
             files, skipped = await loop.run_in_executor(self._pool, _plan_files, list(request.sources),
-                                                        request.destination, request.options.overwrite)
+                                                        request.destination, request.options.overwrite,
+                                                        self.roots, self.limits.max_files)
         except DomasError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         tid = uuid.uuid4().hex[:16]
@@ -257,15 +283,12 @@ class ControllerService(pb_grpc.ControllerServicer):
                                          skipped=skipped)
 
     async def GetStatus(self, request, context):
-        await self._auth(context)
+        size, offset, states = await self._admit(context, validate.get_status, request)
         t = self.store.transfer(request.transfer_id)
         if t is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
         resp = pb.GetStatusResponse(transfer=_transfer_pb(t))
         if request.include_files:
-            size = request.page_size or 1000
-            offset = await _page_offset(request.page_token, context)
-            states = tuple(pb.FileState.Name(s)[len("FILE_STATE_"):].lower() for s in request.file_states)
             rows = self.store.files(request.transfer_id, states, size + 1, offset)
             resp.files.extend(_file_pb(f) for f in rows[:size])
             if len(rows) > size:
@@ -273,16 +296,13 @@ class ControllerService(pb_grpc.ControllerServicer):
         return resp
 
     async def ListTransfers(self, request, context):
-        await self._auth(context)
-        size = request.page_size or 100
-        offset = await _page_offset(request.page_token, context)
-        states = tuple(pb.TransferState.Name(s)[len("TRANSFER_STATE_"):].lower() for s in request.states)
+        size, offset, states = await self._admit(context, validate.list_transfers, request)
         rows = self.store.transfers(request.beamline, states, size + 1, offset)
         return pb.ListTransfersResponse(transfers=[_transfer_pb(t) for t in rows[:size]],
                                         next_page_token=str(offset + size) if len(rows) > size else "")
 
     async def CancelTransfer(self, request, context):
-        await self._auth(context)
+        await self._admit(context, validate.cancel, request)
         for a in self.event(ev.CancelTransfer(request.transfer_id, request.reason)):
             if isinstance(a, ev.Rejected):
                 await context.abort(grpc.StatusCode.NOT_FOUND, a.reason)
@@ -292,25 +312,46 @@ class ControllerService(pb_grpc.ControllerServicer):
         return pb.CancelTransferResponse(transfer=_transfer_pb(t))
 
 
-async def _page_offset(token: str, context) -> int:
-    if token and not token.isdigit():
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page token {token!r} is not one this controller gave")
-    return int(token or 0)
+def _report_request(request: pb.ReportResultsRequest) -> None:
+    validate.ident(request.agent_id, "agent_id")
+    validate.results(request.results)
 
 
-def _plan_files(sources: list[str], destination: str, overwrite: bool = False) -> tuple[list[ev.FileSpec], int]:
-    """Blocking: expand sources as `domas copy` lays them out, create empty destination dirs, and
-    leave out files whose destination is up to date unless `overwrite`. Returns (files, skipped)."""
+def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Sequence[Root],
+                max_files: int) -> tuple[list[ev.FileSpec], int]:
+    """Blocking: expand sources as `domas copy` lays them out (at most `max_files` entries), check
+    that every source and destination resolves inside a root (symlinks included), create empty
+    destination dirs, and leave out files whose destination is up to date unless `overwrite`.
+    Returns (files, skipped). Nothing is created before every check has passed."""
     from domas.agent.expand import expand
 
-    plan = expand(sources, destination)
+    guard = Confinement(roots)
+    for i, src in enumerate(sources):
+        guard.check_real(normalise(src), f"source {i + 1}")
+    guard.check_real(normalise(destination), "destination")
+    plan = expand(sources, destination, max_files=max_files)
     if plan.problems and not plan.jobs:
         raise plan.problems[0][1]
+    _confine(plan, guard)
     for store, path in plan.dirs:
         store.makedirs(path)
     jobs = plan.jobs if overwrite else [j for j in plan.jobs if not _up_to_date(j)]
     files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9)) for j in jobs]
     return files, len(plan.jobs) - len(jobs)
+
+
+def _confine(plan, guard: Confinement) -> None:
+    """Every planned destination (directory or file) inside a root after realpath, each file once."""
+    for store, path in plan.dirs:
+        guard.check_real(guard.lexical(store.url(path), "destination directory"), "destination directory")
+    seen: set[str] = set()
+    for job in plan.jobs:
+        dst = guard.lexical(job.dst_url, "destination")
+        guard.check_real(dst, "destination")
+        if dst.url in seen:
+            raise InvalidMessage(f"two sources would be copied to the same destination {dst.url!r}; "
+                                 "give each destination file one source")
+        seen.add(dst.url)
 
 
 def _up_to_date(job) -> bool:

@@ -25,7 +25,7 @@ def test_controller_on_a_taken_port(tmp_path):
     port = free_port()
     with _hold(port):
         r = _domas(tmp_path, "controller", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "c"),
-                   "--metrics-listen", "127.0.0.1:0")
+                   "--metrics-listen", "127.0.0.1:0", "--root", str(tmp_path))
     assert r.returncode == 78 and "Traceback" not in r.stderr
     assert f"controller.listen: cannot listen on 127.0.0.1:{port}" in r.stderr
 

@@ -77,13 +77,13 @@ def test_queued_work_survives_a_controller_restart(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["status", "nope"], "no transfer 'nope'"),
     (["cancel", "nope"], "unknown transfer 'nope'"),
-    (["submit", "/does/not/exist", "/tmp/x/"], "does not exist"),
+    (["submit", "{tmp}/does/not/exist", "{tmp}/x/"], "does not exist"),
 ])
 def test_client_errors_are_one_sentence(tmp_path, args, message):
     port = free_port()
     ctl = _controller(tmp_path, port)
     try:
-        out = _cli(tmp_path, *args, "--controller", f"127.0.0.1:{port}")
+        out = _cli(tmp_path, *(a.format(tmp=tmp_path) for a in args), "--controller", f"127.0.0.1:{port}")
         assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
     finally:
         stop_process(ctl)

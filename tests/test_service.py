@@ -14,6 +14,7 @@ import pytest
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
 from domas.controller.state import StateStore
+from domas.paths import parse_roots
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
@@ -30,7 +31,8 @@ class Wire:
     async def __aenter__(self) -> "Wire":
         self.store = StateStore(self.tmp / "state.sqlite")
         sched = Scheduler(SchedulerConfig(lease_seconds=30.0), random.Random(1), self.store.epoch)
-        self.service = ControllerService(sched, self.store, token="tok", default_chunk_size=CS)
+        self.service = ControllerService(sched, self.store, token="tok", default_chunk_size=CS,
+                                         roots=parse_roots([("root", str(self.tmp))]))
         self.server = grpc.aio.server()
         pb_grpc.add_ControllerServicer_to_server(self.service, self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
