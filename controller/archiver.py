@@ -8,6 +8,15 @@ A thin shell around the pure cores (discovery.StabilityTracker, lifecycle.decide
 3. records each verified replica with the adler32 the transfer folded from its chunk sums (the
    first copy sets the file's checksum; later copies must match it), then expires earlier copies
    only when lifecycle.may_delete holds on a fresh read of the catalogue.
+
+A file's content is its (size, mtime) version: every replica records the version it was copied
+from. A copy that finishes after the file was rewritten is recorded "stale", never "verified", and
+a replica of another version never protects the current one (view() shows it as failed, so the
+current content is copied again). Right before a copy is deleted, the copy is checked to still be
+the catalogued version and the downstream copy that protects it is read back and must match the
+catalogued adler32 (else it is marked "bad" and nothing is deleted). A scrubber (scrub.py) re-reads
+central and tape copies on a schedule. Names are logged with repr() quoting: one line per event,
+whatever characters a file name holds.
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 from .catalogue import Beamtime, Catalogue, Dataset, FileRecord, Replica, SpooledCatalogue
-from .catalogue.base import ReplicaUpdate
+from .sources import from_config as sources_from_config, running, wait_for_news
+from .sources.record import apply_annotations, with_writer_checksums
+from .catalogue.base import ReplicaUpdate, content_version, holds_current
 from .discovery import Location, StabilityTracker, parse_location, scan_tree
-from .lifecycle import FileView, ReplicaState, Retention, decide, may_delete
+from .lifecycle import TIERS, FileView, ReplicaState, Retention, decide, may_delete
+from .scrub import Scrubber, read_adler32, verdict
 
 log = logging.getLogger("domas.archiver")
 
@@ -67,6 +79,11 @@ class Pending:
     mtime: float
     expected_adler32: str = ""       # the catalogued checksum the copy must match ("" = first copy)
     discovered_at: float = 0.0
+    repair: bool = False             # it replaces a copy found bad
+
+    @property
+    def version(self) -> str:
+        return content_version(self.size, self.mtime)
 
 
 def tier_url(root: str, dataset_path: str, relpath: str) -> str:
@@ -79,12 +96,13 @@ def tier_url(root: str, dataset_path: str, relpath: str) -> str:
 
 class Archiver:
     def __init__(self, cfg: Config, catalogue: Catalogue, controller: str, *, token: str = "",
-                 clock=time.time) -> None:
+                 clock=time.time, scrub_stats=None) -> None:
         self.cfg, self.cat, self.controller = cfg, catalogue, controller
         self.roots = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
         self.retention = Retention(cfg.policy.beamline_retention, cfg.policy.central_retention,
                                    retry_failed_after=max(5.0, min(300.0, cfg.policy.stability_seconds * 4)))
         self.tracker = StabilityTracker(cfg.policy.stability_seconds)
+        self.sources = sources_from_config(cfg)     # the tree scan and bus consumers, as configured
         self.clock = clock
         self.pending: dict[tuple[str, str, str], Pending] = {}
         self.finished: list[tuple[Pending, str]] = []      # done copies not yet recorded
@@ -94,10 +112,37 @@ class Archiver:
         self.problems_seen: set[str] = set()
         self._md = (("authorization", f"Bearer {token}"),) if token else ()
         self._next_expiry_scan = 0.0
+        self.scrub_stats = scrub_stats
+        self.scrubber = Scrubber(catalogue, self.replica_url, interval=cfg.policy.scrub_interval,
+                                 rate=cfg.policy.scrub_rate, stats=scrub_stats, clock=clock)
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        async with grpc.aio.insecure_channel(self.controller) as channel:
+        scrub = asyncio.create_task(self.scrub_loop(stop, interval))
+        try:
+            await self._run(stop, interval)
+        finally:
+            self.scrubber.stop.set()
+            await asyncio.gather(scrub, return_exceptions=True)
+
+    async def scrub_loop(self, stop: asyncio.Event, interval: float) -> None:
+        """Re-read stored copies (in a worker thread, beside the archiving passes)."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.scrubber.run_once)
+            except DomasError as e:
+                log.warning("scrub: %s", e)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+    def replica_url(self, tier: str, dataset: str, path: str) -> str | None:
+        ds = self._dataset(dataset)
+        return tier_url(self.roots[tier], ds.path, path) if ds is not None and self.roots.get(tier) else None
+
+    async def _run(self, stop: asyncio.Event, interval: float) -> None:
+        async with grpc.aio.insecure_channel(self.controller) as channel, running(self.sources):
             self.stub = pb_grpc.ControllerStub(channel)
             while not stop.is_set():
                 try:
@@ -106,10 +151,7 @@ class Archiver:
                     log.warning("controller %s: %s", self.controller, e.details() or e.code().name)
                 except DomasError as e:
                     log.warning("archiver: %s", e)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_for_news(stop, self.sources, interval)
 
     async def run_pass(self) -> None:
         if isinstance(self.cat, SpooledCatalogue) and self.cat.pending():
@@ -127,33 +169,48 @@ class Archiver:
         """Catalogue files that settled; returns their first copies (to central) to submit.
 
         New files go to central straight away, without asking the catalogue, so transfers go on
-        while it is unreachable (its writes wait in the spool)."""
-        store, root = resolve(self.roots["beamline"])
-        listing, problems = scan_tree(store, root)
-        for p in problems:
-            if str(p) not in self.problems_seen:
-                self.problems_seen.add(str(p))
-                log.warning("%s", p)
-        now, settled = self.clock(), []
-        for ready in self.tracker.observe(listing, now):
-            try:
-                loc = parse_location(ready.relpath)
-            except DomasError as e:
-                log.warning("%s", e)
-                continue
-            if loc is not None and loc.area in self.cfg.policy.archive_dirs:
-                settled.append((loc, ready.size, ready.mtime))
-        return self.catalogue_files(settled, now)
+        while it is unreachable (its writes wait in the spool). The files and dataset metadata come
+        from the sources (sources/: tree scan, bus consumers); each source's batch is acknowledged
+        only once it is committed to the catalogue."""
+        now, settled, writer_sums = self.clock(), {}, {}
+        batches = [(source, source.poll(now)) for source in self.sources]
+        for _, batch in batches:
+            for found in batch.found:
+                try:
+                    loc = parse_location(found.relpath)
+                except DomasError as e:
+                    log.warning("%s", e)
+                    continue
+                if loc is not None and loc.area in self.cfg.policy.archive_dirs:
+                    settled[found.relpath] = (loc, found.size, found.mtime)
+                    if found.adler32:
+                        writer_sums[(loc.dataset_path, loc.relpath)] = found.adler32
+        self.datasets.update(apply_annotations(self.cat, [a for _, b in batches for a in b.annotations]))
+        copies = with_writer_checksums(self.cat, self.catalogue_files(list(settled.values()), now), writer_sums)
+        for source, batch in batches:
+            source.committed(batch)
+        return copies
 
     def dataset_for(self, loc: Location) -> Dataset:
         path = "/" + loc.dataset_path
         ds = self.datasets.get(path)
         if ds is None:
-            self.cat.upsert_beamtime(Beamtime(id=loc.beamtime, beamline=loc.beamline))
+            ds = self._stored(lambda: self.cat.dataset_by_path(path))    # keep its metadata and state
+        if ds is None:
+            if self._stored(lambda: self.cat.get_beamtime(loc.beamtime)) is None:
+                self.cat.upsert_beamtime(Beamtime(id=loc.beamtime, beamline=loc.beamline))
             ds = self.cat.upsert_dataset(Dataset(beamtime=loc.beamtime, path=path,
                                                  data_type=_DATA_TYPE.get(loc.area, "raw")))
-            self.datasets[path] = ds
+        self.datasets[path] = ds
         return ds
+
+    @staticmethod
+    def _stored(read):
+        """A catalogue read, or None while the catalogue is unreachable (the upserts then spool)."""
+        try:
+            return read()
+        except CatalogueUnavailable:
+            return None
 
     def catalogue_files(self, settled: list[tuple[Location, int, float]], now: float) -> list[CopyRequest]:
         """Record settled files in one batch; returns the first copies (to central) they need."""
@@ -166,15 +223,20 @@ class Archiver:
                 old = None                  # cannot tell: the upsert is idempotent anyway
             if old is not None and (old.size, old.mtime) == (size, mtime):
                 continue                    # already catalogued as it is (e.g. after a restart)
+            if old is not None:
+                log.warning("%r changed after it was catalogued (size %d -> %d, mtime %.6f -> %.6f): the new "
+                            "content is archived; copies of the old one no longer count", loc.relpath, old.size,
+                            size, old.mtime, mtime)
+                self.read_only_done.discard((ds.pid, loc.relpath))
             url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
             rec = FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
-                             replicas={"beamline": Replica("pending", url, now)})
+                             replicas={"beamline": Replica("pending", url, now, content_version(size, mtime))})
             records.append(rec)
             copies.append(CopyRequest(ds.pid, loc.relpath, "beamline", "central", rec, ds.path, now))
         if records:
             self.cat.upsert_files(records)
             log.info("catalogued %d file(s)%s", len(records),
-                     f": {copies[0].dataset_path}/{records[0].path}" if len(records) == 1 else "")
+                     f": {copies[0].dataset_path + '/' + records[0].path!r}" if len(records) == 1 else "")
         for loc, _, _ in settled:
             self._extract_metadata(self.dataset_for(loc), loc)
         return copies
@@ -216,6 +278,8 @@ class Archiver:
             since = r.verified_at or 0.0
             if state == "copying" and (f.dataset, f.path, tier) not in self.pending:
                 state, since = "failed", 0.0
+            if state in ("verified", "copying", "bad") and not holds_current(f, r):
+                state, since = "failed", 0.0      # a copy of another content: the current one needs a copy
             reps[tier] = ReplicaState(state, since)
         discovered = f.replicas["beamline"].verified_at if "beamline" in f.replicas else 0.0
         area = f.dataset and self._area_of(f)
@@ -279,13 +343,15 @@ class Archiver:
         keys, updates, now = [], [], self.clock()
         for r, src, dst in items:
             key = (r.dataset, r.path, dst_tier)
+            bad = r.f.replicas.get(dst_tier) is not None and r.f.replicas[dst_tier].state == "bad"
             self.pending[key] = Pending(resp.transfer_id, r.dataset, r.path, dst_tier, src, dst, r.f.size,
-                                        r.f.mtime, r.f.adler32, r.discovered_at)
+                                        r.f.mtime, r.f.adler32, r.discovered_at, repair=bad)
             keys.append(key)
-            updates.append(ReplicaUpdate(r.dataset, r.path, dst_tier, Replica("copying", dst, now)))
+            updates.append(ReplicaUpdate(r.dataset, r.path, dst_tier,
+                                         Replica("copying", dst, now, content_version(r.f.size, r.f.mtime))))
         self.transfers[resp.transfer_id] = keys
         await asyncio.to_thread(self._set_replicas, updates)
-        log.info("%d file(s) -> %s/ submitted as %s", len(items), dst_dir, resp.transfer_id)
+        log.info("%d file(s) -> %r submitted as %s", len(items), dst_dir + "/", resp.transfer_id)
 
     def _set_replicas(self, updates: list[ReplicaUpdate]) -> None:
         try:
@@ -305,7 +371,7 @@ class Archiver:
                     continue
                 ok = fs.state == pb.FILE_STATE_DONE and fs.adler32
                 if not ok:
-                    log.warning("copy to %s failed: %s", p.dst_url, fs.error_message or "transfer failed")
+                    log.warning("copy to %r failed: %s", p.dst_url, fs.error_message or "transfer failed")
                 self.finished.append((p, fs.adler32 if ok else ""))
             for p in by_src.values():
                 self.finished.append((p, ""))
@@ -325,30 +391,46 @@ class Archiver:
                 return
 
     def record_finished(self) -> None:
-        """Record finished copies in batches; if the catalogue refuses, they wait for the next pass."""
-        now, records, updates = self.clock(), [], []
+        """Record finished copies in batches; if the catalogue refuses, they wait for the next pass.
+
+        Each copy is compared with a fresh read of the file's record: a copy of a content the file
+        no longer has (it was rewritten meanwhile) is recorded "stale", whatever its checksum."""
+        now, records, updates, verified = self.clock(), [], [], 0
         for p, adler32 in self.finished:
-            if adler32 and p.expected_adler32 and p.expected_adler32 != adler32:
-                log.error("%s on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32,
-                          p.expected_adler32)
+            current = self.cat.get_file(p.dataset, p.path)
+            if adler32 and current is not None and content_version(current.size, current.mtime) != p.version:
+                log.warning("%r changed while it was copied to %s: that copy holds an older content and does "
+                            "not count; the current content is copied again", p.path, p.tier)
+                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("stale", p.dst_url, now, p.version)))
+                continue
+            expected = (current.adler32 if current is not None else "") or p.expected_adler32
+            if adler32 and expected and expected != adler32:
+                log.error("%r on %s has adler32 %s, the catalogue says %s: not counted", p.path, p.tier, adler32,
+                          expected)
                 adler32 = ""
             if not adler32:
-                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("failed", p.dst_url, now)))
-            elif not p.expected_adler32:
+                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("failed", p.dst_url, now, p.version)))
+                continue
+            verified += 1
+            if p.repair:
+                log.warning("%r on %s replaced by a verified copy", p.path, p.tier)
+                if self.scrub_stats is not None:
+                    self.scrub_stats.repaired(p.tier)
+            copy = Replica("verified", p.dst_url, now, p.version, now)
+            if not expected:
                 # The first copy fixes the file's checksum: name every replica, so none goes stale.
                 records.append(FileRecord(
                     dataset=p.dataset, path=p.path, size=p.size, mtime=p.mtime, adler32=adler32,
-                    replicas={"beamline": Replica("verified", p.src_url, p.discovered_at or now),
-                              p.tier: Replica("verified", p.dst_url, now)}))
+                    replicas={"beamline": Replica("verified", p.src_url, p.discovered_at or now, p.version),
+                              p.tier: copy}))
             else:
-                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, Replica("verified", p.dst_url, now)))
+                updates.append(ReplicaUpdate(p.dataset, p.path, p.tier, copy))
         if records:
             self.cat.upsert_files(records)
         if updates:
             self.cat.set_replicas(updates)
-        verified = len(records) + sum(u.replica.state == "verified" for u in updates)
         if self.finished:
-            log.info("recorded %d verified cop%s, %d failed", verified, "y" if verified == 1 else "ies",
+            log.info("recorded %d verified cop%s, %d not", verified, "y" if verified == 1 else "ies",
                      len(self.finished) - verified)
         self.finished.clear()
 
@@ -359,14 +441,56 @@ class Archiver:
         if f is None or ds is None or not may_delete(self.view(f), tier):
             return
         url = tier_url(self.roots[tier], ds.path, path)
-        self.cat.set_replicas([ReplicaUpdate(dataset, path, tier, Replica("deleting", url, self.clock()))])
         store, spath = resolve(url)
+        if not self._still_catalogued(store, spath, f, tier) or not self._downstream_intact(f, ds, tier):
+            return
+        self.cat.set_replicas([ReplicaUpdate(dataset, path, tier, replace(f.replicas[tier], state="deleting"))])
         try:
             store.remove(spath)
         except NotFound:
             pass
-        self.cat.set_replica(dataset, path, tier, "deleted", url, self.clock())
-        log.info("expired %s (a verified copy is on a later tier)", url)
+        self.cat.set_replicas([ReplicaUpdate(dataset, path, tier, Replica("deleted", url, self.clock(),
+                                                                          f.replicas[tier].version))])
+        log.info("expired %r (a verified copy is on a later tier)", url)
+
+    @staticmethod
+    def _still_catalogued(store, spath: str, f: FileRecord, tier: str) -> bool:
+        """The copy about to be deleted is still the catalogued content (a rewrite not discovered
+        yet is the only copy of the new content: it stays)."""
+        try:
+            st = store.stat_follow(spath)
+        except NotFound:
+            return True
+        same = st.size == f.size and (tier != "beamline" or abs(st.mtime - f.mtime) < 1e-6)
+        if not same:
+            log.warning("not expiring %r on %s: it changed since it was catalogued (size %d, mtime %.6f); "
+                        "its new content is archived first", f.path, tier, st.size, st.mtime)
+        return same
+
+    def _downstream_intact(self, f: FileRecord, ds: Dataset, tier: str) -> bool:
+        """Read back the verified later copy that protects this one; a mismatch marks it bad."""
+        for later in TIERS[TIERS.index(tier) + 1:]:
+            r = f.replicas.get(later)
+            if r is None or r.state != "verified" or not holds_current(f, r):
+                continue
+            url = tier_url(self.roots[later], ds.path, f.path)
+            try:
+                got = read_adler32(url, on_bytes=lambda n: self.scrub_stats and self.scrub_stats.count_bytes(later, n))
+            except DomasError as e:
+                log.warning("not expiring %r on %s: its %s copy cannot be read back now (%s)", f.path, tier, later, e)
+                return False
+            result = verdict(f.adler32, got)
+            if self.scrub_stats is not None:
+                self.scrub_stats.count(later, result)
+            if result == "ok":
+                self.cat.set_replicas([ReplicaUpdate(f.dataset, f.path, later, replace(r, checked_at=self.clock()))])
+                return True
+            log.error("not expiring %r on %s: its %s copy %r is %s (catalogue adler32 %s, read %s); marked bad, "
+                      "it will be replaced", f.path, tier, later, url, result, f.adler32, got)
+            self.cat.set_replicas([ReplicaUpdate(f.dataset, f.path, later, replace(r, state="bad",
+                                                                                   checked_at=self.clock()))])
+            return False
+        return False
 
     def make_read_only(self, dataset: str, path: str) -> None:
         ds = self._dataset(dataset)

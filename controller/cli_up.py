@@ -104,6 +104,7 @@ async def up(cfg: Config, data_dir: Path, stop: asyncio.Event | None = None) -> 
 
     from .archiver import Archiver
     from .catalogue import open_catalogue
+    from .metrics import ScrubCollector, ScrubStats
     from .server import start_controller
 
     for tier in ("beamline", "central", "tape"):
@@ -112,7 +113,9 @@ async def up(cfg: Config, data_dir: Path, stop: asyncio.Event | None = None) -> 
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     catalogue = open_catalogue(cfg.catalogue, state, spool=True)
-    ctl = await start_controller(cfg, cfg.controller.listen, state, cfg.controller.metrics_listen)
+    scrub_stats = ScrubStats()
+    ctl = await start_controller(cfg, cfg.controller.listen, state, cfg.controller.metrics_listen,
+                                 extra_collectors=(ScrubCollector(scrub_stats),))
     address = f"127.0.0.1:{ctl.port}"
     stop = stop or asyncio.Event()
     agent_metrics = http = None
@@ -129,7 +132,7 @@ async def up(cfg: Config, data_dir: Path, stop: asyncio.Event | None = None) -> 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         banner(cfg, data_dir, ctl, agent_port, http_port)
-        archiver = Archiver(cfg, catalogue, address, token=cfg.controller.token)
+        archiver = Archiver(cfg, catalogue, address, token=cfg.controller.token, scrub_stats=scrub_stats)
         tick = max(0.2, min(2.0, cfg.policy.stability_seconds / 4))
         tasks = [asyncio.create_task(agent.run(stop)), asyncio.create_task(archiver.run(stop, interval=tick))]
         await stop.wait()

@@ -10,6 +10,12 @@ Invariants (tests/test_lifecycle.py checks each):
 - A tier's copy expires only after its retention, counted from when that copy was verified
   (beamline: from when the file was discovered).
 - `raw` files are made read-only on the beamline once a verified central copy exists.
+- A "bad" replica (read back, it does not match the catalogued adler32) is never a source and never
+  protection; it is replaced by a copy from an earlier tier holding the content, or, when none is
+  left, from a later verified tier (tape -> central). It is repaired at once, without back-off.
+- A replica of another content than the file's current one reaches the policy as "failed" (the
+  shell decides that, from the versions the catalogue records), so the current content is copied
+  again and nothing is deleted on its strength.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ TIERS = ("beamline", "central", "tape")
 
 @dataclass(frozen=True)
 class ReplicaState:
-    state: str                       # copying | verified | failed | deleted | missing
+    state: str                       # copying | verified | failed | bad | deleted | missing
     since: float                     # when it entered that state (verified: when verified)
 
 
@@ -59,7 +65,7 @@ def _verified(view: FileView, tier: str) -> bool:
 def _present(view: FileView, tier: str) -> bool:
     r = view.replicas.get(tier)
     if tier == "beamline":
-        return r is None or r.state not in ("deleted", "missing")
+        return r is None or r.state not in ("deleted", "missing", "bad")
     return r is not None and r.state == "verified"
 
 
@@ -89,6 +95,7 @@ def decide(view: FileView, retention: Retention, now: float) -> list[Action]:
             continue
         actions.append(Action("copy", view.key, dst, src))
         break
+    actions += _repairs(view, {a.tier for a in actions if a.kind == "copy"})
     if view.area == "raw" and not view.read_only and _verified(view, "central") and _present(view, "beamline"):
         actions.append(Action("make_read_only", view.key, "beamline"))
     limits = {"beamline": retention.beamline, "central": retention.central}
@@ -96,6 +103,21 @@ def decide(view: FileView, retention: Retention, now: float) -> list[Action]:
         if _present(view, tier) and _protected(view, tier) and _age(view, tier, now) >= limit:
             actions.append(Action("delete", view.key, tier))
     return actions
+
+
+def _repairs(view: FileView, copying: set[str]) -> list[Action]:
+    """Bad copies that the forward copies above do not already replace: taken from a later tier."""
+    out = []
+    for i, tier in enumerate(TIERS):
+        r = view.replicas.get(tier)
+        if tier == "beamline" or r is None or r.state != "bad" or tier in copying:
+            continue
+        if any(_present(view, t) for t in TIERS[:i]):
+            continue                 # the forward loop copies from the earlier tier
+        later = [t for t in TIERS[i + 1:] if _verified(view, t)]
+        if later:
+            out.append(Action("copy", view.key, tier, later[0]))
+    return out
 
 
 def may_delete(view: FileView, tier: str) -> bool:

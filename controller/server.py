@@ -85,8 +85,10 @@ class RunningController:
         self.store.close()
 
 
-async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> RunningController:
-    """Open the state, restore the scheduler, start gRPC, the tick loop and /metrics."""
+async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "",
+                           extra_collectors: tuple = ()) -> RunningController:
+    """Open the state, restore the scheduler, start gRPC, the tick loop and /metrics (with
+    `extra_collectors` served on the same /metrics)."""
     store = StateStore(Path(state_dir) / "controller.sqlite")
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
                                 default_chunk_size=cfg.copy.chunk_size)
@@ -98,7 +100,7 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     port = _bind(server, listen, cfg)
     await server.start()
     metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
-                                          ControllerCollector(lambda: service.latest))
+                                          ControllerCollector(lambda: service.latest, extra_collectors))
     return RunningController(service, server, store, metrics, port, metrics_port)
 
 

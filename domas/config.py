@@ -101,6 +101,8 @@ class PolicyConfig:
     stability_seconds: float = 30.0
     rescan_seconds: float = 60.0
     archive_dirs: tuple[str, ...] = ("raw", "processed")
+    scrub_interval: float = 30 * 86400.0     # re-read every central/tape copy this often (0: never)
+    scrub_rate: int = 50 * MiB               # bytes per second the scrubber may read
 
 
 @dataclass(frozen=True)
@@ -149,9 +151,9 @@ class Config:
         return Path(self.state_dir).expanduser()
 
 
-_SIZE_KEYS = {"copy.chunk_size"}
+_SIZE_KEYS = {"copy.chunk_size", "policy.scrub_rate"}
 _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
-                  "policy.rescan_seconds", "copy.backoff_base", "copy.backoff_max", "copy.retry_budget_seconds",
+                  "policy.rescan_seconds", "policy.scrub_interval", "copy.backoff_base", "copy.backoff_max", "copy.retry_budget_seconds",
                   "controller.lease_seconds"}
 
 
