@@ -133,6 +133,30 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class AmqpSourceConfig:
+    url: str = ""                    # amqp://user:password@host:5672/vhost ; "" = this source is off
+    exchange: str = "domas"
+    queue: str = "domas.archiver"
+    prefetch: int = 2000             # unacknowledged messages the broker may hand over at once
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Discovery sources (domas.controller.sources): the tree scan and message-bus consumers."""
+
+    scan: bool = True                # the tree scan, the safety net that finds what no one announced
+    amqp: AmqpSourceConfig = field(default_factory=AmqpSourceConfig)
+
+    def validate(self) -> None:
+        if not self.amqp.exchange or not self.amqp.queue:
+            raise ConfigError("source.amqp: exchange and queue must not be empty")
+        if not 1 <= self.amqp.prefetch <= 65535:
+            raise ConfigError(f"source.amqp.prefetch: must be between 1 and 65535, got {self.amqp.prefetch}")
+        if self.amqp.url and not self.amqp.url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"source.amqp.url: {self.amqp.url!r} is not an amqp:// or amqps:// URL")
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: str = ""
     copy: CopyConfig = field(default_factory=CopyConfig)
@@ -141,6 +165,7 @@ class Config:
     catalogue: CatalogueConfig = field(default_factory=CatalogueConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
 
     def with_copy(self, **changes: Any) -> "Config":
         new = replace(self, copy=replace(self.copy, **{k: v for k, v in changes.items() if v is not None}))
@@ -197,12 +222,29 @@ def _apply(cfg: Config, section: str | None, key: str, value: Any) -> Config:
         return replace(cfg, **{key: _coerce(key, value, getattr(cfg, key))})
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub):
-        raise ConfigError(f"[{section}]: unknown section (known: copy, storage, policy, catalogue, controller, agent)")
+        raise ConfigError(f"[{section}]: unknown section (known: copy, storage, policy, catalogue, controller, agent, source)")
+    head, _, rest = key.partition("_")
+    if key not in {f.name for f in fields(sub)} and rest and dataclasses.is_dataclass(getattr(sub, head, None)):
+        key, value = head, {rest: value}          # DOMAS_SOURCE_AMQP_URL -> [source.amqp] url
     if key not in {f.name for f in fields(sub)}:
         known = ", ".join(f.name for f in fields(sub))
         raise ConfigError(f"{section}.{key}: unknown key (known in [{section}]: {known})")
     full = f"{section}.{key}"
+    if dataclasses.is_dataclass(getattr(sub, key)):
+        return replace(cfg, **{section: replace(sub, **{key: _table(full, value, getattr(sub, key))})})
     return replace(cfg, **{section: replace(sub, **{key: _coerce(full, value, getattr(sub, key))})})
+
+
+def _table(name: str, value: Any, current: Any) -> Any:
+    """A nested table such as [source.amqp], applied key by key onto its dataclass."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}]: must be a table of keys")
+    for key, v in value.items():
+        if key not in {f.name for f in fields(current)}:
+            known = ", ".join(f.name for f in fields(current))
+            raise ConfigError(f"{name}.{key}: unknown key (known in [{name}]: {known})")
+        current = replace(current, **{key: _coerce(f"{name}.{key}", v, getattr(current, key))})
+    return current
 
 
 def default_state_dir(env: Mapping[str, str]) -> str:
@@ -250,9 +292,10 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
     if env.get("DOMAS_TOKEN") and not cfg.controller.token:
         cfg = replace(cfg, controller=replace(cfg.controller, token=env["DOMAS_TOKEN"]))
     cfg.copy.validate()
+    cfg.source.validate()
     return cfg
 
 
-_SECTIONS = {"copy", "storage", "policy", "catalogue", "controller", "agent"}
+_SECTIONS = {"copy", "storage", "policy", "catalogue", "controller", "agent", "source"}
 _ENV_NOT_CONFIG = {"DOMAS_CONFIG", "DOMAS_NO_EXTENSIONS", "DOMAS_TOKEN", "DOMAS_TEST_MONGODB_URI",
                    "DOMAS_EXT_DEBUG", "DOMAS_EXT_OPTIONAL"}

@@ -1,0 +1,130 @@
+"""Discovery sources: where the archiver learns that files exist and what they are about.
+
+One small interface, one module per source, chosen in the configuration ([source] section):
+- `scan` (scan.py): lists the beamline tree every pass and takes a file once it stopped changing
+  for the stability window. On by default: the safety net that finds what no one announced.
+- `amqp` (amqp.py): a RabbitMQ consumer of Bluesky documents and detector "file closed" messages,
+  on when `[source.amqp] url` is set.
+
+Contract of a Source (the archiver calls poll() and committed() from a worker thread, start() and
+close() in its event loop):
+- `poll(now)` returns a Batch: every item offered since the last `committed()` plus new ones, so
+  a batch whose catalogue write failed is offered again. Items are idempotent: applying one twice
+  leaves the catalogue as applying it once.
+- `committed(batch)` is called only after every item of that batch is in the catalogue; a source
+  backed by a queue acknowledges its messages then, never earlier.
+- `ready` (an asyncio.Event, or None) is set when the source has news, so the archiver runs a
+  pass at once instead of waiting for its interval.
+A new source (inotify, Kafka) is one module with a class like these and one config section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file on beamline storage, relative to the beamline root."""
+
+    relpath: str
+    size: int
+    mtime: float
+    adler32: str = ""        # the writer's checksum, checked against the copy ("" = unknown)
+    closed: bool = False     # the writer said it is closed: taken at once, no stability wait
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """Metadata for the dataset at `dataset_path` (<Beamline>/<YYYYMM>/Data/<BeamtimeID>/<area>).
+
+    Applied by filling only what is empty: a field already set (by an operator, a NeXus file or an
+    earlier document) is never overwritten, so applying an annotation twice changes nothing."""
+
+    dataset_path: str
+    metadata: dict
+    proposal: str = ""       # fills the beamtime's proposal when it has none
+
+
+@dataclass
+class Batch:
+    found: list[Found] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)
+    token: Any = None        # what committed() needs to acknowledge this batch
+
+
+class Source:
+    """Base class: a source with no background work (see the module docstring for the contract)."""
+
+    name = "source"
+    ready: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        """Begin background work (a consumer connection); called once in the archiver's loop."""
+
+    async def close(self) -> None:
+        """Stop background work; unacknowledged messages go back to their queue."""
+
+    def poll(self, now: float) -> Batch:
+        raise NotImplementedError
+
+    def committed(self, batch: Batch) -> None:
+        """Every item of `batch` is in the catalogue."""
+
+    def collectors(self) -> tuple:
+        """Prometheus collectors this source exposes (served on the controller's /metrics)."""
+        return ()
+
+
+def fill_empty(current: Any, new: Any) -> Any:
+    """`current` with the empty parts filled from `new`, recursively through dicts; idempotent."""
+    if isinstance(current, dict) and isinstance(new, dict):
+        out = dict(current)
+        for k, v in new.items():
+            out[k] = fill_empty(out[k], v) if k in out else v
+        return out
+    return new if current in (None, "", [], {}) else current
+
+
+def from_config(cfg, *, clock=None) -> list[Source]:
+    """The sources the configuration turns on, the tree scan first."""
+    from .scan import ScanSource
+
+    sources: list[Source] = []
+    if cfg.source.scan:
+        sources.append(ScanSource(cfg.storage.beamline, cfg.policy.stability_seconds))
+    if cfg.source.amqp.url:
+        from .amqp import AmqpSource
+
+        sources.append(AmqpSource(cfg.source.amqp, cfg.storage.beamline, cfg.state_path()))
+    return sources
+
+
+@contextlib.asynccontextmanager
+async def running(sources: list[Source]):
+    """Start the sources' background work for the duration of the block."""
+    started: list[Source] = []
+    try:
+        for s in sources:
+            await s.start()
+            started.append(s)
+        yield
+    finally:
+        for s in reversed(started):
+            await s.close()
+
+
+async def wait_for_news(stop: asyncio.Event, sources: list[Source], interval: float) -> None:
+    """Sleep until `interval` passed, `stop` is set or a source has news (then clear its flag)."""
+    events = [s.ready for s in sources if s.ready is not None]
+    tasks = [asyncio.ensure_future(e.wait()) for e in (stop, *events)]
+    try:
+        await asyncio.wait(tasks, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+    for e in events:
+        e.clear()

@@ -1,0 +1,115 @@
+"""Metadata acquisition, pure parts: message parsing, run -> dataset routing, annotations that only
+fill empty fields, the [source.amqp] configuration. No broker needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domas import config
+from domas.controller.sources import Annotation, fill_empty, from_config
+from domas.controller.sources.messages import (Document, FileClosed, annotation, parse, relative_to_root,
+                                              start_dataset)
+from domas.errors import ConfigError, DomasError, InvalidMessage
+
+ROOT = "/data/beamline"
+T = 1_795_000_000.0          # 2026-11-18 UTC
+
+
+def body(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_file_closed_parsed_and_checked():
+    m = parse("file.closed", body({"path": f"{ROOT}/B1/202611/Data/BT1/raw/a.h5", "size": 5, "adler32": "0A1B2C3D"}))
+    assert m == FileClosed(f"{ROOT}/B1/202611/Data/BT1/raw/a.h5", 5, "0a1b2c3d")
+    assert parse("file.closed", body({"path": "x", "size": 0})) == FileClosed("x", 0, "")
+
+
+@pytest.mark.parametrize("key,raw,reason", [
+    ("file.closed", b"\xff\xfe", "not JSON"),
+    ("file.closed", b"[1, 2]", "not a JSON object"),
+    ("file.closed", body({"size": 1}), "'path'"),
+    ("file.closed", body({"path": "a", "size": -1}), "'size'"),
+    ("file.closed", body({"path": "a", "size": True}), "'size'"),
+    ("file.closed", body({"path": "a", "size": 1, "adler32": "xyz"}), "'adler32'"),
+    ("bluesky.start", body({"name": "begin", "doc": {}}), "not a Bluesky document name"),
+    ("bluesky.start", body({"name": "start", "doc": {"uid": "u"}}), "no 'time'"),
+    ("bluesky.stop", body({"name": "stop", "doc": {"uid": "s"}}), "no 'run_start'"),
+    ("weird.key", body({}), "neither file.closed"),
+])
+def test_malformed_messages_refused_with_a_reason(key, raw, reason):
+    with pytest.raises(InvalidMessage, match=reason):
+        parse(key, raw)
+
+
+@pytest.mark.parametrize("doc,expected", [
+    ({"data_path": f"{ROOT}/B1/202611/Data/BT7/raw/scan42"}, "B1/202611/Data/BT7/raw"),
+    ({"data_path": "ID21/202612/Data/P9/processed"}, "ID21/202612/Data/P9/processed"),
+    ({"beamline": "B1", "beamtime_id": "BT7"}, "B1/202611/Data/BT7/raw"),
+])
+def test_run_dataset_from_start_document(doc, expected):
+    assert start_dataset({"uid": "u", "time": T, **doc}, ROOT) == expected
+
+
+@pytest.mark.parametrize("doc", [
+    {"data_path": "/elsewhere/B1/202611/Data/BT7/raw"},
+    {"data_path": f"{ROOT}/B1/../../etc/raw"},
+    {"data_path": "B1/202611/NotData/BT7/raw"},
+    {"beamline": "B1"},
+])
+def test_start_documents_without_a_dataset_refused(doc):
+    with pytest.raises(DomasError):
+        start_dataset({"uid": "u", "time": T, **doc}, ROOT)
+
+
+def test_relative_to_root_refuses_escapes():
+    assert relative_to_root(f"{ROOT}/B1/x", ROOT) == "B1/x"
+    for bad in (f"{ROOT}/../etc/passwd", "/data/beamline2/x", "a/../../b"):
+        with pytest.raises(DomasError):
+            relative_to_root(bad, ROOT)
+
+
+def test_annotations_of_a_run():
+    start = {"uid": "r1", "time": T, "scan_id": 3, "plan_name": "scan", "detectors": ["det"],
+             "motors": ["motor"], "proposal_id": "P100", "sample": "Ni foil"}
+    a = annotation("start", start, "B1/202611/Data/BT7/raw")
+    assert a.proposal == "P100"
+    assert a.metadata["sample"] == "Ni foil" and a.metadata["proposal"] == "P100"
+    assert a.metadata["scans"]["r1"]["plan_name"] == "scan" and a.metadata["scans"]["r1"]["scan_id"] == 3
+    stop = annotation("stop", {"uid": "s", "run_start": "r1", "time": T + 5, "exit_status": "success",
+                               "num_events": {"primary": 5}}, a.dataset_path)
+    assert stop.metadata == {"scans": {"r1": {"stop_time": "2026-11-18T11:06:45.000+00:00",
+                                              "exit_status": "success", "num_events": {"primary": 5}}}}
+    desc = annotation("descriptor", {"uid": "d", "run_start": "r1", "name": "primary",
+                                     "data_keys": {"motor": {}, "det": {}}}, a.dataset_path)
+    assert desc.metadata == {"scans": {"r1": {"streams": {"primary": ["det", "motor"]}}}}
+    assert annotation("event", {"uid": "e", "descriptor": "d"}, a.dataset_path) is None
+
+
+def test_fill_empty_never_overwrites_and_is_idempotent():
+    operator = {"sample": "set by operator", "scans": {"r1": {"plan_name": "scan"}}, "title": ""}
+    new = {"sample": "from bluesky", "title": "T", "scans": {"r1": {"plan_name": "x", "exit_status": "success"},
+                                                             "r2": {"plan_name": "count"}}}
+    once = fill_empty(operator, new)
+    assert once == {"sample": "set by operator", "title": "T",
+                    "scans": {"r1": {"plan_name": "scan", "exit_status": "success"}, "r2": {"plan_name": "count"}}}
+    assert fill_empty(once, new) == once
+
+
+def test_source_config(tmp_path):
+    p = tmp_path / "domas.toml"
+    p.write_text('[source]\nscan = false\n[source.amqp]\nurl = "amqp://guest:guest@127.0.0.1:5672/"\n')
+    cfg = config.load(p, {})
+    assert (cfg.source.scan, cfg.source.amqp.url, cfg.source.amqp.exchange) == (
+        False, "amqp://guest:guest@127.0.0.1:5672/", "domas")
+    env = config.load(None, {"DOMAS_SOURCE_AMQP_URL": "amqp://h/", "DOMAS_SOURCE_AMQP_EXCHANGE": "bl"})
+    assert (env.source.amqp.url, env.source.amqp.exchange, env.source.scan) == ("amqp://h/", "bl", True)
+    with pytest.raises(ConfigError, match="source.amqp.bogus: unknown key"):
+        config.load(None, {"DOMAS_SOURCE_AMQP_BOGUS": "1"})
+    with pytest.raises(ConfigError, match="source.amqp.url"):
+        config.load(None, {"DOMAS_SOURCE_AMQP_URL": "http://h/"})
+    assert [s.name for s in from_config(config.load(None, {"DOMAS_STATE_DIR": str(tmp_path)}))] == ["scan"]
+    both = config.load(None, {"DOMAS_STATE_DIR": str(tmp_path), "DOMAS_SOURCE_AMQP_URL": "amqp://h/"})
+    assert [s.name for s in from_config(both)] == ["scan", "amqp"]
