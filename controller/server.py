@@ -18,8 +18,10 @@ from domas.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.rpc_errors import ErrorMapping
 from domas.controller.service import ControllerService
+from domas.controller.validate import Limits
 from domas.controller.state import StateStore
 from domas.errors import ConfigError
+from domas.paths import controller_roots
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 log = logging.getLogger("domas.controller")
@@ -86,12 +88,16 @@ class RunningController:
 
 
 async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "",
-                           extra_collectors: tuple = ()) -> RunningController:
+                           extra_collectors: tuple = (), roots: tuple[str, ...] = ()) -> RunningController:
     """Open the state, restore the scheduler, start gRPC, the tick loop and /metrics (with
-    `extra_collectors` served on the same /metrics)."""
+    `extra_collectors` served on the same /metrics). Transfers stay inside the configured storage
+    roots plus `roots` (--root)."""
+    confined = controller_roots(cfg.storage.roots(), roots)
     store = StateStore(Path(state_dir) / "controller.sqlite")
-    service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token,
-                                default_chunk_size=cfg.copy.chunk_size)
+    c = cfg.controller
+    service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token, roots=confined,
+                                default_chunk_size=cfg.copy.chunk_size,
+                                limits=Limits(c.max_sources_per_transfer, c.max_files_per_transfer))
     server = grpc.aio.server(interceptors=[ErrorMapping()],     # one sentence for every failure
                              options=[("grpc.so_reuseport", 0),     # two controllers never share a port
                                       ("grpc.max_receive_message_length", 64 << 20),
@@ -104,8 +110,8 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     return RunningController(service, server, store, metrics, port, metrics_port)
 
 
-async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "") -> None:
-    ctl = await start_controller(cfg, listen, state_dir, metrics_listen)
+async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "", roots: tuple[str, ...] = ()) -> None:
+    ctl = await start_controller(cfg, listen, state_dir, metrics_listen, roots=roots)
     host = listen.rsplit(":", 1)[0]
     print(f"controller listening on {host}:{ctl.port} (epoch {ctl.store.epoch}, state in {state_dir}), "
           f"metrics on http://127.0.0.1:{ctl.metrics_port}/metrics", file=sys.stderr, flush=True)

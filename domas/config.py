@@ -92,6 +92,12 @@ class StorageConfig:
     beamline: str = ""
     central: str = ""
     tape: str = ""
+    endpoints: tuple[tuple[str, str], ...] = ()     # [storage.endpoints] NAME = "path or root:// URL"
+
+    def roots(self) -> tuple[tuple[str, str], ...]:
+        """(key, location) of every storage root declared: the tiers, then the named endpoints."""
+        tiers = tuple((f"storage.{t}", getattr(self, t)) for t in ("beamline", "central", "tape") if getattr(self, t))
+        return tiers + tuple((f"storage.endpoints.{name}", url) for name, url in self.endpoints)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,13 @@ class ControllerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     lease_seconds: float = 60.0
+    max_files_per_transfer: int = 1_000_000
+    max_sources_per_transfer: int = 100_000
+
+    def validate(self) -> None:
+        for key in ("max_files_per_transfer", "max_sources_per_transfer"):
+            if not 1 <= getattr(self, key) <= 100_000_000:
+                raise ConfigError(f"controller.{key}: must be between 1 and 100000000, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,27 @@ _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "poli
                   "controller.lease_seconds"}
 
 
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _endpoints(value: Any) -> tuple[tuple[str, str], ...]:
+    """[storage.endpoints] as a TOML table, or DOMAS_STORAGE_ENDPOINTS="name=url,name2=url2"."""
+    if isinstance(value, str):
+        pairs = [item.partition("=")[::2] for item in value.split(",") if item.strip()]
+        value = {name.strip(): url.strip() for name, url in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError('storage.endpoints: must be a table of NAME = "path or root:// URL"')
+    for name, url in value.items():
+        if not _ENDPOINT_NAME.fullmatch(name):
+            raise ConfigError(f"storage.endpoints: {name!r} is not a name (letters, digits, '_', '.', '-'; at most 64)")
+        if not isinstance(url, str) or not url:
+            raise ConfigError(f"storage.endpoints.{name}: must be a path or a root:// URL")
+    return tuple(sorted(value.items()))
+
+
 def _coerce(key: str, value: Any, current: Any) -> Any:
+    if key == "storage.endpoints":
+        return _endpoints(value)
     if key in _SIZE_KEYS:
         return parse_size(value, key)
     if key in _DURATION_KEYS:
@@ -293,6 +326,7 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
         cfg = replace(cfg, controller=replace(cfg.controller, token=env["DOMAS_TOKEN"]))
     cfg.copy.validate()
     cfg.source.validate()
+    cfg.controller.validate()
     return cfg
 
 
