@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import zlib
 
+import pytest
 
 from tests.fixtures.common import run_domas, wait_until
 
@@ -88,3 +90,40 @@ def test_killed_upload_resumes_and_keeps_the_checksum(tmp_path, state, xrootd_se
     f = r["files"][0]
     assert f["resumed_bytes"] > 0 and f["adler32"] == f"{zlib.adler32(data):08x}"
     assert xrootd_server.local(xrootd_server.path("resume/big.bin")).read_bytes() == data
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_copy_outlasts_an_xrootd_restart(tmp_path, state, private_xrootd, direction):
+    """Kill the server mid-copy, start it again 3 s later on the same port: the copy goes on
+    (handles reopened, retries within copy.retry_budget_seconds) and ends verified."""
+    server = private_xrootd
+    data = os.urandom(32 * MiB)
+    remote = f"{server.url}/{server.path('restart/big.bin')}"
+    local = tmp_path / "big.bin"
+    if direction == "upload":
+        local.write_bytes(data)
+        src, dst = str(local), remote
+    else:
+        server.put(server.path("restart/big.bin"), data)
+        src, dst = remote, str(local)
+    env = {**os.environ, "DOMAS_COPY_BACKOFF_MAX": "1"}      # retry at least once a second
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "copy", "--json", "--chunk-size", "256KiB",
+                             "--streams", "2", src, dst], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    journal = state / "journal"
+    wait_until(lambda: journal.exists() and any(len(p.read_bytes().splitlines()) > 10 for p in journal.glob("*.jsonl")),
+               60, "the copy to journal chunks", proc)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    killed = time.monotonic()
+    time.sleep(3)                                           # the server is away for 3 s
+    server.start()
+    back = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    resumed_after = time.monotonic() - back
+    assert proc.returncode == 0, err
+    f = json.loads(out)["files"][0]
+    assert f["status"] == "done" and f["adler32"] == f"{zlib.adler32(data):08x}" and f["retries"] > 0
+    stored = local.read_bytes() if direction == "download" else server.local(server.path("restart/big.bin")).read_bytes()
+    assert stored == data
+    print(f"{direction}: server away {back - killed:.1f} s, copy done {resumed_after:.2f} s after it was back")

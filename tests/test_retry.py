@@ -84,3 +84,15 @@ def test_policy_delay_matches_backoff_delay_for_the_same_seed():
 def test_policy_rejects_nonsense(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RetryPolicy(**kwargs)
+
+
+def test_a_budget_outlasts_the_attempts_for_storage_that_is_away():
+    """Issue 8 finding 6: a server restart takes longer than max_attempts quick retries."""
+    p = RetryPolicy(max_attempts=3, base=0.1, cap=1.0, budget=60.0, per_kind={"checksum_mismatch": 3})
+    rng = random.Random(1)
+    assert p.next_delay(3, "connection_lost", True, rng, elapsed=10.0) is not None
+    assert p.next_delay(50, "server_refused", True, rng, elapsed=59.5) <= 0.5     # never past the budget
+    assert p.next_delay(3, "timeout", True, rng, elapsed=60.0) is None
+    assert p.next_delay(3, "checksum_mismatch", True, rng, elapsed=1.0) is None    # not a storage outage
+    assert p.next_delay(1, "not_found", False, rng, elapsed=1.0) is None
+    assert RetryPolicy(max_attempts=3).next_delay(3, "connection_lost", True, rng, elapsed=1.0) is None

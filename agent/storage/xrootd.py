@@ -14,6 +14,10 @@ Invariants:
 - `readback` re-reads through the writing handle: XrdCl keeps no data cache, so this proves the
   server holds the bytes in its file, but XRootD has no way to bypass the server's page cache:
   they may come from the server's memory, not its disk.
+- A handle survives a server restart: a request that fails because the connection is gone (or
+  finds XrdCl's file closed: "I/O operation on closed file") drops the XrdCl File and raises a
+  retriable ConnectionLost; the next request opens the file again (a writer for update, never
+  truncating), so the copy engine's retries go on where they were.
 - xrootd lets a file have one writer or many readers: opening a file that another handle writes
   is refused (kXR_FileLocked -> ServerRefused, retriable). With `shared_open=True` every open
   carries kXR_force, for several agents writing chunks of one file (or export `nolock` on the server).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 
 from XRootD import client
 from XRootD.client.flags import AccessMode, DirListFlags, MkDirFlags, OpenFlags, QueryCode, StatInfoFlags
@@ -196,7 +201,8 @@ class XRootDStorage(Storage):
 
     # -- data -------------------------------------------------------------------------------
     def open_read(self, path: str) -> ReadHandle:
-        return _XRootDReader(self._open(path, OpenFlags.READ), path, self.timeout)
+        return _XRootDReader(self._open(path, OpenFlags.READ), path, self.timeout,
+                             lambda: self._open(path, OpenFlags.READ))
 
     def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
                    mode: int = 0o644) -> WriteHandle:
@@ -204,7 +210,7 @@ class XRootDStorage(Storage):
             f = self._open(path, OpenFlags.DELETE | OpenFlags.MAKEPATH, mode)
         else:
             f = self._open_existing_or_new(path, create, mode)
-        handle = _XRootDWriter(f, path, self.timeout)
+        handle = _XRootDWriter(f, path, self.timeout, lambda: self._open(path, OpenFlags.UPDATE))
         if truncate:
             handle.truncate(0)
         return handle
@@ -334,48 +340,79 @@ def _read_range(f, path: str, offset: int, length: int, timeout: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class _XRootDReader(ReadHandle):
-    def __init__(self, f, path: str, timeout: int) -> None:
-        self._file, self._path, self._timeout = f, path, timeout
+class _Reopening:
+    """The XrdCl File of a handle, opened again after the connection to the server was lost."""
 
-    def pread(self, offset: int, length: int) -> bytes:
-        return _read_range(self._file, self._path, offset, length, self._timeout)
+    def __init__(self, f, path: str, timeout: int, reopen) -> None:
+        self._file, self._path, self._timeout, self._reopen = f, path, timeout, reopen
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _current(self):
+        with self._lock:
+            if self._closed:
+                raise ValueError("I/O operation on a handle closed by its owner")
+            if self._file is None or not self._file.is_open():
+                self._file = self._reopen()
+            return self._file
+
+    def _call(self, op):
+        """op(file) with the current File; a lost connection drops it for the next call to reopen."""
+        f = self._current()
+        try:
+            return op(f)
+        except (ConnectionLost, ServerRefused, NetworkTimeout):
+            self._drop(f)
+            raise
+        except ValueError as e:         # the binding's "I/O operation on closed file"
+            self._drop(f)
+            raise ConnectionLost(f"the connection to the server was lost ({e}); the file is opened again",
+                                 path=self._path) from None
+
+    def _drop(self, f) -> None:
+        with self._lock:
+            if self._file is f:
+                self._file = None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close(timeout=self._timeout)     # nothing written, nothing to lose
-            self._file = None
+        with self._lock:
+            f, self._file, self._closed = self._file, None, True
+        if f is not None and f.is_open():
+            _checked(f.close(timeout=self._timeout), self._path)
 
 
-class _XRootDWriter(WriteHandle):
-    def __init__(self, f, path: str, timeout: int) -> None:
-        self._file, self._path, self._timeout = f, path, timeout
+class _XRootDReader(_Reopening, ReadHandle):
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._call(lambda f: _read_range(f, self._path, offset, length, self._timeout))
 
+    def close(self) -> None:
+        try:
+            _Reopening.close(self)
+        except StorageError:
+            pass                        # nothing written, nothing to lose
+
+
+class _XRootDWriter(_Reopening, WriteHandle):
     def pwrite(self, offset: int, data) -> None:
         if offset < 0:
             raise ImpossibleRange(f"impossible offset {offset}", path=self._path)
         buf = data if isinstance(data, bytes) else bytes(data)   # the binding takes bytes only
         if buf:
-            _checked(self._file.write(buf, offset, len(buf), timeout=self._timeout), self._path)
+            self._call(lambda f: _checked(f.write(buf, offset, len(buf), timeout=self._timeout), self._path))
 
     def sync(self) -> None:
-        _checked(self._file.sync(timeout=self._timeout), self._path)
+        self._call(lambda f: _checked(f.sync(timeout=self._timeout), self._path))
 
     def readback(self, offset: int, length: int) -> bytes:
         """Read through the writing handle: XrdCl keeps no data cache, so the bytes come from
         the server's file (a second open for reading would be refused while we write: xrootd
         lets a file have one writer or many readers)."""
-        return _read_range(self._file, self._path, offset, length, self._timeout)
+        return self._call(lambda f: _read_range(f, self._path, offset, length, self._timeout))
 
     def truncate(self, size: int) -> None:
         if size < 0:
             raise ImpossibleRange(f"impossible size {size}", path=self._path)
-        _checked(self._file.truncate(size, timeout=self._timeout), self._path)
-
-    def close(self) -> None:
-        f, self._file = self._file, None
-        if f is not None:
-            _checked(f.close(timeout=self._timeout), self._path)
+        self._call(lambda f: _checked(f.truncate(size, timeout=self._timeout), self._path))
 
 
 __all__ = ["XRootDStorage", "CLIENT_ENV", "DEFAULT_TIMEOUT"]
