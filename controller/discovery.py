@@ -15,6 +15,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from domas.agent.parts import PART_SUFFIX
 from domas.errors import UnsafePath
 
 AREAS = ("raw", "processed", "scratch", "share")
@@ -118,6 +119,6 @@ def scan_tree(store, root: str) -> tuple[dict[str, tuple[int, float]], list[Unsa
             if st.is_dir:
                 continue
             files[rel] = (st.size, st.mtime)
-        elif not entry.is_dir and not posixpath.basename(rel).endswith(".domas-part"):
+        elif not entry.is_dir and not posixpath.basename(rel).endswith(PART_SUFFIX):
             files[rel] = (entry.size, entry.mtime)
     return files, problems

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from domas.agent.parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling of part names)
 from domas.agent.plan import chunk_at
 from domas.errors import ImpossibleRange
 
-PART_SUFFIX = ".domas-part"
+part_url = part_path        # the hidden name agents write a destination URL under until it is done
 VERIFY_MODES = ("default", "none")
 STATES = ("queued", "active", "verifying", "done", "failed", "cancelled")
 
@@ -35,7 +36,7 @@ class TransferSpec:
 
 @dataclass(frozen=True, slots=True)
 class FileSpec:
-    """One file to copy: `dst` is the final name (the agents write `dst + PART_SUFFIX`)."""
+    """One file to copy: `dst` is the final name (the agents write `part_url(dst)`)."""
 
     src: str
     dst: str

@@ -294,7 +294,7 @@ class Scheduler:
         self._active += 1
         t = f.t
         return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
-                            f.dst + ev.PART_SUFFIX, f.size, f.mtime_ns, expires, t.spec.verify)
+                            ev.part_url(f.dst), f.size, f.mtime_ns, expires, t.spec.verify)
 
     def _release(self, lease: Lease, state: int) -> None:
         if lease.state == L_ACTIVE:
@@ -482,7 +482,7 @@ class Scheduler:
         cs = f.t.spec.chunk_size
         p = f.prog
         folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
-        return ev.FinalizeFile(f.t.id, f.id, f.dst + ev.PART_SUFFIX, f.dst, f.size, folded, f.t.part_verify,
+        return ev.FinalizeFile(f.t.id, f.id, ev.part_url(f.dst), f.dst, f.size, folded, f.t.part_verify,
                                f.mtime_ns)
 
     def _verified(self, e: ev.DestinationVerified, now: float, out: list) -> None:
@@ -510,7 +510,7 @@ class Scheduler:
             self._reset(f, "checksum_mismatch", msg, now, out, f.size, f.mtime_ns)
 
     def _fail(self, f: File, kind: str, message: str, out: list) -> None:
-        out.append(ev.FileFailed(f.t.id, f.id, f.dst + ev.PART_SUFFIX, kind, message))
+        out.append(ev.FileFailed(f.t.id, f.id, ev.part_url(f.dst), kind, message))
         self._terminal(f, FAILED, out)
 
     def _terminal(self, f: File, state: int, out: list) -> None:

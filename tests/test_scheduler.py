@@ -81,7 +81,7 @@ def test_leases_cover_every_chunk_once_with_the_part_name_and_source_identity():
     got = ask(s, "a", 100)
     assert [(g.file_id, g.index, g.offset, g.length) for g in got] == [
         (1, 0, 0, CS), (1, 1, CS, CS), (1, 2, 2 * CS, CS), (1, 3, 3 * CS, 5), (2, 0, 0, 0), (3, 0, 0, CS)]
-    assert got[0].dst_url == "/dst/t/0.domas-part" and got[0].src_url == "/src/t/0"
+    assert got[0].dst_url == "/dst/t/.0.domas-part" and got[0].src_url == "/src/t/0"
     assert got[0].file_size == 3 * CS + 5 and got[0].expires_at == 60.0 and got[0].verify == "default"
     assert len({g.lease_id for g in got}) == 6
     assert ask(s, "b", 10) == []
@@ -169,7 +169,7 @@ def test_whole_file_adler32_is_folded_from_chunks_copied_by_different_agents_in_
         final += report(s, ok(lease))
     (fin,) = of(final, ev.FinalizeFile)
     assert fin.expected_adler32 == whole_adler(got[0])
-    assert (fin.part_url, fin.final_url, fin.verify) == ("/dst/t/0.domas-part", "/dst/t/0", True)
+    assert (fin.part_url, fin.final_url, fin.verify) == ("/dst/t/.0.domas-part", "/dst/t/0", True)
     done = s.on_event(ev.DestinationVerified("t", fin.file_id, whole_adler(got[0])), 2.0)
     assert of(done, ev.FileDone) == [ev.FileDone("t", 1, "/dst/t/0", 7 * CS + 123, whole_adler(got[0]))]
     assert of(done, ev.TransferEnded)[0].state == "done"
@@ -251,7 +251,7 @@ def test_retriable_failures_give_up_after_max_attempts_keeping_the_last_reason()
         (lease,) = ask(s, "a", 1, now=attempt)
         out = report(s, failed(lease, "connection_lost", True), now=attempt + 0.5)
     (fail,) = of(out, ev.FileFailed)
-    assert (fail.file_id, fail.kind, fail.part_url) == (1, "connection_lost", "/dst/t/0.domas-part")
+    assert (fail.file_id, fail.kind, fail.part_url) == (1, "connection_lost", "/dst/t/.0.domas-part")
     assert fail.message == "gave up on chunk 0 after 3 attempts: connection_lost happened"
     assert s.snapshot(5)["errors_total"] == {"connection_lost": 3}
 
@@ -263,7 +263,7 @@ def test_permanent_error_fails_the_file_at_once_and_revokes_its_other_leases(kin
     a0, a1 = ask(s, "a", 2)
     (b2,) = ask(s, "b", 1)
     out = report(s, failed(a0, kind, retriable=True))     # a permanent kind wins over the flag
-    assert of(out, ev.FileFailed) == [ev.FileFailed("t", 1, "/dst/t/0.domas-part", kind, f"{kind} happened")]
+    assert of(out, ev.FileFailed) == [ev.FileFailed("t", 1, "/dst/t/.0.domas-part", kind, f"{kind} happened")]
     assert of(out, ev.RevokeLeases) == [ev.RevokeLeases("a", (a1.lease_id,)), ev.RevokeLeases("b", (b2.lease_id,))]
     assert of(out, ev.TransferEnded)[0].state == "failed"
     assert of(report(s, ok(a1)), ev.Duplicate)
@@ -539,7 +539,7 @@ def test_leases_carry_full_urls_whatever_prefixes_the_files_share():
              ev.FileSpec("/local/z", "/elsewhere/renamed", CS))
     s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=CS), files), 0.0)
     got = ask(s, "a", 3)
-    assert [(g.src_url, g.dst_url) for g in got] == [(f.src, f.dst + ".domas-part") for f in files]
+    assert [(g.src_url, g.dst_url) for g in got] == [(f.src, ev.part_url(f.dst)) for f in files]
 
 
 @pytest.mark.parametrize("kwargs, message", [
