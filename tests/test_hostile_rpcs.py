@@ -75,8 +75,9 @@ def test_etc_shadow_as_a_source_is_refused(ctl):
 
 
 def test_a_destination_under_etc_is_refused(ctl):
-    assert "outside the storage roots" in _refused(ctl, destination="/etc/domas-hostile/")
-    assert not Path("/etc/domas-hostile").exists()
+    assert "outside the storage roots" in _refused(ctl, destination="/etc/domas-hostile.bin")
+    assert "outside the storage roots" in _refused(ctl, destination="/etc/cron.d/")
+    assert not Path("/etc/domas-hostile.bin").exists()
 
 
 def test_relative_and_dotted_paths_are_refused(ctl):
