@@ -96,8 +96,9 @@ def tier_url(root: str, dataset_path: str, relpath: str) -> str:
 
 class Archiver:
     def __init__(self, cfg: Config, catalogue: Catalogue, controller: str, *, token: str = "",
-                 clock=time.time, scrub_stats=None) -> None:
+                 clock=time.time, scrub_stats=None, tls_ca: str = "") -> None:
         self.cfg, self.cat, self.controller = cfg, catalogue, controller
+        self.tls_ca = tls_ca              # the controller's CA: TLS when set (as the agents use it)
         self.roots = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
         self.retention = Retention(cfg.policy.beamline_retention, cfg.policy.central_retention,
                                    retry_failed_after=max(5.0, min(300.0, cfg.policy.stability_seconds * 4)))
@@ -142,7 +143,9 @@ class Archiver:
         return tier_url(self.roots[tier], ds.path, path) if ds is not None and self.roots.get(tier) else None
 
     async def _run(self, stop: asyncio.Event, interval: float) -> None:
-        async with grpc.aio.insecure_channel(self.controller) as channel, running(self.sources):
+        from domas.agent.worker import make_channel
+
+        async with make_channel(self.controller, self.tls_ca) as channel, running(self.sources):
             self.stub = pb_grpc.ControllerStub(channel)
             while not stop.is_set():
                 try:

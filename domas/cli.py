@@ -54,7 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _config_anywhere(parser)
     return parser
+
+
+def _config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand (and sub-subcommand) takes --config too, so it may come before or after
+    the command; given at both places, the later one wins."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                if "--config" not in child._option_string_actions:
+                    child.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                                       help="TOML configuration (default: $DOMAS_CONFIG)")
+                _config_anywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,6 +172,8 @@ class SourceConfig:
 @dataclass(frozen=True)
 class Config:
     state_dir: str = ""
+    data_dir: str = ""               # one base directory: state_dir and empty tiers derive from it
+    config_file: str = ""            # the TOML file this was loaded from ("" = none)
     copy: CopyConfig = field(default_factory=CopyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -186,6 +188,9 @@ class Config:
         return new
 
     def state_path(self) -> Path:
+        if not self.state_dir:
+            raise ConfigError(f"data_dir: the configuration {self.config_file} sets neither data_dir nor state_dir; "
+                              "set one, so this deployment keeps its state in a place of its own")
         return Path(self.state_dir).expanduser()
 
 
@@ -250,8 +255,8 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
 
 def _apply(cfg: Config, section: str | None, key: str, value: Any) -> Config:
     if section is None:
-        if key != "state_dir":
-            raise ConfigError(f"{key}: unknown key (sections: copy, storage, policy, catalogue, controller, agent)")
+        if key not in ("state_dir", "data_dir"):
+            raise ConfigError(f"{key}: unknown key (top level: data_dir, state_dir; sections: copy, storage, policy, catalogue, controller, agent)")
         return replace(cfg, **{key: _coerce(key, value, getattr(cfg, key))})
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub):
@@ -280,6 +285,23 @@ def _table(name: str, value: Any, current: Any) -> Any:
     return current
 
 
+def _locations(cfg: Config, path, env: Mapping[str, str]) -> Config:
+    """Where state and tiers live. With a configuration file, relative data_dir/state_dir count from
+    its directory, and nothing falls back to a per-user default (two deployments never share state);
+    data_dir gives state_dir (data_dir/state) and every empty tier (data_dir/<tier>)."""
+    if path:
+        base = Path(path).resolve().parent
+        cfg = replace(cfg, **{k: str(base / Path(getattr(cfg, k)).expanduser())
+                              for k in ("data_dir", "state_dir") if getattr(cfg, k)})
+    if cfg.data_dir:
+        d = Path(cfg.data_dir).expanduser()
+        tiers = {t: getattr(cfg.storage, t) or str(d / t) for t in ("beamline", "central", "tape")}
+        cfg = replace(cfg, state_dir=cfg.state_dir or str(d / "state"), storage=replace(cfg.storage, **tiers))
+    if not cfg.state_dir and not path:
+        cfg = replace(cfg, state_dir=default_state_dir(env))
+    return cfg
+
+
 def default_state_dir(env: Mapping[str, str]) -> str:
     base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "/tmp"), ".local", "state")
     return os.path.join(base, "domas")
@@ -296,8 +318,8 @@ def _instance_config() -> str | None:
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from defaults, an optional TOML file and DOMAS_* overrides."""
     env = dict(env or {})
-    cfg = Config(state_dir=default_state_dir(env))
     path = path or env.get("DOMAS_CONFIG") or _instance_config()
+    cfg = Config(config_file=str(path or ""))
     if path:
         try:
             with open(path, "rb") as fh:
@@ -316,12 +338,13 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
         if not var.startswith("DOMAS_") or var in _ENV_NOT_CONFIG:
             continue
         rest = var[len("DOMAS_"):].lower()
-        if rest == "state_dir":
-            cfg = _apply(cfg, None, "state_dir", value)
+        if rest in ("state_dir", "data_dir"):
+            cfg = _apply(cfg, None, rest, value)
             continue
         section, _, key = rest.partition("_")
         if section in _SECTIONS and key:
             cfg = _apply(cfg, section, key, value)
+    cfg = _locations(cfg, path, env)
     if env.get("DOMAS_TOKEN") and not cfg.controller.token:
         cfg = replace(cfg, controller=replace(cfg.controller, token=env["DOMAS_TOKEN"]))
     cfg.copy.validate()
