@@ -1,0 +1,114 @@
+"""Deployments from a configuration file, as an operator starts them: `domas up --config FILE`
+(the option after the subcommand, as the README shows) run as a process from an empty directory.
+
+Nothing may be written to the current directory or to the per-user state dir (HOME points at an
+empty directory here), two deployments on one host keep separate state, and the banner and the
+written domas.toml show the address the data service really listens on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.fixtures.common import stop_process, wait_until
+
+RAW = "B1/202611/Data/BT0001/raw"
+
+
+def _config(path: Path, http_host: str = "127.0.0.1", **top: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f'{k} = "{v}"' for k, v in top.items()]
+    path.write_text("\n".join(lines) + f"""
+[policy]
+stability_seconds = 1
+[controller]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+http_listen = "{http_host}:0"
+[agent]
+metrics_listen = "127.0.0.1:0"
+""")
+    return path
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOMAS_")}
+    env.update(HOME=str(home), XDG_STATE_HOME="", DOMAS_TOKEN="s3cret")
+    env.pop("XDG_STATE_HOME")
+    return env
+
+
+class Deployment:
+    def __init__(self, cwd: Path, home: Path, config: Path, instance: Path) -> None:
+        self.log_path = config.parent / "up.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "up", "--config", str(config)],
+                                     cwd=cwd, env=_env(home), stdout=self.log, stderr=subprocess.STDOUT)
+        self.instance = instance
+        wait_until(lambda: instance.exists() and "Stop with" in self.log_path.read_text(), 60, "domas up", self.proc)
+        self.cfg = tomllib.loads(instance.read_text())
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=30)
+        self.log.close()
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_up_with_config_after_the_subcommand_from_an_empty_directory(tmp_path):
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    a = _config(tmp_path / "etc-a" / "domas.toml", http_host="127.0.0.2", data_dir="a-data")  # relative: to the file
+    b = _config(tmp_path / "etc-b" / "domas.toml", data_dir=str(tmp_path / "b-data"))
+    da = Deployment(cwd, home, a, tmp_path / "etc-a" / "a-data" / "domas.toml")
+    db = None
+    try:
+        db = Deployment(cwd, home, b, tmp_path / "b-data" / "domas.toml")
+        http = da.cfg["controller"]["http_listen"]
+        assert http.startswith("127.0.0.2:") and not http.endswith(":0")
+        assert f"http://{http}/" in da.log_path.read_text()
+        assert da.cfg["state_dir"] == str(tmp_path / "etc-a" / "a-data" / "state")
+        assert db.cfg["state_dir"] == str(tmp_path / "b-data" / "state")
+        data = {"a": os.urandom(70_000), "b": os.urandom(80_000)}
+        for name, d in (("a", tmp_path / "etc-a" / "a-data"), ("b", tmp_path / "b-data")):
+            (d / "beamline" / RAW).mkdir(parents=True)
+            (d / "beamline" / RAW / f"{name}.h5").write_bytes(data[name])
+        wait_until(lambda: (tmp_path / "etc-a/a-data/central" / RAW / "a.h5").exists()
+                   and (tmp_path / "b-data/central" / RAW / "b.h5").exists(), 60, "central copies")
+        assert (tmp_path / "etc-a/a-data/central" / RAW / "a.h5").read_bytes() == data["a"]
+        assert not (tmp_path / "b-data/central" / RAW / "a.h5").exists()
+        for cfg, mine, other in ((da.instance, "a.h5", "b.h5"), (db.instance, "b.h5", "a.h5")):
+            found = subprocess.run([sys.executable, "-m", "domas.cli", "catalogue", "find", "--json",
+                                    "--config", str(cfg)], cwd=cwd, env=_env(home), capture_output=True,
+                                   text=True, timeout=60)
+            assert found.returncode == 0, found.stderr
+            assert len(json.loads(found.stdout)) == 1
+        assert _tree(cwd) == [] and _tree(home) == [], "nothing in the cwd or the per-user state dir"
+    finally:
+        da.stop()
+        if db:
+            db.stop()
+    assert "Traceback" not in da.log_path.read_text()
+
+
+def test_config_before_the_subcommand_and_a_config_without_places(tmp_path):
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    bare = _config(tmp_path / "etc" / "domas.toml")
+    for args in (["--config", str(bare), "up"], ["up", "--config", str(bare)],
+                 ["controller", "--config", str(bare), "--root", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-m", "domas.cli", *args], cwd=cwd, env=_env(home),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 78, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("domas: storage.beamline: ") or line.startswith("domas: data_dir: "), line
+    assert _tree(cwd) == [] and _tree(home) == []
