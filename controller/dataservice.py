@@ -3,6 +3,10 @@
 A thin HTTP shell over two pure modules: delivery.py decides what may be served and how (paths,
 replica choice, embargo, byte ranges, ETag and Digest) and portal.py renders the pages. This module
 reads the catalogue and the storage tiers and speaks HTTP:
+- Before a copy's bytes go out under the catalogued `Digest`, the copy is read back and must match
+  the catalogued adler32 (once per copy and stat identity, then trusted for VERIFIED_FOR seconds);
+  a copy that does not is marked "bad" in the catalogue, never served, and the next verified tier
+  serves instead.
 - Blocking catalogue and storage calls run in worker threads; a file's bytes are streamed in
   PIECE-sized preads and never held whole.
 - Every DomasError becomes one sentence with the status from _STATUS: JSON {"error", "kind"} under
@@ -19,7 +23,9 @@ import itertools
 import json
 import logging
 import posixpath
+import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import quote
@@ -35,9 +41,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domas import __version__
 from domas.agent.storage import ReadHandle, resolve
 from domas.controller.catalogue import Catalogue, Dataset, FileRecord
-from domas.controller.catalogue.base import batched
-from domas.errors import (CatalogueUnavailable, DomasError, ImpossibleRange, InvalidMessage, NotFound,
-                          PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
+from domas.controller.catalogue.base import ReplicaUpdate, batched
+from domas.controller.scrub import read_adler32
+from domas.errors import (CatalogueUnavailable, ChecksumMismatch, DomasError, ImpossibleRange, InvalidMessage,
+                          NotFound, PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
                           Unauthenticated, UnsafePath, Unsupported, UsageError)
 
 from . import delivery, portal
@@ -46,6 +53,7 @@ from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Hea
 log = logging.getLogger("domas.dataservice")
 
 PIECE = 4 * 1024 * 1024
+VERIFIED_FOR = 300.0     # seconds a copy read back and matched is served without another read
 API = "/api/v1"
 MAX_FILES_PAGE = 10_000
 PORTAL_FILES_PAGE = 500
@@ -131,6 +139,9 @@ class DataService:
     def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float]) -> None:
         self.catalogue, self.token, self.now = catalogue, token, now
         self.tiers = {name: root for name, root in tiers.items() if root}
+        self._verify_lock = threading.Lock()
+        self._verifying: dict[tuple, threading.Lock] = {}
+        self._verified: dict[tuple, float] = {}
 
     # -- access --------------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
@@ -212,7 +223,41 @@ class DataService:
         st = store.stat_follow(path)
         if st.is_dir or st.size != f.size:
             raise SourceChanged(f"the copy on {src.tier} has {st.size} bytes where the catalogue records {f.size}")
+        self._check_content(src, store, path, st, f)
         return store.open_read(path), st.mtime
+
+    def _check_content(self, src: delivery.Source, store, path: str, st, f: FileRecord) -> None:
+        """Read the copy back before its bytes go out under the catalogued Digest; a copy that does
+        not match is marked "bad" in the catalogue (the archiver replaces it) and not served.
+        One read per copy and stat identity serves every range request for VERIFIED_FOR seconds."""
+        if not f.adler32:
+            return
+        key = (src.url, st.size, st.mtime, st.ident, getattr(st, "ctime", None), f.adler32)
+        with self._verify_lock:
+            lock = self._verifying.setdefault(key, threading.Lock())
+        with lock:                       # concurrent ranges of one file wait for one read
+            seen = self._verified.get(key)
+            if seen is not None and self.now() - seen < VERIFIED_FOR:
+                return
+            got = read_adler32(src.url)
+            if got == f.adler32:
+                self._verified[key] = self.now()
+                if len(self._verified) > 10_000:
+                    self._verified.pop(next(iter(self._verified)))
+        with self._verify_lock:
+            self._verifying.pop(key, None)
+        if got == f.adler32:
+            return
+        log.error("the %s copy of %r does not match the catalogue (adler32 %s, read %s): marked bad, not served",
+                  src.tier, f.path, f.adler32, got)
+        rep = f.replicas[src.tier]
+        try:
+            self.catalogue.set_replicas([ReplicaUpdate(f.dataset, f.path, src.tier, replace(rep, state="bad"))])
+        except DomasError as e:
+            log.warning("cannot mark the %s copy of %r bad: %s", src.tier, f.path, e)
+        raise ChecksumMismatch(f"the {src.tier} copy of {f.path} does not match its catalogued adler32")
+
+
 
 
 async def _stream(reader: ReadHandle, start: int, end: int, what: str):
