@@ -75,7 +75,7 @@ def expand(sources: list[str], destination: str, max_files: int | None = None) -
         except InvalidMessage:
             raise
         except DomasError as e:
-            out.problems.append((src, e))
+            out.problems.append((src, e.with_traceback(None)))     # no frames kept per problem
     return out
 
 
