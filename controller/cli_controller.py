@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("transfer", nargs="?", help="one transfer id (default: list recent transfers)")
     st.add_argument("--controller", help="controller address host:port")
     st.add_argument("--files", action="store_true", help="list the files of the transfer")
+    st.add_argument("--wait", action="store_true",
+                    help="wait until the transfer ends; print its final state (exit 1 unless done)")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(handler=run_status)
 
@@ -127,19 +129,32 @@ def run_submit(args: argparse.Namespace, cfg: Config) -> int:
                           "skipped": resp.skipped})
               if args.json else resp.transfer_id)
         return 0
-    while True:
-        t = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=resp.transfer_id), md, address).transfer
-        if t.state in (pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED):
-            break
-        time.sleep(0.5)
+    t = _wait_until_ended(stub, md, address, resp.transfer_id)
     _print_transfer(t, args.json)
     return 0 if t.state == pb.TRANSFER_STATE_DONE else 1
+
+
+def _wait_until_ended(stub, md, address: str, transfer_id: str, every: float = 0.5):
+    """Poll GetStatus until the transfer is done, failed or cancelled; returns its final status."""
+    from domas.v1 import domas_pb2 as pb
+
+    while True:
+        t = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=transfer_id), md, address).transfer
+        if t.state in (pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED):
+            return t
+        time.sleep(every)
 
 
 def run_status(args: argparse.Namespace, cfg: Config) -> int:
     from domas.v1 import domas_pb2 as pb
 
     stub, md, address = _stub(args, cfg)
+    if args.wait and not args.transfer:
+        from domas.errors import UsageError
+
+        raise UsageError("--wait needs a transfer id: domas status ID --wait")
+    if args.wait:
+        _wait_until_ended(stub, md, address, args.transfer)
     if not args.transfer:
         resp = _call(stub.ListTransfers, pb.ListTransfersRequest(page_size=50), md, address)
         for t in resp.transfers:
@@ -148,7 +163,7 @@ def run_status(args: argparse.Namespace, cfg: Config) -> int:
     resp = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=args.transfer, include_files=args.files),
                  md, address)
     _print_transfer(resp.transfer, args.json, list(resp.files))
-    return 0
+    return 0 if not args.wait or resp.transfer.state == pb.TRANSFER_STATE_DONE else 1
 
 
 def run_cancel(args: argparse.Namespace, cfg: Config) -> int:

@@ -85,3 +85,40 @@ def test_domas_up_keeps_copying_new_files_after_restarts(tmp_path):
             assert (u.data / "central" / rel).read_bytes() == data
     finally:
         u.stop()
+
+
+def test_status_wait_ends_with_the_transfer_and_its_exit_code(tmp_path):
+    """`domas status ID --wait` returns when the transfer ends, prints the final line, and exits 0
+    only when it is done (the option did not exist)."""
+    import subprocess
+
+    from tests.fixtures.controller import DOMAS, _env
+
+    port = free_port()
+    ctl = _controller(tmp_path, port)
+    agent = None
+    addr = ("--controller", f"127.0.0.1:{port}")
+    try:
+        _write(tmp_path / "good", 2)
+        _write(tmp_path / "bad", 1)
+        ids = {}
+        for name in ("good", "bad"):
+            out = _cli(tmp_path, "submit", str(tmp_path / name), f"{tmp_path}/dst/", *addr)
+            assert out.returncode == 0, out.stderr
+            ids[name] = out.stdout.strip()
+        (tmp_path / "bad" / "f0.h5").unlink()            # gone before any agent runs: not_found, permanent
+        waiter = subprocess.Popen([*DOMAS, "status", ids["good"], "--wait", *addr], env=_env(tmp_path),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiter.poll() is None
+        agent = _agent(tmp_path, port, "dtn01")
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
+        (line,) = out.strip().splitlines()
+        assert line.startswith(f"{ids['good']}  done ") and "files 2/2" in line
+        bad = _cli(tmp_path, "status", ids["bad"], "--wait", *addr)
+        assert bad.returncode == 1 and f"{ids['bad']}  failed " in bad.stdout, bad.stdout + bad.stderr
+        assert _cli(tmp_path, "status", "--wait", *addr).returncode == 2
+    finally:
+        if agent:
+            stop_process(agent)
+        stop_process(ctl)
