@@ -40,11 +40,11 @@ class DatasetOut(BaseModel):
     beamtime: str
     path: str
     data_type: str
-    state: str
+    state: str = Field(description="open, closed, archived, embargoed (until embargo_end), released (after it)")
     embargo_end: float | None
-    embargoed: bool
-    downloadable: bool = Field(description="The caller may download its files now")
-    embargo_reason: str | None = Field(description="Why downloads are refused, when they are")
+    embargoed: bool = Field(description="Under embargo now: the caller sees it as a team member or staff")
+    downloadable: bool = Field(description="The caller may download its files (always, for what it may see)")
+    embargo_reason: str | None = Field(description="Always null: a dataset the caller may not see is a 404")
     file_count: int
     bytes: int
     created_at: float | None
@@ -60,8 +60,12 @@ class DatasetPage(DatasetOut):
 
 
 class DatasetList(BaseModel):
-    datasets: list[DatasetOut]
-    count: int
+    datasets: list[DatasetOut] = Field(description="One page of matches, newest first")
+    count: int = Field(description="Datasets on this page")
+    total: int = Field(description="Every dataset matching the query (that the caller may see)")
+    facets: dict[str, dict[str, int]] = Field(
+        description="Counts over every match by beamline, data_type, year (experiment) and access (open/embargoed)")
+    next: str | None = Field(description="Cursor for the next page (pass as `cursor`), null on the last page")
     limit: int
 
 
@@ -71,5 +75,6 @@ class Health(BaseModel):
 
 
 ERRORS = {status: {"model": ErrorOut, "description": text} for status, text in (
-    (400, "Bad request: invalid parameter or unsafe path"), (401, "The service's token is missing or wrong"),
-    (404, "Unknown dataset or file"), (503, "Catalogue or storage unavailable; retry later"))}
+    (400, "Bad request: unknown or invalid parameter, or unsafe path"),
+    (401, "The token is wrong, or missing on a service that has a facility token"),
+    (404, "Unknown dataset or file, or one under embargo the caller is not in the team of"), (503, "Catalogue or storage unavailable; retry later"))}

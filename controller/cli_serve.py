@@ -17,8 +17,9 @@ SERVE_HELP = """\
 Serve the data service: the catalogue's datasets as a REST API (/api/v1, described at /docs), a small
 web portal to search them (/), and file downloads from verified replicas (byte ranges, adler32 in
 the Digest header). Files are read from the configured storage tiers (storage.beamline, central,
-tape). With controller.token (or $DOMAS_TOKEN) set, every call needs that token and it also opens
-datasets under embargo; without it, embargoed files are never served.
+tape). Callers identify with personal tokens (`domas user token NAME`): a dataset under embargo
+exists only for its team (beamtime/proposal PIs and team) and staff. With controller.token (or
+$DOMAS_TOKEN) set, anonymous calls are refused and that token acts as admin.
 
 Listens on loopback by default; put it behind the facility's HTTPS proxy to publish it.
 
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", metavar="HOST:PORT",
                    help="address to listen on (default: controller.http_listen, 127.0.0.1:8400; port 0 = any)")
     p.set_defaults(handler=run_serve)
+    from . import cli_user
+
+    cli_user.register(sub)                       # `domas user`: who may use the service
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -112,7 +116,15 @@ class DataServiceServer:
         except BaseException:
             self.sock.close()
             raise
-        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token)
+        from .users import UserStore
+
+        try:
+            self.users = UserStore.in_state_dir(cfg.state_path())
+        except BaseException:
+            self.catalogue.close()
+            self.sock.close()
+            raise
+        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token, users=self.users)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.sock.getsockname()[1]}/"
         server_class = _server_class() if own_signals else uvicorn.Server
@@ -136,6 +148,7 @@ class DataServiceServer:
 
     def close(self) -> None:
         self.catalogue.close()
+        self.users.close()
         self.sock.close()
 
 

@@ -10,8 +10,12 @@ reads the catalogue and the storage tiers and speaks HTTP:
 - Blocking catalogue and storage calls run in worker threads; a file's bytes are streamed in
   PIECE-sized preads and never held whole.
 - Every DomasError becomes one sentence with the status from _STATUS: JSON {"error", "kind"} under
-  /api, an HTML page elsewhere. When a token is configured every call but /healthz must carry it
-  (`Authorization: Bearer <token>`, or HTTP Basic with the token as password, for browsers).
+  /api, an HTML page elsewhere.
+- Who is asking: `Authorization: Bearer <token>` (or HTTP Basic with the token as password, for
+  browsers) carrying the facility token (admin) or a personal token from the user store
+  (controller/users.py). A wrong token is 401 everywhere; no token is an anonymous caller, refused
+  (401) only when the service has a facility token. What a caller may see is decided by the one
+  policy in access.py: a dataset under embargo is 404 for anyone outside its team and staff.
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ from domas.errors import (CatalogueUnavailable, ChecksumMismatch, DomasError, Im
                           NotFound, PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
                           Unauthenticated, UnsafePath, Unsupported, UsageError)
 
-from . import delivery, portal
+from . import access, delivery, portal
+from .access import ANONYMOUS, Caller
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
+from .catalogue.search import SearchQuery, decode_cursor, encode_cursor
 
 log = logging.getLogger("domas.dataservice")
 
@@ -63,15 +69,21 @@ _STATUS: list[tuple[type[DomasError], int]] = [
     (ImpossibleRange, 416), (UnsafePath, 400), (UsageError, 400), (InvalidMessage, 400),
     (CatalogueUnavailable, 503), (TransientError, 503), (StorageError, 502),
 ]
-_CHALLENGE = 'Bearer realm="domas data", Basic realm="domas data", charset="UTF-8"'
+# One challenge per header field: browsers (Chromium) give up on a field packing two schemes.
+_CHALLENGES = ('Bearer realm="domas data"', 'Basic realm="domas data", charset="UTF-8"')
+FACILITY = Caller("facility", "admin")
+MAX_OFFSET = 2**31
 
 DESCRIPTION = """\
 Find the facility's datasets in the catalogue and download their files.
 
 Downloads are served only from verified replicas (beamline, then central, then tape), support
 single HTTP byte ranges and carry the catalogue's adler32 in the RFC 3230 header
-`Digest: adler32=<8 hex>`, as XRootD and dCache HTTP do. Datasets under embargo are served only with
-the facility token. When the service has a token, every call needs `Authorization: Bearer <token>`.
+`Digest: adler32=<8 hex>`, as XRootD and dCache HTTP do. A dataset under embargo exists only for its
+team (the PIs and team of its beamtime and proposal) and staff: for anyone else it is 404 everywhere.
+After its end date it is open to all and its state reads "released". Identify with a personal token
+(`domas user token NAME`) as `Authorization: Bearer <token>`; a service with a facility token
+refuses anonymous calls.
 The command-line client is `domas get PID DEST` (parallel, resumable, verified).
 """
 
@@ -111,21 +123,33 @@ def presented_token(authorization: str | None) -> str:
     return ""
 
 
-def parse_since(value: str | None) -> float | None:
-    """POSIX seconds or an ISO 8601 date/time (UTC when no zone is given)."""
+def parse_time(value: str | None, name: str = "since", *, end_of_day: bool = False) -> float | None:
+    """POSIX seconds or an ISO 8601 date/time (UTC when no zone is given); a bare date given as an
+    upper bound (`end_of_day`) includes that whole day."""
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
+        if seconds == seconds and abs(seconds) < 1e11:
+            return seconds
     except ValueError:
         pass
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise UsageError(f"since={value!r} is neither POSIX seconds nor an ISO date such as 2026-11-01") from None
+        raise UsageError(f"{name}={value!r} is neither POSIX seconds nor an ISO date such as 2026-11-01") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    bare_date = len(value.strip()) == 10
+    return moment.timestamp() + (86400 - 0.001 if end_of_day and bare_date else 0)
+
+
+def check_params(request: Request, allowed: tuple[str, ...]) -> None:
+    """Unknown query parameters are a 400, never silently ignored."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) if allowed else "none"
+        raise UsageError(f"unknown parameter {unknown[0]!r}; this endpoint takes: {known}")
 
 
 def _inside(path: str, root: str) -> bool:
@@ -136,54 +160,91 @@ def _inside(path: str, root: str) -> bool:
 class DataService:
     """The service's state and its blocking operations (run in worker threads by the routes)."""
 
-    def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float]) -> None:
-        self.catalogue, self.token, self.now = catalogue, token, now
+    def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float],
+                 users=None) -> None:
+        self.catalogue, self.token, self.now, self.users = catalogue, token, now, users
         self.tiers = {name: root for name, root in tiers.items() if root}
         self._verify_lock = threading.Lock()
         self._verifying: dict[tuple, threading.Lock] = {}
         self._verified: dict[tuple, float] = {}
 
     # -- access --------------------------------------------------------------------------------
-    def authorised(self, request: Request) -> bool:
-        given = presented_token(request.headers.get("authorization"))
-        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+    def caller_of(self, authorization: str | None) -> Caller:
+        """Who presents this Authorization header; a token that is nobody's is 401."""
+        given = presented_token(authorization)
+        if not given and not (authorization or "").strip():
+            return ANONYMOUS
+        if self.token and hmac.compare_digest(given.encode(), self.token.encode()):
+            return FACILITY
+        found = self.users.caller_for(given) if self.users is not None and given else None
+        if found is None:
+            raise Unauthenticated("the token you sent is not valid (revoked, mistyped or for another service); "
+                                  "ask for a new one with `domas user token NAME`")
+        return found
 
-    def require_token(self, request: Request) -> None:
-        if self.token and not self.authorised(request):
-            raise Unauthenticated("this data service needs the facility token: send 'Authorization: Bearer "
-                                  "<token>' (domas get --token or DOMAS_TOKEN)")
+    def caller(self, request: Request) -> Caller:
+        who = self.caller_of(request.headers.get("authorization"))
+        if access.must_authenticate(who, bool(self.token)):
+            raise Unauthenticated("this data service needs a token: send 'Authorization: Bearer <token>' "
+                                  "(domas get --token or DOMAS_TOKEN)")
+        return who
+
+    def team_of(self, ds: Dataset) -> tuple[str, ...]:
+        """The dataset's team: its beamtime's PI and team and its proposal's PI."""
+        bt = self.catalogue.get_beamtime(ds.beamtime)
+        if bt is None:
+            return ()
+        prop = self.catalogue.get_proposal(bt.proposal) if bt.proposal else None
+        return tuple(n for n in (bt.pi, *bt.team, prop.pi if prop else "") if n)
+
+    def may_see(self, caller: Caller, ds: Dataset) -> bool:
+        now = self.now()
+        if not access.under_embargo(ds.state, ds.embargo_end, now):
+            return True
+        return access.may_see(caller, state=ds.state, embargo_end=ds.embargo_end, team=self.team_of(ds), now=now)
+
+    def scope(self, caller: Caller) -> access.Scope:
+        member_of = self.catalogue.beamtimes_of_person(caller.name) if caller.role == "user" else ()
+        return access.search_scope(caller, member_of)
 
     # -- catalogue -----------------------------------------------------------------------------
-    def dataset(self, pid: str) -> Dataset:
+    def dataset(self, pid: str, caller: Caller) -> Dataset:
         ds = self.catalogue.get_dataset(pid)
-        if ds is None:
+        if ds is None or not self.may_see(caller, ds):
             raise NotFound(f"there is no dataset with PID {pid}; search the datasets to find its PID")
         return ds
 
-    def file(self, pid: str, path: str) -> tuple[Dataset, FileRecord]:
-        ds = self.dataset(pid)
+    def file(self, pid: str, path: str, caller: Caller) -> tuple[Dataset, FileRecord]:
+        ds = self.dataset(pid, caller)
         rec = self.catalogue.get_file(ds.pid, path)
         if rec is None:
             raise NotFound(f"dataset {pid} has no file {path}; list the dataset to see its files")
         return ds, rec
 
+    def search(self, caller: Caller, *, q: str = "", beamtime: str | None = None, proposal: str | None = None,
+               pi: str | None = None, start: float | None = None, end: float | None = None,
+               cursor: str | None = None, limit: int = 100):
+        scope = self.scope(caller)
+        return self.catalogue.search_datasets(SearchQuery(
+            q=q, beamtime=beamtime, proposal=proposal, pi=pi, start=start, end=end, now=self.now(),
+            see_embargoed=scope.see_embargoed, member_of=scope.member_of, after=decode_cursor(cursor),
+            limit=limit))
+
     def files_page(self, pid: str, offset: int, limit: int) -> tuple[list[FileRecord], bool]:
         rows = list(itertools.islice(self.catalogue.files_of(pid), offset, offset + limit + 1))
         return rows[:limit], len(rows) > limit
-
-    def embargoed(self, ds: Dataset) -> bool:
-        return ds.embargo_end is not None and ds.embargo_end > self.now()
 
     def available(self, ds: Dataset, f: FileRecord) -> bool:
         return bool(delivery.sources(f.replicas, self.tiers, ds.path, f.path))
 
     # -- JSON views ----------------------------------------------------------------------------
-    def dataset_json(self, ds: Dataset, authorised: bool) -> dict:
-        embargoed = self.embargoed(ds)
-        reason = delivery.embargo_reason(ds.pid, ds.embargo_end, self.now(), authorised)
+    def dataset_json(self, ds: Dataset) -> dict:
+        """A dataset the caller may see (so may download): its state as callers read it."""
+        now = self.now()
         return {"pid": ds.pid, "title": portal.title_of(ds), "beamtime": ds.beamtime, "path": ds.path,
-                "data_type": ds.data_type, "state": ds.state, "embargo_end": ds.embargo_end,
-                "embargoed": embargoed, "downloadable": reason is None, "embargo_reason": reason,
+                "data_type": ds.data_type, "state": access.public_state(ds.state, ds.embargo_end, now),
+                "embargo_end": ds.embargo_end, "embargoed": access.under_embargo(ds.state, ds.embargo_end, now),
+                "downloadable": True, "embargo_reason": None,
                 "file_count": ds.file_count, "bytes": ds.bytes, "created_at": ds.created_at,
                 "metadata": ds.metadata, "url": portal.api_dataset_path(ds.pid)}
 
@@ -258,8 +319,6 @@ class DataService:
         raise ChecksumMismatch(f"the {src.tier} copy of {f.path} does not match its catalogued adler32")
 
 
-
-
 async def _stream(reader: ReadHandle, start: int, end: int, what: str):
     """The bytes [start, end) in PIECE-sized reads, each in a worker thread; closes the reader."""
     try:
@@ -288,13 +347,14 @@ def _content_headers(f: FileRecord, mtime: float) -> dict[str, str]:
     return headers
 
 
-async def serve_content(svc: DataService, request: Request, pid: str, path: str) -> Response:
+async def serve_content(svc: DataService, request: Request, caller: Caller, pid: str, path: str) -> Response:
     delivery.check_request_path(path)
-    ds, f = await run_in_threadpool(svc.file, pid, path)
-    delivery.check_embargo(ds.pid, ds.embargo_end, svc.now(), svc.authorised(request))
+    ds, f = await run_in_threadpool(svc.file, pid, path, caller)
     tag = delivery.etag(f.size, f.adler32, f.xxh3)
     if not delivery.etag_matches(request.headers.get("if-match"), tag):
         raise SourceChanged(f"{path} of dataset {pid} changed (its ETag is now {tag}); download it again")
+    if delivery.etag_matches_none(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes"})
     if_range = request.headers.get("if-range")
     try:
         rng = delivery.parse_range(request.headers.get("range"), f.size) if if_range in (None, tag) else None
@@ -318,10 +378,11 @@ async def serve_content(svc: DataService, request: Request, pid: str, path: str)
 
 # -- the application -------------------------------------------------------------------------------
 
-def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "",
+def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", users=None,
                now: Callable[[], float] = time.time) -> FastAPI:
-    """The data service over `catalogue`, reading files from `tiers` (name -> root URL)."""
-    svc = DataService(catalogue, tiers, token, now)
+    """The data service over `catalogue`, reading files from `tiers` (name -> root URL); `users` is
+    the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
+    svc = DataService(catalogue, tiers, token, now, users)
     app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION)
     app.state.service = svc
     _add_error_handlers(app)
@@ -337,52 +398,66 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "",
     return app
 
 
+SEARCH_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "limit")
+
+
 def _add_api(app: FastAPI, svc: DataService) -> None:
-    bearer = HTTPBearer(auto_error=False, description="The facility token, when the service has one.")
+    bearer = HTTPBearer(auto_error=False, description="A personal token (`domas user token NAME`) or the "
+                                                      "facility token; optional unless the service has one.")
 
-    def api_auth(request: Request, _doc=Depends(bearer)) -> None:
-        svc.require_token(request)
+    def api_caller(request: Request, _doc=Depends(bearer)) -> Caller:
+        return svc.caller(request)
 
-    deps = [Depends(api_auth)]
-
-    @app.get(f"{API}/datasets", dependencies=deps, tags=["datasets"], summary="Find datasets, newest first",
+    @app.get(f"{API}/datasets", tags=["datasets"], summary="Search datasets, newest first, with facets",
              response_model=DatasetList, responses=ERRORS)
-    def list_datasets(request: Request, beamtime: str | None = None, proposal: str | None = None,
-                      pi: str | None = None, since: str | None = Query(None, description="POSIX seconds or ISO date"),
+    def list_datasets(request: Request, caller: Caller = Depends(api_caller),
+                      q: str = Query("", description="Free text: every word must prefix a word of the title, "
+                                                     "metadata, file names, PI, team or proposal title"),
+                      beamtime: str | None = Query(None, description="Beamtime id (case ignored)"),
+                      proposal: str | None = Query(None, description="Proposal id (case ignored)"),
+                      pi: str | None = Query(None, description="The beamtime's or proposal's PI (case ignored)"),
+                      from_: str | None = Query(None, alias="from", description="Experiment time from: POSIX "
+                                                                                "seconds or ISO date"),
+                      to: str | None = Query(None, description="Experiment time until (a bare date: the whole day)"),
+                      cursor: str | None = Query(None, description="`next` of the previous page"),
                       limit: int = Query(100, ge=1, le=1000)) -> dict:
-        found = svc.catalogue.find_datasets(beamtime=beamtime or None, proposal=proposal or None, pi=pi or None,
-                                            since=parse_since(since), limit=limit)
-        authorised = svc.authorised(request)
-        return {"datasets": [svc.dataset_json(ds, authorised) for ds in found], "count": len(found),
-                "limit": limit}
+        check_params(request, SEARCH_PARAMS)
+        found = svc.search(caller, q=q, beamtime=beamtime, proposal=proposal, pi=pi,
+                           start=parse_time(from_, "from"), end=parse_time(to, "to", end_of_day=True),
+                           cursor=cursor, limit=limit)
+        return {"datasets": [svc.dataset_json(ds) for ds in found.datasets], "count": len(found.datasets),
+                "total": found.total, "facets": found.facets, "next": encode_cursor(found.next), "limit": limit}
 
     content_route = API + "/datasets/{pid:pid}/files/{path:path}/content"
-    content_doc = dict(dependencies=deps, tags=["files"], response_class=StreamingResponse,
+    content_doc = dict(tags=["files"], response_class=StreamingResponse,
                        responses={**ERRORS, 206: {"description": "One byte range"},
-                                  403: {"model": ErrorOut, "description": "Under embargo"},
+                                  304: {"description": "If-None-Match names this version"},
                                   412: {"model": ErrorOut, "description": "If-Match names another version"},
                                   416: {"model": ErrorOut, "description": "Range not satisfiable"}})
 
     @app.head(content_route, operation_id="head_file_content", summary="The file's headers only", **content_doc)
     @app.get(content_route, operation_id="get_file_content", summary="The file's bytes (byte ranges, Digest: adler32)",
              **content_doc)
-    async def content(request: Request, pid: str, path: str) -> Response:
-        return await serve_content(svc, request, pid, path)
+    async def content(request: Request, pid: str, path: str, caller: Caller = Depends(api_caller)) -> Response:
+        check_params(request, ())
+        return await serve_content(svc, request, caller, pid, path)
 
-    @app.get(API + "/datasets/{pid:pid}/files/{path:path}", dependencies=deps, tags=["files"],
+    @app.get(API + "/datasets/{pid:pid}/files/{path:path}", tags=["files"],
              summary="One file's record: size, checksums, replicas", response_model=FileOut, responses=ERRORS)
-    def file_record(pid: str, path: str) -> dict:
+    def file_record(request: Request, pid: str, path: str, caller: Caller = Depends(api_caller)) -> dict:
+        check_params(request, ())
         delivery.check_request_path(path)
-        ds, f = svc.file(pid, path)
+        ds, f = svc.file(pid, path, caller)
         return svc.file_json(ds, f)
 
-    @app.get(API + "/datasets/{pid:pid}/files", dependencies=deps, tags=["files"],
+    @app.get(API + "/datasets/{pid:pid}/files", tags=["files"],
              summary="Every file of a dataset as JSON lines, streamed (for clients of large datasets)",
              response_class=StreamingResponse,
              responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}},
                                         "description": "One FileOut object per line, by path"}})
-    async def all_files(pid: str) -> Response:
-        ds = await run_in_threadpool(svc.dataset, pid)
+    async def all_files(request: Request, pid: str, caller: Caller = Depends(api_caller)) -> Response:
+        check_params(request, ())
+        ds = await run_in_threadpool(svc.dataset, pid, caller)
 
         async def lines():
             async for batch in iterate_in_threadpool(batched(svc.catalogue.files_of(ds.pid), 1000)):
@@ -390,40 +465,40 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @app.get(API + "/datasets/{pid:pid}", dependencies=deps, tags=["datasets"],
+    @app.get(API + "/datasets/{pid:pid}", tags=["datasets"],
              summary="One dataset with a page of its files (by path)", response_model=DatasetPage,
              responses=ERRORS)
-    def get_dataset(request: Request, pid: str, offset: int = Query(0, ge=0),
+    def get_dataset(request: Request, pid: str, caller: Caller = Depends(api_caller),
+                    offset: int = Query(0, ge=0, le=MAX_OFFSET),
                     limit: int = Query(1000, ge=1, le=MAX_FILES_PAGE)) -> dict:
-        ds = svc.dataset(pid)
+        check_params(request, ("offset", "limit"))
+        ds = svc.dataset(pid, caller)
         files, more = svc.files_page(ds.pid, offset, limit)
         nxt = f"{portal.api_dataset_path(ds.pid)}?offset={offset + limit}&limit={limit}" if more else None
-        return {**svc.dataset_json(ds, svc.authorised(request)), "files": [svc.file_json(ds, f) for f in files],
+        return {**svc.dataset_json(ds), "files": [svc.file_json(ds, f) for f in files],
                 "offset": offset, "limit": limit, "next": nxt}
 
 
 def _add_portal(app: FastAPI, svc: DataService) -> None:
-    def portal_auth(request: Request) -> None:
-        svc.require_token(request)
+    def portal_caller(request: Request) -> Caller:
+        return svc.caller(request)
 
-    deps = [Depends(portal_auth)]
-
-    @app.get("/", dependencies=deps, response_class=HTMLResponse, include_in_schema=False)
-    def index(beamtime: str = "", proposal: str = "", pi: str = "") -> HTMLResponse:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(caller: Caller = Depends(portal_caller), q: str = "", beamtime: str = "", proposal: str = "",
+              pi: str = "") -> HTMLResponse:
         limit = 200
-        found = svc.catalogue.find_datasets(beamtime=beamtime.strip() or None, proposal=proposal.strip() or None,
-                                            pi=pi.strip() or None, limit=limit)
+        found = svc.search(caller, q=q, beamtime=beamtime.strip() or None, proposal=proposal.strip() or None,
+                           pi=pi.strip() or None, limit=limit)
         form = {"beamtime": beamtime, "proposal": proposal, "pi": pi}
-        return HTMLResponse(portal.render_index(found, form, svc.now(), limit))
+        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), limit))
 
-    @app.get("/datasets/{pid:pid}", dependencies=deps, response_class=HTMLResponse, include_in_schema=False)
-    def dataset_page(request: Request, pid: str, offset: int = Query(0, ge=0)) -> HTMLResponse:
-        ds = svc.dataset(pid)
+    @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
+    def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),
+                     offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> HTMLResponse:
+        ds = svc.dataset(pid, caller)
         files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
-        authorised = svc.authorised(request)
-        note = delivery.embargo_reason(ds.pid, ds.embargo_end, svc.now(), authorised)
         page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
-                                     downloadable=note is None, embargo_note=note,
+                                     downloadable=True, embargo_note=None,
                                      server=str(request.base_url).rstrip("/"), offset=offset,
                                      limit=PORTAL_FILES_PAGE, more=more)
         return HTMLResponse(page)
@@ -438,14 +513,18 @@ def header_safe(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
 
 
-def _error_response(request: Request, status: int, message: str, kind: str) -> Response:
-    headers = {"X-Domas-Error": header_safe(message)}
-    if status == 401:
-        headers["WWW-Authenticate"] = _CHALLENGE
+def _error_response(request: Request, status: int, message: str, kind: str,
+                    extra: dict[str, str] | None = None) -> Response:
+    headers = {"X-Domas-Error": header_safe(message), **(extra or {})}
     if _wants_json(request):
-        return JSONResponse({"error": message, "kind": kind}, status, headers=headers)
-    heading = {401: "Token needed", 403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
-    return HTMLResponse(portal.render_error(heading, message), status, headers=headers)
+        resp: Response = JSONResponse({"error": message, "kind": kind}, status, headers=headers)
+    else:
+        heading = {401: "Token needed", 403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
+        resp = HTMLResponse(portal.render_error(heading, message), status, headers=headers)
+    if status == 401:
+        for challenge in _CHALLENGES:
+            resp.headers.append("WWW-Authenticate", challenge)
+    return resp
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -471,4 +550,5 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
         else:
             message = str(exc.detail)
-        return _error_response(request, exc.status_code, message, "http")
+        allow = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+        return _error_response(request, exc.status_code, message, "http", allow)

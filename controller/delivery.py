@@ -6,7 +6,7 @@ Invariants (tests/test_dataservice.py checks each through the running service):
   root + the dataset path + a catalogued relative path, so no request names a file outside a tier.
 - Only a replica in state "verified" is ever served, from the first tier in SERVE_ORDER that has one
   and a configured root; other tiers follow in name order.
-- A dataset whose embargo_end lies after `now` is served only to a caller holding the token.
+- Who may see (and so download) a dataset is decided elsewhere, by access.py.
 - A Range header is honoured for exactly one byte range; an unknown unit, a malformed or a
   multi-range header is ignored (the whole file is sent, as RFC 9110 allows); a range that starts
   at or after the end of the file is unsatisfiable.
@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-import time
 from dataclasses import dataclass
 
-from domas.errors import ImpossibleRange, PermissionDenied, UnsafePath
+from domas.errors import ImpossibleRange, UnsafePath
 
 SERVE_ORDER = ("beamline", "central", "tape")
 
@@ -62,21 +61,6 @@ def sources(replicas: dict, tiers: dict[str, str], dataset_path: str, relpath: s
         if rep is not None and rep.state == "verified" and root:
             out.append(Source(tier, join_location(root, dataset_path, relpath)))
     return out
-
-
-def embargo_reason(pid: str, embargo_end: float | None, now: float, authorised: bool) -> str | None:
-    """The sentence refusing a download, or None when it may go ahead."""
-    if embargo_end is None or embargo_end <= now or authorised:
-        return None
-    day = time.strftime("%Y-%m-%d", time.gmtime(embargo_end))
-    return (f"dataset {pid} is under embargo until {day} (UTC); only its team may download it before then, "
-            "with the facility token")
-
-
-def check_embargo(pid: str, embargo_end: float | None, now: float, authorised: bool) -> None:
-    reason = embargo_reason(pid, embargo_end, now, authorised)
-    if reason:
-        raise PermissionDenied(reason)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -123,6 +107,14 @@ def etag_matches(if_match: str | None, tag: str) -> bool:
     if if_match is None:
         return True
     items = [t.strip() for t in if_match.split(",")]
+    return "*" in items or tag in items
+
+
+def etag_matches_none(if_none_match: str | None, tag: str) -> bool:
+    """If-None-Match: '*' or a list naming our tag (weak comparison, as RFC 9110 asks for GET/HEAD)."""
+    if if_none_match is None:
+        return False
+    items = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in items or tag in items
 
 

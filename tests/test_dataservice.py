@@ -68,16 +68,9 @@ def test_request_paths_that_could_escape_are_refused(path):
         delivery.check_request_path(path)
 
 
-def test_embargo_is_lifted_by_time_or_token():
-    assert delivery.embargo_reason("P", 200.0, now=100.0, authorised=False).startswith("dataset P is under embargo")
-    assert delivery.embargo_reason("P", 200.0, now=100.0, authorised=True) is None
-    assert delivery.embargo_reason("P", 200.0, now=200.0, authorised=False) is None
-    assert delivery.embargo_reason("P", None, now=100.0, authorised=False) is None
-
-
 # -- the API ---------------------------------------------------------------------------------------
 
-def test_find_datasets_by_beamtime_proposal_pi_since_and_limit(service):
+def test_find_datasets_by_beamtime_proposal_pi_time_and_limit(service):
     base, world = service
 
     def pids(**params) -> set[str]:
@@ -85,18 +78,23 @@ def test_find_datasets_by_beamtime_proposal_pi_since_and_limit(service):
         assert r.status_code == 200, r.text
         return {d["pid"] for d in r.json()["datasets"]}
 
+    world.clock[0] += 400 * 86400                                   # the embargo is over: both are open
     both = {world.pids["open"], world.pids["embargoed"]}
     assert pids() == both
     assert pids(beamtime="2025-0042") == {world.pids["open"]}
     assert pids(proposal="P-42") == both
     assert pids(pi="Grace Hopper") == both and pids(pi="Ada Lovelace") == both
     assert pids(pi="Nobody") == set()
-    assert pids(since="2026-08-01") == {world.pids["embargoed"]}   # created 2026-07-25 and 2026-08-06
-    assert pids(since=str(1.7855e9)) == {world.pids["embargoed"]}
+    # experiment time: beamtime 2025-0042 ran 2026-05-28..2026-09-21; 2025-0099 has no dates, so its
+    # dataset's creation (2026-08-06) stands for it
+    assert pids(**{"from": "2026-09-21"}) == {world.pids["open"]} and pids(**{"from": "2026-09-22"}) == set()
+    assert pids(to="2026-08-01") == {world.pids["open"]}
+    assert pids(**{"from": "2026-08-06", "to": "2026-08-06"}) == both       # a bare 'to' date is the whole day
+    assert pids(**{"from": str(1.7861e9)}) == {world.pids["open"]}
     assert len(pids(limit=1)) == 1
     r = httpx.get(f"{base}{API}/datasets", params={"limit": 0})
     assert r.status_code == 400 and r.json()["error"].startswith("limit")
-    r = httpx.get(f"{base}{API}/datasets", params={"since": "last tuesday"})
+    r = httpx.get(f"{base}{API}/datasets", params={"from": "last tuesday"})
     assert r.status_code == 400 and "ISO date" in r.json()["error"]
 
 
@@ -219,19 +217,26 @@ def test_tiers_are_tried_in_order_and_only_verified_replicas_serve(service):
     assert httpx.get(f"{base}{API}/datasets/{pid}/files/big.bin").json()["available"] is False
 
 
-def test_embargoed_dataset_is_refused_until_its_end(service):
+def test_embargoed_dataset_does_not_exist_for_outsiders_until_its_end(service):
     base, world = service
     pid = world.pids["embargoed"]
-    url = content_url(base, pid, "secret.h5")
-    r = httpx.get(url)
-    assert r.status_code == 403
-    assert r.json()["error"].startswith(f"dataset {pid} is under embargo until")
-    assert b"embargoed bytes" not in r.content
+    for path in (f"{API}/datasets/{pid}", f"{API}/datasets/{pid}/files", f"{API}/datasets/{pid}/files/secret.h5",
+                 f"{API}/datasets/{pid}/files/secret.h5/content", f"/datasets/{pid}"):
+        r = httpx.get(base + path)
+        assert r.status_code == 404, path                     # never 403: a refusal would tell it exists
+        assert "embargoed bytes" not in r.text and "Embargoed scan" not in r.text and "secret" not in r.text
+        assert "there is no dataset with PID" in r.text
+    found = httpx.get(f"{base}{API}/datasets").json()
+    assert [d["pid"] for d in found["datasets"]] == [world.pids["open"]]
+    assert found["total"] == 1 and found["facets"]["access"] == {"open": 1}
+    assert httpx.get(f"{base}{API}/datasets", params={"q": "embargoed"}).json()["total"] == 0
+    assert "Embargoed scan" not in httpx.get(base + "/").text
+    world.clock[0] += 366 * 86400                             # the end date passes: open, with no action
     doc = httpx.get(f"{base}{API}/datasets/{pid}").json()
-    assert doc["embargoed"] and not doc["downloadable"] and "embargo" in doc["embargo_reason"]
-    world.clock[0] += 366 * 86400
-    r = httpx.get(url)
+    assert doc["state"] == "released" and not doc["embargoed"] and doc["downloadable"]
+    r = httpx.get(content_url(base, pid, "secret.h5"))
     assert r.status_code == 200 and r.content == b"embargoed bytes" * 100
+    assert httpx.get(f"{base}{API}/datasets").json()["total"] == 2
 
 
 def test_token_guards_every_call_but_healthz_and_opens_embargo(data_world, serve_app):
@@ -240,7 +245,9 @@ def test_token_guards_every_call_but_healthz_and_opens_embargo(data_world, serve
     for path in (f"{API}/datasets", f"{API}/datasets/{pid}", f"{API}/datasets/{pid}/files/secret.h5/content", "/"):
         r = httpx.get(base + path)
         assert r.status_code == 401, path
-        assert "Bearer" in r.headers["www-authenticate"] and "Basic" in r.headers["www-authenticate"]
+        # one challenge per header field (Chromium ignores a field packing Bearer and Basic together)
+        assert r.headers.get_list("www-authenticate") == ['Bearer realm="domas data"',
+                                                         'Basic realm="domas data", charset="UTF-8"']
     r = httpx.get(f"{base}{API}/datasets", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and "token" in r.json()["error"]
     assert httpx.get(base + "/healthz").status_code == 200
@@ -250,6 +257,84 @@ def test_token_guards_every_call_but_healthz_and_opens_embargo(data_world, serve
     assert r.status_code == 200 and r.content == b"embargoed bytes" * 100
     basic = {"Authorization": "Basic " + base64.b64encode(b"anyone:s3cret").decode()}
     assert httpx.get(base + "/", headers=basic).status_code == 200
+
+
+@pytest.fixture
+def with_users(data_world, serve_app, tmp_path):
+    """The service with a user store: Grace Hopper (PI of the embargoed beamtime), an outsider, staff."""
+    from domas.controller.users import UserStore
+
+    store = UserStore(tmp_path / "users.sqlite")
+    tokens = {}
+    for name, role in (("grace hopper", "user"), ("Eve Outsider", "user"), ("Sam", "staff"), ("Ada Lovelace", "user")):
+        store.add(name, role)
+        tokens[name] = store.issue_token(name)
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, users=store, now=data_world.now))
+    yield base, data_world, store, tokens
+    store.close()
+
+
+def test_team_members_and_staff_see_an_embargoed_dataset_others_do_not(with_users):
+    base, world, store, tokens = with_users
+    pid = world.pids["embargoed"]
+
+    def as_(name):
+        return {"Authorization": f"Bearer {tokens[name]}"}
+
+    for name in ("grace hopper", "Sam", "Ada Lovelace"):      # beamtime PI (case ignored), staff, proposal PI
+        found = httpx.get(f"{base}{API}/datasets", headers=as_(name)).json()
+        assert found["total"] == 2 and found["facets"]["access"] == {"open": 1, "embargoed": 1}, name
+        r = httpx.get(content_url(base, pid, "secret.h5"), headers=as_(name))
+        assert r.status_code == 200 and r.content == b"embargoed bytes" * 100
+        doc = httpx.get(f"{base}{API}/datasets/{pid}", headers=as_(name)).json()
+        assert doc["state"] == "embargoed" and doc["embargoed"] and doc["downloadable"]
+        assert "Embargoed scan" in httpx.get(f"{base}/datasets/{pid}", headers=as_(name)).text
+    outsider = as_("Eve Outsider")
+    assert httpx.get(f"{base}{API}/datasets", headers=outsider).json()["total"] == 1
+    assert httpx.get(content_url(base, pid, "secret.h5"), headers=outsider).status_code == 404
+    store.revoke("grace hopper")                              # a revoked token is nobody's: 401
+    r = httpx.get(f"{base}{API}/datasets", headers=as_("grace hopper"))
+    assert r.status_code == 401 and len(r.headers.get_list("www-authenticate")) == 2
+    new = store.issue_token("Sam")                            # a new token replaces the old one
+    assert httpx.get(f"{base}{API}/datasets", headers=as_("Sam")).status_code == 401
+    assert httpx.get(f"{base}{API}/datasets", headers={"Authorization": f"Bearer {new}"}).json()["total"] == 2
+
+
+def test_tokens_are_stored_hashed(with_users):
+    import sqlite3
+
+    _, _, store, tokens = with_users
+    raw = sqlite3.connect(store.path).execute("SELECT group_concat(token_sha256) FROM users").fetchone()[0]
+    assert all(t not in raw for t in tokens.values()) and all(t.startswith("domas_") for t in tokens.values())
+
+
+def test_search_free_text_case_insensitive_ids_cursor_facets_and_unknown_parameters(service):
+    base, world = service
+    world.clock[0] += 400 * 86400
+
+    def get(**params):
+        r = httpx.get(f"{base}{API}/datasets", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert [d["pid"] for d in get(q="lysozyme")["datasets"]] == [world.pids["open"]]
+    assert [d["pid"] for d in get(q="SCAN ü")["datasets"]] == [world.pids["open"]]   # a file name, accent or not
+    assert get(q="scan")["total"] == 2                        # a file name or a title ("Embargoed scan")
+    assert get(q="archived")["total"] == 1                    # a file name: old/archived.h5
+    assert get(q="protein crystals lovelace")["total"] == 2   # proposal title and PI
+    assert get(beamtime="2025-0042".upper(), pi="grace HOPPER")["total"] == 1
+    assert get(proposal="p-42")["total"] == 2
+    first = get(limit=1)
+    assert first["count"] == 1 and first["total"] == 2 and first["next"]
+    second = get(limit=1, cursor=first["next"])
+    assert second["next"] is None and second["datasets"][0]["pid"] != first["datasets"][0]["pid"]
+    assert first["facets"] == {"beamline": {"B1": 2}, "data_type": {"raw": 2}, "year": {"2026": 2},
+                               "access": {"open": 2}}
+    for bad in ({"until": "2026-01-01"}, {"since": "2026-01-01"}, {"pid": "x"}, {"cursor": "garbage!"}):
+        r = httpx.get(f"{base}{API}/datasets", params=bad)
+        assert r.status_code == 400 and r.json()["kind"] == "usage", bad
+    r = httpx.get(f"{base}{API}/datasets/{world.pids['open']}", params={"ofset": 3})
+    assert r.status_code == 400 and "ofset" in r.json()["error"]
 
 
 @pytest.mark.parametrize("path", [
@@ -289,7 +374,7 @@ def test_portal_lists_datasets_with_titles_escaped(service):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<script>alert" not in r.text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Lysozyme &amp; friends" in r.text
-    assert world.pids["open"] in r.text and "embargo until" in r.text
+    assert world.pids["open"] in r.text and world.pids["embargoed"] not in r.text    # hidden from anonymous
     r = httpx.get(base + "/", params={"beamtime": '"><script>x()</script>'})
     assert "<script>x()" not in r.text and "&quot;&gt;&lt;script&gt;" in r.text and "No dataset matches" in r.text
     r = httpx.get(base + "/", params={"pi": "Grace Hopper", "beamtime": "2025-0042"})
@@ -306,7 +391,7 @@ def test_portal_dataset_page_lists_files_with_links(service):
         assert f'href="{API}/datasets/{pid}/files/{quote(rel)}/content"' in r.text
     assert 'class="badge verified"' in r.text and ">tape<" in r.text
     r = httpx.get(f"{base}/datasets/{world.pids['embargoed']}")
-    assert "under embargo until" in r.text and "/content" not in r.text
+    assert r.status_code == 404 and "/content" not in r.text
     r = httpx.get(f"{base}/datasets/CSTR:17058.11.HEPS.none.0")
     assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "no dataset" in r.text
 
@@ -318,7 +403,7 @@ def test_healthz_and_openapi_document_the_api(service):
     assert {f"{API}/datasets", f"{API}/datasets/{{pid}}", f"{API}/datasets/{{pid}}/files/{{path}}/content"} <= set(
         spec["paths"])
     content = spec["paths"][f"{API}/datasets/{{pid}}/files/{{path}}/content"]
-    assert {"get", "head"} <= set(content) and {"206", "403", "416"} <= set(content["get"]["responses"])
+    assert {"get", "head"} <= set(content) and {"206", "304", "416"} <= set(content["get"]["responses"])
     assert {"DatasetPage", "FileOut", "ErrorOut"} <= set(spec["components"]["schemas"])
 
 
@@ -349,7 +434,7 @@ def test_the_server_embeds_in_a_loop_it_does_not_own(data_world, tmp_path):
 
     def listed() -> bool:
         try:
-            return httpx.get(served.url + "api/v1/datasets", timeout=1).json()["count"] == 2
+            return httpx.get(served.url + "api/v1/datasets", timeout=1).json()["count"] == 1   # one is embargoed
         except httpx.HTTPError:
             return False
 

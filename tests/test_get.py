@@ -18,7 +18,7 @@ from domas.agent.cli_get import safe_relpath, url_file_name
 from domas.agent.storage import resolve
 from domas.agent.storage.http import HTTPStorage, parse_digest
 from domas.controller.dataservice import create_app
-from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, PermissionDenied, UnsafePath, Unsupported,
+from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, UnsafePath, Unsupported,
                           UsageError)
 from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.dataservice import DATASET_PATH, _put
@@ -164,8 +164,8 @@ def test_corrupted_bytes_from_the_server_fail_with_exit_8(served, tmp_path):
 def test_embargo_refuses_without_the_token_and_the_token_opens_it(data_world, serve_app, state, tmp_path):
     open_url = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
     pid = data_world.pids["embargoed"]
-    r = domas("get", "--server", open_url, pid, tmp_path / "x")
-    assert r.returncode == 4 and "under embargo until" in r.stderr and "Traceback" not in r.stderr
+    r = domas("get", "--server", open_url, pid, tmp_path / "x")       # under embargo: it does not exist
+    assert r.returncode == 3 and "there is no dataset with PID" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x" / "secret.h5").exists()
     guarded = serve_app(create_app(data_world.catalogue, data_world.tiers, token="t0k", now=data_world.now))
     r = domas("get", "--server", guarded, pid, tmp_path / "y")
@@ -220,7 +220,7 @@ def test_http_storage_is_a_read_only_source(served):
             write()
     with pytest.raises(NotFound):
         store.stat(path.replace("big.bin", "nope.bin"))
-    with pytest.raises(PermissionDenied, match="under embargo"):
+    with pytest.raises(NotFound, match="there is no dataset"):           # under embargo: 404, not 403
         store.stat(f"/api/v1/datasets/{world.pids['embargoed']}/files/secret.h5/content")
     dead = HTTPStorage(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
     with pytest.raises(ConnectionLost) as err:
