@@ -112,3 +112,46 @@ def test_config_before_the_subcommand_and_a_config_without_places(tmp_path):
         (line,) = r.stderr.strip().splitlines()
         assert line.startswith("domas: storage.beamline: ") or line.startswith("domas: data_dir: "), line
     assert _tree(cwd) == [] and _tree(home) == []
+
+
+def test_up_with_tls_copies_over_tls_and_the_cli_follows(tmp_path):
+    """controller.tls_cert set: the agent and the archiver inside `domas up` reach the controller
+    over TLS with the CA (here the self-signed certificate itself), so files are still copied; a
+    plaintext client is refused, and the written domas.toml gives other commands the CA."""
+    import grpc
+
+    from domas.v1 import domas_pb2 as pb
+    from domas.v1 import domas_pb2_grpc as pb_grpc
+
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(etc / "key.pem"),
+                    "-out", str(etc / "cert.pem")], check=True, capture_output=True, timeout=60)
+    cfg = _config(etc / "domas.toml", data_dir=str(tmp_path / "d"))
+    cfg.write_text(cfg.read_text().replace("[controller]\n", f'[controller]\ntls_cert = "{etc / "cert.pem"}"\n'
+                                                            f'tls_key = "{etc / "key.pem"}"\n'))
+    dep = Deployment(cwd, home, cfg, tmp_path / "d" / "domas.toml")
+    try:
+        assert dep.cfg["agent"]["tls_ca"] == str(etc / "cert.pem")
+        assert "(TLS)" in dep.log_path.read_text()
+        (tmp_path / "d/beamline" / RAW).mkdir(parents=True)
+        data = os.urandom(90_000)
+        (tmp_path / "d/beamline" / RAW / "t.h5").write_bytes(data)
+        wait_until(lambda: (tmp_path / "d/central" / RAW / "t.h5").exists(), 60, "central copy over TLS", dep.proc)
+        assert (tmp_path / "d/central" / RAW / "t.h5").read_bytes() == data
+        st = subprocess.run([sys.executable, "-m", "domas.cli", "status", "--config", str(dep.instance)], cwd=cwd,
+                            env=_env(home), capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0 and " done " in st.stdout, st.stdout + st.stderr
+        with grpc.insecure_channel(dep.cfg["agent"]["controller"]) as channel:
+            try:
+                pb_grpc.ControllerStub(channel).ListTransfers(pb.ListTransfersRequest(), timeout=5)
+                raise AssertionError("a plaintext client was served")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        dep.stop()
+    assert "Traceback" not in dep.log_path.read_text()
