@@ -157,8 +157,10 @@ async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = No
     state.mkdir(parents=True, exist_ok=True)
     catalogue = open_catalogue(cfg.catalogue, state, spool=True)
     scrub_stats = ScrubStats()
+    from .sources import SourcesCollector
+    sources_metrics = SourcesCollector()          # the archiver's sources, once it has them
     ctl = await start_controller(cfg, cfg.controller.listen, state, cfg.controller.metrics_listen,
-                                 extra_collectors=(ScrubCollector(scrub_stats),))
+                                 extra_collectors=(ScrubCollector(scrub_stats), sources_metrics))
     address, tls_ca = connect_address(cfg.controller.listen, ctl.port), controller_ca(cfg)
     stop = stop or asyncio.Event()
     agent_metrics = http = None
@@ -179,6 +181,7 @@ async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = No
         banner(cfg, instance, ctl, agent_port, http_listen)
         archiver = Archiver(cfg, catalogue, address, token=cfg.controller.token, scrub_stats=scrub_stats,
                             tls_ca=tls_ca)
+        sources_metrics.sources = archiver.sources
         tick = max(0.2, min(2.0, cfg.policy.stability_seconds / 4))
         tasks = [asyncio.create_task(agent.run(stop)), asyncio.create_task(archiver.run(stop, interval=tick))]
         await stop.wait()

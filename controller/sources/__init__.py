@@ -128,3 +128,15 @@ async def wait_for_news(stop: asyncio.Event, sources: list[Source], interval: fl
             t.cancel()
     for e in events:
         e.clear()
+
+
+class SourcesCollector:
+    """Serves the metrics of every source (set `sources` once the archiver has them)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+
+    def collect(self):
+        for source in self.sources:
+            for collector in source.collectors():
+                yield from collector.collect()
