@@ -48,8 +48,10 @@ def f(pid, path, size=10, adler="0000abcd", xxh="", **kw) -> FileRecord:
 
 
 def test_proposal_and_beamtime_round_trip_and_update(catalogue):
-    catalogue.upsert_proposal(Proposal("P1", "Old title", "Ada"))
-    catalogue.upsert_proposal(Proposal("P1", "Crystal growth", "Ada"))
+    catalogue.upsert_proposal(Proposal("P1", "Old title", ""))
+    catalogue.upsert_proposal(Proposal("P1", "Crystal growth", "Ada"))        # fills only the empty PI
+    assert catalogue.get_proposal("P1") == Proposal("P1", "Old title", "Ada")
+    catalogue.upsert_proposal(Proposal("P1", "Crystal growth", "Ada"), overwrite=True)
     bt = Beamtime("bt1", "B1", "P1", "Grace", ("Grace", "Linus"), 100.0, 200.0)
     catalogue.upsert_beamtime(bt)
     catalogue.upsert_beamtime(bt)
@@ -62,9 +64,9 @@ def test_dataset_gets_stable_pid_and_keeps_created_at(catalogue):
     first = dataset(catalogue, metadata={"sample": {"name": "Si"}}, created_at=1000.0)
     assert first.pid == dataset_pid("CSTR:17058.11.HEPS", "bt1", "/data/b1/scan1")
     assert first.pid.startswith("CSTR:17058.11.HEPS.bt1.")
-    again = dataset(catalogue, state="closed", metadata={"sample": {"name": "Ge"}}, created_at=2000.0)
+    again = dataset(catalogue, state="closed", metadata={"sample": {"name": "Ge"}, "title": "t"}, created_at=2000.0)
     assert again.pid == first.pid and again.created_at == 1000.0
-    assert again.state == "closed" and again.metadata == {"sample": {"name": "Ge"}}
+    assert again.state == "open" and again.metadata == {"sample": {"name": "Si"}, "title": "t"}   # fills only
     other = dataset(catalogue, path="/data/b1/scan2")
     assert other.pid != first.pid
     assert catalogue.dataset_by_path("/data/b1/scan1") == again
@@ -347,3 +349,46 @@ def test_search_pages_with_a_cursor_and_counts_facets_over_every_match(catalogue
     assert hidden.total == 2 and hidden.facets["access"] == {"open": 2} and hidden.facets["beamline"]["B7"] == 1
     released = catalogue.search_datasets(SearchQuery(now=now + 401 * 86400))
     assert released.total == 3
+
+
+# -- discovery fills, operators set (controller/catalogue/operator.py) ----------------------------
+
+def test_discovery_never_wipes_what_an_operator_set(catalogue):
+    from domas.controller.catalogue import operator as op
+
+    catalogue.upsert_beamtime(Beamtime("BT1", "B1"))                      # discovery: from the path
+    ds = dataset(catalogue, beamtime="BT1", path="/B1/202611/Data/BT1/raw")
+    op.set_proposal(catalogue, "P7", {"title": "Batteries", "pi": "Ada"}, who="ops", now=10.0)
+    op.set_beamtime(catalogue, "BT1", {"proposal": "P7", "pi": "Grace", "team": ("Linus", "Ken")}, who="ops",
+                    now=11.0)
+    op.embargo(catalogue, ds.pid, 5000.0, who="ops", now=12.0)
+    # what discovery and metadata extraction do later: a new file, NeXus metadata, a new dataset
+    catalogue.upsert_beamtime(Beamtime("BT1", "B1"))
+    catalogue.upsert_beamtime(Beamtime("BT1", "B1", proposal="P-from-nexus", pi="Someone"))
+    catalogue.upsert_proposal(Proposal("P7"))
+    again = catalogue.upsert_dataset(Dataset("BT1", ds.path, metadata={"title": "scan"}))
+    dataset(catalogue, beamtime="BT1", path="/B1/202611/Data/BT1/processed", data_type="processed")
+    assert (again.state, again.embargo_end, again.metadata) == ("embargoed", 5000.0, {"title": "scan"})
+    assert catalogue.get_beamtime("BT1") == Beamtime("BT1", "B1", "P7", "Grace", ("Linus", "Ken"))
+    assert catalogue.get_proposal("P7") == Proposal("P7", "Batteries", "Ada")
+    op.release(catalogue, ds.pid, who="ops2", now=20.0)
+    assert catalogue.get_dataset(ds.pid).state == "released"
+
+
+def test_every_operator_change_is_recorded_with_who_and_when(catalogue):
+    from domas.controller.catalogue import operator as op
+
+    ds = dataset(catalogue, beamtime="BT1", path="/B1/202611/Data/BT1/raw")
+    op.set_beamtime(catalogue, "BT1", {"proposal": "P7", "pi": "Grace"}, who="alice", now=100.0)
+    op.set_beamtime(catalogue, "BT1", {"pi": "Grace"}, who="alice", now=101.0)          # no change: no record
+    op.set_proposal(catalogue, "P7", {"pi": "Ada"}, who="bob", now=102.0)
+    op.embargo(catalogue, ds.pid, 9000.0, who="carol", now=103.0)
+    got = [(c.at, c.who, c.target, c.field, c.old, c.new) for c in op.history(catalogue, ds.pid)]
+    assert got == [(100.0, "alice", "beamtime:BT1", "proposal", None, "P7"),
+                   (100.0, "alice", "beamtime:BT1", "pi", None, "Grace"),
+                   (102.0, "bob", "proposal:P7", "pi", "", "Ada"),
+                   (103.0, "carol", f"dataset:{ds.pid}", "state", "open", "embargoed"),
+                   (103.0, "carol", f"dataset:{ds.pid}", "embargo_end", None, 9000.0)]
+    assert [c.field for c in reopen(catalogue).history(["proposal:P7"])] == ["pi"]
+    with pytest.raises(NotFound):
+        op.history(catalogue, "nothing-like-this")

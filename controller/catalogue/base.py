@@ -11,6 +11,13 @@ Contract, checked for every backend by tests/test_catalogue_contract.py:
   every replica not named in that upsert becomes "stale" (a copy of old content must never count as
   a verified replica of the new one) and a checksum the upsert leaves empty is cleared. Otherwise an
   empty checksum in an upsert keeps the stored one, and filling in an unknown one changes nothing else.
+- Discovery fills, operators set: upsert_proposal / upsert_beamtime only fill the fields that are
+  empty in the store (with overwrite=True, the operator's path, every field is set as given);
+  re-upserting an existing dataset keeps its state, its embargo end and every stored metadata key
+  (new keys are added): only set_dataset_state changes state and embargo. So a new file or a new
+  dataset never wipes what an operator set (PI, team, proposal, embargo).
+- Operator changes are recorded (record_changes: who, when, what, old and new value) and
+  history(targets) returns those of the given targets, oldest first.
 - Times are POSIX seconds (float). Backends translate their own exceptions at the edge:
   unreachable -> CatalogueUnavailable, bad record -> InvalidMessage, unknown record -> NotFound.
 """
@@ -21,7 +28,7 @@ import abc
 import json
 import posixpath
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Iterable, Iterator, Sequence
 
 from domas.errors import InvalidMessage
@@ -55,6 +62,18 @@ class Beamtime:
     team: tuple[str, ...] = ()
     start: float | None = None
     end: float | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One operator change: `target` is "proposal:ID", "beamtime:ID" or "dataset:PID"."""
+
+    at: float
+    who: str
+    target: str
+    field: str
+    old: Any = None
+    new: Any = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,27 @@ def _safe_key(key: str) -> str:
     return "_" + key[1:] if key.startswith("$") else key
 
 
+# -- discovery fills, operators set (pure) -------------------------------------------------------
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == ()
+
+
+def filled(stored: Any, new: Any) -> Any:
+    """A proposal or beamtime upserted by discovery over the stored one: only empty fields take the
+    new value, so whatever is already set (by an operator or an earlier import) stays."""
+    if stored is None:
+        return new
+    return replace(stored, **{f.name: getattr(new, f.name) for f in fields(new) if f.name != "id"
+                              and _empty(getattr(stored, f.name)) and not _empty(getattr(new, f.name))})
+
+
+def kept_dataset(stored: Dataset, new: Dataset) -> Dataset:
+    """A dataset re-upserted over the stored one: state, embargo end and stored metadata keys stay."""
+    return replace(new, state=stored.state, embargo_end=stored.embargo_end,
+                   metadata={**plain_metadata(new.metadata), **stored.metadata})
+
+
 # -- validation (pure): a bad record is refused with one sentence -----------------------------
 
 def _need(cond: bool, message: str) -> None:
@@ -276,10 +316,20 @@ class Catalogue(abc.ABC):
 
     # -- writes: idempotent upserts ----------------------------------------------------------
     @abc.abstractmethod
-    def upsert_proposal(self, proposal: Proposal) -> None: ...
+    def upsert_proposal(self, proposal: Proposal, *, overwrite: bool = False) -> None:
+        """Fill the empty fields of a stored proposal (create it); overwrite=True sets every field."""
 
     @abc.abstractmethod
-    def upsert_beamtime(self, beamtime: Beamtime) -> None: ...
+    def upsert_beamtime(self, beamtime: Beamtime, *, overwrite: bool = False) -> None:
+        """Fill the empty fields of a stored beamtime (create it); overwrite=True sets every field."""
+
+    @abc.abstractmethod
+    def record_changes(self, changes: Sequence[Change]) -> None:
+        """Append operator changes to the history."""
+
+    @abc.abstractmethod
+    def history(self, targets: Sequence[str]) -> list[Change]:
+        """Every recorded change of the given targets, oldest first."""
 
     @abc.abstractmethod
     def upsert_dataset(self, dataset: Dataset) -> Dataset:

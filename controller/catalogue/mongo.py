@@ -26,10 +26,10 @@ from pymongo import ReturnDocument, UpdateOne, errors, uri_parser
 
 from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
+from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
                    beamtime_from, check_dataset, check_dataset_state, check_file, check_id,
-                   check_replica_updates, check_tier, counter_delta, dataset_from, file_from, merged_file,
-                   plain_metadata, proposal_from)
+                   check_replica_updates, check_tier, counter_delta, dataset_from, file_from, filled,
+                   kept_dataset, merged_file, plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
 from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
 
@@ -129,16 +129,20 @@ class MongoCatalogue(Catalogue):
             self._tiers.add(tier)
 
     # -- writes --------------------------------------------------------------------------------
-    def upsert_proposal(self, proposal: Proposal) -> None:
+    def upsert_proposal(self, proposal: Proposal, *, overwrite: bool = False) -> None:
         check_id("proposal", proposal.id)
+        if not overwrite:
+            proposal = filled(self.get_proposal(proposal.id), proposal)
         with self._edge():
             self._col("proposals").update_one({"_id": proposal.id}, {"$set": {
                 "title": proposal.title, "pi": proposal.pi}}, upsert=True)
             for bt in self._db.beamtimes.distinct("_id", {"proposal": proposal.id}):
                 self._index_beamtime(bt)
 
-    def upsert_beamtime(self, b: Beamtime) -> None:
+    def upsert_beamtime(self, b: Beamtime, *, overwrite: bool = False) -> None:
         check_id("beamtime", b.id)
+        if not overwrite:
+            b = filled(self.get_beamtime(b.id), b)
         fields = {"beamline": b.beamline, "proposal": b.proposal, "pi": b.pi, "team": list(b.team),
                   "start": b.start, "end": b.end}
         with self._edge():
@@ -152,6 +156,9 @@ class MongoCatalogue(Catalogue):
 
     def upsert_dataset(self, d: Dataset) -> Dataset:
         check_dataset(d)
+        stored = self.dataset_by_path(d.path)
+        if stored is not None:
+            d = kept_dataset(stored, d)
         fields = {"beamtime": d.beamtime, "data_type": d.data_type, "state": d.state,
                   "embargo_end": d.embargo_end, "metadata": plain_metadata(d.metadata)}
         fields["words"] = sorted(set(words(dataset_text(d.beamtime, d.path, d.data_type, fields["metadata"]))))
@@ -270,6 +277,17 @@ class MongoCatalogue(Catalogue):
     def get_beamtime(self, beamtime_id: str) -> Beamtime | None:
         doc = self._one("beamtimes", {"_id": beamtime_id})
         return beamtime_from(doc) if doc else None
+
+    def record_changes(self, changes: Sequence[Change]) -> None:
+        if changes:
+            with self._edge():
+                self._col("changes").insert_many([{"at": c.at, "who": c.who, "target": c.target, "field": c.field,
+                                                   "old": c.old, "new": c.new} for c in changes], ordered=True)
+
+    def history(self, targets: Sequence[str]) -> list[Change]:
+        with self._edge():
+            docs = list(self._col("changes").find({"target": {"$in": list(targets)}}).sort([("at", 1), ("_id", 1)]))
+        return [Change(d["at"], d["who"], d["target"], d["field"], d.get("old"), d.get("new")) for d in docs]
 
     def get_dataset(self, pid: str) -> Dataset | None:
         doc = self._one("datasets", {"_id": pid})

@@ -172,13 +172,23 @@ class SpooledCatalogue(Catalogue):
                 return offline_result
 
     # -- writes --------------------------------------------------------------------------------
-    def upsert_proposal(self, proposal: Proposal) -> None:
+    def upsert_proposal(self, proposal: Proposal, *, overwrite: bool = False) -> None:
         check_id("proposal", proposal.id)
+        if overwrite:                     # an operator's write: now or an error, never spooled
+            return self.inner.upsert_proposal(proposal, overwrite=True)
         self._write("proposal", to_doc(proposal))
 
-    def upsert_beamtime(self, beamtime: Beamtime) -> None:
+    def upsert_beamtime(self, beamtime: Beamtime, *, overwrite: bool = False) -> None:
         check_id("beamtime", beamtime.id)
+        if overwrite:
+            return self.inner.upsert_beamtime(beamtime, overwrite=True)
         self._write("beamtime", to_doc(beamtime))
+
+    def record_changes(self, changes) -> None:
+        self.inner.record_changes(changes)
+
+    def history(self, targets):
+        return self.inner.history(targets)
 
     def upsert_dataset(self, dataset: Dataset) -> Dataset:
         check_dataset(dataset)

@@ -19,9 +19,9 @@ from typing import Callable, Iterator, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, check_dataset,
-                   check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
-                   merged_file, plain_metadata)
+from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate,
+                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
+                   filled, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
 from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
 
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS replicas (
   url TEXT NOT NULL, verified_at REAL, version TEXT NOT NULL DEFAULT '', checked_at REAL,
   PRIMARY KEY (file_id, tier)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replicas_tier_state ON replicas(tier, state, file_id);
+CREATE TABLE IF NOT EXISTS changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL, target TEXT NOT NULL,
+  field TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_target ON changes(target, seq);
 """
 
 # Free-text search (search.py): pre-split words, rowids shared with datasets, files and beamtimes.
@@ -68,6 +72,11 @@ _UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL A
 _DATASET_COLS = "d.pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, d.metadata, " \
                 "d.file_count, d.bytes, d.created_at"
 _FILE_COLS = "f.id, f.dataset, f.path, f.beamtime, f.size, f.adler32, f.xxh3, f.mtime"
+
+
+def _beamtime(row: tuple) -> Beamtime:
+    i, beamline, proposal, pi, team, start, end = row
+    return Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), start, end)
 
 
 def _translate(err: sqlite3.Error, where: str) -> DomasError:
@@ -138,17 +147,23 @@ class SQLiteCatalogue(Catalogue):
             return self._db.execute(sql, args).fetchall()
 
     # -- writes --------------------------------------------------------------------------------
-    def upsert_proposal(self, proposal: Proposal) -> None:
+    def upsert_proposal(self, proposal: Proposal, *, overwrite: bool = False) -> None:
         check_id("proposal", proposal.id)
         with self._tx() as db:
+            if not overwrite:
+                row = db.execute("SELECT id, title, pi FROM proposals WHERE id=?", (proposal.id,)).fetchone()
+                proposal = filled(Proposal(*row) if row else None, proposal)
             db.execute("INSERT INTO proposals VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET "
                        "title=excluded.title, pi=excluded.pi", (proposal.id, proposal.title, proposal.pi))
             for (bt,) in db.execute("SELECT id FROM beamtimes WHERE proposal=?", (proposal.id,)).fetchall():
                 self._index_beamtime(db, bt)
 
-    def upsert_beamtime(self, b: Beamtime) -> None:
+    def upsert_beamtime(self, b: Beamtime, *, overwrite: bool = False) -> None:
         check_id("beamtime", b.id)
         with self._tx() as db:
+            if not overwrite:
+                row = db.execute("SELECT * FROM beamtimes WHERE id=?", (b.id,)).fetchone()
+                b = filled(_beamtime(row) if row else None, b)
             db.execute("INSERT INTO beamtimes VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                        "beamline=excluded.beamline, proposal=excluded.proposal, pi=excluded.pi, "
                        "team=excluded.team, start=excluded.start, end=excluded.end",
@@ -159,11 +174,15 @@ class SQLiteCatalogue(Catalogue):
         check_dataset(d)
         meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
         with self._tx() as db:
-            row = db.execute("SELECT pid, beamtime FROM datasets WHERE path=?", (d.path,)).fetchone()
+            row = db.execute("SELECT pid, beamtime, state, embargo_end, metadata FROM datasets WHERE path=?",
+                             (d.path,)).fetchone()
             if row:
                 pid = row[0]
                 if d.pid and d.pid != pid:
                     raise InvalidMessage(f"dataset {d.path} already has the PID {pid}, not {d.pid}")
+                d = kept_dataset(Dataset(row[1], d.path, state=row[2], embargo_end=row[3],
+                                         metadata=json.loads(row[4])), d)
+                meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
                 db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=? "
                            "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta, pid))
                 if row[1] != d.beamtime:
@@ -258,10 +277,20 @@ class SQLiteCatalogue(Catalogue):
 
     def get_beamtime(self, beamtime_id: str) -> Beamtime | None:
         rows = self._query("SELECT * FROM beamtimes WHERE id=?", (beamtime_id,))
-        if not rows:
-            return None
-        i, beamline, proposal, pi, team, start, end = rows[0]
-        return Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), start, end)
+        return _beamtime(rows[0]) if rows else None
+
+    def record_changes(self, changes: Sequence[Change]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO changes (at, who, target, field, old, new) VALUES (?,?,?,?,?,?)",
+                           [(c.at, c.who, c.target, c.field, json.dumps(c.old), json.dumps(c.new)) for c in changes])
+
+    def history(self, targets: Sequence[str]) -> list[Change]:
+        if not targets:
+            return []
+        rows = self._query(f"SELECT at, who, target, field, old, new FROM changes WHERE target IN "
+                           f"({','.join('?' * len(targets))}) ORDER BY seq", tuple(targets))
+        return [Change(at, who, target, field, json.loads(old), json.loads(new))
+                for at, who, target, field, old, new in rows]
 
     @staticmethod
     def _dataset(row: tuple) -> Dataset:
