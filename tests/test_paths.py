@@ -213,3 +213,25 @@ def test_a_bad_chunk_result_has_a_reason(changes, sentence):
     ok = dict(report_id="r", lease_id="l", transfer_id="t", file_id=1, offset=0, length=10, bytes=10, seconds=0.1)
     assert validate.result_problem(pb.ChunkResult(**ok)) == ""
     assert sentence in validate.result_problem(pb.ChunkResult(**(ok | changes)))
+
+
+# -- the archiver derives every path from a tier root -------------------------------------------
+
+@pytest.mark.parametrize("dataset_path, relpath", [
+    ("/B1/202611/Data/BT1/raw", "/etc/shadow"),            # posixpath.join would drop the tier root
+    ("/B1/202611/Data/BT1/raw", "../../../../../etc/shadow"),
+    ("/../../etc", "shadow"),
+    ("/B1/raw", "a\x00b"),
+])
+def test_the_archiver_never_builds_a_path_outside_its_tier(dataset_path, relpath):
+    from domas.controller.archiver import tier_url
+
+    with pytest.raises(UnsafePath, match="would leave the storage tier"):
+        tier_url("/data/central", dataset_path, relpath)
+
+
+def test_the_archiver_keeps_odd_but_inside_names():
+    from domas.controller.archiver import tier_url
+
+    assert tier_url("/data/central", "/B1/raw", "a..b/new\nline.h5") == "/data/central/B1/raw/a..b/new\nline.h5"
+    assert tier_url("root://t:1094//archive", "/B1/raw", "x.h5") == "root://t:1094//archive/B1/raw/x.h5"
