@@ -55,6 +55,7 @@ from . import access, delivery, portal
 from .access import ANONYMOUS, Caller
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
 from .catalogue.search import SearchQuery, decode_cursor, encode_cursor
+from .httpedge import add_edge
 
 log = logging.getLogger("domas.dataservice")
 
@@ -84,6 +85,9 @@ team (the PIs and team of its beamtime and proposal) and staff: for anyone else 
 After its end date it is open to all and its state reads "released". Identify with a personal token
 (`domas user token NAME`) as `Authorization: Bearer <token>`; a service with a facility token
 refuses anonymous calls.
+Every GET also answers HEAD (same headers, no body); a GET of file content answers 304 to an
+`If-None-Match` naming its ETag. Unknown query parameters are refused (400). Request metrics for
+Prometheus are at /metrics.
 The command-line client is `domas get PID DEST` (parallel, resumable, verified).
 """
 
@@ -136,12 +140,13 @@ def parse_time(value: str | None, name: str = "since", *, end_of_day: bool = Fal
         pass
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError):
         raise UsageError(f"{name}={value!r} is neither POSIX seconds nor an ISO date such as 2026-11-01") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
     bare_date = len(value.strip()) == 10
-    return moment.timestamp() + (86400 - 0.001 if end_of_day and bare_date else 0)
+    return seconds + (86400 - 0.001 if end_of_day and bare_date else 0)
 
 
 def check_params(request: Request, allowed: tuple[str, ...]) -> None:
@@ -383,8 +388,10 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     """The data service over `catalogue`, reading files from `tiers` (name -> root URL); `users` is
     the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
     svc = DataService(catalogue, tiers, token, now, users)
-    app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
+                  redoc_url=None)
     app.state.service = svc
+    app.state.metrics = add_edge(app)
     _add_error_handlers(app)
     _add_api(app, svc)
     _add_portal(app, svc)
@@ -550,5 +557,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
         else:
             message = str(exc.detail)
-        allow = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+        allow = None
+        if exc.headers and "Allow" in exc.headers:
+            methods = [m.strip() for m in exc.headers["Allow"].split(",")]
+            allow = {"Allow": ", ".join(methods + (["HEAD"] if "GET" in methods and "HEAD" not in methods else []))}
         return _error_response(request, exc.status_code, message, "http", allow)

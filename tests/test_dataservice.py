@@ -442,3 +442,84 @@ def test_the_server_embeds_in_a_loop_it_does_not_own(data_world, tmp_path):
     served.stop()
     thread.join(timeout=10)
     assert not thread.is_alive() and served.sock.fileno() == -1
+
+
+# -- HTTP done right -------------------------------------------------------------------------------
+
+def test_head_answers_wherever_get_does_with_the_same_headers(service):
+    base, world = service
+    for path in ("/", "/healthz", f"{API}/datasets", f"{API}/datasets/{world.pids['open']}",
+                 f"{API}/datasets/{world.pids['open']}/files/big.bin", f"/datasets/{world.pids['open']}",
+                 "/openapi.json"):
+        got, head = httpx.get(base + path), httpx.head(base + path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-length"] == got.headers["content-length"], path
+    assert httpx.head(f"{base}{API}/datasets/nope").status_code == 404
+
+
+def test_405_names_the_allowed_methods(service):
+    base, world = service
+    for path in (f"{API}/datasets", f"{API}/datasets/{world.pids['open']}", "/healthz"):
+        r = httpx.post(base + path)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", path
+    r = httpx.delete(content_url(base, world.pids["open"], "big.bin"))
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_if_none_match_gives_304(service):
+    base, world = service
+    url = content_url(base, world.pids["open"], "big.bin")
+    tag = httpx.head(url).headers["etag"]
+    for header in (tag, f'"other", {tag}', "*", "W/" + tag):
+        r = httpx.get(url, headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == tag, header
+    assert httpx.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+@pytest.mark.parametrize("path,params", [
+    ("/datasets/{pid}", {"offset": "99999999999999999999"}),
+    ("/datasets/{pid}", {"offset": "-1"}),
+    ("/datasets/{pid}", {"limit": "1e999"}),
+    ("/datasets", {"from": "2026-13-01"}), ("/datasets", {"to": "10000-01-01"}),
+    ("/datasets", {"to": "nan"}), ("/datasets", {"from": "1e400"}),
+    ("/datasets", {"limit": "99999999999999999999999"}),
+    ("/datasets", {"q": " ".join(f"w{i}" for i in range(40))}),
+])
+def test_hostile_parameters_are_400_never_5xx(service, path, params):
+    base, world = service
+    r = httpx.get(base + API + path.format(pid=world.pids["open"]), params=params)
+    assert r.status_code == 400 and r.json()["kind"] == "usage", r.text
+
+
+def test_odd_free_text_is_searched_not_executed(service):
+    base, _ = service
+    for q in ('"', "a OR b", "NEAR(x y)", "*", "-x", "title:x", "'; DROP TABLE datasets; --", "\u0000", "ü" * 500):
+        r = httpx.get(f"{base}{API}/datasets", params={"q": q})
+        assert r.status_code == 200, (q, r.text)
+
+
+def test_api_docs_are_served_from_this_service_without_a_cdn(service):
+    base, _ = service
+    page = httpx.get(base + "/docs")
+    assert page.status_code == 200 and "cdn" not in page.text and "https://" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert asset in page.text
+        r = httpx.get(f"{base}/docs/assets/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000
+    assert httpx.get(base + "/redoc").status_code == 404
+
+
+def test_prometheus_metrics_count_requests_bytes_and_latency(service):
+    base, world = service
+    httpx.get(f"{base}{API}/datasets")
+    data = httpx.get(content_url(base, world.pids["open"], "big.bin")).content
+    httpx.get(f"{base}{API}/datasets/nope")
+    httpx.get(f"{base}/no/such/{'x' * 10}")
+    text = httpx.get(base + "/metrics").text
+    assert 'domas_dataservice_requests_total{method="GET",route="/api/v1/datasets",status="200"} 1.0' in text
+    assert 'domas_dataservice_requests_total{method="GET",route="/api/v1/datasets/{pid}",status="404"} 1.0' in text
+    assert 'route="unmatched",status="404"' in text and "xxxxxxxxxx" not in text
+    content = 'route="/api/v1/datasets/{pid}/files/{path}/content"'
+    sent = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2]) for line in text.splitlines() if line[:1] != "#"}
+    assert sent[f"domas_dataservice_response_bytes_total{{{content}}}"] == len(data)
+    assert f'domas_dataservice_request_seconds_count{{{content}}} 1.0' in text

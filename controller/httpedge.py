@@ -1,0 +1,117 @@
+"""The data service's HTTP edge: HEAD for every GET, request metrics, and API docs served locally.
+
+- HEAD: a route declaring only GET is run as GET for a HEAD request and its body is dropped here,
+  so the headers (Content-Length, ETag, ...) are exactly those of the GET. Routes that declare HEAD
+  themselves (file content: no bytes are read) are left alone.
+- Metrics (Prometheus, one registry per app, at /metrics): requests by route template, method and
+  status; response body bytes by route; latency histogram by route (until the last byte is sent).
+  Routes are labelled by their template (/api/v1/datasets/{pid}), never by the raw path, so a
+  scan of random URLs cannot grow the label set ("unmatched" for those).
+- /docs: Swagger UI from the swagger-ui-bundle package's files, served by this service, so it works
+  on a facility network without internet; without that package /docs is off (404) and
+  /openapi.json still describes the API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.staticfiles import StaticFiles
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DOCS_ASSETS = "/docs/assets"
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("domas_dataservice_requests_total", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.bytes = Counter("domas_dataservice_response_bytes_total", "Response body bytes sent",
+                             ["route"], registry=self.registry)
+        self.latency = Histogram("domas_dataservice_request_seconds", "Time from request to last byte sent",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def observe(self, route: str, method: str, status: int, sent: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        if sent:
+            self.bytes.labels(route).inc(sent)
+        self.latency.labels(route).observe(seconds)
+
+
+class HttpEdge:
+    """ASGI middleware: HEAD as GET without a body, and one metrics observation per request."""
+
+    def __init__(self, app, metrics: ServiceMetrics, head_routes: tuple[str, ...] = ("/content",)) -> None:
+        self.app, self.metrics, self.head_routes = app, metrics, head_routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        head = method == "HEAD" and not scope["path"].endswith(self.head_routes)
+        if head:
+            scope = dict(scope, method="GET")
+        started, status, sent = time.perf_counter(), [500], [0]
+
+        async def edge_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                if head:
+                    message = {**message, "body": b""}
+                sent[0] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, edge_send)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path_format", None) or "unmatched", method, status[0], sent[0],
+                                 time.perf_counter() - started)
+
+
+def _swagger_assets():
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return swagger_ui_bundle.swagger_ui_path
+
+
+def add_edge(app: FastAPI) -> ServiceMetrics:
+    """HEAD for every GET, /metrics, and /docs from local files (see the module docstring)."""
+    metrics = ServiceMetrics()
+    app.add_middleware(HttpEdge, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        def docs() -> HTMLResponse:
+            return HTMLResponse(swagger_page(app.title, app.openapi_url or "/openapi.json"))
+
+    return metrics
+
+
+def swagger_page(title: str, openapi_url: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)} - API</title>
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: {json.dumps(openapi_url)}, dom_id: "#swagger-ui"}});</script>
+</body></html>
+"""
