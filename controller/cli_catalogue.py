@@ -36,6 +36,12 @@ RECONCILE_HELP = """\
 Compare the files on disk under ROOT with the catalogue, for the dataset at ROOT or every
 catalogued dataset below it. Reports files missing from the catalogue, missing on disk, and files
 whose size (or, with --checksum, adler32) differs. Exit code 0 when all agree, 1 otherwise.
+
+With --tier NAME (beamline, central, tape), or a ROOT inside a tier root, the deployment's tier is
+compared: catalogue paths count from the tier root, and a file is expected on the tier when its
+replica there says so:
+
+  domas catalogue reconcile --tier central --checksum
 """
 
 
@@ -64,10 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = csub.add_parser("reconcile", help="compare disk and catalogue", description=RECONCILE_HELP,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("root", metavar="ROOT", help="a local directory")
+    r.add_argument("root", metavar="ROOT", nargs="?", help="a local directory (with --tier: a dataset path)")
+    r.add_argument("--tier", metavar="NAME", help="compare this storage tier of the deployment")
     r.add_argument("--checksum", action="store_true", help="also compare adler32 (reads every file)")
     r.add_argument("--json", action="store_true", help="print JSON on stdout")
     r.set_defaults(handler=run_reconcile)
+
+    from .cli_operator import register_operator      # proposal, beamtime, import, embargo, release, history
+
+    register_operator(csub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -215,16 +226,23 @@ def _raise(err: OSError) -> None:
 
 def run_reconcile(args: argparse.Namespace, cfg: Config) -> int:
     from domas.controller.catalogue.reconcile import reconcile
+    from domas.controller.tier_reconcile import reconcile_on_tier, tier_for_path
 
-    root = os.path.abspath(args.root)
-    if not os.path.isdir(root):
+    if args.root is None and not args.tier:
+        raise UsageError("give a ROOT directory or --tier NAME (e.g. domas catalogue reconcile --tier central)")
+    on_tier = (args.tier, args.root or "/") if args.tier else tier_for_path(cfg.storage, args.root)
+    root = os.path.abspath(args.root or "/")
+    if not on_tier and not os.path.isdir(root):
         raise NotFound(f"{args.root} is not a directory")
     with _open(cfg) as cat:
-        here = cat.dataset_by_path(root)
-        datasets = [here] if here else cat.find_datasets(path_prefix=root)
-        if not datasets:
-            raise NotFound(f"no catalogued dataset at or below {root}; `domas catalogue find` lists them")
-        reports = [(d, reconcile(disk_listing(d.path, args.checksum), cat.files_of(d.pid))) for d in datasets]
+        if on_tier:
+            reports = reconcile_on_tier(cat, cfg.storage, on_tier[0], on_tier[1], args.checksum)
+        else:
+            here = cat.dataset_by_path(root)
+            datasets = [here] if here else cat.find_datasets(path_prefix=root)
+            if not datasets:
+                raise NotFound(f"no catalogued dataset at or below {root}; `domas catalogue find` lists them")
+            reports = [(d, reconcile(disk_listing(d.path, args.checksum), cat.files_of(d.pid))) for d in datasets]
     clean = all(r.clean for _, r in reports)
     if args.json:
         _print_json({"clean": clean, "datasets": [{"pid": d.pid, "path": d.path, **r.to_dict()} for d, r in reports]})

@@ -69,7 +69,8 @@ def test_show_lists_files_with_replicas(env, capsys):
     code, doc = run_json(capsys, "catalogue", "show", one, "--json")
     assert code == 0 and doc["dataset"]["file_count"] == 2
     assert [(f["path"], f["size"], f["replicas"]) for f in doc["files"]] == [
-        ("a.h5", 10, {"central": {"state": "verified", "url": "root://c//a.h5", "verified_at": 1.0}}),
+        ("a.h5", 10, {"central": {"state": "verified", "url": "root://c//a.h5", "verified_at": 1.0, "version": "",
+                                  "checked_at": None}}),
         ("sub/b.h5", 20, {})]
     assert main(["catalogue", "show", str(tmp / "data" / "bt1" / "scan1"), "--limit", "1"]) == 0
     out = capsys.readouterr().out

@@ -128,3 +128,156 @@ def test_rewrite_after_archiving_ends_with_the_new_content_on_every_tier(up):
     for tier in ("central", "tape"):
         assert (u.data / tier / rel).read_bytes() == new
     print(f"rewrite to new content on central+tape and beamline expired: {time.monotonic() - started:.1f} s")
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """One bit flipped at rest: the modification time is put back, as a failing disk leaves it."""
+    st = path.stat()
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0x10]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(path, st.st_mode & 0o7777)
+
+
+def metric(text: str, name: str, labels: str) -> float:
+    m = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else -1.0
+
+
+def download(u: Up, rel: str):
+    f = u.record(rel)
+    ds = u.cat.get_dataset(f.dataset)
+    from urllib.parse import quote
+    url = f"{u.url()}/api/v1/datasets/{ds.pid}/files/{quote(f.path, safe='/')}/content"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read(), resp.headers
+
+
+def test_data_service_never_sends_bytes_that_do_not_match_its_digest(data_world, serve_app):
+    """Finding 2: a copy that rotted after it was verified. Old main served it under the catalogued
+    Digest (a browser cannot tell). Now the copy is read back first: a bad one is marked "bad" in the
+    catalogue and the next verified tier serves; with no good copy left the answer is an error."""
+    import httpx
+
+    from domas.controller.dataservice import create_app
+
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    pid = data_world.pids["open"]
+
+    def url(rel):
+        from urllib.parse import quote
+        return f"{base}/api/v1/datasets/{pid}/files/{quote(rel)}/content"
+
+    rel = "sub/scan ü 1.h5"                                  # beamline + central
+    assert httpx.get(url(rel)).headers["x-domas-tier"] == "beamline"
+    flip_byte(data_world.on_tier("beamline", rel), 777)
+    r = httpx.get(url(rel))
+    assert r.status_code == 200 and r.headers["x-domas-tier"] == "central"
+    assert r.content == data_world.data[rel] and r.headers["digest"] == f"adler32={adler(r.content)}"
+    assert data_world.catalogue.get_file(pid, rel).replicas["beamline"].state == "bad"
+    r = httpx.get(url(rel), headers={"Range": "bytes=0-99"})
+    assert r.status_code == 206 and r.content == data_world.data[rel][:100]
+
+    flip_byte(data_world.on_tier("central", "big.bin"), 3 << 20)   # its only copy
+    for headers in ({}, {"Range": "bytes=0-1023"}):
+        r = httpx.get(url("big.bin"), headers=headers)
+        assert r.status_code in (404, 503) and "no verified copy" in r.json()["error"], (r.status_code, r.text[:200])
+    assert data_world.catalogue.get_file(pid, "big.bin").replicas["central"].state == "bad"
+
+
+def test_rot_on_central_is_found_by_the_scrubber_counted_repaired_and_never_served(up):
+    """Finding 2: a byte flipped in a verified central copy. Old main noticed nothing and served the
+    corrupt bytes under the old Digest; the intact tape copy was never used."""
+    u = up(beamline_retention='"1s"', scrub_interval='"2s"', scrub_rate='"64MiB"')
+    rel = f"{PROC}/rot.bin"
+    data = os.urandom(2_000_000)
+    u.drop(rel, data)
+    wait_until(lambda: u.state(rel, "tape") == "verified" and u.state(rel, "beamline") == "deleted", timeout=60,
+               what="archived, beamline copy expired")
+    central = u.data / "central" / rel
+    flip_byte(central, 1_234_567)
+    flipped = time.monotonic()
+    body, headers = download(u, rel)               # never the corrupt bytes under the catalogued Digest
+    assert headers.get("Digest") == f"adler32={adler(data)}" and body == data, headers.get("X-Domas-Tier")
+    wait_until(lambda: u.state(rel, "central") == "verified" and central.read_bytes() == data, timeout=60,
+               what="central copy repaired from tape")
+    served_repair = time.monotonic() - flipped
+    flip_byte(central, 99)                          # again, and nobody downloads it: the scrubber finds it
+    flipped = time.monotonic()
+    wait_until(lambda: u.state(rel, "central") == "bad", timeout=30, what="the scrubber to find the rot")
+    found = time.monotonic() - flipped
+    wait_until(lambda: u.state(rel, "central") == "verified" and central.read_bytes() == data, timeout=60,
+               what="central copy repaired from tape again")
+    repaired = time.monotonic() - flipped
+    text = urllib.request.urlopen(u.metrics_url(), timeout=10).read().decode()
+    assert metric(text, "domas_scrub_bytes_total", 'tier="central"') >= len(data)
+    assert metric(text, "domas_scrub_mismatches_total", 'tier="central"') >= 1
+    assert metric(text, "domas_scrub_repairs_total", 'tier="central"') >= 2
+    assert "marked bad" in u.log_path.read_text()
+    print(f"bit flip -> repaired: {served_repair:.1f} s when downloaded; scrubber found it in {found:.1f} s, "
+          f"repaired in {repaired:.1f} s (scrub interval 2 s)")
+
+
+def test_expiry_reads_back_the_downstream_copy_before_it_deletes(up):
+    """Finding 2: rot in the central copy before the beamline copy expires. Old main deleted the
+    beamline copy on the strength of the corrupt central one. Now the expiry reads central back,
+    marks it bad, recopies it from the beamline, and only then lets the beamline copy go."""
+    u = up(beamline_retention='"3s"')              # default scrub interval (30 days): only expiry reads
+    rel = f"{PROC}/guard.bin"
+    data = os.urandom(1_000_000)
+    u.drop(rel, data)
+    wait_until(lambda: u.state(rel, "tape") == "verified", timeout=60, what="archived")
+    central = u.data / "central" / rel
+    flip_byte(central, 4321)
+    assert u.state(rel, "beamline") != "deleted", "too slow: the beamline copy expired before the flip"
+
+    def safe() -> bool:
+        if u.state(rel, "beamline") == "deleted":
+            assert central.read_bytes() == data, "the beamline copy expired while central was corrupt"
+            return True
+        return False
+
+    wait_until(safe, timeout=60, what="beamline expiry after the central repair")
+    assert "marked bad" in u.log_path.read_text()
+
+
+def test_reconcile_checks_the_tiers_of_a_domas_up_deployment(up):
+    """Finding 2: `domas catalogue reconcile` could not check a `domas up` deployment (it took the
+    tier-relative catalogue paths for absolute ones). Now --tier (or a directory inside a tier root)
+    compares the tier and reports missing, extra, size and adler32 drift."""
+    import json
+
+    u = up()
+    rels = [f"{PROC}/a.bin", f"{PROC}/sub/b.bin"]
+    for rel in rels:
+        u.drop(rel, os.urandom(50_000))
+    wait_until(lambda: all(u.state(r, "tape") == "verified" for r in rels), timeout=60, what="archived")
+
+    def reconcile(*args):
+        r = subprocess.run([sys.executable, "-m", "domas.cli", "--config", str(u.config), "catalogue", "reconcile",
+                            *args, "--json"], capture_output=True, text=True, timeout=60)
+        assert r.returncode in (0, 1), r.stderr
+        doc = json.loads(r.stdout)
+        drift = {k: [] for k in ("missing_in_catalogue", "missing_on_disk", "size_drift", "checksum_drift")}
+        for ds in doc["datasets"]:
+            for k in drift:
+                drift[k] += [x if isinstance(x, str) else x["path"] for x in ds[k]]
+        return r.returncode, drift
+
+    for tier in ("central", "tape"):
+        code, drift = reconcile("--tier", tier, "--checksum")
+        assert code == 0 and not any(drift.values()), (tier, drift)
+    flip_byte(u.data / "central" / rels[0], 10)
+    (u.data / "central" / PROC / "stray.bin").write_bytes(b"not catalogued")
+    with open(u.data / "central" / rels[1], "ab") as fh:
+        fh.write(b"grown")
+    (u.data / "tape" / rels[1]).unlink()
+    code, drift = reconcile("--tier", "central", "--checksum")
+    assert code == 1 and drift == {"missing_in_catalogue": ["stray.bin"], "missing_on_disk": [],
+                                   "size_drift": ["sub/b.bin"], "checksum_drift": ["a.bin"]}, drift
+    code, drift = reconcile(str(u.data / "tape" / "B1"))               # a directory inside a tier root
+    assert code == 1 and drift["missing_on_disk"] == ["sub/b.bin"] and not drift["checksum_drift"]

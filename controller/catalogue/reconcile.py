@@ -64,3 +64,22 @@ def reconcile(on_disk: Iterable[DiskEntry], records: Iterable[FileRecord]) -> Re
             matched += 1
     missing_on = sorted(p for p in cat if p not in disk)
     return ReconcileReport(matched, missing_in, missing_on, size_drift, sum_drift)
+
+
+# A tier is expected to hold a file when its replica there is in one of these states ("pending" is
+# the beamline's own copy before its first transfer); "copying" may or may not be there yet.
+_PRESENT = ("pending", "verified", "bad", "stale", "deleting")
+
+
+def reconcile_tier(on_disk: Iterable[DiskEntry], records: Iterable[FileRecord], tier: str) -> ReconcileReport:
+    """Classify a dataset's files on one storage tier: the files whose replica on `tier` says they
+    are there against what the tier holds (paths relative to the dataset on both sides). A file on
+    the tier that the catalogue does not place there is reported as not catalogued."""
+    expected, in_flight = [], set()
+    for r in records:
+        state = r.replicas[tier].state if tier in r.replicas else None
+        if state in _PRESENT:
+            expected.append(r)
+        elif state == "copying":
+            in_flight.add(r.path)
+    return reconcile((e for e in on_disk if e.path not in in_flight), expected)
