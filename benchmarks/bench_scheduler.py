@@ -196,6 +196,7 @@ def over_the_wire(n_files: int, leases: int, tmp: str) -> tuple[int, float]:
     import grpc
 
     from domas.controller.service import ControllerService
+    from domas.paths import parse_roots
     from domas.controller.state import StateStore
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
@@ -205,7 +206,7 @@ def over_the_wire(n_files: int, leases: int, tmp: str) -> tuple[int, float]:
     async def run() -> tuple[int, float]:
         store = StateStore(Path(tmp) / "wire.sqlite")
         service = ControllerService(Scheduler(UNLIMITED, random.Random(1), store.epoch), store,
-                                    finalize=fake_finalize)
+                                    finalize=fake_finalize, roots=parse_roots([("bench", str(tmp))]))
         service.event(ev.TransferSubmitted(ev.TransferSpec("t-wire", "b1", 0, 8 * MiB), make_files(n_files)))
         server = grpc.aio.server()
         pb_grpc.add_ControllerServicer_to_server(service, server)
