@@ -122,3 +122,50 @@ def test_status_wait_ends_with_the_transfer_and_its_exit_code(tmp_path):
         if agent:
             stop_process(agent)
         stop_process(ctl)
+
+
+def test_operator_fields_survive_new_files_and_new_datasets(tmp_path):
+    """An operator sets an embargo, the PI, team and proposal through `domas catalogue ...` while
+    `domas up` runs; then a NeXus file arrives in the same dataset (metadata extraction) and a new
+    processed/ dataset in the same beamtime. Nothing the operator set is wiped (the old archiver
+    re-upserted its cached records: state=open, embargo_end=None, PI/team/proposal gone), and
+    `domas catalogue history` shows each change with who and when."""
+    import json
+
+    from domas.config import CatalogueConfig
+    from domas.controller.catalogue import open_catalogue
+    from tests.test_metadata import write_nexus
+    from tests.test_up import RAW, Up
+
+    u = Up(tmp_path)
+    try:
+        rel = f"{RAW}/first.dat"
+        u.drop(rel, os.urandom(50_000))
+        wait_until(lambda: u.replica(rel, "central") == "verified", timeout=60, what="first file archived")
+        (raw,) = json.loads(u.catalogue("find", "--json").stdout)
+        for args in (["proposal", "set", "P-1", "--title", "Cathodes", "--pi", "Ada"],
+                     ["beamtime", "set", "BT0001", "--proposal", "P-1", "--pi", "Grace", "--team", "Linus,Ken"],
+                     ["embargo", raw["pid"], "--until", "2031-01-01"]):
+            r = u.catalogue(*args, "--by", "operator1")
+            assert r.returncode == 0, r.stderr
+        write_nexus(u.beamline / RAW / "scan.nxs")
+        (u.beamline / RAW.replace("raw", "processed")).mkdir(parents=True)
+        (u.beamline / RAW.replace("raw", "processed") / "p.dat").write_bytes(os.urandom(30_000))
+        wait_until(lambda: u.replica(f"{RAW}/scan.nxs", "central") == "verified"
+                   and u.replica(f"{RAW.replace('raw', 'processed')}/p.dat", "central") == "verified",
+                   timeout=60, what="new file and new dataset archived")
+        wait_until(lambda: json.loads(u.catalogue("show", raw["pid"], "--json").stdout)["dataset"]["metadata"],
+                   timeout=30, what="NeXus metadata extracted")
+        shown = json.loads(u.catalogue("show", raw["pid"], "--json").stdout)["dataset"]
+        assert (shown["state"], shown["embargo_end"]) == ("embargoed", 1924992000.0), shown
+        assert shown["metadata"].get("format") == "nexus"
+        with open_catalogue(CatalogueConfig(), u.data / "state") as cat:
+            bt = cat.get_beamtime("BT0001")
+            assert (bt.proposal, bt.pi, bt.team) == ("P-1", "Grace", ("Linus", "Ken"))
+            assert (cat.get_proposal("P-1").title, cat.get_proposal("P-1").pi) == ("Cathodes", "Ada")
+        hist = json.loads(u.catalogue("history", raw["pid"], "--json").stdout)
+        assert {(h["who"], h["target"], h["field"], json.dumps(h["new"])) for h in hist} >= {
+            ("operator1", "beamtime:BT0001", "pi", '"Grace"'), ("operator1", "proposal:P-1", "title", '"Cathodes"'),
+            ("operator1", f"dataset:{raw['pid']}", "state", '"embargoed"')}
+    finally:
+        u.stop()
