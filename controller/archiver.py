@@ -32,7 +32,7 @@ import grpc
 
 from domas.agent.storage import resolve
 from domas.config import Config
-from domas.errors import CatalogueUnavailable, DomasError, NotFound
+from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound, UnsafePath
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
@@ -43,6 +43,7 @@ from .catalogue.base import ReplicaUpdate, content_version, holds_current
 from .discovery import Location, StabilityTracker, parse_location, scan_tree
 from .lifecycle import TIERS, FileView, ReplicaState, Retention, decide, may_delete
 from .scrub import Scrubber, read_adler32, verdict
+from . import validate
 
 log = logging.getLogger("domas.archiver")
 
@@ -94,7 +95,10 @@ def _retry_mark(f: FileRecord, tier: str) -> str:
 
 
 def tier_url(root: str, dataset_path: str, relpath: str) -> str:
-    """Where a file of a dataset lives on a tier: the tier root + the dataset path + the file path."""
+    """Where a file of a dataset lives on a tier: the tier root + the dataset path + the file path.
+    A catalogue path that would leave the tier root (an absolute file path, '..', NUL) is UnsafePath."""
+    if relpath.startswith("/") or any("\0" in p or ".." in p.split("/") for p in (dataset_path, relpath)):
+        raise UnsafePath(f"{relpath!r} of dataset {dataset_path!r} would leave the storage tier; not touched")
     dataset_path = dataset_path.strip("/")
     if "://" in root:
         return f"{root.rstrip('/')}/{dataset_path}/{relpath}"
@@ -147,7 +151,11 @@ class Archiver:
 
     def replica_url(self, tier: str, dataset: str, path: str) -> str | None:
         ds = self._dataset(dataset)
-        return tier_url(self.roots[tier], ds.path, path) if ds is not None and self.roots.get(tier) else None
+        try:
+            return tier_url(self.roots[tier], ds.path, path) if ds is not None and self.roots.get(tier) else None
+        except UnsafePath as e:
+            log.warning("%s", e)
+            return None
 
     async def _run(self, stop: asyncio.Event, interval: float) -> None:
         from domas.agent.worker import make_channel
@@ -311,10 +319,13 @@ class Archiver:
 
     async def perform(self, action) -> None:
         dataset, path = action.key
-        if action.kind == "delete":
-            await asyncio.to_thread(self.expire, dataset, path, action.tier)
-        elif action.kind == "make_read_only":
-            await asyncio.to_thread(self.make_read_only, dataset, path)
+        try:
+            if action.kind == "delete":
+                await asyncio.to_thread(self.expire, dataset, path, action.tier)
+            elif action.kind == "make_read_only":
+                await asyncio.to_thread(self.make_read_only, dataset, path)
+        except UnsafePath as e:           # a catalogue path leaving the tier: never deleted nor changed
+            log.warning("%s", e)
 
     def copy_requests(self, actions) -> list[CopyRequest]:
         out = []
@@ -335,8 +346,12 @@ class Archiver:
         for r in requests:
             if (r.dataset, r.path, r.dst_tier) in self.pending:
                 continue
-            src = tier_url(self.roots[r.src_tier], r.dataset_path, r.path)
-            dst = tier_url(self.roots[r.dst_tier], r.dataset_path, r.path)
+            try:
+                src = tier_url(self.roots[r.src_tier], r.dataset_path, r.path)
+                dst = tier_url(self.roots[r.dst_tier], r.dataset_path, r.path)
+            except UnsafePath as e:
+                log.warning("%s", e)
+                continue
             key = (r.dst_tier, dst.rsplit("/", 1)[0], r.dataset_path.strip("/").split("/", 1)[0])
             groups.setdefault(key, []).append((r, src, dst))
         for (dst_tier, dst_dir, beamline), items in groups.items():
@@ -347,6 +362,10 @@ class Archiver:
         ident = "\n".join(f"{r.dataset}:{r.path}:{r.f.size}:{r.f.mtime}:{r.f.adler32}{_retry_mark(r.f, dst_tier)}"
                           for r, _, _ in items)
         request_id = f"{dst_tier}:{hashlib.sha256(ident.encode()).hexdigest()[:32]}"
+        try:
+            validate.beamline(beamline)
+        except InvalidMessage:
+            beamline = ""                 # a directory name the controller's fair share cannot take
         resp = await self.stub.SubmitTransfer(pb.SubmitTransferRequest(
             sources=[src for _, src, _ in items], destination=dst_dir + "/", beamline=beamline, priority=0,
             request_id=request_id, options=pb.TransferOptions(verify=pb.VERIFY_MODE_FULL, overwrite=True)),
