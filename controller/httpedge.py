@@ -7,6 +7,8 @@
   status; response body bytes by route; latency histogram by route (until the last byte is sent).
   Routes are labelled by their template (/api/v1/datasets/{pid}), never by the raw path, so a
   scan of random URLs cannot grow the label set ("unmatched" for those).
+- /openapi.json tells what the service does: 400 (not FastAPI's 422) for invalid input, and a
+  HEAD operation beside every GET.
 - /docs: Swagger UI from the swagger-ui-bundle package's files, served by this service, so it works
   on a facility network without internet; without that package /docs is off (404) and
   /openapi.json still describes the API.
@@ -77,6 +79,33 @@ class HttpEdge:
                                  time.perf_counter() - started)
 
 
+def tidy_openapi(app: FastAPI) -> None:
+    """The OpenAPI document as the service behaves: invalid input is 400 (ErrorOut), never
+    FastAPI's 422, and every GET also has its HEAD (same responses, no body)."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = original()
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
+            if "get" in ops and "head" not in ops:
+                get = ops["get"]
+                ops["head"] = {**get, "operationId": get.get("operationId", "") + "_head",
+                               "summary": "Headers only: " + get.get("summary", ""),
+                               "responses": {code: {"description": r.get("description", "")}
+                                             for code, r in get.get("responses", {}).items()}}
+        schemas = spec.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi
+
+
 def _swagger_assets():
     try:
         import swagger_ui_bundle
@@ -89,6 +118,7 @@ def add_edge(app: FastAPI) -> ServiceMetrics:
     """HEAD for every GET, /metrics, and /docs from local files (see the module docstring)."""
     metrics = ServiceMetrics()
     app.add_middleware(HttpEdge, metrics=metrics)
+    tidy_openapi(app)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

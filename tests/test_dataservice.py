@@ -405,6 +405,10 @@ def test_healthz_and_openapi_document_the_api(service):
     content = spec["paths"][f"{API}/datasets/{{pid}}/files/{{path}}/content"]
     assert {"get", "head"} <= set(content) and {"206", "304", "416"} <= set(content["get"]["responses"])
     assert {"DatasetPage", "FileOut", "ErrorOut"} <= set(spec["components"]["schemas"])
+    # as the service behaves: invalid input is 400, never FastAPI's 422; every GET has its HEAD
+    assert not [p for p, ops in spec["paths"].items() for op in ops.values() if "422" in op["responses"]]
+    assert all("head" in ops for ops in spec["paths"].values())
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
 def test_every_file_as_streamed_json_lines(service):
@@ -523,3 +527,37 @@ def test_prometheus_metrics_count_requests_bytes_and_latency(service):
     sent = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2]) for line in text.splitlines() if line[:1] != "#"}
     assert sent[f"domas_dataservice_response_bytes_total{{{content}}}"] == len(data)
     assert f'domas_dataservice_request_seconds_count{{{content}}} 1.0' in text
+
+
+def test_no_input_gives_a_5xx(data_world, serve_app):
+    """A bounded fuzz (as schemathesis would): any path under the API and any query, with and without
+    tokens, is answered below 500 and with JSON under /api."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from domas.controller.users import UserStore
+
+    store = UserStore(data_world.root / "users.sqlite")
+    store.add("grace hopper")
+    token = store.issue_token("grace hopper")
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, users=store, now=data_world.now))
+    pid = data_world.pids["open"]
+    text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+    params = st.dictionaries(st.sampled_from(["q", "beamtime", "proposal", "pi", "from", "to", "cursor", "limit",
+                                              "offset", "x"]), st.one_of(text, st.integers().map(str)), max_size=4)
+    paths = st.sampled_from(["/datasets", f"/datasets/{pid}", f"/datasets/{pid}/files", f"/datasets/{pid}/files/",
+                             f"/datasets/{pid}/files/big.bin", f"/datasets/{pid}/files/big.bin/content"])
+    auth = st.sampled_from([{}, {"Authorization": f"Bearer {token}"}, {"Authorization": "Bearer x"},
+                            {"Authorization": "Basic !!"}, {"Authorization": "Negotiate x"}])
+
+    with httpx.Client(base_url=base, timeout=10) as client:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(path=paths, suffix=text, query=params, headers=auth, method=st.sampled_from(["GET", "HEAD"]))
+        def probe(path, suffix, query, headers, method):
+            r = client.request(method, API + path + quote(suffix), params=query, headers=headers)
+            assert r.status_code < 500, (path, suffix, query, r.text)
+            if method == "GET" and r.status_code >= 400:
+                assert "error" in r.json()
+
+        probe()
+    store.close()
