@@ -97,7 +97,8 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     c = cfg.controller
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token, roots=confined,
                                 default_chunk_size=cfg.copy.chunk_size,
-                                limits=Limits(c.max_sources_per_transfer, c.max_files_per_transfer))
+                                limits=Limits(c.max_sources_per_transfer, c.max_files_per_transfer),
+                                private=(str(state_dir),))
     server = grpc.aio.server(interceptors=[ErrorMapping()],     # one sentence for every failure
                              options=[("grpc.so_reuseport", 0),     # two controllers never share a port
                                       ("grpc.max_receive_message_length", 64 << 20),

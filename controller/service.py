@@ -86,11 +86,11 @@ class ControllerService(pb_grpc.ControllerServicer):
     def __init__(self, scheduler: Scheduler, store: StateStore, *, roots: Sequence[Root], token: str = "",
                  default_chunk_size: int = 8 << 20, clock: Callable[[], float] = time.time,
                  finalize: Callable[[ev.FinalizeFile], ev.DestinationVerified] = verify_and_rename,
-                 workers: int = 8, limits: Limits = Limits()) -> None:
+                 workers: int = 8, limits: Limits = Limits(), private: Sequence[str] = ()) -> None:
         if not roots:
             raise ValueError("a controller needs at least one storage root")
         self.s, self.store, self.token, self.clock = scheduler, store, token, clock
-        self.roots, self.limits = tuple(roots), limits
+        self.roots, self.limits, self.private = tuple(roots), limits, tuple(private)   # private: never touched
         self.default_chunk_size = default_chunk_size
         self._finalize_fn = finalize
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
@@ -268,7 +268,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         try:
             files, skipped = await loop.run_in_executor(self._pool, _plan_files, list(request.sources),
                                                         request.destination, request.options.overwrite,
-                                                        self.roots, self.limits.max_files)
+                                                        self.roots, self.limits.max_files, self.private)
         except DomasError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         tid = uuid.uuid4().hex[:16]
@@ -318,14 +318,15 @@ def _report_request(request: pb.ReportResultsRequest) -> None:
 
 
 def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Sequence[Root],
-                max_files: int) -> tuple[list[ev.FileSpec], int]:
+                max_files: int, private: Sequence[str] = ()) -> tuple[list[ev.FileSpec], int]:
     """Blocking: expand sources as `domas copy` lays them out (at most `max_files` entries), check
     that every source and destination resolves inside a root (symlinks included), create empty
     destination dirs, and leave out files whose destination is up to date unless `overwrite`.
-    Returns (files, skipped). Nothing is created before every check has passed."""
+    Nothing inside a `private` directory is read or written. Returns (files, skipped). Nothing is
+    created before every check has passed."""
     from domas.agent.expand import expand
 
-    guard = Confinement(roots)
+    guard = Confinement(roots, private)
     for i, src in enumerate(sources):
         guard.check_real(normalise(src), f"source {i + 1}")
     guard.check_real(normalise(destination), "destination")

@@ -166,16 +166,18 @@ class Confinement:
     is a symlink, so checking a million files under a few directories costs one lstat each.
     """
 
-    def __init__(self, roots: Sequence[Root]) -> None:
+    def __init__(self, roots: Sequence[Root], private: Sequence[str] = ()) -> None:
         self.roots = tuple(roots)
         self._real_roots = [os.path.realpath(r.location.path) for r in self.roots if not r.location.endpoint]
+        self._private = [os.path.realpath(p) for p in private]      # e.g. the controller's state directory
         self._dirs: dict[str, str] = {}
 
     def lexical(self, text: str, what: str = "path") -> Location:
         return inside(text, self.roots, what)
 
-    def _real_inside(self, real: str) -> bool:
-        return any(real == r or r == "/" or real.startswith(r + "/") for r in self._real_roots)
+    @staticmethod
+    def _under(real: str, tops: Sequence[str]) -> bool:
+        return any(real == r or r == "/" or real.startswith(r + "/") for r in tops)
 
     def _real_dir(self, path: str) -> str:
         real = self._dirs.get(path)
@@ -186,13 +188,16 @@ class Confinement:
         return real
 
     def check_real(self, loc: Location, what: str = "path") -> None:
-        """UnsafePath when a local location resolves (through symlinks) outside every local root."""
+        """UnsafePath when a local location resolves (through symlinks) outside every local root,
+        or inside a private directory (the controller's own state)."""
         if loc.endpoint:
             return
         parent, name = posixpath.split(loc.path)
         real = posixpath.join(self._real_dir(parent), name) if name else self._real_dir(parent)
         if name and os.path.islink(loc.path):
             real = os.path.realpath(loc.path)
-        if not self._real_inside(real):
+        if not self._under(real, self._real_roots):
             raise UnsafePath(f"{what} {_short(loc.url)} leads outside the storage roots through a symlink "
                              f"(to {_short(real)})")
+        if self._under(real, self._private):
+            raise UnsafePath(f"{what} {_short(loc.url)} is inside the controller's own state directory")

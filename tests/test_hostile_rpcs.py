@@ -171,3 +171,26 @@ def test_a_tree_larger_than_the_file_limit_is_refused_before_anything_is_created
     assert not (root / "out").exists()
     files, _ = _plan_files([str(root / "many")], f"{root}/out/", False, parse_roots([("--root", str(root))]), 21)
     assert len(files) == 20
+
+
+def test_the_controllers_own_state_is_never_a_destination_or_source(tmp_path):
+    """A root that holds the controller's state directory (here: the whole tmp dir) still does not
+    let a client overwrite or read the controller's SQLite state."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"f")
+    port = free_port()
+    proc = _controller(tmp_path, port)            # root: tmp_path; state: tmp_path/ctl
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ControllerStub(channel)
+            for sources, destination in (([str(tmp_path / "src" / "f")], str(tmp_path / "ctl" / "controller.sqlite")),
+                                         ([str(tmp_path / "src")], f"{tmp_path}/ctl/"),
+                                         ([str(tmp_path / "ctl")], f"{tmp_path}/stolen/")):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.SubmitTransfer(pb.SubmitTransferRequest(sources=sources, destination=destination),
+                                        metadata=MD, timeout=20)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "own state directory" in info.value.details()
+    finally:
+        stop_process(proc)
+    assert not (tmp_path / "stolen").exists() and not (tmp_path / "ctl" / "src").exists()
