@@ -203,9 +203,11 @@ async def start_http(cfg: Config, catalogue):
     import uvicorn
 
     from .dataservice import create_app
+    from .users import UserStore
 
     app = create_app(catalogue, {"beamline": cfg.storage.beamline, "central": cfg.storage.central,
-                                 "tape": cfg.storage.tape}, token=cfg.controller.token)
+                                 "tape": cfg.storage.tape}, token=cfg.controller.token,
+                     users=UserStore.in_state_dir(cfg.state_path()))
     host, _, port = cfg.controller.http_listen.rpartition(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
