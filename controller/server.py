@@ -106,8 +106,14 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     pb_grpc.add_ControllerServicer_to_server(service, server)
     port = _bind(server, listen, cfg)
     await server.start()
-    metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
-                                          ControllerCollector(lambda: service.latest, extra_collectors))
+    try:
+        metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
+                                              ControllerCollector(lambda: service.latest, extra_collectors))
+    except BaseException:
+        await server.stop(grace=None)      # a started server left to the GC prints a traceback
+        await service.close()
+        store.close()
+        raise
     return RunningController(service, server, store, metrics, port, metrics_port)
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "domas.controller.cli_catalogue",    # catalogue find/show/reconcile
     "domas.controller.cli_serve",        # serve: the data service (REST API, portal, downloads)
     "domas.controller.cli_up",           # up: everything on one machine
+    "domas.controller.cli_archive",      # archive: discovery + data policy alone
     "domas.cli_publish",                 # publish: announce closed files on the message bus
 ]
 

@@ -155,3 +155,51 @@ def test_up_with_tls_copies_over_tls_and_the_cli_follows(tmp_path):
     finally:
         dep.stop()
     assert "Traceback" not in dep.log_path.read_text()
+
+
+def test_each_part_runs_alone_from_one_config(tmp_path):
+    """One service per host: `domas controller`, `domas agent` and `domas archive` as separate
+    processes from the same config file; a file dropped is archived to central and tape; the
+    archiver killed (kill -9) and started again takes the next file."""
+    import signal as sig
+
+    from tests.fixtures.common import free_port, port_open
+
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    port = free_port()
+    cfg = _config(tmp_path / "etc" / "domas.toml", data_dir=str(tmp_path / "d"))
+    cfg.write_text(cfg.read_text().replace('\nlisten = "127.0.0.1:0"', f'\nlisten = "127.0.0.1:{port}"')
+                   .replace("[agent]\n", f'[agent]\ncontroller = "127.0.0.1:{port}"\n'))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def start(*args: str) -> subprocess.Popen:
+        log = open(logs / f"{args[0]}.log", "a")
+        return subprocess.Popen([sys.executable, "-m", "domas.cli", *args, "--config", str(cfg)], cwd=cwd,
+                                env=_env(home), stdout=log, stderr=subprocess.STDOUT)
+
+    for tier in ("beamline", "central", "tape"):
+        (tmp_path / "d" / tier).mkdir(parents=True)
+    procs = [start("controller")]
+    wait_until(lambda: port_open(port), 30, "controller", procs[0])
+    procs += [start("agent", "--name", "dtn01", "--metrics-listen", "127.0.0.1:0"), start("archive")]
+    try:
+        for n in range(2):
+            rel = f"{RAW}/f{n}.h5"
+            data = os.urandom(60_000 + n)
+            (tmp_path / "d/beamline" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "d/beamline" / rel).write_bytes(data)
+            wait_until(lambda: (tmp_path / "d/tape" / rel).exists(), 60, f"tape copy {n}", procs[2])
+            assert (tmp_path / "d/tape" / rel).read_bytes() == data
+            if n == 0:
+                os.kill(procs[2].pid, sig.SIGKILL)
+                procs[2].wait(timeout=10)
+                procs[2] = start("archive")
+    finally:
+        for p in procs:
+            stop_process(p)
+    text = "".join(p.read_text() for p in logs.iterdir())
+    assert "Traceback" not in text, text[-3000:]
+    assert _tree(cwd) == [] and _tree(home) == []
