@@ -107,6 +107,22 @@ class _PidConvertor(Convertor):
 register_url_convertor("pid", _PidConvertor())
 
 
+class _FilePathConvertor(Convertor):
+    """A dataset file's path in a URL: any characters the filesystem allows, newline included
+    (starlette's `path` stops at a newline); delivery.check_request_path refuses what could escape."""
+
+    regex = r"(?s:.+?)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("filepath", _FilePathConvertor())
+
+
 def status_for(err: DomasError) -> int:
     for cls, status in _STATUS:
         if isinstance(err, cls):
@@ -435,7 +451,7 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         return {"datasets": [svc.dataset_json(ds) for ds in found.datasets], "count": len(found.datasets),
                 "total": found.total, "facets": found.facets, "next": encode_cursor(found.next), "limit": limit}
 
-    content_route = API + "/datasets/{pid:pid}/files/{path:path}/content"
+    content_route = API + "/datasets/{pid:pid}/files/{path:filepath}/content"
     content_doc = dict(tags=["files"], response_class=StreamingResponse,
                        responses={**ERRORS, 206: {"description": "One byte range"},
                                   304: {"description": "If-None-Match names this version"},
@@ -449,7 +465,7 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         check_params(request, ())
         return await serve_content(svc, request, caller, pid, path)
 
-    @app.get(API + "/datasets/{pid:pid}/files/{path:path}", tags=["files"],
+    @app.get(API + "/datasets/{pid:pid}/files/{path:filepath}", tags=["files"],
              summary="One file's record: size, checksums, replicas", response_model=FileOut, responses=ERRORS)
     def file_record(request: Request, pid: str, path: str, caller: Caller = Depends(api_caller)) -> dict:
         check_params(request, ())

@@ -208,7 +208,7 @@ def test_rot_on_central_is_found_by_the_scrubber_counted_repaired_and_never_serv
     served_repair = time.monotonic() - flipped
     flip_byte(central, 99)                          # again, and nobody downloads it: the scrubber finds it
     flipped = time.monotonic()
-    wait_until(lambda: u.state(rel, "central") == "bad", timeout=30, what="the scrubber to find the rot")
+    wait_until(lambda: "domas.scrub ERROR" in u.log_path.read_text(), timeout=30, what="the scrubber to find the rot")
     found = time.monotonic() - flipped
     wait_until(lambda: u.state(rel, "central") == "verified" and central.read_bytes() == data, timeout=60,
                what="central copy repaired from tape again")
@@ -281,3 +281,46 @@ def test_reconcile_checks_the_tiers_of_a_domas_up_deployment(up):
                                    "size_drift": ["sub/b.bin"], "checksum_drift": ["a.bin"]}, drift
     code, drift = reconcile(str(u.data / "tape" / "B1"))               # a directory inside a tier root
     assert code == 1 and drift["missing_on_disk"] == ["sub/b.bin"] and not drift["checksum_drift"]
+
+
+ODD_NAMES = ["new\nline.bin", "two  spaces ü.bin", "100%.bin", "hash#1.bin", "what?.bin", "tab\tand 'quote'.bin"]
+
+
+def test_odd_file_names_go_through_archive_catalogue_api_portal_and_get(up, tmp_path):
+    """Finding 7: a file name with a newline was archived but could not be downloaded, and split log
+    lines. Every name the filesystem allows goes through; logs quote names, one line per event."""
+    import json
+    from html import unescape
+    from urllib.parse import quote, unquote
+
+    u = up(beamline_retention='"2s"')
+    data = {name: os.urandom(20_000 + i) for i, name in enumerate(ODD_NAMES)}
+    u.drop(f"{RAW}/{ODD_NAMES[0]}", data[ODD_NAMES[0]])             # alone: its name is logged
+    wait_until(lambda: u.state(f"{RAW}/{ODD_NAMES[0]}", "central") == "verified", timeout=60, what="first")
+    for name, content in list(data.items())[1:]:
+        u.drop(f"{RAW}/{name}", content)
+    wait_until(lambda: all(u.state(f"{RAW}/{n}", "tape") == "verified" and u.state(f"{RAW}/{n}", "beamline")
+                           == "deleted" for n in ODD_NAMES), timeout=90, what="every odd name archived and expired")
+    for name, content in data.items():
+        assert (u.data / "tape" / RAW / name).read_bytes() == content
+        assert u.record(f"{RAW}/{name}").adler32 == adler(content)
+    pid = u.cat.dataset_by_path("/" + RAW).pid
+    listed = json.loads(urllib.request.urlopen(f"{u.url()}/api/v1/datasets/{quote(pid)}", timeout=30).read())
+    assert sorted(f["path"] for f in listed["files"]) == sorted(ODD_NAMES)
+    for f in listed["files"]:                                         # the API's own links
+        with urllib.request.urlopen(u.url() + f["content_url"], timeout=30) as resp:
+            assert resp.read() == data[f["path"]] and resp.headers["Digest"] == f"adler32={f['adler32']}"
+        rec = json.loads(urllib.request.urlopen(u.url() + f["content_url"][:-len("/content")], timeout=30).read())
+        assert rec["path"] == f["path"]
+    page = urllib.request.urlopen(f"{u.url()}/datasets/{quote(pid)}", timeout=30).read().decode()
+    links = {unquote(unescape(h)) for h in re.findall(r'href="([^"]*/files/[^"]*/content)"', page)}
+    assert {link.rsplit("/files/", 1)[1][:-len("/content")] for link in links} == set(ODD_NAMES)
+    r = subprocess.run([sys.executable, "-m", "domas.cli", "get", "--server", u.url(), pid, str(tmp_path / "dl")],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "DOMAS_STATE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    for name, content in data.items():
+        assert (tmp_path / "dl" / name).read_bytes() == content
+    log = u.log_path.read_text()
+    assert "new\\nline.bin" in log and "expired" in log
+    stray = [line for line in log.splitlines() if line.startswith(("line.bin", "and 'quote'"))]
+    assert not stray, f"a name split a log line: {stray}"
