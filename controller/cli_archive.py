@@ -51,6 +51,7 @@ def run_archive(args: argparse.Namespace, cfg: Config) -> int:
 async def archive(cfg: Config, controller: str, metrics_listen: str = "",
                   stop: asyncio.Event | None = None) -> None:
     from domas.agent.metrics import serve_metrics
+    from domas.agent.storage import resolve
 
     from .archiver import Archiver
     from .catalogue import open_catalogue
@@ -58,6 +59,9 @@ async def archive(cfg: Config, controller: str, metrics_listen: str = "",
 
     state = Path(cfg.state_path())
     state.mkdir(parents=True, exist_ok=True)
+    for tier in ("beamline", "central", "tape"):
+        store, path = resolve(getattr(cfg.storage, tier))
+        store.makedirs(path)
     catalogue = open_catalogue(cfg.catalogue, state, spool=True)
     stats, metrics = ScrubStats(), None
     stop = stop or asyncio.Event()
