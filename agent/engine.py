@@ -60,15 +60,25 @@ def source_mode(src) -> int:
     return src.mode & 0o777
 
 
-def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: str) -> tuple[int, int, bytes]:
+def part_mode(src) -> int:
+    """Permission bits of a part file that several writers open for update: the source's, plus
+    the owner's read and write (never more for group and others); 0644 when the source has none."""
+    return source_mode(src) | 0o600 if src.mode else 0o644
+
+
+def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: str,
+               before_write=None) -> tuple[int, int, bytes]:
     """Copy one chunk: read once, hash in flight, write, and (readback) make durable and compare.
 
     Returns (adler32, xxh3, data). The shared unit of work of `domas copy` and of the agent.
+    `before_write()`, when given, runs between the read and the write and may raise to stop it.
     """
     data = reader.pread(c.offset, c.length)
     if len(data) != c.length:
         raise SourceChanged(f"{src_url} shrank while it was copied; copying it again from the start")
     adler, xxh = chunk_sums(data)
+    if before_write is not None:
+        before_write()
     writer.pwrite(c.offset, data)
     if readback:
         writer.sync()

@@ -31,11 +31,8 @@ def is_part_name(name: str) -> bool:
 
 
 def final_name(part_name: str) -> str | None:
-    """The destination's base name for a part file's base name (None when it was hashed or is no
-    part name)."""
+    """The destination's base name for a part file's base name (None for no part name). For a
+    name too long to keep this is the hash it was written under, which names no destination."""
     if not is_part_name(part_name):
         return None
-    name = part_name[1:-len(PART_SUFFIX)]
-    if len(f".{name}{PART_SUFFIX}".encode()) <= _NAME_MAX and part_path(name) == part_name:
-        return name
-    return None
+    return part_name[1:-len(PART_SUFFIX)]

@@ -27,13 +27,13 @@ from pathlib import Path
 import grpc
 
 from domas import __version__
-from domas.errors import DomasError, InternalError, SourceChanged, Unauthenticated
+from domas.errors import DomasError, InternalError, LeaseExpired, SourceChanged, Unauthenticated
 from domas.retry import backoff_delay
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 from .accounting import Accounting
-from .engine import copy_range
+from .engine import copy_range, part_mode
 from .plan import Chunk, check_range
 from .spool import ReportSpool
 from .storage import resolve
@@ -41,8 +41,11 @@ from .storage import resolve
 log = logging.getLogger("domas.agent")
 
 
-def run_lease(lease: pb.ChunkLease, acct: Accounting) -> pb.ChunkResult:
-    """Copy one leased chunk (blocking; runs in a worker thread) and describe the outcome."""
+def run_lease(lease: pb.ChunkLease, acct: Accounting, alive=None) -> pb.ChunkResult:
+    """Copy one leased chunk (blocking; runs in a worker thread) and describe the outcome.
+    `alive()` says whether the lease still holds; it is asked before the destination is opened
+    and again right before the write, so an agent that was frozen past its lease (SIGSTOP, a
+    long pause) does not write a part file that is already finished or removed."""
     t0 = time.monotonic()
     res = pb.ChunkResult(report_id=uuid.uuid4().hex, lease_id=lease.lease_id, transfer_id=lease.transfer_id,
                          file_id=lease.file_id, chunk_index=lease.chunk_index, offset=lease.offset,
@@ -61,12 +64,16 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting) -> pb.ChunkResult:
         dst_store, dst_path = resolve(lease.dst_url)
         readback = lease.verify != pb.VERIFY_MODE_NONE and dst_store.chunk_readback
         side = pb.ERROR_SIDE_SOURCE
+        check = (lambda: _still_leased(lease, alive)) if alive is not None else None
         with src_store.open_read(src_path) as reader:
             side = pb.ERROR_SIDE_DESTINATION
-            with dst_store.open_write(dst_path) as writer:
+            if check is not None:
+                check()
+            with dst_store.open_write(dst_path, mode=part_mode(st)) as writer:
                 side = pb.ERROR_SIDE_UNSPECIFIED
                 chunk = Chunk(lease.chunk_index, lease.offset, lease.length)
-                adler, xxh, _ = copy_range(reader, writer, chunk, readback, lease.src_url, lease.dst_url)
+                adler, xxh, _ = copy_range(reader, writer, chunk, readback, lease.src_url, lease.dst_url,
+                                           before_write=check)
                 if not readback:
                     writer.sync()
         res.adler32, res.xxh3, res.bytes = adler, xxh, lease.length
@@ -80,6 +87,12 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting) -> pb.ChunkResult:
     res.seconds = time.monotonic() - t0
     acct.observe_chunk(res.seconds, lease.length, ok, verified)
     return res
+
+
+def _still_leased(lease: pb.ChunkLease, alive) -> None:
+    if not alive():
+        raise LeaseExpired(f"lease {lease.lease_id} ran out before chunk {lease.chunk_index} of "
+                           f"{lease.dst_url} was written; it was not written")
 
 
 def internal_error(exc: BaseException, lease: pb.ChunkLease) -> InternalError:
@@ -131,6 +144,13 @@ class Agent:
         self.connected = False
         self.agent_id = ""
         self.held: dict[str, pb.ChunkLease] = {}
+        # Is a lease still ours? (see _alive_check)
+        self._revoked: set[str] = set()     # leases the controller took back (expired, revoked)
+        self._received: dict[str, float] = {}   # lease id -> monotonic time it arrived
+        self._offset: float | None = None   # controller clock - our clock, from the last heartbeat
+        self._renewed_until = 0.0           # controller clock: expiry the last heartbeat gave...
+        self._renewed_ids: set[str] = set()   # ...to these leases
+        self.lease_seconds = 60.0
         self._sem = asyncio.Semaphore(streams)
         self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-agent")
         self._md = auth_metadata(token)
@@ -165,6 +185,7 @@ class Agent:
             metadata=self._md, timeout=10)
         self.agent_id = resp.agent_id
         self.heartbeat_seconds = resp.heartbeat_seconds or 5.0
+        self.lease_seconds = resp.lease_seconds or 60.0
 
     async def _replay(self, stub, older_than: float | None = None) -> None:
         """Send spooled reports (from before a crash or an outage), oldest first."""
@@ -191,11 +212,13 @@ class Agent:
                 await self._io(self.spool.remove, [a.report_id for a in resp.acks])
                 for lease in resp.batch.leases:
                     self.held[lease.lease_id] = lease
+                    self._received[lease.lease_id] = time.monotonic()
                     task = asyncio.create_task(self._work(lease))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 for lease_id in resp.batch.revoked_lease_ids:
                     self.held.pop(lease_id, None)
+                    self._revoked.add(lease_id)
                 if stop.is_set():
                     break
         except asyncio.CancelledError:
@@ -224,7 +247,7 @@ class Agent:
             async with self._sem:
                 self.acct.add_inflight(1)
                 try:
-                    result = await self._io(run_lease, lease, self.acct)
+                    result = await self._io(run_lease, lease, self.acct, self._alive_check(lease))
                 finally:
                     self.acct.add_inflight(-1)
         except Exception as e:      # noqa: BLE001 - run_lease reports its own; this is the shell failing
@@ -235,6 +258,8 @@ class Agent:
             log.error("cannot spool the report of lease %s (%s: %s); sending it without a spool copy",
                       lease.lease_id, type(e).__name__, e)
         self.held.pop(lease.lease_id, None)
+        self._revoked.discard(lease.lease_id)
+        self._received.pop(lease.lease_id, None)
         await self._outq.put(pb.LeasesRequest(agent_id=self.agent_id, lease_request=pb.LeaseRequest(want=1),
                                               results=[result]))
 
@@ -242,9 +267,16 @@ class Agent:
         while not stop.is_set():
             await _wait(stop, self.heartbeat_seconds)
             try:
-                await stub.Heartbeat(pb.HeartbeatRequest(agent_id=self.agent_id, lease_ids=list(self.held),
-                                                         spooled_results=len(self.spool)),
-                                     metadata=self._md, timeout=10)
+                listed, sent = set(self.held), time.monotonic()
+                resp = await stub.Heartbeat(pb.HeartbeatRequest(agent_id=self.agent_id, lease_ids=list(listed),
+                                                                spooled_results=len(self.spool)),
+                                            metadata=self._md, timeout=10)
+                self._revoked.update(resp.revoked_lease_ids)
+                self._revoked.intersection_update(self._received)      # only leases still worked on
+                until, rtt = resp.expires_at.ToNanoseconds() / 1e9, time.monotonic() - sent
+                if rtt < min(1.0, self.lease_seconds / 4):     # a late answer (a freeze) measures nothing
+                    self._offset = until - self.lease_seconds - (time.time() - rtt / 2)
+                self._renewed_until, self._renewed_ids = until, listed - set(resp.revoked_lease_ids)
                 # reports that missed their stream (finished while it was down) go by the unary path
                 await self._replay(stub, older_than=2 * self.heartbeat_seconds)
             except grpc.aio.AioRpcError as e:
@@ -252,6 +284,27 @@ class Agent:
                 call.cancel()
                 return
         call.cancel()
+
+    def _alive_check(self, lease: pb.ChunkLease):
+        """alive() for run_lease: the controller has not taken the lease back, and its expiry (as
+        granted, or as the last heartbeat renewed it) has not passed on the controller's clock,
+        estimated from the last heartbeat (before the first answer: our clock, and `ttl_seconds`
+        from its arrival as well). A lease that waited in a buffer while this process was frozen
+        arrives late but expired: its expiry, not its arrival, decides."""
+        lid = lease.lease_id
+        granted_until = lease.expires_at.ToNanoseconds() / 1e9
+
+        def alive() -> bool:
+            if lid in self._revoked:
+                return False
+            until = max(granted_until, self._renewed_until if lid in self._renewed_ids else 0.0)
+            if self._offset is None:
+                received = self._received.get(lid, time.monotonic())
+                if lease.ttl_seconds > 0 and time.monotonic() >= received + lease.ttl_seconds:
+                    return False
+            return granted_until <= 0 or time.time() + (self._offset or 0.0) < until
+
+        return alive
 
     async def _io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

@@ -584,6 +584,12 @@ class Scheduler:
         key = (beamline, ev.STATES[state])
         self.counts[key] = self.counts.get(key, 0) + n
 
+    def unfinished_destinations(self, directories: set[str]) -> set[str]:
+        """Final names (URLs) directly inside `directories` of files still being copied or
+        verified: the part-file janitor leaves theirs alone."""
+        return {f.dst for t in self._transfers.values() for f in t.files
+                if f.state in (ACTIVE, VERIFYING) and f.dst.rsplit("/", 1)[0] in directories}
+
     def snapshot(self, now: float) -> dict:
         """Figures for metrics: files per (beamline, state) (terminal states count since start),
         endpoint limits, in-flight chunks and breaker states, leases granted, errors by kind."""

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import grpc
 
+from domas.agent.janitor import SweepSchedule, sweep
 from domas.checksum import parse_adler32
 from domas.controller import convert
 from domas.controller import events as ev
@@ -79,6 +80,20 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     return not a.verify or parse_adler32(file_checksum(a.final_url, "adler32")) == a.expected_adler32
 
 
+def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:
+    """Blocking: the janitor over each directory (URLs); failures wait for the next sweep."""
+    from domas.agent.storage import resolve
+
+    for d in dirs:
+        try:
+            store, path = resolve(d)
+            keep = {resolve(u)[1] for u in keep_urls if u.rsplit("/", 1)[0] == d}
+            for p in sweep(store, path, now=now, max_age=max_age, keep=keep):
+                log.info("removed the orphan part file %r", store.url(p))
+        except DomasError as e:
+            log.warning("part-file janitor, %r: %s", d, e)
+
+
 class ControllerService(pb_grpc.ControllerServicer):
     """Every request is checked by `validate` (and every location against `roots`) before it
     reaches the scheduler or the store; a refusal is INVALID_ARGUMENT with one sentence."""
@@ -98,6 +113,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
+        lease = scheduler.cfg.lease_seconds                 # orphan part files: see agent/janitor.py
+        self._janitor = SweepSchedule(every=lease, window=10 * lease)
 
     # -- the one way into the scheduler ------------------------------------------------------------
 
@@ -137,6 +154,7 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def _finalize(self, a: ev.FinalizeFile) -> None:
         loop = asyncio.get_running_loop()
         verdict = await loop.run_in_executor(self._pool, self._finalize_fn, a)
+        self._janitor.finalized(a.final_url.rsplit("/", 1)[0], self.clock())
         if not self._verdicts:
             loop.call_soon(self._flush_verdicts)
         self._verdicts.append(verdict)
@@ -150,10 +168,20 @@ class ControllerService(pb_grpc.ControllerServicer):
         while not stop.is_set():
             self.event(ev.Tick())
             self.latest = self.s.snapshot(self.clock())
+            self._sweep_parts()
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:
                 pass
+
+    def _sweep_parts(self) -> None:
+        """Directories finalized into lately get their orphan part files removed (a hung agent's
+        late chunk, a killed copy): older than the lease time and of no file still in progress."""
+        now = self.clock()
+        due = self._janitor.due(now)
+        if due:
+            keep = {ev.part_url(d) for d in self.s.unfinished_destinations(set(due))}
+            self._pool.submit(_sweep_dirs, due, keep, now, self.s.cfg.lease_seconds)
 
     async def close(self) -> None:
         for task in list(self._tasks):

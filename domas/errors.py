@@ -135,6 +135,10 @@ class SourceChanged(TransientError):
     """The source file changed while it was copied; the copy restarts from the beginning."""
 
 
+class LeaseExpired(TransientError):
+    """The agent's lease on this chunk ran out before the chunk was written; another agent copies it."""
+
+
 class DestinationBusy(StorageError):
     """Another copy of this destination is running; wait for it to finish, or stop it, and run again."""
 
@@ -202,6 +206,7 @@ _KIND_NAMES: dict[type, str] = {
     ChecksumMismatch: "checksum_mismatch",
     SourceChanged: "source_changed",
     DestinationBusy: "destination_busy",
+    LeaseExpired: "lease_expired",
     Unauthenticated: "unauthenticated",
     ControllerUnavailable: "controller_unavailable",
     InvalidMessage: "invalid_message",
