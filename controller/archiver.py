@@ -121,6 +121,9 @@ class Archiver:
         self.transfers: dict[str, list[tuple[str, str, str]]] = {}   # transfer id -> pending keys
         self.datasets: dict[str, Dataset] = {}
         self.read_only_done: set[tuple[str, str]] = set()
+        # the beamline copy's ctime when its content was last known to be the catalogued one: a
+        # rewrite that puts the old mtime back still moves the ctime (our own chmod is noted here)
+        self.beamline_ctime: dict[tuple[str, str], float] = {}
         self.problems_seen: set[str] = set()
         self._md = (("authorization", f"Bearer {token}"),) if token else ()
         self._next_expiry_scan = 0.0
@@ -247,6 +250,7 @@ class Archiver:
                             size, old.mtime, mtime)
                 self.read_only_done.discard((ds.pid, loc.relpath))
             url = tier_url(self.roots["beamline"], loc.dataset_path, loc.relpath)
+            self._note_ctime((ds.pid, loc.relpath), url, size, mtime)
             rec = FileRecord(dataset=ds.pid, path=loc.relpath, size=size, mtime=mtime,
                              replicas={"beamline": Replica("pending", url, now, content_version(size, mtime))})
             records.append(rec)
@@ -472,7 +476,7 @@ class Archiver:
             return
         url = tier_url(self.roots[tier], ds.path, path)
         store, spath = resolve(url)
-        if not self._still_catalogued(store, spath, f, tier) or not self._downstream_intact(f, ds, tier):
+        if not self._still_catalogued(store, spath, url, f, tier) or not self._downstream_intact(f, ds, tier):
             return
         self.cat.set_replicas([ReplicaUpdate(dataset, path, tier, replace(f.replicas[tier], state="deleting"))])
         try:
@@ -483,10 +487,11 @@ class Archiver:
                                                                           f.replicas[tier].version))])
         log.info("expired %r (a verified copy is on a later tier)", url)
 
-    @staticmethod
-    def _still_catalogued(store, spath: str, f: FileRecord, tier: str) -> bool:
+    def _still_catalogued(self, store, spath: str, url: str, f: FileRecord, tier: str) -> bool:
         """The copy about to be deleted is still the catalogued content (a rewrite not discovered
-        yet is the only copy of the new content: it stays)."""
+        yet is the only copy of the new content: it stays). A beamline copy whose ctime moved since
+        its content was last known (or after a restart, when that is not known) is read back: a
+        rewrite that put the old mtime back is catalogued as new content and archived first."""
         try:
             st = store.stat_follow(spath)
         except NotFound:
@@ -495,7 +500,33 @@ class Archiver:
         if not same:
             log.warning("not expiring %r on %s: it changed since it was catalogued (size %d, mtime %.6f); "
                         "its new content is archived first", f.path, tier, st.size, st.mtime)
-        return same
+            return False
+        key = (f.dataset, f.path)
+        if tier != "beamline" or (st.ctime and self.beamline_ctime.get(key) == st.ctime):
+            return True
+        got = read_adler32(url)
+        if got is None or got == f.adler32:
+            self.beamline_ctime[key] = st.ctime
+            return True
+        log.warning("not expiring %r on the beamline: it was rewritten with its old mtime (adler32 %s, catalogued "
+                    "%s); its new content is archived first", f.path, got, f.adler32)
+        now = self.clock()
+        self.cat.upsert_files([FileRecord(dataset=f.dataset, path=f.path, size=f.size, mtime=f.mtime, adler32=got,
+                                          replicas={"beamline": Replica("pending", url, now, f.replicas["beamline"]
+                                                                        .version)})])
+        self.beamline_ctime[key] = st.ctime
+        self.read_only_done.discard(key)
+        return False
+
+    def _note_ctime(self, key: tuple[str, str], url: str, size: int, mtime: float) -> None:
+        """Remember the beamline copy's ctime for the content just catalogued (size and mtime)."""
+        try:
+            store, spath = resolve(url)
+            st = store.stat_follow(spath)
+        except DomasError:
+            return
+        if st.size == size and abs(st.mtime - mtime) < 1e-6 and st.ctime:
+            self.beamline_ctime[key] = st.ctime
 
     def _downstream_intact(self, f: FileRecord, ds: Dataset, tier: str) -> bool:
         """Read back the verified later copy that protects this one; a mismatch marks it bad."""
@@ -527,8 +558,12 @@ class Archiver:
         if ds is None:
             return
         store, spath = resolve(tier_url(self.roots["beamline"], ds.path, path))
+        key = (dataset, path)
         try:
+            before = store.stat_follow(spath).ctime
             store.chmod_readonly(spath)
+            if before and self.beamline_ctime.get(key) == before:      # our chmod, not a rewrite
+                self.beamline_ctime[key] = store.stat_follow(spath).ctime
         except NotFound:
             pass
-        self.read_only_done.add((dataset, path))
+        self.read_only_done.add(key)

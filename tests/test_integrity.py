@@ -130,6 +130,31 @@ def test_rewrite_after_archiving_ends_with_the_new_content_on_every_tier(up):
     print(f"rewrite to new content on central+tape and beamline expired: {time.monotonic() - started:.1f} s")
 
 
+def test_rewrite_that_restores_the_old_mtime_is_archived_too(up):
+    """A file rewritten in place with its old size and mtime put back (os.utime): discovery cannot
+    see it, but the ctime moved; the expiry reads the beamline copy back, finds new content,
+    catalogues it and archives it before the beamline copy may go."""
+    u = up(beamline_retention='"4s"')
+    rel = f"{PROC}/same-mtime.bin"
+    old, new = os.urandom(200_000), os.urandom(200_000)
+    p = u.drop(rel, old)
+    wait_until(lambda: u.state(rel, "tape") == "verified", timeout=60, what="first tape copy")
+    st = p.stat()
+    p.write_bytes(new)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def settled() -> bool:
+        f = u.record(rel)
+        if u.state(rel, "beamline") == "deleted":
+            assert (u.data / "central" / rel).read_bytes() == new, "the only copy of the new content was deleted"
+            return f.adler32 == adler(new) and f.replicas["tape"].state == "verified"
+        return False
+
+    wait_until(settled, timeout=90, what="new content archived and the beamline copy expired")
+    assert (u.data / "tape" / rel).read_bytes() == new
+    assert "rewritten with its old mtime" in u.log_path.read_text()
+
+
 def flip_byte(path: Path, offset: int) -> None:
     """One bit flipped at rest: the modification time is put back, as a failing disk leaves it."""
     st = path.stat()
