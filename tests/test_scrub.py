@@ -109,3 +109,24 @@ def test_scrub_pass_finds_rot_and_missing_copies_and_stays_within_its_rate(tmp_p
     now[0] = 1600.0
     assert [d.key[1] for d, _ in scrub.run_once()] == ["good"]
     cat.close()
+
+
+from tests.test_catalogue_contract import catalogue  # noqa: E402,F401  (the fixture: every backend)
+
+
+def test_every_backend_keeps_replica_versions_checks_and_bad_state(catalogue):
+    ds = catalogue.upsert_dataset(Dataset(beamtime="bt1", path="/data/b1/scan1"))
+    v = content_version(10, 2.0)
+    catalogue.upsert_files([FileRecord(ds.pid, n, 10, adler32="0001000a", mtime=2.0, replicas={
+        "central": Replica("verified", f"u/{n}", t, v, c)}) for n, t, c in
+        (("never", 50.0, None), ("old", 10.0, 40.0), ("fresh", 5.0, 500.0), ("recent", 300.0, None))])
+    due = catalogue.replicas_due_for_check("central", 100.0, limit=10)
+    assert [f.path for f in due] == ["old", "never"]                   # longest unchecked first
+    assert due[0].replicas["central"] == Replica("verified", "u/old", 10.0, v, 40.0)
+    catalogue.set_replica(ds.pid, "old", "central", "bad", "u/old", 10.0)
+    assert catalogue.get_file(ds.pid, "old").replicas["central"].state == "bad"
+    assert [f.path for f in catalogue.replicas_due_for_check("central", 100.0)] == ["never"]
+    # a rewrite of the same size (new mtime) makes every other replica stale
+    catalogue.upsert_file(FileRecord(ds.pid, "never", 10, mtime=3.0, replicas={"beamline": Replica("pending")}))
+    got = catalogue.get_file(ds.pid, "never")
+    assert got.replicas["central"].state == "stale" and got.adler32 == ""
