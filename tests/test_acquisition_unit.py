@@ -8,8 +8,8 @@ import json
 import pytest
 
 from domas import config
-from domas.controller.sources import Annotation, fill_empty, from_config
-from domas.controller.sources.messages import (Document, FileClosed, annotation, parse, relative_to_root,
+from domas.controller.sources import fill_empty, from_config
+from domas.controller.sources.messages import (FileClosed, annotation, parse, relative_to_root,
                                               start_dataset)
 from domas.errors import ConfigError, DomasError, InvalidMessage
 
@@ -113,3 +113,25 @@ def test_source_config(tmp_path):
     assert [s.name for s in from_config(config.load(None, {"DOMAS_STATE_DIR": str(tmp_path)}))] == ["scan"]
     both = config.load(None, {"DOMAS_STATE_DIR": str(tmp_path), "DOMAS_SOURCE_AMQP_URL": "amqp://h/"})
     assert [s.name for s in from_config(both)] == ["scan", "amqp"]
+
+
+def test_annotations_in_later_batches_reach_the_stored_dataset(tmp_path):
+    """A run's stop (a later batch) is added inside the scan its start recorded; operator keys stay."""
+    from domas.config import CatalogueConfig
+    from domas.controller.catalogue import Dataset, open_catalogue
+    from domas.controller.sources.record import apply_annotations
+
+    path = "B1/202611/Data/BT7/raw"
+    with open_catalogue(CatalogueConfig(), tmp_path) as cat:
+        cat.upsert_dataset(Dataset(beamtime="BT7", path="/" + path, metadata={"sample": "operator's"}))
+        start = {"uid": "r1", "time": T, "scan_id": 1, "plan_name": "scan", "sample": "bluesky's",
+                 "proposal_id": "P1"}
+        apply_annotations(cat, [annotation("start", start, path)])
+        apply_annotations(cat, [annotation("stop", {"uid": "s1", "run_start": "r1", "time": T + 1,
+                                                    "exit_status": "success", "num_events": {"primary": 5}}, path)])
+        apply_annotations(cat, [annotation("start", {**start, "uid": "r2"}, path)])
+        meta = cat.dataset_by_path("/" + path).metadata
+        assert meta["sample"] == "operator's" and meta["proposal"] == "P1"
+        assert meta["scans"]["r1"]["plan_name"] == "scan" and meta["scans"]["r1"]["exit_status"] == "success"
+        assert meta["scans"]["r1"]["num_events"] == {"primary": 5} and set(meta["scans"]) == {"r1", "r2"}
+        assert cat.get_beamtime("BT7").proposal == "P1"

@@ -207,9 +207,20 @@ def filled(stored: Any, new: Any) -> Any:
 
 
 def kept_dataset(stored: Dataset, new: Dataset) -> Dataset:
-    """A dataset re-upserted over the stored one: state, embargo end and stored metadata keys stay."""
+    """A dataset re-upserted over the stored one: state, embargo end and stored metadata keys stay
+    (at every depth: new keys inside a stored table are added, e.g. a scan's stop after its start)."""
     return replace(new, state=stored.state, embargo_end=stored.embargo_end,
-                   metadata={**plain_metadata(new.metadata), **stored.metadata})
+                   metadata=_kept_keys(stored.metadata, plain_metadata(new.metadata)))
+
+
+def _kept_keys(stored: dict, new: dict) -> dict:
+    out = dict(stored)
+    for k, v in new.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _kept_keys(out[k], v)
+    return out
 
 
 # -- validation (pure): a bad record is refused with one sentence -----------------------------
