@@ -55,25 +55,36 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting, alive=None) -> pb.ChunkRes
         check_range(lease.offset, lease.length, lease.file_size)
         src_store, src_path = resolve(lease.src_url)
         st = src_store.stat_follow(src_path)
-        res.observed_source.size = st.size
-        res.observed_source.mtime_ns = round(st.mtime * 1e9)
+        _observe(res, st)
         if lease.HasField("source") and (st.size != lease.source.size or
-                                         abs(res.observed_source.mtime_ns - lease.source.mtime_ns) > 1000):
+                                         abs(res.observed_source.mtime_ns - lease.source.mtime_ns) > 1000 or
+                                         (lease.source.version and st.version() != lease.source.version)):
             raise SourceChanged(f"{lease.src_url} changed since the transfer was planned")
         side = pb.ERROR_SIDE_DESTINATION
         dst_store, dst_path = resolve(lease.dst_url)
         readback = lease.verify != pb.VERIFY_MODE_NONE and dst_store.chunk_readback
         side = pb.ERROR_SIDE_SOURCE
-        check = (lambda: _still_leased(lease, alive)) if alive is not None else None
+        def check() -> None:
+            if alive is not None:
+                _still_leased(lease, alive)
+
+        def unchanged_and_leased() -> None:
+            """After the read: the source is still the version the bytes came from (a rewrite during
+            the read, even one that restores the mtime, is caught), and the lease still holds."""
+            now = src_store.stat_follow(src_path)
+            if now.identity() != st.identity():
+                _observe(res, now)
+                raise SourceChanged(f"{lease.src_url} changed while chunk {lease.chunk_index} was read")
+            check()
+
         with src_store.open_read(src_path) as reader:
             side = pb.ERROR_SIDE_DESTINATION
-            if check is not None:
-                check()
+            check()
             with dst_store.open_write(dst_path, mode=part_mode(st)) as writer:
                 side = pb.ERROR_SIDE_UNSPECIFIED
                 chunk = Chunk(lease.chunk_index, lease.offset, lease.length)
                 adler, xxh, _ = copy_range(reader, writer, chunk, readback, lease.src_url, lease.dst_url,
-                                           before_write=check)
+                                           before_write=unchanged_and_leased)
                 if not readback:
                     writer.sync()
         res.adler32, res.xxh3, res.bytes = adler, xxh, lease.length
@@ -87,6 +98,12 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting, alive=None) -> pb.ChunkRes
     res.seconds = time.monotonic() - t0
     acct.observe_chunk(res.seconds, lease.length, ok, verified)
     return res
+
+
+def _observe(res: pb.ChunkResult, st) -> None:
+    res.observed_source.size = st.size
+    res.observed_source.mtime_ns = round(st.mtime * 1e9)
+    res.observed_source.version = st.version()
 
 
 def _still_leased(lease: pb.ChunkLease, alive) -> None:

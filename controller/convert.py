@@ -55,7 +55,8 @@ def lease_to_pb(info: ev.LeaseInfo, now: float) -> pb.ChunkLease:
     return pb.ChunkLease(
         lease_id=info.lease_id, transfer_id=info.transfer_id, file_id=info.file_id, chunk_index=info.index,
         offset=info.offset, length=info.length, src_url=info.src_url, dst_url=info.dst_url,
-        file_size=info.file_size, source=pb.SourceIdentity(size=info.file_size, mtime_ns=info.mtime_ns),
+        file_size=info.file_size, source=pb.SourceIdentity(size=info.file_size, mtime_ns=info.mtime_ns,
+                                                         version=info.version),
         expires_at=timestamp(info.expires_at), ttl_seconds=max(0.0, info.expires_at - now),
         verify=verify_to_pb(info.verify))
 
@@ -74,7 +75,8 @@ def report_from_pb(msg: pb.ChunkResult) -> ev.ChunkReport:
         nbytes=msg.bytes, seconds=msg.seconds, error_kind=msg.error_kind, error_message=msg.error_message,
         retriable=msg.retriable, error_side=_SIDE_FROM_PB.get(msg.error_side, ""),
         observed_size=msg.observed_source.size if observed else None,
-        observed_mtime_ns=msg.observed_source.mtime_ns if observed else None)
+        observed_mtime_ns=msg.observed_source.mtime_ns if observed else None,
+        observed_version=msg.observed_source.version if observed else None)
 
 
 def ack_from_actions(report_id: str, actions: list) -> pb.ReportAck:

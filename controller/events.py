@@ -42,6 +42,7 @@ class FileSpec:
     dst: str
     size: int
     mtime_ns: int = 0
+    version: str = ""               # Stat.version() of the source when planned
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class FileRecord:
     size: int
     mtime_ns: int = 0
     state: str = "queued"
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class ChunkReport:
     error_side: str = ""            # "source" | "destination" | "" (unknown: both blamed)
     observed_size: int | None = None
     observed_mtime_ns: int | None = None
+    observed_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,7 @@ class LeaseInfo:
     mtime_ns: int
     expires_at: float
     verify: str
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +263,7 @@ class FileReset(Persist):
     size: int
     mtime_ns: int
     reason: str
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

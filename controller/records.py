@@ -84,14 +84,17 @@ class Transfer:
         ns, nd = len(self.src_prefix), len(self.dst_prefix)
         for i, f in enumerate(specs):
             s, d = f.src[ns:], f.dst[nd:]
-            self.files.append(File(first_id + i, self, s, s if s == d else d, f.size, f.mtime_ns))
+            self.files.append(File(first_id + i, self, s, s if s == d else d, f.size, f.mtime_ns,
+                                   getattr(f, "version", "")))
 
 
 class File:
-    __slots__ = ("id", "t", "src_rel", "dst_rel", "size", "mtime_ns", "state", "prog", "resets")
+    __slots__ = ("id", "t", "src_rel", "dst_rel", "size", "mtime_ns", "version", "state", "prog", "resets")
 
-    def __init__(self, fid: int, t: Transfer, src_rel: str, dst_rel: str, size: int, mtime_ns: int) -> None:
+    def __init__(self, fid: int, t: Transfer, src_rel: str, dst_rel: str, size: int, mtime_ns: int,
+                 version: str = "") -> None:
         self.id, self.t, self.src_rel, self.dst_rel, self.size, self.mtime_ns = fid, t, src_rel, dst_rel, size, mtime_ns
+        self.version = version
         self.state = QUEUED
         self.prog: Progress | None = None
         self.resets = 0

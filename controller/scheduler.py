@@ -294,7 +294,7 @@ class Scheduler:
         self._active += 1
         t = f.t
         return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
-                            ev.part_url(f.dst), f.size, f.mtime_ns, expires, t.spec.verify)
+                            ev.part_url(f.dst), f.size, f.mtime_ns, expires, t.spec.verify, f.version)
 
     def _release(self, lease: Lease, state: int) -> None:
         if lease.state == L_ACTIVE:
@@ -404,7 +404,8 @@ class Scheduler:
         if r.error_kind == "source_changed":
             size = f.size if r.observed_size is None else r.observed_size
             mtime = f.mtime_ns if r.observed_mtime_ns is None else r.observed_mtime_ns
-            self._reset(f, "source_changed", r.error_message, now, out, size, mtime)
+            version = f.version if r.observed_version is None else r.observed_version
+            self._reset(f, "source_changed", r.error_message, now, out, size, mtime, version)
         else:
             self._retry_chunk(f, r.index, r.error_kind, r.error_message, r.retriable, now, out)
 
@@ -422,7 +423,8 @@ class Scheduler:
         heapq.heappush(f.t.requeue, (now + delay, next(self._order), p, f, index))
         self.fair.add(f.t)
 
-    def _reset(self, f: File, kind: str, message: str, now: float, out: list, size: int, mtime: int) -> None:
+    def _reset(self, f: File, kind: str, message: str, now: float, out: list, size: int, mtime: int,
+               version: str | None = None) -> None:
         """Forget every chunk of the file and copy it again (bounded by the retry policy)."""
         f.resets += 1
         if f.t.policy.next_delay(f.resets, kind, True, self.rng) is None:
@@ -430,7 +432,8 @@ class Scheduler:
             return
         old = self._drop_progress(f, out, keep=True)
         f.size, f.mtime_ns = size, mtime
-        out.append(ev.FileReset(f.t.id, f.id, size, mtime, kind))
+        f.version = f.version if version is None else version
+        out.append(ev.FileReset(f.t.id, f.id, size, mtime, kind, f.version))
         self._start(f, self._eps(f))
         f.prog.lease_ids = old
         self.fair.add(f.t)

@@ -365,7 +365,8 @@ def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Se
     for store, path in plan.dirs:
         store.makedirs(path)
     jobs = plan.jobs if overwrite else [j for j in plan.jobs if not _up_to_date(j)]
-    files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9)) for j in jobs]
+    files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9), j.src_stat.version())
+             for j in jobs]
     return files, len(plan.jobs) - len(jobs)
 
 

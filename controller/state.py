@@ -47,6 +47,9 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
+            # the source's identity beyond size and mtime (FileSpec.version); '' for older stores
+            self._db.execute("ALTER TABLE files ADD COLUMN version TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
         self._pending: dict[str, tuple] = {}
         row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
@@ -92,8 +95,9 @@ class StateStore:
                     (t.transfer_id, seq, t.beamline, t.priority, t.chunk_size, t.verify, t.max_attempts,
                      sources, destination, request_id, "queued", at, None, len(a.files),
                      sum(f.size for f in a.files)))
-        cur.executemany("INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state) VALUES (?,?,?,?,?,?,?)",
-                        ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns, "queued")
+        cur.executemany("INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state, version) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns, "queued", f.version)
                          for i, f in enumerate(a.files)))
 
     @staticmethod
@@ -110,8 +114,8 @@ class StateStore:
 
     def _reset(self, cur, a: ev.FileReset, now: float) -> None:
         cur.execute("DELETE FROM chunks WHERE file_id=?", (a.file_id,))
-        cur.execute("UPDATE files SET size=?, mtime_ns=?, error_kind=?, error_message='' WHERE id=?",
-                    (a.size, a.mtime_ns, a.reason, a.file_id))
+        cur.execute("UPDATE files SET size=?, mtime_ns=?, version=?, error_kind=?, error_message='' WHERE id=?",
+                    (a.size, a.mtime_ns, a.version, a.reason, a.file_id))
 
     def _done(self, cur, a: ev.FileDone, now: float) -> None:
         cur.execute("UPDATE files SET state='done', adler32=? WHERE id=?", (format_adler32(a.adler32), a.file_id))
@@ -139,7 +143,7 @@ class StateStore:
                 "SELECT id, beamline, priority, chunk_size, verify, max_attempts FROM transfers "
                 "WHERE finished_at IS NULL ORDER BY seq")]
             files = [ev.FileRecord(*row) for row in db.execute(
-                "SELECT f.id, f.transfer_id, f.src, f.dst, f.size, f.mtime_ns, f.state FROM files f "
+                "SELECT f.id, f.transfer_id, f.src, f.dst, f.size, f.mtime_ns, f.state, f.version FROM files f "
                 "JOIN transfers t ON t.id = f.transfer_id WHERE t.finished_at IS NULL ORDER BY f.id")]
             chunks = [ev.ChunkRecord(*row) for row in db.execute(
                 "SELECT c.file_id, c.idx, c.adler32 FROM chunks c JOIN files f ON f.id = c.file_id "

@@ -41,6 +41,13 @@ class Stat:
     ctime: float = 0.0       # inode change time (0 where the backend has none)
     mode: int = 0            # permission bits (0 where the backend has none)
 
+    def version(self) -> str:
+        """The identity beyond size and mtime as one token that other hosts compute alike: the
+        change time and the inode (not the device, whose number is local to a host)."""
+        if not self.ctime and not self.ident:
+            return ""
+        return f"{round(self.ctime * 1e9)}:{self.ident.rsplit(':', 1)[-1]}"
+
     def identity(self) -> tuple:
         """What must stay equal while a file is copied: a rewrite changes at least one of these,
         even one that puts the old mtime back (the ctime moves with every write and utime)."""

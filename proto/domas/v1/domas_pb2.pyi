@@ -72,12 +72,14 @@ REPORT_OUTCOME_DUPLICATE: ReportOutcome
 REPORT_OUTCOME_REJECTED: ReportOutcome
 
 class SourceIdentity(_message.Message):
-    __slots__ = ("size", "mtime_ns")
+    __slots__ = ("size", "mtime_ns", "version")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     size: int
     mtime_ns: int
-    def __init__(self, size: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RegisterAgentRequest(_message.Message):
     __slots__ = ("name", "hostname", "slots", "version")
