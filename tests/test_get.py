@@ -258,3 +258,108 @@ def test_domas_serve_publishes_the_configured_catalogue(data_world, state, tmp_p
     finally:
         stop_process(proc)
     assert proc.returncode == 0
+
+
+# -- light and clear ---------------------------------------------------------------------------------
+
+class NoDigest:
+    """The app behind a server that sends no Digest header (so only the catalogue's sums can check)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def strip(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(k, v) for k, v in message["headers"] if k.lower() != b"digest"]}
+            await send(message)
+
+        await self.app(scope, receive, strip)
+
+
+def test_files_are_verified_by_digest_or_catalogue_and_unverifiable_ones_are_reported(data_world, serve_app, state,
+                                                                                       tmp_path):
+    from domas.controller.catalogue import FileRecord, Replica
+
+    pid = data_world.pids["open"]
+    nosum = b"no checksum anywhere" * 1000
+    on_tier = data_world.on_tier("central", "nosum.dat")
+    on_tier.write_bytes(nosum)
+    data_world.catalogue.upsert_files([FileRecord(pid, "nosum.dat", len(nosum), "", mtime=1.7e9,
+                                                  replicas={"central": Replica("verified")})])
+    with_digest = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    r, summary = get_json("--server", with_digest, pid, tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    verdict = {Path(f["destination"]).name: f["verification"] for f in summary["files"]}
+    assert verdict == {"big.bin": "verified", "scan ü 1.h5": "verified", "empty.dat": "verified",
+                       "archived.h5": "verified", "nosum.dat": "unverified"}
+    assert summary["totals"]["verified"] == 4 and summary["totals"]["unverified"] == 1
+    bare = serve_app(NoDigest(create_app(data_world.catalogue, data_world.tiers, now=data_world.now)))
+    r = domas("get", "--server", bare, pid, tmp_path / "b")          # the catalogue's sums still check
+    assert r.returncode == 0, r.stderr
+    assert "5 downloaded (4 verified, 1 unverified)" in r.stderr
+    assert "unverified" in r.stderr and "nosum.dat" in r.stderr
+
+
+def test_bytes_that_differ_from_the_catalogue_fail_even_without_a_digest(data_world, serve_app, state, tmp_path):
+    pid = data_world.pids["open"]
+    link = SlowLink(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    link.corrupt = "/files/big.bin/content"
+    bare = serve_app(NoDigest(link))
+    r, summary = get_json("--server", bare, pid, tmp_path / "d", env_extra={"DOMAS_COPY_MAX_RETRIES": "1"})
+    failed = {Path(f["destination"]).name: f for f in summary["files"] if f["status"] == "failed"}
+    assert r.returncode == 8 and set(failed) == {"big.bin"}, r.stderr
+    assert failed["big.bin"]["error_kind"] == "checksum_mismatch" and "catalogue" in failed["big.bin"]["error"]
+    assert not (tmp_path / "d" / "big.bin").exists()               # never left under its final name
+
+
+def test_json_summary_is_printed_after_ctrl_c(served, tmp_path):
+    url, world, link = served
+    link.delay = 0.05
+    dest = tmp_path / "dest"
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "get", "--json", "--server", url, "--chunk-size",
+                             "64KiB", "--streams", "2", world.pids["open"], str(dest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: any(dest.rglob("*domas-part*")), timeout=60, what="the download to start", proc=proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and "Traceback" not in err and "resume" in err
+    assert summary["totals"]["files"] >= 1
+
+
+def test_peak_memory_stays_bounded_at_16_streams(served, tmp_path):
+    """128 MiB through 16 streams: 8 MiB chunks held ~450 MiB resident; 1 MiB chunks stay well under 200."""
+    url, world, _ = served
+    data = os.urandom(128 * MiB)
+    _put(world, world.pids["open"], DATASET_PATH, "large.bin", data, {"central": "verified"})
+    del data
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "domas.cli", "get", "-q", "--streams", "16",
+                        "--server", url, world.pids["open"], str(tmp_path / "dest")],
+                       capture_output=True, text=True, timeout=120)
+    code, peak_kib = map(int, r.stdout.split())
+    assert code == 0, r.stderr
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib // 1024} MiB"
+    assert (tmp_path / "dest" / "large.bin").stat().st_size == 128 * MiB
+
+
+def test_progress_names_files_by_their_local_path_in_binary_units():
+    import io
+
+    from domas.agent.accounting import FileStats
+    from domas.agent.progress import RichReporter, binary_rate, file_label
+
+    fs = FileStats("http://h/api/v1/datasets/P/files/sub/scan%201.h5/content", "/home/ada/dest/sub/scan 1.h5", 10)
+    assert file_label(fs) == "/home/ada/dest/sub/scan 1.h5" and "content" not in file_label(fs, 3)
+    assert file_label(FileStats("s", "/x/" + "d" * 100 + "/run7.h5", 1)).endswith("d/run7.h5")
+    assert binary_rate(3 * 1024 * 1024) == "3.0 MiB/s" and binary_rate(1500) == "1.5 KiB/s"
+    out = io.StringIO()
+    rep = RichReporter(out)
+    rep.file_started(fs)
+    assert [t.description for t in rep.progress.tasks] == ["   1  /home/ada/dest/sub/scan 1.h5"]
+    fs.status = "skipped"
+    rep.file_done(fs)
+    assert "up to date" in out.getvalue() and "scan 1.h5" in out.getvalue()
