@@ -214,6 +214,7 @@ class FinalizeFile:
     expected_adler32: int
     verify: bool
     mtime_ns: int = 0               # given to the final file (0: leave it)
+    src_url: str = ""               # whose permission bits the final file gets ("": leave them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -486,7 +486,7 @@ class Scheduler:
         p = f.prog
         folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
         return ev.FinalizeFile(f.t.id, f.id, ev.part_url(f.dst), f.dst, f.size, folded, f.t.part_verify,
-                               f.mtime_ns)
+                               f.mtime_ns, f.src)
 
     def _verified(self, e: ev.DestinationVerified, now: float, out: list) -> None:
         t = self._transfers.get(e.transfer_id)

@@ -51,6 +51,7 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
             found = parse_adler32(file_checksum(a.part_url, "adler32"))
             if found != a.expected_adler32:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, found)
+        _keep_mode(a.src_url, store, part)
         store.rename(part, final)
         store.sync_dir(final.rsplit("/", 1)[0] or "/")
         if a.mtime_ns:
@@ -58,6 +59,23 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)
     except DomasError as e:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
+
+
+def _keep_mode(src_url: str, store, part: str) -> None:
+    """The final file gets the source's permission bits, never wider (agents create part files
+    with the owner's read and write added, which a read-only source does not have)."""
+    from domas.agent.storage import resolve
+    from domas.errors import NotFound
+
+    if not src_url:
+        return
+    try:
+        src_store, src = resolve(src_url)
+        mode = src_store.stat_follow(src).mode
+    except NotFound:
+        return                        # the copy is verified; the source is gone since: keep the part's bits
+    if mode:
+        store.set_mode(part, mode & 0o777)
 
 
 def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:

@@ -110,8 +110,9 @@ def test_sweep_removes_stale_orphans_and_their_journals_and_nothing_else(tmp_pat
 
 def test_controller_removes_orphan_part_files_where_it_finalizes_and_keeps_modes(tmp_path):
     src, dst = tmp_path / "scan", tmp_path / "out"
-    data = _write(src, {"secret.h5": 3 * MiB, "group.h5": MiB, "open.h5": 1000})
-    for name, mode in (("secret.h5", 0o600), ("group.h5", 0o640), ("open.h5", 0o644)):
+    modes = {"secret.h5": 0o600, "group.h5": 0o640, "open.h5": 0o644, "raw.h5": 0o444}
+    data = _write(src, {"secret.h5": 3 * MiB, "group.h5": MiB, "open.h5": 1000, "raw.h5": MiB})
+    for name, mode in modes.items():
         os.chmod(src / name, mode)
     (dst / "scan").mkdir(parents=True)
     stale = dst / "scan" / ".f10.bin.domas-part"         # left by an agent that died an hour ago
@@ -123,7 +124,7 @@ def test_controller_removes_orphan_part_files_where_it_finalizes_and_keeps_modes
         wait_until(lambda: _finished(c.port, tid), 60, "the transfer")
         assert _status(tmp_path, c.port, tid)["state"] == "done"
         wait_until(lambda: not stale.exists(), 10, "the janitor to remove the orphan part file")
-        for name, mode in (("secret.h5", 0o600), ("group.h5", 0o640), ("open.h5", 0o644)):
+        for name, mode in modes.items():
             out = dst / "scan" / name
             assert out.read_bytes() == data[name] and stat.S_IMODE(out.stat().st_mode) == mode, name
         assert sorted(p.name for p in (dst / "scan").iterdir()) == sorted(data)
