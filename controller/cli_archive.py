@@ -19,6 +19,8 @@ from pathlib import Path
 from domas.config import Config
 from domas.errors import ConfigError
 
+log = logging.getLogger("domas.archiver")
+
 ARCHIVE_HELP = """\
 Run discovery, cataloguing and the data policy (copies to central and tape, expiry) on their own,
 against a running controller and agents:
@@ -36,6 +38,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_archive)
 
 
+def prepare_tiers(cfg: Config) -> None:
+    """Create the tier roots. A tier that cannot be reached now (a server down) only degrades the
+    system: logged, and copies to it are retried later; any other failure is one sentence naming
+    the key."""
+    from domas.agent.storage import resolve
+    from domas.errors import DomasError
+
+    for tier in ("beamline", "central", "tape"):
+        where = getattr(cfg.storage, tier)
+        try:
+            store, path = resolve(where)
+            store.makedirs(path)
+        except DomasError as e:
+            if not e.retriable:
+                raise ConfigError(f"storage.{tier}: {where}: {e}") from None
+            log.warning("storage.%s (%s) cannot be reached now (%s); the other tiers go on and this one is "
+                        "retried", tier, where, e)
+
+
 def run_archive(args: argparse.Namespace, cfg: Config) -> int:
     from domas.agent.cli_copy import run_async
 
@@ -51,7 +72,6 @@ def run_archive(args: argparse.Namespace, cfg: Config) -> int:
 async def archive(cfg: Config, controller: str, metrics_listen: str = "",
                   stop: asyncio.Event | None = None) -> None:
     from domas.agent.metrics import serve_metrics
-    from domas.agent.storage import resolve
 
     from .archiver import Archiver
     from .catalogue import open_catalogue
@@ -59,9 +79,7 @@ async def archive(cfg: Config, controller: str, metrics_listen: str = "",
 
     state = Path(cfg.state_path())
     state.mkdir(parents=True, exist_ok=True)
-    for tier in ("beamline", "central", "tape"):
-        store, path = resolve(getattr(cfg.storage, tier))
-        store.makedirs(path)
+    prepare_tiers(cfg)
     catalogue = open_catalogue(cfg.catalogue, state, spool=True)
     stats, metrics = ScrubStats(), None
     stop = stop or asyncio.Event()

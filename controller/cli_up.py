@@ -142,7 +142,6 @@ def run_up(args: argparse.Namespace, cfg: Config) -> int:
 
 async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = None) -> None:
     from domas.agent.metrics import AgentCollector, serve_metrics
-    from domas.agent.storage import resolve
     from domas.agent.worker import Agent
 
     from .archiver import Archiver
@@ -150,9 +149,9 @@ async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = No
     from .metrics import ScrubCollector, ScrubStats
     from .server import start_controller
 
-    for tier in ("beamline", "central", "tape"):
-        store, path = resolve(getattr(cfg.storage, tier))
-        store.makedirs(path)
+    from .cli_archive import prepare_tiers
+
+    prepare_tiers(cfg)                # a tier down now is logged and retried, never fatal
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     catalogue = open_catalogue(cfg.catalogue, state, spool=True)

@@ -203,3 +203,27 @@ def test_each_part_runs_alone_from_one_config(tmp_path):
     text = "".join(p.read_text() for p in logs.iterdir())
     assert "Traceback" not in text, text[-3000:]
     assert _tree(cwd) == [] and _tree(home) == []
+
+
+def test_up_starts_with_the_tape_tier_unreachable_and_central_copies_go_on(tmp_path):
+    """A tier down when the system starts degrades it (logged, retried), never stops it: the old
+    `domas up` died creating the tape root."""
+    from tests.fixtures.common import free_port
+
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    cfg = _config(tmp_path / "etc" / "domas.toml", data_dir=str(tmp_path / "d"))
+    cfg.write_text(cfg.read_text().replace("[policy]\n", f'[storage]\ntape = "root://127.0.0.1:{free_port()}//tape"\n'
+                                                         "[policy]\n"))
+    dep = Deployment(cwd, home, cfg, tmp_path / "d" / "domas.toml")
+    try:
+        (tmp_path / "d/beamline" / RAW).mkdir(parents=True)
+        data = os.urandom(40_000)
+        (tmp_path / "d/beamline" / RAW / "x.h5").write_bytes(data)
+        wait_until(lambda: (tmp_path / "d/central" / RAW / "x.h5").exists(), 60, "central copy", dep.proc)
+        assert (tmp_path / "d/central" / RAW / "x.h5").read_bytes() == data
+        assert "storage.tape (root://127.0.0.1:" in dep.log_path.read_text()
+    finally:
+        dep.stop()
+    assert "Traceback" not in dep.log_path.read_text()
