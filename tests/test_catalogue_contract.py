@@ -392,3 +392,15 @@ def test_every_operator_change_is_recorded_with_who_and_when(catalogue):
     assert [c.field for c in reopen(catalogue).history(["proposal:P7"])] == ["pi"]
     with pytest.raises(NotFound):
         op.history(catalogue, "nothing-like-this")
+
+
+def test_bulk_dataset_upsert_matches_one_by_one(catalogue):
+    from domas.controller.catalogue.search import SearchQuery
+
+    catalogue.upsert_datasets([Dataset("bt1", f"/bulk/{i}", metadata={"title": f"Bulk sample {i}"},
+                                       created_at=float(i)) for i in range(50)])
+    catalogue.upsert_datasets([Dataset("bt1", "/bulk/7", metadata={"note": "Annotated"}, created_at=7.0)])
+    assert catalogue.dataset_by_path("/bulk/7").metadata == {"title": "Bulk sample 7", "note": "Annotated"}
+    found = catalogue.search_datasets(SearchQuery(q="bulk sample", limit=100))
+    assert found.total == 50 and len(found.datasets) == 50
+    assert catalogue.search_datasets(SearchQuery(q="annotated")).total == 1

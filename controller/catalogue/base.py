@@ -346,6 +346,11 @@ class Catalogue(abc.ABC):
     def upsert_dataset(self, dataset: Dataset) -> Dataset:
         """Insert or update by path; returns the stored dataset with its (stable) PID and counters."""
 
+    def upsert_datasets(self, batch: Sequence[Dataset]) -> None:
+        """Upsert many datasets (the bulk path for imports); backends may do it in one round trip."""
+        for d in batch:
+            self.upsert_dataset(d)
+
     def upsert_file(self, file: FileRecord) -> None:
         """Insert or update one file by (dataset, path); the dataset must exist (NotFound if not)."""
         self.upsert_files([file])

@@ -123,6 +123,9 @@ class SQLiteCatalogue(Catalogue):
         for column, decl in (("version", "TEXT NOT NULL DEFAULT ''"), ("checked_at", "REAL")):
             if column not in have:
                 self._db.execute(f"ALTER TABLE replicas ADD COLUMN {column} {decl}")
+        # the scrubber's "longest unchecked first" is a range scan of this index, never a sort
+        self._db.execute("CREATE INDEX IF NOT EXISTS replicas_check ON replicas(tier, state, "
+                         "coalesce(checked_at, verified_at, 0))")
 
     @contextlib.contextmanager
     def _edge(self):
@@ -172,28 +175,40 @@ class SQLiteCatalogue(Catalogue):
 
     def upsert_dataset(self, d: Dataset) -> Dataset:
         check_dataset(d)
-        meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
         with self._tx() as db:
-            row = db.execute("SELECT pid, beamtime, state, embargo_end, metadata FROM datasets WHERE path=?",
-                             (d.path,)).fetchone()
-            if row:
-                pid = row[0]
-                if d.pid and d.pid != pid:
-                    raise InvalidMessage(f"dataset {d.path} already has the PID {pid}, not {d.pid}")
-                d = kept_dataset(Dataset(row[1], d.path, state=row[2], embargo_end=row[3],
-                                         metadata=json.loads(row[4])), d)
-                meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
-                db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=? "
-                           "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta, pid))
-                if row[1] != d.beamtime:
-                    db.execute("UPDATE files SET beamtime=? WHERE dataset=?", (d.beamtime, pid))
-            else:
-                pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
-                created = d.created_at if d.created_at is not None else self._clock()
-                db.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?,0,0,?)",
-                           (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created))
-            self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata))
+            pid = self._write_dataset(db, d)
         return self.get_dataset(pid)
+
+    def upsert_datasets(self, batch: Sequence[Dataset]) -> None:
+        """The bulk path: many datasets in one transaction (same rules as upsert_dataset)."""
+        for d in batch:
+            check_dataset(d)
+        with self._tx() as db:
+            for d in batch:
+                self._write_dataset(db, d)
+
+    def _write_dataset(self, db: sqlite3.Connection, d: Dataset) -> str:
+        meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
+        row = db.execute("SELECT pid, beamtime, state, embargo_end, metadata FROM datasets WHERE path=?",
+                         (d.path,)).fetchone()
+        if row:
+            pid = row[0]
+            if d.pid and d.pid != pid:
+                raise InvalidMessage(f"dataset {d.path} already has the PID {pid}, not {d.pid}")
+            d = kept_dataset(Dataset(row[1], d.path, state=row[2], embargo_end=row[3],
+                                     metadata=json.loads(row[4])), d)
+            meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
+            db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=? "
+                       "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta, pid))
+            if row[1] != d.beamtime:
+                db.execute("UPDATE files SET beamtime=? WHERE dataset=?", (d.beamtime, pid))
+        else:
+            pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
+            created = d.created_at if d.created_at is not None else self._clock()
+            db.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?,0,0,?)",
+                       (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created))
+        self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata))
+        return pid
 
     def upsert_files(self, batch: Sequence[FileRecord]) -> None:
         for f in batch:
