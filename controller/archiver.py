@@ -43,6 +43,7 @@ from .catalogue.base import ReplicaUpdate, content_version, holds_current
 from .discovery import Location, StabilityTracker, parse_location, scan_tree
 from .lifecycle import TIERS, FileView, ReplicaState, Retention, decide, may_delete
 from .scrub import Scrubber, read_adler32, verdict
+from .scrub import period as scrub_period
 from . import validate
 
 log = logging.getLogger("domas.archiver")
@@ -142,6 +143,7 @@ class Archiver:
 
     async def scrub_loop(self, stop: asyncio.Event, interval: float) -> None:
         """Re-read stored copies (in a worker thread, beside the archiving passes)."""
+        interval = scrub_period(self.cfg.policy.scrub_interval, interval)
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.scrubber.run_once)

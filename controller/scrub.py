@@ -4,7 +4,8 @@ Pure core (no I/O, no clock; `now` is passed in):
 - `pick(due, tokens)` takes the longest-unchecked copies first while the byte budget lasts; a copy
   larger than what is left still goes when the budget is positive (the bucket goes negative and
   refills), so a huge file is never starved and the long-run rate holds.
-- `refill(tokens, rate, elapsed)` is the token bucket; at most one second of burst is saved up.
+- `refill(tokens, rate, elapsed)` is the token bucket; it saves up at most what one gap between
+  passes earns (and at least one second's worth), so a pass never takes more than its share.
 - `pace(done, elapsed, rate)` is how long to wait so the bytes read so far keep to `rate`.
 - `verdict(catalogued, read)`: "ok" only when the adler32 read equals the catalogued one.
 The shell (`Scrubber`, `read_adler32`) reads through the Storage interface, records "bad" copies
@@ -43,8 +44,14 @@ class Due:
 
 
 def refill(tokens: float, rate: float, elapsed: float) -> float:
-    """The byte budget after `elapsed` seconds at `rate` bytes/s; saves up at most one second."""
-    return min(rate, tokens + rate * max(0.0, elapsed))
+    """The byte budget after `elapsed` seconds at `rate` bytes/s (see the module docstring)."""
+    elapsed = max(0.0, elapsed)
+    return min(rate * max(1.0, elapsed), tokens + rate * elapsed)
+
+
+def period(scrub_interval: float, tick: float) -> float:
+    """Seconds between scrub passes: a quarter of the interval, within [tick, 30 s]."""
+    return max(tick, min(scrub_interval / 4, 30.0))
 
 
 def pick(due: list[Due], tokens: float) -> tuple[list[Due], float]:

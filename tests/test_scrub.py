@@ -12,7 +12,7 @@ from domas.controller.catalogue.base import Dataset, FileRecord, Replica, conten
 from domas.controller.catalogue.sqlite import SQLiteCatalogue
 from domas.controller.lifecycle import Action, FileView, ReplicaState, Retention, decide, may_delete
 from domas.controller.metrics import ScrubStats
-from domas.controller.scrub import Due, Scrubber, pace, pick, refill, verdict
+from domas.controller.scrub import Due, Scrubber, pace, period, pick, refill, verdict
 
 DAY = 86400.0
 RET = Retention(beamline=7 * DAY, central=90 * DAY)
@@ -63,9 +63,11 @@ def test_pick_takes_the_longest_unchecked_first_within_the_budget():
     assert pick(big, 1)[0] == big                                      # never starved
 
 
-def test_token_bucket_and_pacing():
+def test_token_bucket_pacing_and_period():
     assert refill(-50, 100, 1.0) == 50
-    assert refill(0, 100, 60.0) == 100                                 # at most one second saved up
+    assert refill(0, 100, 0.2) == 20 and refill(90, 100, 0.2) == 100   # at least a second's worth...
+    assert refill(0, 100, 30.0) == 3000 and refill(5000, 100, 30.0) == 3000   # ...at most one gap's
+    assert period(30 * 86400, 1.0) == 30.0 and period(2.0, 0.25) == 0.5 and period(0.1, 0.25) == 0.25
     assert pace(200, 1.0, 100) == 1.0 and pace(50, 1.0, 100) == 0.0 and pace(10, 0.0, 0) == 0.0
 
 
