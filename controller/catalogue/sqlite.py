@@ -65,6 +65,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(body, tokenize='unicode61
 CREATE VIRTUAL TABLE IF NOT EXISTS bt_fts USING fts5(body, tokenize='unicode61');
 CREATE INDEX IF NOT EXISTS datasets_beamtime_nocase ON datasets(beamtime COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, created_at, embargo_end, state);
 """
 _SEARCH_VERSION = 1
 _UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
@@ -495,7 +496,8 @@ class SQLiteCatalogue(Catalogue):
 
     def search_datasets(self, query: SearchQuery) -> SearchResult:
         where, args = self._search_where(query)
-        base = "FROM datasets d LEFT JOIN beamtimes b ON b.id = d.beamtime"
+        timed = query.start is not None or query.end is not None
+        base = "FROM datasets d" + (" LEFT JOIN beamtimes b ON b.id = d.beamtime" if timed else "")
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         page_where = list(where)
         if query.after is not None:

@@ -1,0 +1,127 @@
+"""Dataset search at scale: the embedded SQLite catalogue filled through the bulk path, then every
+query type of GET /api/v1/datasets (with its total and facets) timed through the public interface.
+
+    python benchmarks/bench_search.py                         # 10^6 datasets (several minutes)
+    python benchmarks/bench_search.py --datasets 100000       # a smoke run
+
+Invariants:
+- Datasets go in through `upsert_datasets` in batches (one transaction each, search index included);
+  beamtimes, proposals and PIs are few, as at a facility; ~5 % of datasets are under embargo.
+- One timing is one `search_datasets` call (page of 100 + total + facets), as the API makes it;
+  figures are p50 and p95 over `--reps` runs with varied keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load, machine_info  # noqa: E402
+
+from domas.controller.catalogue.base import Beamtime, Dataset, Proposal  # noqa: E402
+from domas.controller.catalogue.search import SearchQuery  # noqa: E402
+from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
+
+SAMPLES = ["lysozyme", "insulin", "ferritin", "graphene", "perovskite", "zeolite", "cathode", "anode",
+           "catalyst", "basalt", "bone", "cellulose", "silicon", "quartz", "myoglobin", "hemoglobin"]
+TECHNIQUES = ["diffraction", "tomography", "spectroscopy", "scattering", "imaging", "ptychography"]
+LINES = [f"B{i}" for i in range(1, 15)]
+YEAR0 = 1_577_836_800.0          # 2020-01-01
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", type=int, default=1_000_000)
+    p.add_argument("--beamtimes", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=10_000)
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--dir", default=None, help="where the catalogue goes (default: a temporary directory)")
+    return p.parse_args(argv)
+
+
+def fill(cat: SQLiteCatalogue, n: int, beamtimes: int, batch: int, rng: random.Random) -> float:
+    pis = [f"PI Person{i}" for i in range(200)]
+    for i in range(beamtimes // 4):
+        cat.upsert_proposal(Proposal(f"P{i:05d}", f"{rng.choice(SAMPLES).title()} {rng.choice(TECHNIQUES)} study",
+                                     rng.choice(pis)))
+    span = 6 * 365 * 86400
+    for i in range(beamtimes):
+        start = YEAR0 + i * span / beamtimes
+        cat.upsert_beamtime(Beamtime(f"BT{i:05d}", rng.choice(LINES), f"P{i // 4:05d}", rng.choice(pis),
+                                     team=(f"Member{i}a", f"Member{i}b"), start=start, end=start + 3 * 86400))
+    t0 = time.perf_counter()
+    for first in range(0, n, batch):
+        rows = []
+        for k in range(first, min(n, first + batch)):
+            bt = k * beamtimes // n
+            created = YEAR0 + k * span / n
+            embargo = created + 3 * 365 * 86400 if rng.random() < 0.05 else None
+            rows.append(Dataset(f"BT{bt:05d}", f"/data/BT{bt:05d}/scan{k:07d}", rng.choice(("raw", "processed")),
+                                embargo_end=embargo, created_at=created,
+                                metadata={"title": f"{rng.choice(SAMPLES)} {rng.choice(TECHNIQUES)} scan {k}",
+                                          "sample": {"name": rng.choice(SAMPLES)}}))
+        cat.upsert_datasets(rows)
+    return time.perf_counter() - t0
+
+
+def queries(rng: random.Random, beamtimes: int, n: int, now: float) -> dict:
+    def bt() -> str:
+        return f"bt{rng.randrange(beamtimes):05d}"                     # lower case: ids ignore case
+
+    return {
+        "everything (anonymous)": lambda: SearchQuery(now=now),
+        "everything (staff)": lambda: SearchQuery(now=now, see_embargoed=True),
+        "q one word": lambda: SearchQuery(q=rng.choice(SAMPLES), now=now),
+        "q two words": lambda: SearchQuery(q=f"{rng.choice(SAMPLES)} {rng.choice(TECHNIQUES)}", now=now),
+        "q prefix": lambda: SearchQuery(q=rng.choice(SAMPLES)[:4], now=now),
+        "q rare (a scan number)": lambda: SearchQuery(q=str(rng.randrange(n)), now=now),
+        "beamtime": lambda: SearchQuery(beamtime=bt(), now=now),
+        "proposal": lambda: SearchQuery(proposal=f"p{rng.randrange(beamtimes // 4):05d}", now=now),
+        "pi": lambda: SearchQuery(pi=f"pi person{rng.randrange(200)}", now=now),
+        "from/to (one month)": lambda: (lambda s: SearchQuery(start=s, end=s + 30 * 86400, now=now))(
+            YEAR0 + rng.random() * 5 * 365 * 86400),
+        "team member (own embargoed)": lambda: SearchQuery(now=now, member_of=(f"BT{rng.randrange(beamtimes):05d}",)),
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(7)
+    where = Path(args.dir or tempfile.mkdtemp(prefix="domas-bench-search-"))
+    cat = SQLiteCatalogue(where / "catalogue.sqlite")
+    print(", ".join(f"{k} {v}" for k, v in machine_info(where).items()), "|", load())
+    secs = fill(cat, args.datasets, args.beamtimes, args.batch, rng)
+    print(f"\nfilled {args.datasets} datasets through upsert_datasets in {secs:.1f} s "
+          f"({args.datasets / secs:,.0f} datasets/s, batches of {args.batch})\n")
+    now = YEAR0 + 6 * 365 * 86400
+    print("| query (page of 100 + total + facets) | p50 ms | p95 ms | matches (last run) |")
+    print("|---|---|---|---|")
+    for name, make in queries(rng, args.beamtimes, args.datasets, now).items():
+        times, total = [], 0
+        for _ in range(args.reps):
+            q = make()
+            t0 = time.perf_counter()
+            res = cat.search_datasets(q)
+            times.append((time.perf_counter() - t0) * 1000)
+            total = res.total
+        if not times:
+            continue
+        times.sort()
+        p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+        print(f"| {name} | {statistics.median(times):.1f} | {p95:.1f} | {total:,} |")
+    res = cat.search_datasets(SearchQuery(now=now, limit=100))
+    t0 = time.perf_counter()
+    cat.search_datasets(SearchQuery(now=now, limit=100, after=res.next))
+    print(f"\nsecond page by cursor: {(time.perf_counter() - t0) * 1000:.1f} ms")
+    cat.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
