@@ -411,6 +411,9 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     _add_error_handlers(app)
     _add_api(app, svc)
     _add_portal(app, svc)
+    from .operator_api import add_operator_api      # proposals, beamtimes, embargoes (admin)
+
+    add_operator_api(app, svc)
 
     @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability", response_model=Health,
              responses={503: ERRORS[503]})
