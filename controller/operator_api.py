@@ -20,6 +20,7 @@ from domas.errors import InvalidMessage, PermissionDenied
 from .catalogue import operator as op
 
 API = "/api/v1"
+_ROUTE = {"tags": ["operator"], "include_in_schema": False}
 
 
 def _date(value: Any, what: str) -> float:
@@ -58,13 +59,13 @@ def add_operator_api(app: FastAPI, svc) -> None:
 
     cat = svc.catalogue
 
-    @app.put(API + "/proposals/{proposal_id}", tags=["operator"], include_in_schema=False, summary="Create or update a proposal (admin)")
+    @app.put(API + "/proposals/{proposal_id}", **_ROUTE, summary="Create or update a proposal (admin)")
     async def put_proposal(proposal_id: str, body: dict = Body(...), who: str = Depends(admin)) -> dict:
         changes = _fields(body, op.PROPOSAL_FIELDS, "proposal")
         p = await run_in_threadpool(op.set_proposal, cat, proposal_id, changes, who=who, now=svc.now())
         return {"id": p.id, "title": p.title, "pi": p.pi}
 
-    @app.put(API + "/beamtimes/{beamtime_id}", tags=["operator"], include_in_schema=False, summary="Create or update a beamtime (admin)")
+    @app.put(API + "/beamtimes/{beamtime_id}", **_ROUTE, summary="Create or update a beamtime (admin)")
     async def put_beamtime(beamtime_id: str, body: dict = Body(...), who: str = Depends(admin)) -> dict:
         changes = _fields(body, op.BEAMTIME_FIELDS, "beamtime")
         b = await run_in_threadpool(op.set_beamtime, cat, beamtime_id, changes, who=who, now=svc.now())
@@ -78,25 +79,25 @@ def add_operator_api(app: FastAPI, svc) -> None:
         done = await run_in_threadpool(op.embargo_beamtime, cat, beamtime_id, until, who=who, now=svc.now())
         return {"embargoed": [d.pid for d in done], "until": until}
 
-    @app.put(API + "/datasets/{pid:pid}/embargo", tags=["operator"], include_in_schema=False, summary="Embargo a dataset (admin)")
+    @app.put(API + "/datasets/{pid:pid}/embargo", **_ROUTE, summary="Embargo a dataset (admin)")
     async def embargo(pid: str, body: dict = Body(...), who: str = Depends(admin)) -> dict:
         until = _date(body.get("until") if isinstance(body, dict) else None, "until")
         d = await run_in_threadpool(op.embargo, cat, pid, until, who=who, now=svc.now())
         return {"pid": d.pid, "state": d.state, "embargo_end": d.embargo_end}
 
-    @app.delete(API + "/datasets/{pid:pid}/embargo", tags=["operator"], include_in_schema=False, summary="Release a dataset now (admin)")
+    @app.delete(API + "/datasets/{pid:pid}/embargo", **_ROUTE, summary="Release a dataset now (admin)")
     async def release(pid: str, who: str = Depends(admin)) -> dict:
         d = await run_in_threadpool(op.release, cat, pid, who=who, now=svc.now())
         return {"pid": d.pid, "state": d.state, "embargo_end": d.embargo_end}
 
-    @app.post(API + "/import", tags=["operator"], include_in_schema=False, summary="Import proposals and beamtimes (admin)")
+    @app.post(API + "/import", **_ROUTE, summary="Import proposals and beamtimes (admin)")
     async def import_rows(body: list = Body(...), who: str = Depends(admin)) -> dict:
         if not all(isinstance(r, dict) for r in body):
             raise InvalidMessage("give a JSON list of objects (one per beamtime or proposal)")
         n_prop, n_bt = await run_in_threadpool(op.import_records, cat, body, who=who, now=svc.now())
         return {"proposals": n_prop, "beamtimes": n_bt}
 
-    @app.get(API + "/history/{key:pid}", tags=["operator"], include_in_schema=False, summary="Recorded changes of a dataset, beamtime or "
+    @app.get(API + "/history/{key:pid}", **_ROUTE, summary="Recorded changes of a dataset, beamtime or "
                                                                     "proposal (admin)")
     async def history(key: str, who: str = Depends(admin)) -> list:
         changes = await run_in_threadpool(op.history, cat, key)
