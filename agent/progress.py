@@ -41,6 +41,12 @@ class NullReporter:
     def stop(self) -> None: ...
 
 
+def shown(name: str) -> str:
+    """A file name for a one-line report: as it is, or quoted like repr() when it holds a character
+    that is not printable (a newline would split the line, a tab or escape would garble it)."""
+    return name if name.isprintable() else repr(name)
+
+
 class PlainReporter(NullReporter):
     """One line per finished file and per notable event, for logs and pipes."""
 
@@ -57,14 +63,14 @@ class PlainReporter(NullReporter):
         if self.quiet:
             return
         if fs.status == "skipped":
-            self._say(f"up to date  {fs.destination}")
+            self._say(f"up to date  {shown(fs.destination)}")
             return
         rate = fs.size / fs.seconds if fs.seconds > 0 else 0
-        self._say(f"copied  {fs.source} -> {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}"
-                  f"  {binary_rate(rate)}" + (f"  retries {fs.retries}" if fs.retries else ""))
+        self._say(f"copied  {shown(fs.source)} -> {shown(fs.destination)}  {human_bytes(fs.size)}"
+                  f"  adler32 {fs.adler32}  {binary_rate(rate)}" + (f"  retries {fs.retries}" if fs.retries else ""))
 
     def file_failed(self, fs: FileStats) -> None:
-        self._say(f"FAILED  {fs.source}: {fs.error}")
+        self._say(f"FAILED  {shown(fs.source)}: {fs.error}")
 
     def note(self, message: str) -> None:
         if not self.quiet:

@@ -343,6 +343,8 @@ def test_odd_file_names_go_through_archive_catalogue_api_portal_and_get(up, tmp_
     r = subprocess.run([sys.executable, "-m", "domas.cli", "get", "--server", u.url(), pid, str(tmp_path / "dl")],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "DOMAS_STATE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr
+    assert not [line for line in r.stderr.splitlines() if line.startswith(("line.bin", "and 'quote'"))], r.stderr
+    assert "new\\nline.bin" in r.stderr
     for name, content in data.items():
         assert (tmp_path / "dl" / name).read_bytes() == content
     log = u.log_path.read_text()
