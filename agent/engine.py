@@ -164,8 +164,12 @@ class FileCopy:
                         src.ctime)
         jpath = journal_path(self.cfg.state_path(), job.dst_url)
         fresh = fresh_only or not self.cfg.copy.resume or not self._load_resume(jpath, header)
-        self.reader = job.src_store.open_read(job.src_path)
-        self.writer = job.dst_store.open_write(self.part, truncate=fresh, mode=0o600)
+        try:
+            self.reader = job.src_store.open_read(job.src_path)
+            self.writer = job.dst_store.open_write(self.part, truncate=fresh, mode=0o600)
+        except DomasError:
+            self.close()              # a retry opens both again
+            raise
         if fresh:
             jpath.unlink(missing_ok=True)
             self.resumed = {}
@@ -272,8 +276,7 @@ class FileCopy:
                     raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "
                                            f"{format_adler32(adler)}, differs from the {origin} the source "
                                            "announces; copying it again")
-        if self.src.mode:
-            job.dst_store.set_mode(self.part, source_mode(self.src))
+        job.dst_store.set_mode(self.part, source_mode(self.src) if self.src.mode else 0o644)
         job.dst_store.rename(self.part, job.dst_path)     # durable with the run's sync_dirs()
         job.dst_store.set_mtime(job.dst_path, self.src.mtime)
         if self.journal is not None:
