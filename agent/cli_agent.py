@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import socket
 import sys
 
 from domas.config import Config
+from domas.logsafe import setup_logging
 
 AGENT_HELP = """\
 Run a transfer agent: it registers with the controller, takes chunk leases in batches over one
@@ -40,7 +40,7 @@ def run_agent(args: argparse.Namespace, cfg: Config) -> int:
     from .metrics import AgentCollector, serve_metrics
     from .worker import Agent
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()       # one line per event: names with a newline are escaped
     name = args.name or cfg.agent.name or socket.gethostname()
     controller = args.controller or cfg.agent.controller
     streams = args.streams or cfg.copy.streams

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from domas.config import Config
 from domas.errors import ConfigError
+from domas.logsafe import setup_logging
 
 log = logging.getLogger("domas.archiver")
 
@@ -64,7 +65,7 @@ def run_archive(args: argparse.Namespace, cfg: Config) -> int:
         if not getattr(cfg.storage, tier):
             raise ConfigError(f"storage.{tier}: domas archive needs every tier; set it (or data_dir) in the "
                               "configuration")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()       # one line per event: names with a newline are escaped
     run_async(archive(cfg, args.controller or cfg.agent.controller, args.metrics_listen or ""))
     return 0
 

@@ -7,6 +7,7 @@ import json
 import time
 
 from domas.config import Config, parse_size
+from domas.logsafe import setup_logging
 
 CONTROLLER_HELP = """\
 Run the controller: it queues transfers, hands chunks to agents as leases over gRPC, folds the
@@ -75,7 +76,7 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
 
     from .server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()       # one line per event: names with a newline are escaped
     run_async(serve(cfg, args.listen or cfg.controller.listen, Path(args.state_dir or cfg.state_path()),
                     args.metrics_listen or "", tuple(args.root)))
     return 0

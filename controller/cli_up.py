@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from domas.config import Config, default_streams
 from domas.errors import ConfigError
+from domas.logsafe import setup_logging
 
 UP_HELP = """\
 Run everything on one machine: controller, one agent, discovery, lifecycle, catalogue and the
@@ -134,7 +134,7 @@ tls_ca = {q(controller_ca(cfg))}
 def run_up(args: argparse.Namespace, cfg: Config) -> int:
     from domas.agent.cli_copy import run_async
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()       # one line per event: names with a newline are escaped
     cfg, instance = effective_config(cfg, args.data_dir)
     run_async(up(cfg, instance))
     return 0

@@ -351,3 +351,16 @@ def test_odd_file_names_go_through_archive_catalogue_api_portal_and_get(up, tmp_
     assert "new\\nline.bin" in log and "expired" in log
     stray = [line for line in log.splitlines() if line.startswith(("line.bin", "and 'quote'"))]
     assert not stray, f"a name split a log line: {stray}"
+
+
+def test_log_lines_escape_what_a_name_could_split_or_forge():
+    import logging
+
+    from domas.logsafe import FORMAT, OneLineFormatter, one_line
+
+    assert one_line("plain ü name.h5") == "plain ü name.h5"
+    assert one_line("a\nb\r\x1b[31m\tc") == "a\\nb\\r\\x1b[31m\\tc"
+    record = logging.LogRecord("domas.archiver", logging.INFO, __file__, 1, "expired %s (ok)",
+                               ("/x/new\n2026-01-01 00:00:00 domas FORGED",), None)
+    line = OneLineFormatter(FORMAT).format(record)
+    assert "\n" not in line and line.endswith("/x/new\\n2026-01-01 00:00:00 domas FORGED (ok)")
