@@ -445,6 +445,23 @@ class MongoCatalogue(Catalogue):
         query = {f"replicas.{tier}.state": {"$ne": state}, **self._scope(dataset, beamtime)}
         return self._stream(query, [("_id", 1)], limit)
 
+    def replicas_due_for_check(self, tier, checked_before, limit=1000):
+        """Two bounded queries (copies never checked, by verified_at; checked ones, by checked_at),
+        merged on the last check: the server sorts and limits, nothing is read whole."""
+        self._ensure_tier(tier)
+        state = {f"replicas.{tier}.state": "verified"}
+        never = {**state, f"replicas.{tier}.checked_at": None,
+                 f"replicas.{tier}.verified_at": {"$lt": checked_before}}
+        checked = {**state, f"replicas.{tier}.checked_at": {"$lt": checked_before}}
+        found = list(self._stream(never, [(f"replicas.{tier}.verified_at", 1), ("_id", 1)], limit))
+        found += self._stream(checked, [(f"replicas.{tier}.checked_at", 1), ("_id", 1)], limit)
+
+        def last(f: FileRecord) -> float:
+            r = f.replicas[tier]
+            return r.checked_at or r.verified_at or 0.0
+
+        return sorted(found, key=last)[:limit]
+
     def ping(self) -> None:
         with self._edge():
             self._client.admin.command("ping")
