@@ -330,6 +330,10 @@ class DataService:
             self._verifying.pop(key, None)
         if got == f.adler32:
             return
+        if src.tier == "beamline":      # the detector's own copy may have been rewritten: the archiver
+            log.warning("the beamline copy of %r does not match the catalogue (adler32 %s, read %s): not "
+                        "served", f.path, f.adler32, got)     # finds out which, and archives new content
+            raise ChecksumMismatch(f"the beamline copy of {f.path} does not match its catalogued adler32")
         log.error("the %s copy of %r does not match the catalogue (adler32 %s, read %s): marked bad, not served",
                   src.tier, f.path, f.adler32, got)
         rep = f.replicas[src.tier]

@@ -203,9 +203,10 @@ def test_data_service_never_sends_bytes_that_do_not_match_its_digest(data_world,
     r = httpx.get(url(rel))
     assert r.status_code == 200 and r.headers["x-domas-tier"] == "central"
     assert r.content == data_world.data[rel] and r.headers["digest"] == f"adler32={adler(r.content)}"
-    assert data_world.catalogue.get_file(pid, rel).replicas["beamline"].state == "bad"
     r = httpx.get(url(rel), headers={"Range": "bytes=0-99"})
-    assert r.status_code == 206 and r.content == data_world.data[rel][:100]
+    assert r.status_code == 206 and r.content == data_world.data[rel][:100] and r.headers["x-domas-tier"] == "central"
+    # a beamline copy may have been rewritten by its detector: not served, but left for the archiver to judge
+    assert data_world.catalogue.get_file(pid, rel).replicas["beamline"].state == "verified"
 
     flip_byte(data_world.on_tier("central", "big.bin"), 3 << 20)   # its only copy
     for headers in ({}, {"Range": "bytes=0-1023"}):
