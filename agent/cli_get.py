@@ -54,6 +54,7 @@ examples:
   domas get CSTR:17058.11.HEPS.2025-0042.3XK9QW1M0ABC ./scan42/
   domas get --server https://data.heps.example 10.12345/heps.b1.XYZ /data/mine --streams 16
   domas get http://127.0.0.1:8400/api/v1/datasets/CSTR:17058.11.HEPS.B1.X/files/a.h5/content .
+  domas get --manifest CSTR:17058.11.HEPS.B1.X.manifest ./selected/    # files chosen in the portal
 """
 
 
@@ -61,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("get", help="download a dataset or a file from the data service", description=GET_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="PID|URL", help="a dataset PID, or a file's http(s) download URL")
-    p.add_argument("dest", metavar="DEST", help="local directory (or file name, for one URL)")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="local directory (or file name, for one URL)")
+    p.add_argument("--manifest", metavar="FILE", help="download the files a portal manifest lists (one URL a line) "
+                                                      "into the directory given as the only argument")
     p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER or http://127.0.0.1:8400)")
     p.add_argument("--token", help="the facility token (default: $DOMAS_TOKEN)")
     p.add_argument("--streams", type=int, help="chunks in flight (default: 4 per core, at least 4)")
@@ -171,6 +174,48 @@ def expand_url(url: str, token: str, dest: str) -> Expansion:
                      dirs=[(dst_store, posixpath.dirname(target) or "/")])
 
 
+def manifest_urls(text: str) -> list[str]:
+    """The URLs of a manifest: one a line; blank lines and '#' comments are skipped."""
+    urls = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    for url in urls:
+        if not is_url(url):
+            raise UsageError(f"the manifest line {url[:100]!r} is not an http(s) URL; use a manifest the portal made")
+    return list(dict.fromkeys(urls))
+
+
+def manifest_relpath(url: str) -> str:
+    """Where a manifest's content URL goes below DEST: the file's path in its dataset."""
+    p = unquote(urlsplit(url).path)
+    if "/files/" not in p or not p.endswith("/content"):
+        raise UsageError(f"{url}: not a data service file URL (…/files/PATH/content)")
+    return safe_relpath(p.split("/files/", 1)[1][:-len("/content")])
+
+
+def expand_manifest(manifest: str, token: str, dest: str) -> Expansion:
+    try:
+        with open(manifest, encoding="utf-8") as fh:
+            urls = manifest_urls(fh.read())
+    except OSError as e:
+        raise UsageError(f"cannot read the manifest {manifest}: {e.strerror or e}") from None
+    if not urls:
+        raise UsageError(f"the manifest {manifest} lists no file")
+    dst_store, dst_root = _destination(dest)
+    out = Expansion(dirs=[(dst_store, dst_root)])
+    for url in urls:
+        try:
+            rel = manifest_relpath(url)
+            store, path = resolve_http(url, token)
+            st = store.stat_follow(path)
+        except DomasError as e:
+            out.problems.append((url, e))
+            continue
+        if posixpath.dirname(rel):
+            out.dirs.append((dst_store, posixpath.join(dst_root, posixpath.dirname(rel))))
+        out.jobs.append(FileJob(store, path, st, dst_store, posixpath.join(dst_root, rel)))
+    out.dirs = list(dict.fromkeys(out.dirs))
+    return out
+
+
 def run_get(args: argparse.Namespace, cfg: Config) -> int:
     from .engine import CopyEngine
     from .progress import make_reporter
@@ -179,7 +224,13 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
         args.chunk_size = GET_CHUNK
     cfg = copy_config(args, cfg)
     token = args.token if args.token is not None else cfg.controller.token
-    if is_url(args.target):
+    if args.manifest:
+        if args.dest is not None:
+            raise UsageError("with --manifest give only the destination directory: domas get --manifest FILE DEST")
+        exp, info, sums = expand_manifest(args.manifest, token, args.target), {}, {}
+    elif args.dest is None:
+        raise UsageError("give a destination: domas get PID|URL DEST")
+    elif is_url(args.target):
         exp, info, sums = expand_url(args.target, token, args.dest), {}, {}
     else:
         exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest)

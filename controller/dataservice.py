@@ -27,16 +27,18 @@ import itertools
 import json
 import logging
 import posixpath
+import secrets
 import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response,
+                               StreamingResponse)
 from fastapi.security import HTTPBearer
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -64,6 +66,7 @@ VERIFIED_FOR = 300.0     # seconds a copy read back and matched is served withou
 API = "/api/v1"
 MAX_FILES_PAGE = 10_000
 PORTAL_FILES_PAGE = 500
+PORTAL_PAGE = 100
 
 _STATUS: list[tuple[type[DomasError], int]] = [
     (Unauthenticated, 401), (PermissionDenied, 403), (NotFound, 404), (SourceChanged, 412),
@@ -73,6 +76,8 @@ _STATUS: list[tuple[type[DomasError], int]] = [
 # One challenge per header field: browsers (Chromium) give up on a field packing two schemes.
 _CHALLENGES = ('Bearer realm="domas data"', 'Basic realm="domas data", charset="UTF-8"')
 FACILITY = Caller("facility", "admin")
+SESSION_COOKIE = "domas_session"
+SESSION_SECONDS = 12 * 3600
 MAX_OFFSET = 2**31
 
 DESCRIPTION = """\
@@ -185,6 +190,7 @@ class DataService:
                  users=None) -> None:
         self.catalogue, self.token, self.now, self.users = catalogue, token, now, users
         self.tiers = {name: root for name, root in tiers.items() if root}
+        self.sessions: dict[str, tuple[Caller, float]] = {}     # portal logins: id -> (caller, expiry)
         self._verify_lock = threading.Lock()
         self._verifying: dict[tuple, threading.Lock] = {}
         self._verified: dict[tuple, float] = {}
@@ -203,8 +209,25 @@ class DataService:
                                   "ask for a new one with `domas user token NAME`")
         return found
 
+    def login(self, token: str) -> str:
+        """A new portal session for the holder of `token` (401 when it is nobody's)."""
+        who = self.caller_of(f"Bearer {token.strip()}") if token.strip() else ANONYMOUS
+        if who.role == "anonymous":
+            raise Unauthenticated("give your API token to log in")
+        now = self.now()
+        self.sessions = {k: v for k, v in self.sessions.items() if v[1] > now}
+        sid = secrets.token_urlsafe(32)
+        self.sessions[sid] = (who, now + SESSION_SECONDS)
+        return sid
+
+    def session_caller(self, request: Request) -> Caller | None:
+        found = self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        return found[0] if found and found[1] > self.now() else None
+
     def caller(self, request: Request) -> Caller:
-        who = self.caller_of(request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        session = None if header else self.session_caller(request)
+        who = session or self.caller_of(header)
         if access.must_authenticate(who, bool(self.token)):
             raise Unauthenticated("this data service needs a token: send 'Authorization: Bearer <token>' "
                                   "(domas get --token or DOMAS_TOKEN)")
@@ -217,6 +240,16 @@ class DataService:
             return ()
         prop = self.catalogue.get_proposal(bt.proposal) if bt.proposal else None
         return tuple(n for n in (bt.pi, *bt.team, prop.pi if prop else "") if n)
+
+    def people(self, ds: Dataset) -> dict[str, str]:
+        """Proposal, PI, team and beamline of a dataset, as the portal shows them."""
+        bt = self.catalogue.get_beamtime(ds.beamtime)
+        if bt is None:
+            return {}
+        prop = self.catalogue.get_proposal(bt.proposal) if bt.proposal else None
+        pis = list(dict.fromkeys(n for n in (prop.pi if prop else "", bt.pi) if n))
+        return {"proposal": f"{bt.proposal}: {prop.title}" if prop and prop.title else bt.proposal,
+                "pi": ", ".join(pis), "team": ", ".join(bt.team), "beamline": bt.beamline}
 
     def may_see(self, caller: Caller, ds: Dataset) -> bool:
         now = self.now()
@@ -509,18 +542,57 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
                 "offset": offset, "limit": limit, "next": nxt}
 
 
+PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor")
+
+
 def _add_portal(app: FastAPI, svc: DataService) -> None:
     def portal_caller(request: Request) -> Caller:
         return svc.caller(request)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(caller: Caller = Depends(portal_caller), q: str = "", beamtime: str = "", proposal: str = "",
-              pi: str = "") -> HTMLResponse:
-        limit = 200
-        found = svc.search(caller, q=q, beamtime=beamtime.strip() or None, proposal=proposal.strip() or None,
-                           pi=pi.strip() or None, limit=limit)
-        form = {"beamtime": beamtime, "proposal": proposal, "pi": pi}
-        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), limit))
+    def index(request: Request, caller: Caller = Depends(portal_caller)) -> HTMLResponse:
+        form = {k: request.query_params.get(k, "").strip() for k in PORTAL_PARAMS}
+        found = svc.search(caller, q=form["q"], beamtime=form["beamtime"] or None, proposal=form["proposal"] or None,
+                           pi=form["pi"] or None, start=parse_time(form["from"], "from"),
+                           end=parse_time(form["to"], "to", end_of_day=True), cursor=form["cursor"] or None,
+                           limit=PORTAL_PAGE)
+        del form["cursor"]
+        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), total=found.total,
+                                                facets=found.facets, next_cursor=encode_cursor(found.next),
+                                                user=caller.name))
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(portal.render_login())
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        body = (await request.body())[:10_000].decode("utf-8", "replace")
+        token = (parse_qs(body).get("token") or [""])[0]
+        try:
+            sid = svc.login(token)
+        except Unauthenticated as e:
+            return HTMLResponse(portal.render_login(str(e)), 401)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+        return resp
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        svc.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+        resp = RedirectResponse("/", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    @app.get("/datasets/{pid:pid}/manifest", response_class=PlainTextResponse, include_in_schema=False)
+    def manifest(request: Request, pid: str, caller: Caller = Depends(portal_caller)) -> Response:
+        ds = svc.dataset(pid, caller)
+        chosen = [delivery.check_request_path(p) for p in request.query_params.getlist("path")]
+        paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
+        text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
+        name = quote(f"{ds.pid}.manifest".replace("/", "_"), safe="")
+        return PlainTextResponse(text, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
     @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
     def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),
@@ -528,9 +600,10 @@ def _add_portal(app: FastAPI, svc: DataService) -> None:
         ds = svc.dataset(pid, caller)
         files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
         page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
-                                     downloadable=True, embargo_note=None,
                                      server=str(request.base_url).rstrip("/"), offset=offset,
-                                     limit=PORTAL_FILES_PAGE, more=more)
+                                     limit=PORTAL_FILES_PAGE, more=more, people=svc.people(ds),
+                                     state=access.public_state(ds.state, ds.embargo_end, svc.now()),
+                                     user=caller.name)
         return HTMLResponse(page)
 
 

@@ -5,12 +5,15 @@ Invariants:
   a page; the templates under controller/web/ receive only escaped text or HTML built here.
 - Download links point at the REST API's content endpoint (one URL scheme for people and scripts)
   and are left out for files no verified replica serves and for datasets under embargo.
-- No JavaScript: every page works as a plain server-rendered document.
+- No JavaScript: every page works as a plain server-rendered document (folder tree: <details>;
+  file selection: a GET form of checkboxes that returns a manifest for `domas get --manifest`).
+- Every asset is served by the service itself (inline CSS, local Swagger UI): no CDN.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from html import escape
 from pathlib import Path
@@ -21,7 +24,7 @@ from domas.controller.catalogue import Dataset, FileRecord
 
 _WEB = Path(__file__).with_name("web")
 _TEMPLATES = {name: Template((_WEB / f"{name}.html").read_text(encoding="utf-8"))
-              for name in ("base", "index", "dataset", "error")}
+              for name in ("base", "index", "dataset", "error", "login")}
 _STYLE = (_WEB / "style.css").read_text(encoding="utf-8")
 
 
@@ -51,12 +54,29 @@ def page_path(pid: str) -> str:
 
 
 def title_of(ds: Dataset) -> str:
-    title = ds.metadata.get("title") if isinstance(ds.metadata, dict) else None
-    return str(title) if title else ds.path.rsplit("/", 1)[-1] or ds.path
+    """The metadata's title, else its sample name, else the path's last two parts ("2025-0042/raw",
+    not a bare "raw")."""
+    meta = ds.metadata if isinstance(ds.metadata, dict) else {}
+    sample = meta.get("sample")
+    for found in (meta.get("title"), sample.get("name") if isinstance(sample, dict) else sample):
+        if found and isinstance(found, (str, int, float)):
+            return str(found)
+    return "/".join(ds.path.rstrip("/").split("/")[-2:]) or ds.path
 
 
-def _page(title: str, body: str) -> str:
-    return _TEMPLATES["base"].substitute(title=escape(title), style=_STYLE, body=body, root="/")
+def manifest_path(pid: str) -> str:
+    return f"{page_path(pid)}/manifest"
+
+
+def _who(user: str) -> str:
+    if not user:
+        return '<a href="/login">Log in</a>'
+    return (f'<span class="user">{escape(user)}</span> <form method="post" action="/logout">'
+            '<button type="submit">Log out</button></form>')
+
+
+def _page(title: str, body: str, user: str = "") -> str:
+    return _TEMPLATES["base"].substitute(title=escape(title), style=_STYLE, body=body, root="/", who=_who(user))
 
 
 def _access_badge(ds: Dataset, now: float) -> str:
@@ -73,17 +93,36 @@ def _dataset_row(ds: Dataset, now: float) -> str:
     return "    <tr>" + "".join(f"<td{c}>{v}</td>" for c, v in zip(classes, cells)) + "</tr>"
 
 
-def render_index(datasets: list[Dataset], form: dict[str, str], now: float, limit: int) -> str:
-    """The dataset list with its search form; `form` holds the query as the user typed it."""
+FACET_NAMES = {"beamline": "Beamline", "data_type": "Data type", "year": "Year", "access": "Access"}
+
+
+def _facets(facets: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for name, title in FACET_NAMES.items():
+        counts = facets.get(name) or {}
+        if counts:
+            items = "".join(f"<li>{escape(str(value))} <span>{n}</span></li>" for value, n in counts.items())
+            parts.append(f"<h3>{escape(title)}</h3><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
+def render_index(datasets: list[Dataset], form: dict[str, str], now: float, *, total: int,
+                 facets: dict[str, dict[str, int]], next_cursor: str | None, user: str = "") -> str:
+    """The dataset list with its search form and facet counts; `form` holds the query as typed."""
     rows = "\n".join(_dataset_row(ds, now) for ds in datasets) or \
         '    <tr><td colspan="8">No dataset matches; clear the search or check the spelling.</td></tr>'
-    count = f"{len(datasets)} dataset{'s' if len(datasets) != 1 else ''}"
-    if len(datasets) >= limit:
-        count += f" (the newest {limit}; narrow the search to see others)"
+    count = f"{total} dataset{'s' if total != 1 else ''}"
+    if total > len(datasets):
+        count += f", showing {len(datasets)}"
+    more = ""
+    if next_cursor:
+        query = urlencode({**{k: v for k, v in form.items() if v}, "cursor": next_cursor})
+        more = f'<a href="/?{escape(query)}">next page</a>'
+    fields = ("q", "beamtime", "proposal", "pi", "from", "to")
     body = _TEMPLATES["index"].substitute(
-        root="/", rows=rows, count=escape(count),
-        **{k: escape(form.get(k, "") or "", quote=True) for k in ("beamtime", "proposal", "pi")})
-    return _page("Datasets", body)
+        root="/", rows=rows, count=escape(count), facets=_facets(facets), more=more,
+        **{k: escape(form.get(k, "") or "", quote=True) for k in fields})
+    return _page("Datasets", body, user)
 
 
 def _replica_badges(f: FileRecord) -> str:
@@ -91,22 +130,75 @@ def _replica_badges(f: FileRecord) -> str:
                    for tier, r in sorted(f.replicas.items())) or '<span class="badge">none</span>'
 
 
-def _file_row(ds: Dataset, f: FileRecord, available: bool, downloadable: bool) -> str:
-    if not downloadable:
-        link = '<span class="badge embargo">embargoed</span>'
-    elif not available:
-        link = '<span class="badge failed">no verified copy online</span>'
-    else:
+def _file_item(ds: Dataset, f: FileRecord, available: bool) -> str:
+    name = escape(posixpath.basename(f.path))
+    if available:
         link = f'<a href="{escape(content_path(ds.pid, f.path))}" download>download</a>'
-    return (f"    <tr><td><code>{escape(f.path)}</code></td><td class=\"num\">{human_size(f.size)}</td>"
-            f"<td><code>{escape(f.adler32 or '—')}</code></td><td>{_replica_badges(f)}</td><td>{link}</td></tr>")
+    else:
+        link = '<span class="badge failed">no verified copy online</span>'
+    box = f'<input type="checkbox" name="path" value="{escape(f.path, quote=True)}" aria-label="select {name}">'
+    return (f'<li>{box}<span class="name">{name}</span><span class="num">{human_size(f.size)}</span>'
+            f"<code>{escape(f.adler32 or '—')}</code>{_replica_badges(f)}{link}</li>")
+
+
+def folder_tree(paths: list[str]) -> dict:
+    """{'dirs': {name: subtree}, 'files': [index, ...]} of '/'-separated paths, by position."""
+    root: dict = {"dirs": {}, "files": []}
+    for i, path in enumerate(paths):
+        node = root
+        for part in path.split("/")[:-1]:
+            node = node["dirs"].setdefault(part, {"dirs": {}, "files": []})
+        node["files"].append(i)
+    return root
+
+
+def _count(node: dict) -> int:
+    return len(node["files"]) + sum(_count(d) for d in node["dirs"].values())
+
+
+def _tree_html(node: dict, items: list[str], depth: int = 0) -> str:
+    out = []
+    for name in sorted(node["dirs"]):
+        sub = node["dirs"][name]
+        inner = _tree_html(sub, items, depth + 1)
+        out.append(f'<details{" open" if depth == 0 else ""}><summary>{escape(name)}/ '
+                   f'<span class="count">({_count(sub)} files)</span></summary>{inner}</details>')
+    if node["files"]:
+        out.append("<ul>" + "".join(items[i] for i in node["files"]) + "</ul>")
+    return "\n".join(out)
+
+
+def render_tree(ds: Dataset, files: list[tuple[FileRecord, bool]]) -> str:
+    if not files:
+        return "<p>This dataset has no files yet.</p>"
+    items = [_file_item(ds, f, ok) for f, ok in files]
+    return _tree_html(folder_tree([f.path for f, _ in files]), items)
+
+
+def _flat(value, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        rows = []
+        for k in sorted(value, key=str):
+            rows += _flat(value[k], f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return [(prefix, ", ".join(str(v) for v in value))]
+        rows = []
+        for i, v in enumerate(value):
+            rows += _flat(v, f"{prefix}[{i}]")
+        return rows
+    return [(prefix, "" if value is None else str(value))]
 
 
 def _metadata_block(ds: Dataset) -> str:
+    """The metadata as a readable table (nested keys joined with '.'), raw JSON behind a toggle."""
     if not ds.metadata:
         return ""
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _flat(ds.metadata))
     text = json.dumps(ds.metadata, indent=2, sort_keys=True, ensure_ascii=False)
-    return f"<h2>Metadata</h2>\n<pre><code>{escape(text)}</code></pre>"
+    return (f'<h2>Metadata</h2>\n<div class="scroll"><table class="meta"><tbody>{rows}</tbody></table></div>\n'
+            f"<details><summary>raw JSON</summary><pre><code>{escape(text)}</code></pre></details>")
 
 
 def _pager(ds: Dataset, offset: int, limit: int, shown: int, more: bool) -> str:
@@ -122,21 +214,39 @@ def _pager(ds: Dataset, offset: int, limit: int, shown: int, more: bool) -> str:
     return " · ".join(parts)
 
 
-def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: float, downloadable: bool,
-                   embargo_note: str | None, server: str, offset: int, limit: int, more: bool) -> str:
-    """One dataset: facts, metadata and a page of files; `files` pairs each with 'a verified copy serves it'."""
-    notice = f'<p class="notice">{escape(embargo_note)}</p>' if embargo_note else ""
-    rows = "\n".join(_file_row(ds, f, ok, downloadable) for f, ok in files) or \
-        '    <tr><td colspan="5">This dataset has no files yet.</td></tr>'
+def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: float, server: str, offset: int,
+                   limit: int, more: bool, people: dict[str, str], state: str, user: str = "") -> str:
+    """One dataset: facts (with proposal, PI and team), metadata table and a folder tree of a page
+    of files; `files` pairs each with 'a verified copy serves it'."""
+    notice = ""
+    if ds.embargo_end is not None and ds.embargo_end > now:
+        notice = (f'<p class="notice">Under embargo until {escape(utc(ds.embargo_end)[:10])}: visible to its team '
+                  "and facility staff only.</p>")
     body = _TEMPLATES["dataset"].substitute(
         root="/", pid=escape(ds.pid), heading=escape(title_of(ds)), notice=notice,
-        beamtime=escape(ds.beamtime), path=escape(ds.path), data_type=escape(ds.data_type),
-        state=escape(ds.state), file_count=str(ds.file_count), size=human_size(ds.bytes),
-        created=escape(utc(ds.created_at)), server=escape(server), metadata=_metadata_block(ds), rows=rows,
+        proposal=escape(people.get("proposal") or "—"), pi=escape(people.get("pi") or "—"),
+        team=escape(people.get("team") or "—"),
+        beamtime=escape(ds.beamtime + (f" ({people['beamline']})" if people.get("beamline") else "")),
+        path=escape(ds.path), data_type=escape(ds.data_type),
+        state=escape(state), file_count=str(ds.file_count), size=human_size(ds.bytes),
+        created=escape(utc(ds.created_at)), server=escape(server), metadata=_metadata_block(ds),
+        tree=render_tree(ds, files), manifest_url=escape(manifest_path(ds.pid)),
         pager=_pager(ds, offset, limit, len(files), more))
-    return _page(title_of(ds), body)
+    return _page(title_of(ds), body, user)
 
 
-def render_error(heading: str, message: str) -> str:
+def render_manifest(ds: Dataset, server: str, paths: list[str]) -> str:
+    """A download manifest: one content URL per line, for `domas get --manifest FILE DEST`."""
+    head = [f"# domas manifest: {len(paths)} file(s) of dataset {ds.pid} ({title_of(ds)})".replace("\n", " "),
+            "# download with: domas get --manifest THIS_FILE DEST   (add --token or DOMAS_TOKEN if needed)"]
+    return "\n".join(head + [server + content_path(ds.pid, p) for p in paths]) + "\n"
+
+
+def render_login(message: str = "", user: str = "") -> str:
+    notice = f'<p class="notice bad">{escape(message)}</p>' if message else ""
+    return _page("Log in", _TEMPLATES["login"].substitute(root="/", notice=notice), user)
+
+
+def render_error(heading: str, message: str, user: str = "") -> str:
     body = _TEMPLATES["error"].substitute(root="/", heading=escape(heading), message=escape(message))
-    return _page(heading, body)
+    return _page(heading, body, user)

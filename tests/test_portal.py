@@ -1,0 +1,114 @@
+"""The web portal on a real port: login and session cookie, search with facets, the dataset page
+(people, metadata table, folder tree, selection), manifests and `domas get --manifest`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from domas.controller import portal
+from domas.controller.catalogue import Dataset
+from domas.controller.dataservice import create_app
+from domas.controller.users import UserStore
+
+
+@pytest.fixture
+def private(data_world, serve_app, tmp_path):
+    """A service with a facility token (anonymous callers refused) and a user in the embargoed team."""
+    store = UserStore(tmp_path / "users.sqlite")
+    store.add("Grace Hopper")
+    token = store.issue_token("Grace Hopper")
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, token="facility", users=store,
+                                now=data_world.now))
+    yield base, data_world, token
+    store.close()
+
+
+def test_login_form_sets_a_session_cookie_that_opens_the_portal(private):
+    base, world, token = private
+    with httpx.Client(base_url=base) as browser:
+        r = browser.get("/")
+        assert r.status_code == 401 and 'href="/login"' in r.text
+        assert len(r.headers.get_list("www-authenticate")) == 2
+        form = browser.get("/login")
+        assert form.status_code == 200 and 'type="password" name="token"' in form.text
+        bad = browser.post("/login", data={"token": "domas_wrong"})
+        assert bad.status_code == 401 and "not valid" in bad.text and "domas_session" not in bad.headers.get(
+            "set-cookie", "")
+        r = browser.post("/login", data={"token": token})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"]
+        assert "domas_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        page = browser.get("/")
+        assert page.status_code == 200 and "Grace Hopper" in page.text and "Log out" in page.text
+        assert world.pids["embargoed"] in page.text                   # her team's dataset, under embargo
+        assert browser.get(f"/datasets/{world.pids['embargoed']}").status_code == 200
+        assert browser.post("/logout").status_code == 303
+        assert browser.get("/").status_code == 401                     # the session is gone
+
+
+def test_search_box_dates_and_facets(service_open):
+    base, world = service_open
+    r = httpx.get(base + "/", params={"q": "lysozyme"})
+    assert r.status_code == 200 and world.pids["open"] in r.text and "1 dataset" in r.text
+    assert 'name="q" value="lysozyme"' in r.text and 'type="date" name="from"' in r.text
+    facets = r.text.split('class="facets"')[1].split("</aside>")[0]
+    assert "Beamline" in facets and "<li>B1 <span>1</span></li>" in facets and "<li>open <span>1</span></li>" in facets
+    r = httpx.get(base + "/", params={"from": "2026-09-22"})
+    assert "No dataset matches" in r.text and "0 datasets" in r.text
+
+
+def test_dataset_page_shows_people_metadata_table_and_a_folder_tree(service_open):
+    base, world = service_open
+    world.catalogue.upsert_dataset(Dataset(beamtime="2025-0042", path="/B1/202611/Data/2025-0042/raw",
+                                           metadata={"sample": {"name": "hen egg", "temperature": 100}}))
+    r = httpx.get(f"{base}/datasets/{world.pids['open']}")
+    assert r.status_code == 200
+    assert "P-42: Protein crystals" in r.text and "Ada Lovelace, Grace Hopper" in r.text and "(B1)" in r.text
+    assert "<th>sample.name</th><td>hen egg</td>" in r.text and "<th>sample.temperature</th><td>100</td>" in r.text
+    assert "<summary>raw JSON</summary>" in r.text
+    assert re.search(r"<details open><summary>sub/ <span class=\"count\">\(1 files\)</span>", r.text)
+    assert 'type="checkbox" name="path" value="sub/scan ü 1.h5"' in r.text
+    assert f'action="/datasets/{world.pids["open"]}/manifest"' in r.text
+    assert '@media (max-width: 700px)' in r.text and 'class="scroll"' in r.text   # phone width
+
+
+def test_titles_fall_back_to_something_readable():
+    assert portal.title_of(Dataset("bt", "/B1/2025-0042/raw")) == "2025-0042/raw"
+    assert portal.title_of(Dataset("bt", "/B1/x/raw", metadata={"sample": {"name": "Lysozyme"}})) == "Lysozyme"
+    assert portal.title_of(Dataset("bt", "/B1/x/raw", metadata={"title": "Run 7"})) == "Run 7"
+
+
+def test_selected_files_make_a_manifest_that_domas_get_downloads(service_open, tmp_path, monkeypatch):
+    base, world = service_open
+    pid = world.pids["open"]
+    r = httpx.get(f"{base}/datasets/{pid}/manifest", params=[("path", "big.bin"), ("path", "sub/scan ü 1.h5")])
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    urls = [line for line in r.text.splitlines() if not line.startswith("#")]
+    assert len(urls) == 2 and all(u.startswith(base + "/api/v1/datasets/") for u in urls)
+    every = httpx.get(f"{base}/datasets/{pid}/manifest").text
+    assert len([line for line in every.splitlines() if not line.startswith("#")]) == len(world.data)
+    assert httpx.get(f"{base}/datasets/{pid}/manifest", params={"path": "../x"}).status_code == 400
+    manifest = tmp_path / "chosen.manifest"
+    manifest.write_text(r.text)
+    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
+    done = subprocess.run([sys.executable, "-m", "domas.cli", "get", "-q", "--manifest", str(manifest),
+                           str(tmp_path / "dest")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "dest" / "big.bin").read_bytes() == world.data["big.bin"]
+    assert (tmp_path / "dest" / "sub" / "scan ü 1.h5").read_bytes() == world.data["sub/scan ü 1.h5"]
+    assert not (tmp_path / "dest" / "empty.dat").exists()
+    bad = tmp_path / "bad.manifest"
+    bad.write_text("not a url\n")
+    r = subprocess.run([sys.executable, "-m", "domas.cli", "get", "--manifest", str(bad), str(tmp_path / "d2")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not an http(s) URL" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def service_open(data_world, serve_app):
+    return serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now)), data_world
