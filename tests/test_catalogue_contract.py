@@ -404,3 +404,14 @@ def test_bulk_dataset_upsert_matches_one_by_one(catalogue):
     found = catalogue.search_datasets(SearchQuery(q="bulk sample", limit=100))
     assert found.total == 50 and len(found.datasets) == 50
     assert catalogue.search_datasets(SearchQuery(q="annotated")).total == 1
+
+
+def test_year_facet_of_a_beamtime_without_dates_comes_from_each_dataset(catalogue):
+    from domas.controller.catalogue.search import SearchQuery
+
+    catalogue.upsert_beamtime(Beamtime("BT9", "B3"))                       # no start or end
+    for i, t in enumerate((1_704_067_300.0, 1_735_689_700.0, 1_735_689_800.0)):   # 2024, 2025, 2025
+        dataset(catalogue, "BT9", f"/d/untimed/{i}", created_at=t, embargo_end=2e9 if i == 2 else None)
+    found = catalogue.search_datasets(SearchQuery(now=1.8e9, see_embargoed=True))
+    assert found.facets["year"] == {"2025": 2, "2024": 1} and found.facets["beamline"] == {"B3": 3}
+    assert found.facets["access"] == {"open": 2, "embargoed": 1}

@@ -23,7 +23,7 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
                    filled, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
-from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
+from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words, year_of
 
 PAGE = 2000
 
@@ -508,14 +508,31 @@ class SQLiteCatalogue(Catalogue):
         with self._lock, self._edge():
             rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY d.created_at DESC, d.pid "
                                     f"LIMIT {limit + 1}", args).fetchall()
-            groups = self._db.execute(
-                f"SELECT d.beamtime, d.data_type, strftime('%Y', d.created_at, 'unixepoch'), {_UNDER_EMBARGO}, "
-                f"count(*) {base}{cond} GROUP BY 1, 2, 3, 4", args).fetchall()
-            beamtimes = self._beamtimes({g[0] for g in groups})
+            beamtimes, groups = self._facet_groups(base, cond, where, args)
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = (found[-1].created_at, found[-1].pid) if len(rows) > limit else None
-        return SearchResult(found, sum(g[4] for g in groups),
-                            fold_facets(((g[0], g[1], g[2], bool(g[3]), g[4]) for g in groups), beamtimes), nxt)
+        return SearchResult(found, sum(g[4] for g in groups), fold_facets(groups, beamtimes), nxt)
+
+    def _facet_groups(self, base: str, cond: str, where: list[str], args: dict) -> tuple[dict, list[tuple]]:
+        """(beamtimes, facet groups) of every match. Grouped in the covering index's order (beamtime,
+        data_type: no sort); the creation year is only split out, by a second query, for a group
+        whose beamtime has no start time and whose datasets were created in different years."""
+        rows = self._db.execute(
+            f"SELECT d.beamtime, d.data_type, count(*), sum({_UNDER_EMBARGO}), min(d.created_at), max(d.created_at) "
+            f"{base}{cond} GROUP BY d.beamtime, d.data_type", args).fetchall()
+        beamtimes = self._beamtimes({r[0] for r in rows})
+        groups: list[tuple] = []
+        for bt, dt, n, embargoed, first, last in rows:
+            known = beamtimes.get(bt)
+            if (known is None or known.start is None) and year_of(first) != year_of(last):
+                extra = " AND ".join([*where, "d.beamtime = :g_bt", "d.data_type = :g_dt"])
+                groups += [(bt, dt, y, bool(e), k) for y, e, k in self._db.execute(
+                    f"SELECT strftime('%Y', d.created_at, 'unixepoch'), {_UNDER_EMBARGO}, count(*) {base} "
+                    f"WHERE {extra} GROUP BY 1, 2", {**args, "g_bt": bt, "g_dt": dt})]
+                continue
+            year = year_of(first)
+            groups += [(bt, dt, year, True, embargoed), (bt, dt, year, False, n - embargoed)]
+        return beamtimes, [g for g in groups if g[4]]
 
     def _beamtimes(self, ids: set[str]) -> dict[str, Beamtime]:
         out, ids_list = {}, sorted(ids)
