@@ -141,7 +141,9 @@ def make_channel(address: str, tls_ca: str = "") -> grpc.aio.Channel:
     options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
                ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     if tls_ca:
-        creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+        from domas.config import read_setting_file
+
+        creds = grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
         return grpc.aio.secure_channel(address, creds, options=options)
     return grpc.aio.insecure_channel(address, options=options)
 

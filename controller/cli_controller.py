@@ -90,9 +90,9 @@ def _stub(args: argparse.Namespace, cfg: Config):
 
     address = args.controller or cfg.agent.controller
     if cfg.agent.tls_ca:
-        from pathlib import Path
+        from domas.config import read_setting_file
 
-        creds = grpc.ssl_channel_credentials(root_certificates=Path(cfg.agent.tls_ca).read_bytes())
+        creds = grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", cfg.agent.tls_ca))
         channel = grpc.secure_channel(address, creds)
     else:
         channel = grpc.insecure_channel(address)

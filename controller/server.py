@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from domas.agent.metrics import serve_metrics
-from domas.config import Config
+from domas.config import Config, read_setting_file
 from domas.controller.metrics import ControllerCollector
 from domas.retry import RetryPolicy
 from domas.controller.scheduler import Scheduler, SchedulerConfig
@@ -44,8 +44,9 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
     if c.tls_cert or c.tls_key:
         if not (c.tls_cert and c.tls_key):
             raise ConfigError("controller.tls_cert and controller.tls_key must be given together")
-        ca = Path(c.tls_client_ca).read_bytes() if c.tls_client_ca else None
-        creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())],
+        ca = read_setting_file("controller.tls_client_ca", c.tls_client_ca) if c.tls_client_ca else None
+        creds = grpc.ssl_server_credentials([(read_setting_file("controller.tls_key", c.tls_key),
+                                              read_setting_file("controller.tls_cert", c.tls_cert))],
                                             root_certificates=ca, require_client_auth=bool(ca))
         port = _add_port(lambda: server.add_secure_port(listen, creds))
     else:

@@ -302,6 +302,15 @@ def _locations(cfg: Config, path, env: Mapping[str, str]) -> Config:
     return cfg
 
 
+def read_setting_file(key: str, path: str) -> bytes:
+    """The bytes of a file a setting names (a certificate, a key); a file that cannot be read is
+    one sentence naming the setting."""
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror or e}") from None
+
+
 def default_state_dir(env: Mapping[str, str]) -> str:
     base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "/tmp"), ".local", "state")
     return os.path.join(base, "domas")

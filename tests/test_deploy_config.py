@@ -227,3 +227,21 @@ def test_up_starts_with_the_tape_tier_unreachable_and_central_copies_go_on(tmp_p
     finally:
         dep.stop()
     assert "Traceback" not in dep.log_path.read_text()
+
+
+def test_an_unreadable_certificate_is_one_sentence_naming_its_key(tmp_path):
+    cwd, home = tmp_path / "empty", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    cfg = _config(tmp_path / "etc" / "domas.toml", data_dir=str(tmp_path / "d"))
+    text = cfg.read_text()
+    cases = [("up", "[controller]\n", '[controller]\ntls_cert = "/nonexistent/cert.pem"\ntls_key = "/nonexistent/k"\n',
+              "controller.tls_key: cannot read /nonexistent/k"),
+             ("status", "[agent]\n", '[agent]\ntls_ca = "/nonexistent/ca.pem"\n', "agent.tls_ca: cannot read /nonexistent/ca.pem")]
+    for command, anchor, new, sentence in cases:
+        cfg.write_text(text.replace(anchor, new))
+        r = subprocess.run([sys.executable, "-m", "domas.cli", command, "--config", str(cfg)], cwd=cwd, env=_env(home),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 78, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert sentence in line, r.stderr
