@@ -74,7 +74,8 @@ def register_operator(csub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=run_release)
 
     h = csub.add_parser("history", help="who changed what and when, for a dataset, beamtime or proposal")
-    h.add_argument("key", metavar="PID", help="a dataset PID (with its beamtime and proposal), a beamtime or proposal id")
+    h.add_argument("key", metavar="PID",
+                   help="a dataset PID (with its beamtime and proposal), a beamtime or a proposal id")
     h.add_argument("--json", action="store_true", help="print JSON on stdout")
     h.set_defaults(handler=run_history)
 

@@ -228,6 +228,8 @@ def banner(cfg: Config, instance: Path | None, ctl, agent_port: int, http_listen
     else:
         cat = f"domas --config {instance or cfg.config_file} catalogue find"
     c = cfg.controller
+    tls = " (TLS)" if c.tls_cert else ""
+    metrics = f"http://{shown_host(c.metrics_listen)}:{ctl.metrics_port}/metrics"
     print(f"""domas is up.
   drop files under   {drop}
                      (taken after {cfg.policy.stability_seconds:g} s without change; raw/ and processed/ are archived)
@@ -235,6 +237,6 @@ def banner(cfg: Config, instance: Path | None, ctl, agent_port: int, http_listen
   tape copies        {cfg.storage.tape}
   catalogue          {cat}
   portal and API     http://{shown_host(http_listen)}:{http_listen.rpartition(':')[2]}/
-  controller         {shown_host(c.listen)}:{ctl.port}{' (TLS)' if c.tls_cert else ''}  metrics http://{shown_host(c.metrics_listen)}:{ctl.metrics_port}/metrics
+  controller         {shown_host(c.listen)}:{ctl.port}{tls}  metrics {metrics}
   agent metrics      http://{shown_host(cfg.agent.metrics_listen)}:{agent_port}/metrics
 Stop with Ctrl-C.""", file=sys.stderr, flush=True)

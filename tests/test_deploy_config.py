@@ -237,7 +237,8 @@ def test_an_unreadable_certificate_is_one_sentence_naming_its_key(tmp_path):
     text = cfg.read_text()
     cases = [("up", "[controller]\n", '[controller]\ntls_cert = "/nonexistent/cert.pem"\ntls_key = "/nonexistent/k"\n',
               "controller.tls_key: cannot read /nonexistent/k"),
-             ("status", "[agent]\n", '[agent]\ntls_ca = "/nonexistent/ca.pem"\n', "agent.tls_ca: cannot read /nonexistent/ca.pem")]
+             ("status", "[agent]\n", '[agent]\ntls_ca = "/nonexistent/ca.pem"\n',
+              "agent.tls_ca: cannot read /nonexistent/ca.pem")]
     for command, anchor, new, sentence in cases:
         cfg.write_text(text.replace(anchor, new))
         r = subprocess.run([sys.executable, "-m", "domas.cli", command, "--config", str(cfg)], cwd=cwd, env=_env(home),
