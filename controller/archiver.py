@@ -300,8 +300,8 @@ class Archiver:
         for tier, r in f.replicas.items():
             state = {"pending": "verified" if tier == "beamline" else "copying", "stale": "failed"}.get(r.state, r.state)
             since = r.verified_at or 0.0
-            if state == "copying" and (f.dataset, f.path, tier) not in self.pending:
-                state, since = "failed", 0.0
+            if (state == "copying" and (f.dataset, f.path, tier) not in self.pending) or r.state == "stale":
+                state, since = "failed", 0.0      # a stale copy is no failure: the current content is copied now
             if state in ("verified", "copying", "bad") and not holds_current(f, r):
                 state, since = "failed", 0.0      # a copy of another content: the current one needs a copy
             reps[tier] = ReplicaState(state, since)

@@ -365,3 +365,35 @@ def test_log_lines_escape_what_a_name_could_split_or_forge():
                                ("/x/new\n2026-01-01 00:00:00 domas FORGED",), None)
     line = OneLineFormatter(FORMAT).format(record)
     assert "\n" not in line and line.endswith("/x/new\\n2026-01-01 00:00:00 domas FORGED (ok)")
+
+
+def test_a_copy_finished_after_a_rewrite_never_counts_for_the_new_content(tmp_path):
+    """Finding 1, the copy in flight: a copy submitted for one content that ends after the file was
+    rewritten is recorded "stale" (its version names the old content), and the policy asks for a
+    copy of the current content; a copy of the current content is recorded verified."""
+    from domas.config import Config, PolicyConfig, StorageConfig
+    from domas.controller.archiver import Archiver, Pending
+    from domas.controller.catalogue.base import Dataset, FileRecord, Replica, content_version
+    from domas.controller.lifecycle import decide
+
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    cfg = Config(storage=StorageConfig(beamline=str(tmp_path / "b"), central=str(tmp_path / "c"),
+                                       tape=str(tmp_path / "t")), policy=PolicyConfig(scrub_interval=0))
+    arch = Archiver(cfg, cat, "127.0.0.1:1", clock=lambda: 1000.0)
+    ds = cat.upsert_dataset(Dataset(beamtime="BT1", path="/" + PROC))
+    cat.upsert_file(FileRecord(ds.pid, "d.bin", 10, mtime=1.0, replicas={"beamline": Replica("pending", "b", 5.0)}))
+    old_copy = Pending("t1", ds.pid, "d.bin", "central", "b", "c", 10, 1.0, discovered_at=5.0)
+    cat.upsert_file(FileRecord(ds.pid, "d.bin", 10, mtime=2.0, replicas={"beamline": Replica(
+        "pending", "b", 6.0, content_version(10, 2.0))}))             # the detector rewrote it meanwhile
+    arch.finished = [(old_copy, "0001000a")]
+    arch.record_finished()
+    f = cat.get_file(ds.pid, "d.bin")
+    assert f.adler32 == "" and f.replicas["central"].state == "stale"
+    assert f.replicas["central"].version == content_version(10, 1.0)
+    assert [a.kind + ":" + a.tier for a in decide(arch.view(f), arch.retention, 1000.0)] == ["copy:central"]
+    arch.finished = [(Pending("t2", ds.pid, "d.bin", "central", "b", "c", 10, 2.0, discovered_at=6.0), "0002000b")]
+    arch.record_finished()
+    f = cat.get_file(ds.pid, "d.bin")
+    assert f.adler32 == "0002000b" and f.replicas["central"].state == "verified"
+    assert f.replicas["central"].version == content_version(10, 2.0)
+    cat.close()
