@@ -124,7 +124,10 @@ class DataServiceServer:
             self.catalogue.close()
             self.sock.close()
             raise
-        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token, users=self.users)
+        from .oidc import verifier_from
+
+        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token, users=self.users,
+                         oidc=verifier_from(cfg.controller))
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.sock.getsockname()[1]}/"
         server_class = _server_class() if own_signals else uvicorn.Server

@@ -202,11 +202,12 @@ async def start_http(cfg: Config, catalogue):
     import uvicorn
 
     from .dataservice import create_app
+    from .oidc import verifier_from
     from .users import UserStore
 
     app = create_app(catalogue, {"beamline": cfg.storage.beamline, "central": cfg.storage.central,
                                  "tape": cfg.storage.tape}, token=cfg.controller.token,
-                     users=UserStore.in_state_dir(cfg.state_path()))
+                     users=UserStore.in_state_dir(cfg.state_path()), oidc=verifier_from(cfg.controller))
     host, _, port = cfg.controller.http_listen.rpartition(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

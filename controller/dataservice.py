@@ -13,7 +13,8 @@ reads the catalogue and the storage tiers and speaks HTTP:
   /api, an HTML page elsewhere.
 - Who is asking: `Authorization: Bearer <token>` (or HTTP Basic with the token as password, for
   browsers) carrying the facility token (admin) or a personal token from the user store
-  (controller/users.py). A wrong token is 401 everywhere; no token is an anonymous caller, refused
+  (controller/users.py), or an OpenID Connect JWT from the facility's sign-on (controller/oidc.py,
+  when controller.oidc_issuer is set). A wrong token is 401 everywhere; no token is an anonymous caller, refused
   (401) only when the service has a facility token. What a caller may see is decided by the one
   policy in access.py: a dataset under embargo is 404 for anyone outside its team and staff.
 """
@@ -58,6 +59,7 @@ from .access import ANONYMOUS, Caller
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
 from .catalogue.search import SearchQuery, decode_cursor, encode_cursor
 from .httpedge import add_edge
+from .oidc import looks_like_jwt
 
 log = logging.getLogger("domas.dataservice")
 
@@ -187,8 +189,8 @@ class DataService:
     """The service's state and its blocking operations (run in worker threads by the routes)."""
 
     def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float],
-                 users=None) -> None:
-        self.catalogue, self.token, self.now, self.users = catalogue, token, now, users
+                 users=None, oidc=None) -> None:
+        self.catalogue, self.token, self.now, self.users, self.oidc = catalogue, token, now, users, oidc
         self.tiers = {name: root for name, root in tiers.items() if root}
         self.sessions: dict[str, tuple[Caller, float]] = {}     # portal logins: id -> (caller, expiry)
         self._verify_lock = threading.Lock()
@@ -203,6 +205,8 @@ class DataService:
             return ANONYMOUS
         if self.token and hmac.compare_digest(given.encode(), self.token.encode()):
             return FACILITY
+        if self.oidc is not None and looks_like_jwt(given):
+            return self.oidc.verify(given)
         found = self.users.caller_for(given) if self.users is not None and given else None
         if found is None:
             raise Unauthenticated("the token you sent is not valid (revoked, mistyped or for another service); "
@@ -436,11 +440,11 @@ async def serve_content(svc: DataService, request: Request, caller: Caller, pid:
 
 # -- the application -------------------------------------------------------------------------------
 
-def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", users=None,
+def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", users=None, oidc=None,
                now: Callable[[], float] = time.time) -> FastAPI:
     """The data service over `catalogue`, reading files from `tiers` (name -> root URL); `users` is
     the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
-    svc = DataService(catalogue, tiers, token, now, users)
+    svc = DataService(catalogue, tiers, token, now, users, oidc)
     app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
                   redoc_url=None)
     app.state.service = svc

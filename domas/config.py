@@ -127,6 +127,8 @@ class ControllerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     lease_seconds: float = 60.0
+    oidc_issuer: str = ""            # OpenID Connect issuer URL the data service trusts for bearer JWTs
+    oidc_audience: str = "domas"     # the `aud` those tokens must name
     max_files_per_transfer: int = 1_000_000
     max_sources_per_transfer: int = 100_000
 
