@@ -98,13 +98,13 @@ def test_rewrite_after_archiving_ends_with_the_new_content_on_every_tier(up):
     """Finding 1: an archived file is rewritten (same name, same size, new bytes) just before its
     beamline retention ends, inside the stability window. Old main deleted the beamline copy (the
     only copy of the new content: central and tape hold the old bytes) and never archived it."""
-    u = up(beamline_retention='"6s"', stability_seconds="4")
+    u = up(beamline_retention='"4s"', stability_seconds="2.5")
     rel = f"{PROC}/d.bin"
     old, new = os.urandom(300_000), os.urandom(300_000)
     p = u.drop(rel, old)
     wait_until(lambda: u.state(rel, "tape") == "verified", timeout=60, what="first tape copy")
     since = u.record(rel).replicas["beamline"].verified_at
-    wait_until(lambda: time.time() >= since + 5.0, timeout=30, what="retention nearly over")
+    wait_until(lambda: time.time() >= since + 3.0, timeout=30, what="retention nearly over")
     p.write_bytes(new)                                   # the detector rewrites it
     started = time.monotonic()
 
