@@ -256,6 +256,8 @@ def run_reconcile(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _print_reconcile(reports) -> None:
+    from domas.logsafe import one_line      # a name with a newline stays on its line
+
     from rich.table import Table
 
     console = _console()
@@ -266,12 +268,12 @@ def _print_reconcile(reports) -> None:
     console.print(table)
     for d, r in reports:
         for e in r.missing_in_catalogue[:20]:
-            console.print(f"not catalogued: {d.path}/{e.path}", markup=False, highlight=False)
+            console.print(f"not catalogued: {one_line(d.path + '/' + e.path)}", markup=False, highlight=False)
         for p in r.missing_on_disk[:20]:
-            console.print(f"not on disk:    {d.path}/{p}", markup=False, highlight=False)
+            console.print(f"not on disk:    {one_line(d.path + '/' + p)}", markup=False, highlight=False)
         for x in r.size_drift[:20]:
-            console.print(f"size drift:     {d.path}/{x.path} catalogue {x.catalogue} disk {x.disk}",
+            console.print(f"size drift:     {one_line(d.path + '/' + x.path)} catalogue {x.catalogue} disk {x.disk}",
                           markup=False, highlight=False)
         for x in r.checksum_drift[:20]:
-            console.print(f"checksum drift: {d.path}/{x.path} catalogue {x.catalogue} disk {x.disk}",
+            console.print(f"checksum drift: {one_line(d.path + '/' + x.path)} catalogue {x.catalogue} disk {x.disk}",
                           markup=False, highlight=False)
