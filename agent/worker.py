@@ -169,6 +169,7 @@ class Agent:
         self._offset: float | None = None   # controller clock - our clock, from the last heartbeat
         self._renewed_until = 0.0           # controller clock: expiry the last heartbeat gave...
         self._renewed_ids: set[str] = set()   # ...to these leases
+        self._outage_since: float | None = None   # our clock: first failed contact since the last answer
         self.lease_seconds = 60.0
         self._sem = asyncio.Semaphore(streams)
         self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-agent")
@@ -191,6 +192,7 @@ class Agent:
                     raise Unauthenticated(f"the controller at {self.controller} refused this agent's token; "
                                           "set DOMAS_TOKEN to the controller's token") from None
                 log.warning("controller %s: %s; retrying", self.controller, e.details() or e.code().name)
+                self._unreachable()
             finally:
                 self.connected = False
                 await channel.close()
@@ -296,20 +298,28 @@ class Agent:
                 if rtt < min(1.0, self.lease_seconds / 4):     # a late answer (a freeze) measures nothing
                     self._offset = until - self.lease_seconds - (time.time() - rtt / 2)
                 self._renewed_until, self._renewed_ids = until, listed - set(resp.revoked_lease_ids)
+                self._outage_since = None
                 # reports that missed their stream (finished while it was down) go by the unary path
                 await self._replay(stub, older_than=2 * self.heartbeat_seconds)
             except grpc.aio.AioRpcError as e:
                 log.warning("heartbeat failed: %s", e.details() or e.code().name)
+                self._unreachable()
                 call.cancel()
                 return
         call.cancel()
 
+    def _unreachable(self) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.time()
+
     def _alive_check(self, lease: pb.ChunkLease):
-        """alive() for run_lease: the controller has not taken the lease back, and its expiry (as
-        granted, or as the last heartbeat renewed it) has not passed on the controller's clock,
+        """alive() for run_lease. A lease is ours until the controller takes it back or its expiry
+        (as granted, or as the last heartbeat renewed it) passes on the controller's clock,
         estimated from the last heartbeat (before the first answer: our clock, and `ttl_seconds`
         from its arrival as well). A lease that waited in a buffer while this process was frozen
-        arrives late but expired: its expiry, not its arrival, decides."""
+        arrives late but expired: its expiry, not its arrival, decides. Exception: while the
+        controller is unreachable, and was so before the lease expired, work goes on (nobody can be
+        given the chunk meanwhile; a restarted controller accepts the report once)."""
         lid = lease.lease_id
         granted_until = lease.expires_at.ToNanoseconds() / 1e9
 
@@ -317,11 +327,14 @@ class Agent:
             if lid in self._revoked:
                 return False
             until = max(granted_until, self._renewed_until if lid in self._renewed_ids else 0.0)
-            if self._offset is None:
+            until -= self._offset or 0.0                      # on our clock
+            expired = granted_until > 0 and time.time() >= until
+            if self._offset is None and lease.ttl_seconds > 0:
                 received = self._received.get(lid, time.monotonic())
-                if lease.ttl_seconds > 0 and time.monotonic() >= received + lease.ttl_seconds:
-                    return False
-            return granted_until <= 0 or time.time() + (self._offset or 0.0) < until
+                expired = expired or time.monotonic() >= received + lease.ttl_seconds
+            if not expired:
+                return True
+            return self._outage_since is not None and self._outage_since < until
 
         return alive
 

@@ -151,6 +151,7 @@ class DestinationVerified:
     error_kind: str = ""
     error_message: str = ""
     retriable: bool = False
+    observed: tuple[int, int, str] | None = None    # with "source_changed": (size, mtime_ns, version) now
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,7 @@ class FinalizeFile:
     verify: bool
     mtime_ns: int = 0               # given to the final file (0: leave it)
     src_url: str = ""               # whose permission bits the final file gets ("": leave them)
+    src_version: str = ""           # with size and mtime_ns: the source the chunks were read from
 
 
 @dataclass(frozen=True, slots=True)

@@ -486,7 +486,7 @@ class Scheduler:
         p = f.prog
         folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
         return ev.FinalizeFile(f.t.id, f.id, ev.part_url(f.dst), f.dst, f.size, folded, f.t.part_verify,
-                               f.mtime_ns, f.src)
+                               f.mtime_ns, f.src, f.version)
 
     def _verified(self, e: ev.DestinationVerified, now: float, out: list) -> None:
         t = self._transfers.get(e.transfer_id)
@@ -495,7 +495,10 @@ class Scheduler:
             return
         f = t.files[i]
         expected = self._finalize_action(f).expected_adler32
-        if e.error_kind:
+        if e.error_kind == "source_changed" and e.observed is not None:
+            self.errors["source_changed"] = self.errors.get("source_changed", 0) + 1
+            self._reset(f, "source_changed", e.error_message, now, out, *e.observed)
+        elif e.error_kind:
             self.errors[e.error_kind] = self.errors.get(e.error_kind, 0) + 1
             f.prog.verify_tries += 1
             delay = self.cfg.verify_retry.next_delay(f.prog.verify_tries, e.error_kind, e.retriable, self.rng)

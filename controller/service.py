@@ -51,7 +51,9 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
             found = parse_adler32(file_checksum(a.part_url, "adler32"))
             if found != a.expected_adler32:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, found)
-        _keep_mode(a.src_url, store, part)
+        changed = _source_changed(a, store, part)
+        if changed is not None:
+            return changed
         store.rename(part, final)
         store.sync_dir(final.rsplit("/", 1)[0] or "/")
         if a.mtime_ns:
@@ -61,21 +63,29 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
 
 
-def _keep_mode(src_url: str, store, part: str) -> None:
-    """The final file gets the source's permission bits, never wider (agents create part files
-    with the owner's read and write added, which a read-only source does not have)."""
+def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerified | None:
+    """Right before the rename, one stat of the source: if it is no longer the version the chunks
+    were read from (size, mtime, ctime + inode), the verdict that restarts the file; otherwise the
+    final file gets the source's permission bits, never wider (agents create part files with the
+    owner's read and write added, which a read-only source does not have)."""
     from domas.agent.storage import resolve
     from domas.errors import NotFound
 
-    if not src_url:
-        return
+    if not a.src_url:
+        return None
     try:
-        src_store, src = resolve(src_url)
-        mode = src_store.stat_follow(src).mode
+        src_store, src = resolve(a.src_url)
+        st = src_store.stat_follow(src)
     except NotFound:
-        return                        # the copy is verified; the source is gone since: keep the part's bits
-    if mode:
-        store.set_mode(part, mode & 0o777)
+        return None                   # the copy is verified; the source is gone since: keep it as it is
+    now = (st.size, round(st.mtime * 1e9), st.version())
+    if st.size != a.size or abs(now[1] - a.mtime_ns) > 1000 or (a.src_version and now[2] != a.src_version):
+        return ev.DestinationVerified(a.transfer_id, a.file_id, None, "source_changed",
+                                      f"{a.src_url} changed after its chunks were copied; copying it again",
+                                      True, now)
+    if st.mode:
+        store.set_mode(part, st.mode & 0o777)
+    return None
 
 
 def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:

@@ -50,3 +50,63 @@ def test_a_rewrite_that_restores_the_mtime_mid_transfer_restarts_the_file(tmp_pa
         assert (dst / "scan" / "d.bin").read_bytes() == now          # the current version, whole
     finally:
         c.stop()
+
+
+def test_finalize_refuses_a_source_rewritten_after_its_chunks_were_read(tmp_path):
+    """The controller's last look before the rename: the source is no longer the version the
+    chunks came from, so the part is not renamed and the verdict restarts the file."""
+    import zlib
+
+    from domas.agent.storage import PosixStorage
+    from domas.controller import events as ev
+    from domas.controller.service import verify_and_rename
+
+    src, part, final = tmp_path / "d.bin", tmp_path / ".d.bin.domas-part", tmp_path / "d.bin.copy"
+    content = os.urandom(3 * CS)
+    src.write_bytes(content)
+    part.write_bytes(content)
+    os.chmod(src, 0o600)
+    st = PosixStorage().stat_follow(str(src))
+    planned = dict(mtime_ns=src.stat().st_mtime_ns, src_url=str(src), src_version=st.version())
+    a = ev.FinalizeFile("t", 1, str(part), str(final), len(content), zlib.adler32(content), True, **planned)
+    before = src.stat()
+    time.sleep(0.02)
+    with open(src, "r+b") as fh:                      # same bytes back, same mtime: only the ctime moves
+        fh.write(content[:10])
+    os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
+    got = verify_and_rename(a)
+    assert (got.error_kind, got.retriable) == ("source_changed", True)
+    size, mtime_ns, version = got.observed
+    assert (size, version) == (len(content), PosixStorage().stat_follow(str(src)).version()) != (size, st.version())
+    assert abs(mtime_ns - before.st_mtime_ns) < 1000
+    assert part.exists() and not final.exists()
+    now = PosixStorage().stat_follow(str(src)).version()
+    got = verify_and_rename(ev.FinalizeFile("t", 1, str(part), str(final), len(content), zlib.adler32(content),
+                                            True, before.st_mtime_ns, str(src), now))
+    assert got.error_kind == "" and final.read_bytes() == content
+    assert (final.stat().st_mode & 0o777) == 0o600                     # the source's mode, not the part's
+
+
+def test_scheduler_restarts_a_file_whose_source_changed_at_finalize_with_its_new_identity():
+    from domas.controller import events as ev
+    from domas.controller.scheduler import Scheduler, SchedulerConfig
+
+    s = Scheduler(SchedulerConfig(), __import__("random").Random(1))
+    files = (ev.FileSpec("/s/a", "/d/a", 2 * CS, 5, "7:42"),)
+    s.on_event(ev.TransferSubmitted(ev.TransferSpec("t", chunk_size=CS), files), 0.0)
+    s.on_event(ev.AgentRegistered("ag"), 0.0)
+    leases = [x for a in s.on_event(ev.LeaseRequested("ag", 2), 0.0) if isinstance(a, ev.GrantLeases)
+              for x in a.leases]
+    assert {x.version for x in leases} == {"7:42"}
+    out = []
+    for x in leases:
+        out += s.on_event(ev.ChunkReported("ag", ev.ChunkReport(f"r{x.index}", x.lease_id, "t", x.file_id, x.index,
+                                                                 x.offset, x.length, 1, 0, x.length)), 1.0)
+    fin = [a for a in out if isinstance(a, ev.FinalizeFile)][0]
+    assert (fin.src_url, fin.src_version, fin.mtime_ns) == ("/s/a", "7:42", 5)
+    out = s.on_event(ev.DestinationVerified("t", 1, None, "source_changed", "changed", True, (2 * CS, 5, "9:42")), 2.0)
+    assert [a for a in out if isinstance(a, ev.FileReset)] == [
+        ev.FileReset("t", 1, 2 * CS, 5, "source_changed", "9:42")]
+    again = [x for a in s.on_event(ev.LeaseRequested("ag", 2), 3.0) if isinstance(a, ev.GrantLeases)
+             for x in a.leases]
+    assert sorted(x.index for x in again) == [0, 1] and {x.version for x in again} == {"9:42"}
