@@ -183,7 +183,13 @@ def run_show(args: argparse.Namespace, cfg: Config) -> int:
     console.print(f"[bold]{ds.pid}[/bold]  {ds.data_type}, {ds.state}, beamtime {ds.beamtime}\n"
                   f"{ds.path}  {ds.file_count} file(s), {human_bytes(ds.bytes)}, created {_when(ds.created_at)} UTC")
     for key, value in sorted(ds.metadata.items()):
-        console.print(f"  {key}: {value}", markup=False, highlight=False)
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            console.print(f"  {key}:", markup=False, highlight=False)       # e.g. scans: one line each
+            for sub, fields in value.items():
+                console.print(f"    {sub}: " + ", ".join(f"{k}={v}" for k, v in sorted(fields.items())),
+                              markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(f"  {key}: {value}", markup=False, highlight=False)
     table = Table("path", "size", "adler32", "replicas")
     for rec in files:
         reps = ", ".join(f"{tier}:{r.state}" for tier, r in rec.replicas.items())

@@ -152,7 +152,7 @@ class AmqpSourceConfig:
     url: str = ""                    # amqp://user:password@host:5672/vhost ; "" = this source is off
     exchange: str = "domas"
     queue: str = "domas.archiver"
-    prefetch: int = 2000             # unacknowledged messages the broker may hand over at once
+    prefetch: int = 10000            # unacknowledged messages the broker may hand over at once
 
 
 @dataclass(frozen=True)
