@@ -80,10 +80,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_operator(csub)
 
-    from .cli_operator import register_operator      # proposal, beamtime, import, embargo, release, history
-
-    register_operator(csub)
-
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
