@@ -10,7 +10,7 @@ Invariants:
 - Losing the controller never stops work already leased; the agent reconnects with backoff.
 - Nothing is written under a lease the controller took back or that expired while the controller
   was reachable (a frozen agent, SIGSTOP): checked before the destination is opened and after the
-  source is read, with the source re-stated then (a rewrite during the read is a source_changed).
+  source is read, the source checked again then (a rewrite during the read is a source_changed).
 - The part file is created with the source's mode bits plus the owner's read and write.
 - Every lease gets a report: an unexpected exception (not a DomasError) becomes a failed chunk of
   kind "internal" with one sentence, and is logged once with its traceback; it never ends a task
