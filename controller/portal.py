@@ -162,7 +162,7 @@ def _tree_html(node: dict, items: list[str], depth: int = 0) -> str:
         sub = node["dirs"][name]
         inner = _tree_html(sub, items, depth + 1)
         out.append(f'<details{" open" if depth == 0 else ""}><summary>{escape(name)}/ '
-                   f'<span class="count">({_count(sub)} files)</span></summary>{inner}</details>')
+                   f'<span class="count">({_count(sub)} file{"s" if _count(sub) != 1 else ""})</span></summary>{inner}</details>')
     if node["files"]:
         out.append("<ul>" + "".join(items[i] for i in node["files"]) + "</ul>")
     return "\n".join(out)

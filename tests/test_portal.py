@@ -71,7 +71,7 @@ def test_dataset_page_shows_people_metadata_table_and_a_folder_tree(service_open
     assert "P-42: Protein crystals" in r.text and "Ada Lovelace, Grace Hopper" in r.text and "(B1)" in r.text
     assert "<th>sample.name</th><td>hen egg</td>" in r.text and "<th>sample.temperature</th><td>100</td>" in r.text
     assert "<summary>raw JSON</summary>" in r.text
-    assert re.search(r"<details open><summary>sub/ <span class=\"count\">\(1 files\)</span>", r.text)
+    assert re.search(r"<details open><summary>sub/ <span class=\"count\">\(1 file\)</span>", r.text)
     assert 'type="checkbox" name="path" value="sub/scan ü 1.h5"' in r.text
     assert f'action="/datasets/{world.pids["open"]}/manifest"' in r.text
     assert '@media (max-width: 700px)' in r.text and 'class="scroll"' in r.text   # phone width
