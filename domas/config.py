@@ -198,8 +198,8 @@ class Config:
 
 _SIZE_KEYS = {"copy.chunk_size", "policy.scrub_rate"}
 _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
-                  "policy.rescan_seconds", "policy.scrub_interval", "copy.backoff_base", "copy.backoff_max", "copy.retry_budget_seconds",
-                  "controller.lease_seconds"}
+                  "policy.rescan_seconds", "policy.scrub_interval", "copy.backoff_base", "copy.backoff_max",
+                  "copy.retry_budget_seconds", "controller.lease_seconds"}
 
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
