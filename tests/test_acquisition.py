@@ -233,16 +233,20 @@ def test_poison_messages_go_to_the_dead_letter_queue(bus_up):
                 json.dumps({"name": "stop", "doc": {"uid": "s1", "run_start": "never-started"}}).encode())
     publish_raw(u.broker.url, u.exchange, "file.closed",
                 json.dumps({"path": "/etc/passwd", "size": 1}).encode())
+    publish_raw(u.broker.url, u.exchange, "bluesky.start",      # valid JSON, a time no calendar holds
+                json.dumps({"name": "start", "doc": {"uid": "r-bad", "time": 1e20, "beamline": "B1",
+                                                     "beamtime_id": "BT0001"}}).encode())
     p = u.drop(f"{RAW}/after_poison.h5", b"x" * 100)
     publish_raw(u.broker.url, u.exchange, "file.closed", json.dumps({"path": str(p), "size": 100}).encode())
     wait_until(lambda: u.file(f"{RAW}/after_poison.h5") is not None, 20, "the consumer goes on after poison")
-    wait_until(lambda: u.metric("domas_archiver_bus_messages_total", 'result="dead_letter"') == 3, 10, "metric")
+    wait_until(lambda: u.metric("domas_archiver_bus_messages_total", 'result="dead_letter"') == 4, 10, "metric")
     dead = asyncio.run(dead_letters(u.broker.url, f"{u.queue}.dead"))
     reasons = sorted(h["x-domas-reason"] for _, h in dead)
-    assert len(dead) == 3, reasons
+    assert len(dead) == 4, reasons
     assert any("not JSON" in r for r in reasons)
     assert any("start document never arrived" in r for r in reasons)
     assert any("not under the beamline root" in r for r in reasons)
+    assert any("could not be read" in r for r in reasons)
     assert dead[0][0] == b"\x00not json" and dead[0][1]["x-domas-routing-key"] == "file.closed"
 
 

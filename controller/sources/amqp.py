@@ -194,6 +194,8 @@ class AmqpSource(Source):
                     self._take(d.item, batch, runs)
                 except DomasError as e:
                     reason = str(e)
+                except (ArithmeticError, ValueError, TypeError, KeyError, OSError) as e:   # e.g. a time in year 10^12
+                    reason = f"{d.message.routing_key}: the message could not be read ({type(e).__name__}: {e})"
             settled.append((d, reason))
         self.runs.put_many(runs)
         batch.token = (generation, settled)
