@@ -35,3 +35,19 @@ def test_empty_sides_and_sorted_output():
     assert [e.path for e in report.missing_in_catalogue] == ["a", "b", "c"]
     assert report.missing_on_disk == ["x", "y", "z"]
     assert report.to_dict()["clean"] is False and report.to_dict()["missing_on_disk"] == ["x", "y", "z"]
+
+
+def test_a_tier_is_expected_to_hold_what_its_replicas_say():
+    from domas.controller.catalogue.base import Replica
+    from domas.controller.catalogue.reconcile import reconcile_tier
+
+    def f(path, state):
+        return FileRecord("p", path, 5, "0005000a", replicas={"central": Replica(state)} if state else {})
+
+    records = [f("ok", "verified"), f("rot", "bad"), f("old", "stale"), f("going", "deleting"), f("lost", "verified"),
+               f("gone", "deleted"), f("flight", "copying"), f("never", None), f("failed", "failed")]
+    disk = [DiskEntry(p, 5, "0005000a") for p in ("ok", "rot", "old", "going", "gone", "flight", "never")]
+    r = reconcile_tier(disk, records, "central")
+    assert r.matched == 4 and r.missing_on_disk == ["lost"]
+    assert [e.path for e in r.missing_in_catalogue] == ["gone", "never"]      # there, but not catalogued there
+    assert reconcile_tier([], [f("x", "copying"), f("y", "failed")], "central").clean
