@@ -10,8 +10,9 @@ Invariants:
   source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
 - A chunk is journaled only after its data is durable. The destination is written under a hidden
   temporary name (agent/parts.py) and renamed to its final name only when complete and verified.
-- One writer per destination: the part file is locked (where the backend has advisory locks)
-  before it is truncated or its journal read, and stays locked until the final name is given.
+- One writer per destination: the part file is locked (where the backend has advisory locks;
+  elsewhere, XRootD, a lock file beside the journal keeps out other copies on this host) before it
+  is truncated or its journal read, and stays locked until the final name is given.
 - The source's identity (size, mtime, ctime, inode) is taken when the file starts, stored in the
   journal header (resume only from the same identity) and checked again after the last chunk,
   before the final name is given: any change restarts the file from zero, never finishing a mix.
@@ -43,6 +44,10 @@ from .expand import Expansion, FileJob
 from .journal import ChunkRecord, Header, Journal, journal_path, read_journal
 from .parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling, re-exported)
 from .plan import Chunk, chunk_at, chunk_count
+from .storage.posix import PosixStorage
+
+
+_LOCAL = PosixStorage()
 
 
 def retry_policy(copy) -> RetryPolicy:
@@ -131,6 +136,7 @@ class FileCopy:
         self.part = part_path(job.dst_path)
         self.reader = self.writer = None
         self.lock = None
+        self.lock_file: Path | None = None      # a lock in the state directory, not on the part file
         self.journal: Journal | None = None
         self.sums: dict[int, tuple[int, int]] = {}
         self.resumed: dict[int, ChunkRecord] = {}
@@ -157,6 +163,9 @@ class FileCopy:
         if self.lock is None:
             try:
                 self.lock = job.dst_store.lock(self.part)
+                if self.lock is None:             # no advisory locks there (XRootD): one copy per host
+                    self.lock_file = journal_path(self.cfg.state_path(), job.dst_url).with_suffix(".lock")
+                    self.lock = _LOCAL.lock(str(self.lock_file))
             except DestinationBusy:
                 raise DestinationBusy(f"another copy of {job.dst_url} is running; wait for it to finish "
                                       "or stop it, then run again") from None
@@ -290,7 +299,7 @@ class FileCopy:
         if self.journal is not None:
             self.journal.discard()
             self.journal = None
-        if self.lock is None:
+        if self.lock is None or self.lock_file is not None:
             # A new file rather than a truncated one: a server may keep the checksum it computed
             # for the old one (xrootd does, until the mtime moves). A locked part file is kept
             # (and truncated), so that the lock keeps holding the name.
@@ -318,6 +327,8 @@ class FileCopy:
         """Let another copy write this destination (after the final name is given, or a failure)."""
         lock, self.lock = self.lock, None
         if lock is not None:
+            if self.lock_file is not None:
+                self.lock_file.unlink(missing_ok=True)     # safe: a lock checks it holds the file at the path
             lock.release()
 
 

@@ -127,3 +127,26 @@ def test_copy_outlasts_an_xrootd_restart(tmp_path, state, private_xrootd, direct
     stored = local.read_bytes() if direction == "download" else server.local(server.path("restart/big.bin")).read_bytes()
     assert stored == data
     print(f"{direction}: server away {back - killed:.1f} s, copy done {resumed_after:.2f} s after it was back")
+
+
+def test_second_upload_to_the_same_xrootd_file_says_another_copy_is_running(tmp_path, state, xrootd_server):
+    """XRootD has no advisory locks: copies on one host exclude each other by a lock beside the journal."""
+    data = os.urandom(16 * MiB)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    remote = f"{xrootd_server.url}/{xrootd_server.path('twice/big.bin')}"
+    first = subprocess.Popen([sys.executable, "-m", "domas.cli", "copy", "--chunk-size", "256KiB", "--streams", "1",
+                              str(src), remote], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = state / "journal"
+    wait_until(lambda: journal.exists() and any(p.stat().st_size > 200 for p in journal.glob("*.jsonl")),
+               60, "the first copy to journal chunks", first)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = run_domas("copy", "--chunk-size", "256KiB", src, remote)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert second.returncode == 75 and f"another copy of {remote} is running" in second.stderr, second.stderr
+    assert xrootd_server.local(xrootd_server.path("twice/big.bin")).read_bytes() == data
+    assert not list(journal.glob("*.lock"))                  # the lock file goes with the copy
