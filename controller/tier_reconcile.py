@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
+from domas.agent.parts import PART_SUFFIX
 from domas.config import StorageConfig
 from domas.errors import NotFound, UsageError
 
@@ -62,7 +63,7 @@ def reconcile_on_tier(cat: Catalogue, storage: StorageConfig, tier: str, prefix:
         entries = []
     for e in entries:
         name = posixpath.basename(e.path)
-        if e.is_dir or e.is_link or name.endswith(".domas-part"):
+        if e.is_dir or e.is_link or name.endswith(PART_SUFFIX):
             continue
         rel = "/" + e.path[len(base):].strip("/")
         owner = _owner(rel, datasets)
