@@ -153,6 +153,7 @@ class AmqpSourceConfig:
     exchange: str = "domas"
     queue: str = "domas.archiver"
     prefetch: int = 10000            # unacknowledged messages the broker may hand over at once
+    files_grace: float = 600.0       # a run with no file this long after its stop is reported
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class Config:
 _SIZE_KEYS = {"copy.chunk_size", "policy.scrub_rate"}
 _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
                   "policy.rescan_seconds", "policy.scrub_interval", "copy.backoff_base", "copy.backoff_max",
-                  "copy.retry_budget_seconds", "controller.lease_seconds"}
+                  "copy.retry_budget_seconds", "controller.lease_seconds", "source.amqp.files_grace"}
 
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

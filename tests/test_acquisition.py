@@ -31,7 +31,7 @@ RAW = f"B1/{YM}/Data/BT0001/raw"
 class BusUp:
     """`domas up` with [source.amqp] on, its own exchange and queue on the shared broker."""
 
-    def __init__(self, tmp: Path, broker, stability: float = 600) -> None:
+    def __init__(self, tmp: Path, broker, stability: float = 600, files_grace: float = 600) -> None:
         self.tmp, self.broker = tmp, broker
         self.data = tmp / "domas-data"
         self.exchange = f"domas-{uuid.uuid4().hex[:8]}"
@@ -56,6 +56,7 @@ metrics_listen = "127.0.0.1:0"
 url = "{broker.url}"
 exchange = "{self.exchange}"
 queue = "{self.queue}"
+files_grace = {files_grace}
 """)
         self.beamline = self.data / "beamline"
         self.start()
@@ -224,6 +225,30 @@ def test_file_closed_is_copied_at_once_and_checked_against_the_writer(bus_up, tm
                and u.file(f"{RAW}/frames_0002.h5").replicas["central"].state == "failed", 30,
                "the copy that disagrees with the writer's adler32 is not counted")
     spool.close()
+
+
+def test_a_run_whose_files_never_arrive_is_reported(bus_up, tmp_path):
+    from domas.bluesky import Publisher
+
+    u = bus_up(files_grace=1)
+    pub = Publisher(u.broker.url, exchange=u.exchange, spool=tmp_path / "spool.sqlite")
+    try:
+        lost = run_scan(pub, n=2, data_path=str(u.beamline / RAW / "scan_lost"))
+        kept = run_scan(pub, n=2, data_path=str(u.beamline / RAW / "scan_kept"))
+        p = u.drop(f"{RAW}/scan_kept/frames.h5", b"f" * 4096)
+        pub.spool.put(u.exchange, "file.closed", json.dumps({"path": str(p), "size": 4096}).encode())
+        assert pub.flush(30)
+    finally:
+        pub.close()
+
+    def files_of(uid):
+        ds = u.dataset(RAW)
+        return ((ds.metadata.get("scans") or {}).get(uid) or {}).get("files") if ds else None
+    wait_until(lambda: files_of(lost) is not None and files_of(kept) is not None, 20, "runs checked for files")
+    assert files_of(lost) == "none arrived" and files_of(kept) == 1
+    assert u.dataset(RAW).metadata["scans"][kept]["data_path"] == "scan_kept"
+    assert u.metric("domas_archiver_runs_without_files_total") == 1
+    assert "no file of it arrived" in (tmp_path / "up.log").read_text()
 
 
 def test_poison_messages_go_to_the_dead_letter_queue(bus_up):

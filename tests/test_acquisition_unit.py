@@ -9,8 +9,8 @@ import pytest
 
 from domas import config
 from domas.controller.sources import fill_empty, from_config
-from domas.controller.sources.messages import (FileClosed, annotation, parse, relative_to_root,
-                                              start_dataset)
+from domas.controller.sources.messages import (FileClosed, annotation, parse, relative_to_root, run_files,
+                                              start_dataset, start_prefix)
 from domas.errors import ConfigError, DomasError, InvalidMessage
 
 ROOT = "/data/beamline"
@@ -135,3 +135,17 @@ def test_annotations_in_later_batches_reach_the_stored_dataset(tmp_path):
         assert meta["scans"]["r1"]["plan_name"] == "scan" and meta["scans"]["r1"]["exit_status"] == "success"
         assert meta["scans"]["r1"]["num_events"] == {"primary": 5} and set(meta["scans"]) == {"r1", "r2"}
         assert cat.get_beamtime("BT7").proposal == "P1"
+
+
+def test_files_of_a_run_by_data_path_or_time_window():
+    doc = {"uid": "r", "time": T, "data_path": f"{ROOT}/B1/202611/Data/BT7/raw/scan42"}
+    assert start_prefix(doc, ROOT, "B1/202611/Data/BT7/raw") == "scan42"
+    assert start_prefix({"uid": "r", "time": T}, ROOT, "B1/202611/Data/BT7/raw") == ""
+    files = [("scan42/a.h5", T + 1), ("scan42/sub/b.h5", T + 2), ("scan420/c.h5", T + 1), ("d.h5", T + 50)]
+    by_path = annotation("start", doc, "B1/202611/Data/BT7/raw", "scan42").metadata["scans"]["r"]
+    assert run_files(by_path, files, grace=10) == 2
+    start = annotation("start", {"uid": "r", "time": T}, "B1/202611/Data/BT7/raw").metadata["scans"]["r"]
+    stop = annotation("stop", {"uid": "s", "run_start": "r", "time": T + 5}, "x").metadata["scans"]["r"]
+    assert run_files(fill_empty(start, stop), files, grace=10) == 3       # written from start to stop + 10 s
+    assert run_files(fill_empty(start, stop), files, grace=100) == 4
+    assert run_files(fill_empty(start, stop), [("e.h5", T - 30)], grace=10) == 0

@@ -99,7 +99,7 @@ def from_config(cfg, *, clock=None) -> list[Source]:
     if cfg.source.amqp.url:
         from .amqp import AmqpSource
 
-        sources.append(AmqpSource(cfg.source.amqp, cfg.storage.beamline, cfg.state_path()))
+        sources.append(AmqpSource(cfg.source.amqp, cfg.storage.beamline, cfg.state_path(), catalogue=cfg.catalogue))
     return sources
 
 

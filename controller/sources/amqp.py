@@ -37,11 +37,13 @@ from domas.agent.storage import resolve
 from domas.errors import DomasError, InvalidMessage, NotFound
 from domas.retry import backoff_delay
 
-from . import Batch, Found, Source
-from .messages import Document, FileClosed, annotation, parse, relative_to_root, start_dataset
+from . import Annotation, Batch, Found, Source
+from .messages import (Document, FileClosed, annotation, parse, relative_to_root, run_files, start_dataset,
+                       start_prefix)
 
 log = logging.getLogger("domas.archiver.amqp")
 RESULTS = ("committed", "dead_letter")
+MISSING = "none arrived"        # a run's "files" when none arrived within [source.amqp] files_grace
 
 
 @dataclass
@@ -61,6 +63,8 @@ class RunIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS runs (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS file_checks (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL, "
+                         "due REAL NOT NULL)")
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -79,6 +83,23 @@ class RunIndex:
                 self._cache[uid] = row[0]
             return self._cache[uid]
 
+    def add_checks(self, checks: dict[str, tuple[str, float]]) -> None:
+        """Runs that stopped: look for their files once `due` has passed."""
+        if checks:
+            with self._lock:
+                self._db.executemany("INSERT OR IGNORE INTO file_checks VALUES (?, ?, ?)",
+                                     [(uid, ds, due) for uid, (ds, due) in checks.items()])
+
+    def due_checks(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        with self._lock:
+            return self._db.execute("SELECT uid, dataset FROM file_checks WHERE due <= ? ORDER BY due LIMIT ?",
+                                    (now, limit)).fetchall()
+
+    def checks_done(self, uids: list[str]) -> None:
+        if uids:
+            with self._lock:
+                self._db.executemany("DELETE FROM file_checks WHERE uid = ?", [(u,) for u in uids])
+
     def close(self) -> None:
         self._db.close()
 
@@ -86,8 +107,10 @@ class RunIndex:
 class AmqpSource(Source):
     name = "amqp"
 
-    def __init__(self, cfg, root: str, state_dir: Path, *, rng: random.Random | None = None) -> None:
-        self.cfg, self.root = cfg, root
+    def __init__(self, cfg, root: str, state_dir: Path, *, catalogue=None, rng: random.Random | None = None) -> None:
+        self.cfg, self.root, self.state_dir = cfg, root, Path(state_dir)
+        self.catalogue_cfg, self._cat = catalogue, None     # read to find the files of finished runs
+        self.runs_without_files = 0
         self.dead_queue = f"{cfg.queue}.dead"
         self.runs = RunIndex(Path(state_dir) / "amqp-runs.sqlite")
         self.counts = dict.fromkeys(RESULTS, 0)
@@ -114,6 +137,8 @@ class AmqpSource(Source):
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self.runs.close()
+        if self._cat is not None:
+            self._cat.close()
 
     async def _consume_forever(self) -> None:
         import aio_pika
@@ -184,41 +209,72 @@ class AmqpSource(Source):
             self._offered += self._new
             self._new = []
             deliveries, generation = list(self._offered), self._generation
-        batch, settled, runs = Batch(), [], {}
+        batch, settled, runs, checks = Batch(), [], {}, {}
         for d in deliveries:
             if d.generation != generation:
                 continue
             reason = d.reason
             if not reason:
                 try:
-                    self._take(d.item, batch, runs)
+                    self._take(d.item, batch, runs, checks, now)
                 except DomasError as e:
                     reason = str(e)
                 except (ArithmeticError, ValueError, TypeError, KeyError, OSError) as e:   # e.g. a time in year 10^12
                     reason = f"{d.message.routing_key}: the message could not be read ({type(e).__name__}: {e})"
             settled.append((d, reason))
         self.runs.put_many(runs)
-        batch.token = (generation, settled)
+        self.runs.add_checks(checks)
+        batch.token = (generation, settled, self._check_files(now, batch))
         return batch
 
-    def _take(self, item, batch: Batch, runs: dict[str, str]) -> None:
+    def _take(self, item, batch: Batch, runs: dict[str, str], checks: dict, now: float) -> None:
         if isinstance(item, FileClosed):
             batch.found.append(self._located(item))
             return
-        doc = item.doc
+        doc, prefix = item.doc, ""
         if item.name == "start":
-            dataset = start_dataset(doc, resolve(self.root)[1])
+            root = resolve(self.root)[1]
+            dataset = start_dataset(doc, root)
+            prefix = start_prefix(doc, root, dataset)
             runs[doc["uid"]] = dataset
         elif item.name in ("descriptor", "stop"):
             dataset = runs.get(doc["run_start"]) or self.runs.get(doc["run_start"])
             if dataset is None:
                 raise InvalidMessage(f"bluesky {item.name} document of run {doc['run_start']}, whose start "
                                      "document never arrived")
+            if item.name == "stop":
+                stopped = doc.get("time") if isinstance(doc.get("time"), (int, float)) else now
+                checks[doc["run_start"]] = (dataset, stopped + self.cfg.files_grace)
         else:
             return                                   # events: their counts come with the stop document
-        ann = annotation(item.name, doc, dataset)
+        ann = annotation(item.name, doc, dataset, prefix)
         if ann is not None:
             batch.annotations.append(ann)
+
+    def _check_files(self, now: float, batch: Batch) -> list[str]:
+        """Runs stopped more than files_grace ago: record how many files arrived (a warning if none)."""
+        checked = []
+        try:
+            due = self.runs.due_checks(now)
+            if due and self._cat is None and self.catalogue_cfg is not None:
+                from ..catalogue import open_catalogue
+
+                self._cat = open_catalogue(self.catalogue_cfg, self.state_dir)
+            for uid, dataset in (due if self._cat is not None else ()):
+                ds = self._cat.dataset_by_path("/" + dataset)
+                scan = ((ds.metadata.get("scans") or {}).get(uid) if ds else None)
+                if scan is None:
+                    continue                         # its start is not committed yet: next time
+                n = run_files(scan, ((f.path, f.mtime) for f in self._cat.files_of(ds.pid)), self.cfg.files_grace)
+                if n == 0:
+                    log.warning("run %s (scan %s, %s) stopped and no file of it arrived within %g s", uid,
+                                scan.get("scan_id", "?"), dataset, self.cfg.files_grace)
+                    self.runs_without_files += 1
+                batch.annotations.append(Annotation(dataset, {"scans": {uid: {"files": n or MISSING}}}))
+                checked.append(uid)
+        except DomasError as e:
+            log.warning("looking for the files of finished runs: %s", e)
+        return checked
 
     def _located(self, msg: FileClosed) -> Found:
         store, root = resolve(self.root)
@@ -240,7 +296,8 @@ class AmqpSource(Source):
         return Found(rel, st.size, st.mtime, msg.adler32, closed=True)
 
     def committed(self, batch: Batch) -> None:
-        generation, settled = batch.token
+        generation, settled, checked = batch.token
+        self.runs.checks_done(checked)
         done = {id(d) for d, _ in settled}
         with self._lock:
             self._offered = [d for d in self._offered if id(d) not in done]
@@ -287,6 +344,8 @@ class AmqpCollector:
         for result in RESULTS:
             msgs.add_metric([result], self.source.counts[result])
         yield msgs
+        yield CounterMetricFamily("domas_archiver_runs_without_files", "Bluesky runs that stopped and of which no "
+                                  "file arrived within [source.amqp] files_grace", value=self.source.runs_without_files)
         yield GaugeMetricFamily("domas_archiver_bus_connected", "1 while the bus consumer is connected",
                                 value=1.0 if self.source.connected else 0.0)
 

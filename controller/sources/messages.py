@@ -123,6 +123,35 @@ def start_dataset(doc: dict, root: str) -> str:
     return loc.dataset_path
 
 
+def start_prefix(doc: dict, root: str, dataset_path: str) -> str:
+    """Where inside its dataset a run writes (its `data_path` below the dataset), or "" when the
+    start document does not say: then the run's files are those written during it."""
+    if not doc.get("data_path"):
+        return ""
+    rel = relative_to_root(doc["data_path"], root)
+    return rel[len(dataset_path):].strip("/")
+
+
+def run_files(scan: dict, files, grace: float) -> int:
+    """How many of a dataset's files ((path, mtime) pairs) belong to a run: below its data_path, or
+    else written between its start and `grace` seconds after its stop."""
+    prefix = scan.get("data_path", "")
+    if prefix:
+        return sum(1 for path, _ in files if path == prefix or path.startswith(prefix + "/"))
+    start, stop = _epoch(scan.get("start_time")), _epoch(scan.get("stop_time"))
+    if start is None:
+        return 0
+    stop = start if stop is None else stop
+    return sum(1 for _, mtime in files if start - 1 <= mtime <= stop + grace)
+
+
+def _epoch(iso) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp() if isinstance(iso, str) else None
+    except ValueError:
+        return None
+
+
 def _iso(t) -> str | None:
     if not isinstance(t, (int, float)):
         return None
@@ -133,12 +162,13 @@ def _present(d: dict) -> dict:
     return {k: v for k, v in d.items() if v not in (None, "", [], {})}
 
 
-def annotation(name: str, doc: dict, dataset_path: str) -> Annotation | None:
-    """What a document says about its dataset (None: nothing the catalogue keeps, e.g. an event)."""
+def annotation(name: str, doc: dict, dataset_path: str, prefix: str = "") -> Annotation | None:
+    """What a document says about its dataset (None: nothing the catalogue keeps, e.g. an event);
+    `prefix`: where inside the dataset a run writes (start_prefix)."""
     if name == "start":
         scan = _present({"uid": doc["uid"], "scan_id": doc.get("scan_id"), "plan_name": doc.get("plan_name"),
                          "detectors": doc.get("detectors"), "motors": doc.get("motors"),
-                         "sample": doc.get("sample"), "start_time": _iso(doc.get("time"))})
+                         "sample": doc.get("sample"), "start_time": _iso(doc.get("time")), "data_path": prefix})
         meta = _present({"proposal": doc.get("proposal_id"), "sample": doc.get("sample"),
                          "scans": {doc["uid"]: scan}})
         proposal = doc.get("proposal_id")
