@@ -51,6 +51,13 @@ def test_the_controller_and_the_engine_spell_it_the_same():
     assert ev.PART_SUFFIX == engine.PART_SUFFIX
 
 
+def test_the_suffix_is_spelled_in_one_module_only():
+    root = Path(__file__).resolve().parent.parent
+    spelled = sorted(str(p.relative_to(root)) for d in ("agent", "controller", "domas") for p in (root / d).rglob("*.py")
+                     if ".domas-part" in p.read_text(errors="replace"))
+    assert spelled == ["agent/parts.py"]
+
+
 # -- the janitor's decisions (pure) ---------------------------------------------------------
 
 def st(path: str, mtime: float, is_dir: bool = False) -> Stat:
