@@ -347,3 +347,50 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(bus_up, tmp_path):
                60, "every file copied")
     assert u.metric("domas_archiver_bus_messages_total", 'result="dead_letter"') == 0
     assert asyncio.run(dead_letters(u.broker.url, f"{u.queue}.dead")) == []
+
+
+def test_archiver_killed_mid_stream_loses_and_doubles_nothing(bus_up, tmp_path):
+    """domas up is killed (SIGKILL) while files are announced in a steady stream; after a restart every
+    run and file is there once, including runs whose start was consumed before the kill."""
+    import signal
+    import threading
+
+    from domas.bluesky import Publisher
+
+    u = bus_up()
+    pub = Publisher(u.broker.url, exchange=u.exchange, spool=tmp_path / "spool.sqlite")
+    names = [f"frame_{i:03d}.h5" for i in range(150)]
+
+    def announce():
+        for name in names:
+            p = u.drop(f"{RAW}/{name}", os.urandom(2000))
+            pub.spool.put(u.exchange, "file.closed", json.dumps({"path": str(p), "size": 2000}).encode())
+            pub.flush(0)
+            time.sleep(0.02)
+    try:
+        uids = [run_scan(pub, n=4, beamline="B1", beamtime_id="BT0001") for _ in range(2)]
+        stream = threading.Thread(target=announce)
+        stream.start()
+        wait_until(lambda: u.file(f"{RAW}/{names[0]}") is not None, 20, "consumption under way")
+        os.kill(u.proc.pid, signal.SIGKILL)
+        u.proc.wait(timeout=30)
+        u.log.close()
+        uids.append(run_scan(pub, n=4, beamline="B1", beamtime_id="BT0001"))     # while the archiver is down
+        u.start()
+        stream.join(timeout=60)
+        uids.append(run_scan(pub, n=4, beamline="B1", beamtime_id="BT0001"))     # new work after the restart
+        assert pub.flush(30)
+    finally:
+        pub.close()
+    with u.catalogue() as cat:
+        before_restart = sum(1 for n in names if cat.get_file(u.dataset(RAW).pid, n) is not None)
+
+    def all_in():
+        ds = u.dataset(RAW)
+        scans = (ds.metadata.get("scans") or {}) if ds else {}
+        return all(scans.get(x, {}).get("exit_status") == "success" for x in uids) and ds.file_count == len(names)
+    wait_until(all_in, 30, "every run and file after the kill")
+    ds = u.dataset(RAW)
+    assert set(ds.metadata["scans"]) == set(uids) and ds.file_count == len(names), before_restart
+    assert all(ds.metadata["scans"][x]["num_events"] == {"primary": 4} for x in uids)
+    assert asyncio.run(dead_letters(u.broker.url, f"{u.queue}.dead")) == []
