@@ -149,3 +149,19 @@ def test_files_of_a_run_by_data_path_or_time_window():
     assert run_files(fill_empty(start, stop), files, grace=10) == 3       # written from start to stop + 10 s
     assert run_files(fill_empty(start, stop), files, grace=100) == 4
     assert run_files(fill_empty(start, stop), [("e.h5", T - 30)], grace=10) == 0
+
+
+def test_catalogue_show_prints_one_line_per_scan(tmp_path):
+    from domas.config import CatalogueConfig
+    from domas.controller.catalogue import Dataset, open_catalogue
+    from tests.fixtures.common import run_domas
+
+    with open_catalogue(CatalogueConfig(), tmp_path / "state") as cat:
+        ds = cat.upsert_dataset(Dataset(beamtime="BT7", path="/B1/202611/Data/BT7/raw", metadata={
+            "sample": {"name": "Ni foil"}, "scans": {"r1": {"plan_name": "scan", "scan_id": 1},
+                                                   "r2": {"plan_name": "count", "scan_id": 2}}}))
+    cfg = tmp_path / "domas.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}/state"\n')
+    out = run_domas("--config", cfg, "catalogue", "show", ds.pid, check=True).stdout
+    assert "  sample: {'name': 'Ni foil'}" in out and "  scans:\n" in out
+    assert "    r1: plan_name=scan, scan_id=1\n" in out and "    r2: plan_name=count, scan_id=2\n" in out
