@@ -154,6 +154,9 @@ class AmqpSource(Source):
                 attempt, warned = 0, False
                 log.info("consuming %s from %s", self.cfg.queue, _safe_url(self.cfg.url))
                 await _first(lost.wait(), self._closing.wait())
+                if not self._closing.is_set():
+                    log.warning("lost the message bus %s; reconnecting (unacknowledged messages come again)",
+                                _safe_url(self.cfg.url))
             except (OSError, RuntimeError, asyncio.TimeoutError, aio_pika.exceptions.AMQPException) as e:
                 if not warned:
                     log.warning("message bus %s: %s; retrying with backoff", _safe_url(self.cfg.url),
