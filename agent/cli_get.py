@@ -12,8 +12,9 @@ chunks in flight are what a download holds (streams x chunk size, each read, has
 read back), so downloads default to 1 MiB chunks: 16 streams stay near 140 MiB resident (8 MiB
 chunks held ~650 MiB) at the same speed.
 Verification: a file is "verified" when the adler32 of the bytes received equals the server's
-Digest header or the catalogue's sum in the listing; a received file whose sum differs from the
-catalogue's is removed and reported failed; one with neither is kept and reported "unverified".
+Digest header or the catalogue's sum in the listing; a received file whose adler32 or whole-file
+xxh3 differs from the catalogue's is removed and reported failed (xxh3 catches changes adler32
+cannot see); one with no sum to compare is kept and reported "unverified".
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _destination(dest: str) -> tuple[Storage, str]:
     return store, root
 
 
-def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict, dict[str, str]]:
+def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict, dict[str, dict]]:
     """One FileJob per file the service can serve (the others become problems, reported), the
     dataset's record, and the catalogue's adler32 of each destination URL."""
     store, base = resolve_http(server, token)
@@ -127,7 +128,7 @@ def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expans
 
 
 def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, dst_store: Storage,
-              dst_root: str, sums: dict[str, str]) -> None:
+              dst_root: str, sums: dict[str, dict]) -> None:
     src_path = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}/files/{quote(str(f.get('path')), safe='/')}/content"
     try:
         rel = safe_relpath(f.get("path"))
@@ -146,8 +147,9 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
         out.dirs.append((dst_store, posixpath.join(dst_root, parent)))
     job = FileJob(store, src_path, st, dst_store, posixpath.join(dst_root, rel))
     out.jobs.append(job)
-    if isinstance(f.get("adler32"), str) and f["adler32"]:
-        sums[job.dst_url] = f["adler32"].lower()
+    known = {k: f[k].lower() for k in ("adler32", "xxh3") if isinstance(f.get(k), str) and f[k]}
+    if known:
+        sums[job.dst_url] = known
 
 
 def url_file_name(path: str) -> str:
@@ -248,23 +250,29 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
     return exit_code(acct)
 
 
-def check_files(files, jobs_run: list[FileJob], sums: dict[str, str]) -> dict[str, str]:
+def check_files(files, jobs_run: list[FileJob], sums: dict[str, dict[str, str]]) -> dict[str, str]:
     """verified / unverified for each downloaded file (by destination URL), given the catalogue's
-    sums; a file whose bytes do not match the catalogue's sum (a server that sent no Digest) is
-    removed and its FileStats marked failed."""
+    sums ({"adler32", "xxh3"} by destination); a file whose bytes do not match a catalogue sum is
+    removed and its FileStats marked failed. The whole-file xxh3 (when the engine computed it and
+    the catalogue has one) also catches what adler32 alone can miss: equal changes at equally
+    spaced offsets that cancel out in its two running sums."""
     jobs = {job.dst_url: job for job in jobs_run}
     out: dict[str, str] = {}
     for fs in files:
         job = jobs.get(fs.destination)
         if fs.status != "done" or job is None or not fs.adler32:
             continue
-        digest = sums.get(fs.destination) or _server_digest(job)
+        known = sums.get(fs.destination, {})
+        if known.get("xxh3") and fs.xxh3 and known["xxh3"] != fs.xxh3:
+            _reject(fs, job, "xxh3", fs.xxh3, known["xxh3"])
+            continue
+        digest = known.get("adler32") or _server_digest(job)
         if digest is None:
             out[fs.destination] = "unverified"
         elif digest == fs.adler32:
             out[fs.destination] = "verified"
         else:
-            _reject(fs, job, digest)
+            _reject(fs, job, "adler32", fs.adler32, digest)
     return out
 
 
@@ -276,8 +284,8 @@ def _server_digest(job: FileJob) -> str | None:
     return found.lower() if found else None
 
 
-def _reject(fs, job: FileJob, expected: str) -> None:
-    err = ChecksumMismatch(f"{fs.destination}: the adler32 of the bytes received, {fs.adler32}, differs from the "
+def _reject(fs, job: FileJob, algo: str, got: str, expected: str) -> None:
+    err = ChecksumMismatch(f"{fs.destination}: the {algo} of the bytes received, {got}, differs from the "
                            f"catalogue's {expected}; the file was removed, download it again")
     try:
         job.dst_store.remove(job.dst_path)

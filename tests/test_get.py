@@ -368,3 +368,48 @@ def test_progress_names_files_by_their_local_path_in_binary_units():
     fs.status = "skipped"
     rep.file_done(fs)
     assert "up to date" in out.getvalue() and "scan 1.h5" in out.getvalue()
+
+
+class FlipEveryChunk:
+    """Flips bit 0x40 of the first byte of every response body of one path: at chunk starts
+    0, 1, 2 and 3 MiB, with those bytes' bit set as 0/1/1/0, the four changes cancel in adler32."""
+
+    def __init__(self, app, path_end: str) -> None:
+        self.app, self.path_end = app, path_end
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith(self.path_end):
+            inner = send
+
+            async def send(message):
+                body = message.get("body") or b""
+                if message["type"] == "http.response.body" and body:
+                    message = {**message, "body": bytes([body[0] ^ 0x40]) + body[1:]}
+                await inner(message)
+        await self.app(scope, receive, send)
+
+
+def test_a_corruption_adler32_cannot_see_is_caught_by_the_catalogues_xxh3(data_world, serve_app, state, tmp_path):
+    import xxhash
+
+    from domas.controller.catalogue import FileRecord, Replica
+
+    data = bytearray(os.urandom(4 * MiB))
+    for offset, bit in ((0, 0), (MiB, 0x40), (2 * MiB, 0x40), (3 * MiB, 0)):
+        data[offset] = (data[offset] & ~0x40) | bit
+    data = bytes(data)
+    flipped = bytearray(data)
+    for offset in (0, MiB, 2 * MiB, 3 * MiB):
+        flipped[offset] ^= 0x40
+    assert zlib.adler32(bytes(flipped)) == zlib.adler32(data) and bytes(flipped) != data      # the blind spot
+    pid = data_world.pids["open"]
+    data_world.on_tier("central", "blind.bin").write_bytes(data)
+    data_world.catalogue.upsert_files([FileRecord(pid, "blind.bin", len(data), f"{zlib.adler32(data):08x}",
+                                                  xxhash.xxh3_64_hexdigest(data), mtime=1.7e9,
+                                                  replicas={"central": Replica("verified")})])
+    url = serve_app(FlipEveryChunk(create_app(data_world.catalogue, data_world.tiers, now=data_world.now),
+                                   "/files/blind.bin/content"))
+    r, summary = get_json("--server", url, "--chunk-size", "1MiB", "--streams", "4", pid, tmp_path / "d")
+    failed = [f for f in summary["files"] if f["status"] == "failed"]
+    assert r.returncode == 8 and [Path(f["destination"]).name for f in failed] == ["blind.bin"], r.stderr
+    assert "xxh3" in failed[0]["error"] and not (tmp_path / "d" / "blind.bin").exists()
