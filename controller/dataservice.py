@@ -1,8 +1,9 @@
 """The data service: a REST API, a small web portal and file downloads over the catalogue.
 
-A thin HTTP shell over two pure modules: delivery.py decides what may be served and how (paths,
-replica choice, embargo, byte ranges, ETag and Digest) and portal.py renders the pages. This module
-reads the catalogue and the storage tiers and speaks HTTP:
+A thin HTTP shell over pure modules: access.py decides who sees what (embargo, roles), delivery.py
+what may be served and how (paths, replica choice, byte ranges, ETag and Digest), portal.py renders
+the pages (routes in portal_routes.py; HEAD, metrics and /docs in httpedge.py). This module reads
+the catalogue and the storage tiers and speaks HTTP:
 - Before a copy's bytes go out under the catalogued `Digest`, the copy is read back and must match
   the catalogued adler32 (once per copy and stat identity, then trusted for VERIFIED_FOR seconds);
   a copy that does not is marked "bad" in the catalogue, never served, and the next verified tier
@@ -34,12 +35,11 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import (HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response,
-                               StreamingResponse)
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -451,7 +451,9 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     app.state.metrics = add_edge(app)
     _add_error_handlers(app)
     _add_api(app, svc)
-    _add_portal(app, svc)
+    from .portal_routes import add_portal
+
+    add_portal(app, svc)
     from .operator_api import add_operator_api      # proposals, beamtimes, embargoes (admin)
 
     add_operator_api(app, svc)
@@ -544,71 +546,6 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
         nxt = f"{portal.api_dataset_path(ds.pid)}?offset={offset + limit}&limit={limit}" if more else None
         return {**svc.dataset_json(ds), "files": [svc.file_json(ds, f) for f in files],
                 "offset": offset, "limit": limit, "next": nxt}
-
-
-PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor")
-
-
-def _add_portal(app: FastAPI, svc: DataService) -> None:
-    def portal_caller(request: Request) -> Caller:
-        return svc.caller(request)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request, caller: Caller = Depends(portal_caller)) -> HTMLResponse:
-        form = {k: request.query_params.get(k, "").strip() for k in PORTAL_PARAMS}
-        found = svc.search(caller, q=form["q"], beamtime=form["beamtime"] or None, proposal=form["proposal"] or None,
-                           pi=form["pi"] or None, start=parse_time(form["from"], "from"),
-                           end=parse_time(form["to"], "to", end_of_day=True), cursor=form["cursor"] or None,
-                           limit=PORTAL_PAGE)
-        del form["cursor"]
-        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), total=found.total,
-                                                facets=found.facets, next_cursor=encode_cursor(found.next),
-                                                user=caller.name))
-
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form() -> HTMLResponse:
-        return HTMLResponse(portal.render_login())
-
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        body = (await request.body())[:10_000].decode("utf-8", "replace")
-        token = (parse_qs(body).get("token") or [""])[0]
-        try:
-            sid = svc.login(token)
-        except Unauthenticated as e:
-            return HTMLResponse(portal.render_login(str(e)), 401)
-        resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https", path="/")
-        return resp
-
-    @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> Response:
-        svc.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
-        resp = RedirectResponse("/", status_code=303)
-        resp.delete_cookie(SESSION_COOKIE, path="/")
-        return resp
-
-    @app.get("/datasets/{pid:pid}/manifest", response_class=PlainTextResponse, include_in_schema=False)
-    def manifest(request: Request, pid: str, caller: Caller = Depends(portal_caller)) -> Response:
-        ds = svc.dataset(pid, caller)
-        chosen = [delivery.check_request_path(p) for p in request.query_params.getlist("path")]
-        paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
-        text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
-        name = quote(f"{ds.pid}.manifest".replace("/", "_"), safe="")
-        return PlainTextResponse(text, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
-
-    @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
-    def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),
-                     offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> HTMLResponse:
-        ds = svc.dataset(pid, caller)
-        files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
-        page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
-                                     server=str(request.base_url).rstrip("/"), offset=offset,
-                                     limit=PORTAL_FILES_PAGE, more=more, people=svc.people(ds),
-                                     state=access.public_state(ds.state, ds.embargo_end, svc.now()),
-                                     user=caller.name)
-        return HTMLResponse(page)
 
 
 def _wants_json(request: Request) -> bool:
