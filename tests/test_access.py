@@ -52,3 +52,19 @@ def test_search_scope_matches_may_see(caller, member_of, scope):
 def test_unknown_roles_are_refused():
     with pytest.raises(ValueError):
         Caller("x", "root")
+
+
+@pytest.mark.parametrize("module", ["controller/access.py", "controller/catalogue/search.py",
+                                    "controller/delivery.py"])
+def test_the_policy_and_search_cores_do_no_io(module):
+    """Pure cores: no clock, network, database or web framework imports (STYLE.md)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parent.parent / module).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module and node.level == 0}
+    assert not imported & {"asyncio", "sqlite3", "pymongo", "httpx", "fastapi", "starlette", "socket", "os",
+                           "subprocess", "grpc"}, imported
