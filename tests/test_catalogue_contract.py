@@ -415,3 +415,22 @@ def test_year_facet_of_a_beamtime_without_dates_comes_from_each_dataset(catalogu
     found = catalogue.search_datasets(SearchQuery(now=1.8e9, see_embargoed=True))
     assert found.facets["year"] == {"2025": 2, "2024": 1} and found.facets["beamline"] == {"B3": 3}
     assert found.facets["access"] == {"open": 2, "embargoed": 1}
+
+
+def test_search_counts_follow_every_write(catalogue):
+    from domas.controller.catalogue.search import SearchQuery
+
+    first = dataset(catalogue, "bt1", "/counts/a", created_at=1.0).pid
+    q = SearchQuery(now=10.0, limit=1)
+    assert catalogue.search_datasets(q).total == 1
+    dataset(catalogue, "bt1", "/counts/b", created_at=2.0)
+    assert catalogue.search_datasets(q).total == 2                     # a write: counted at once
+    other = reopen(catalogue)                                           # a write by another connection
+    other.upsert_dataset(Dataset("bt2", "/counts/c", created_at=3.0))
+    other.close()
+    assert catalogue.search_datasets(q).total == 3
+    catalogue.set_dataset_state(first, "embargoed", embargo_end=5000.0)
+    found = catalogue.search_datasets(q)
+    assert found.total == 2 and found.facets["access"] == {"open": 2}
+    later = catalogue.search_datasets(SearchQuery(now=6000.0, limit=1))   # the embargo ended
+    assert later.total == 3

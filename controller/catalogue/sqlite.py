@@ -14,6 +14,7 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -68,6 +69,8 @@ CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLA
 CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, created_at, embargo_end, state);
 """
 _SEARCH_VERSION = 1
+COUNT_CACHE_SIZE = 256
+COUNT_CACHE_SECONDS = 60
 _UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
 
 _DATASET_COLS = "d.pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, d.metadata, " \
@@ -101,6 +104,7 @@ class SQLiteCatalogue(Catalogue):
         self.path = str(path)
         self._clock = clock
         self._lock = threading.RLock()
+        self._counts: dict = {}                  # search totals and facets (see _counted)
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -509,10 +513,28 @@ class SQLiteCatalogue(Catalogue):
         with self._lock, self._edge():
             rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY d.created_at DESC, d.pid "
                                     f"LIMIT {limit + 1}", args).fetchall()
-            beamtimes, groups = self._facet_groups(base, cond, where, args)
+            total, facets = self._counted(query, lambda: self._facet_groups(base, cond, where, args))
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = (found[-1].created_at, found[-1].pid) if len(rows) > limit else None
-        return SearchResult(found, sum(g[4] for g in groups), fold_facets(groups, beamtimes), nxt)
+        return SearchResult(found, total, facets, nxt)
+
+    def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict]:
+        """Total and facets of a query, remembered until the database changes (any connection's
+        commit: data_version; this one's: total_changes) or the minute turns (embargo ends move
+        counts at most that late; the page of datasets itself is always exact). The next pages of
+        a query and the portal's front page cost only their page."""
+        stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes,
+                 int(query.now // COUNT_CACHE_SECONDS))
+        key = replace(query, after=None, limit=0, now=0.0)
+        hit = self._counts.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1], hit[2]
+        beamtimes, groups = groups_of()
+        total, facets = sum(g[4] for g in groups), fold_facets(groups, beamtimes)
+        if len(self._counts) >= COUNT_CACHE_SIZE:
+            self._counts.pop(next(iter(self._counts)))
+        self._counts[key] = (stamp, total, facets)
+        return total, facets
 
     def _facet_groups(self, base: str, cond: str, where: list[str], args: dict) -> tuple[dict, list[tuple]]:
         """(beamtimes, facet groups) of every match. Grouped in the covering index's order (beamtime,
