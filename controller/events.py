@@ -204,8 +204,9 @@ class LeasesRenewed:
 
 @dataclass(frozen=True, slots=True)
 class FinalizeFile:
-    """Shell: when `verify`, compute the adler32 of `part_url`; rename it to `final_url` only if it
-    equals `expected_adler32`; then feed back DestinationVerified with the adler32 found."""
+    """Shell: when `verify`, establish the adler32 of `part_url` without reading it (the agents read
+    their chunks back; else the server's checksum); rename it to `final_url` only if it equals
+    `expected_adler32`; then feed back DestinationVerified with the adler32 found."""
 
     transfer_id: str
     file_id: int

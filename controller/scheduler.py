@@ -9,7 +9,8 @@ Invariants:
   failed lease puts the chunk back (after backoff for failures); every chunk is done at most once.
 - A file is done only when every chunk is reported, the adler32 folded from the chunk sums (in
   file order, whichever agents copied them) equals the destination's own adler32 (unless verify
-  is "none"), and the shell renamed the part file.
+  is "none"), and the shell renamed the part file. The destination's adler32 is the agents' (each
+  read its chunk back where it wrote it) or the storage server's; the controller never reads data.
 - A report changes state at most once: a repeated report_id, a report for a closed lease or for
   a finished file is a Duplicate; a report that does not match its lease is Rejected.
 - A lease is granted only when both endpoints are under their AIMD limit and their breakers allow.

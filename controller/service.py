@@ -35,8 +35,13 @@ log = logging.getLogger("domas.controller")
 
 
 def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
-    """Blocking: compare the part file's adler32 with the folded one, rename it only if equal."""
-    from domas.agent.cli_copy import file_checksum
+    """Blocking: decide from the agents' chunk sums and rename the part file; never read it.
+
+    Where the destination's chunks were read back by the agents that wrote them (local disks,
+    `chunk_readback`), the folded adler32 of their reports is the destination's and only the size
+    is checked here. A backend that computes checksums itself (XRootD `query checksum`) is asked
+    for the whole file's: the server reads, not the control node. A destination that offers
+    neither cannot be verified without reading the bytes here, which the controller never does."""
     from domas.agent.storage import resolve
 
     try:
@@ -48,19 +53,33 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         if a.verify:
             if store.stat_follow(part).size != a.size:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, None)
-            found = parse_adler32(file_checksum(a.part_url, "adler32"))
+            found = _destination_adler32(a, store, part)
             if found != a.expected_adler32:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, found)
         changed = _source_changed(a, store, part)
         if changed is not None:
             return changed
+        if a.mtime_ns:     # before the rename, so a final file always has it: a later submission
+            store.set_mtime(part, a.mtime_ns / 1e9)      # sees it up to date, a repeated finalize as ours
         store.rename(part, final)
         store.sync_dir(final.rsplit("/", 1)[0] or "/")
-        if a.mtime_ns:
-            store.set_mtime(final, a.mtime_ns / 1e9)     # so a later submission sees it up to date
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)
     except DomasError as e:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
+
+
+def _destination_adler32(a: ev.FinalizeFile, store, path: str) -> int:
+    """The destination's adler32 without opening it: the folded chunk sums where every chunk was
+    read back where it was written, else the server's own whole-file checksum."""
+    from domas.errors import Unsupported
+
+    if store.chunk_readback:
+        return a.expected_adler32
+    server = store.checksum(path, "adler32")
+    if server is None:
+        raise Unsupported(f"{store.url(path)} cannot be verified: its server computes no adler32 "
+                          "(configure xrootd.chksum adler32) and its chunks are not read back")
+    return parse_adler32(server)
 
 
 def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerified | None:
@@ -90,8 +109,8 @@ def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerif
 
 def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     """True when an earlier finalize of this file renamed it and the controller died before
-    recording that: no part file, and the final one has the size (and adler32, when verifying)."""
-    from domas.agent.cli_copy import file_checksum
+    recording that: no part file, and the final one has the size and, when verifying, the mtime
+    the finalize set (a backend without read-back: the server's adler32). Nothing is read."""
     from domas.errors import NotFound
 
     try:
@@ -105,7 +124,11 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
         return False
     if st.is_dir or st.size != a.size:
         return False
-    return not a.verify or parse_adler32(file_checksum(a.final_url, "adler32")) == a.expected_adler32
+    if not a.verify:
+        return True
+    if store.chunk_readback:          # the rename set the source's mtime: another file rarely has it
+        return not a.mtime_ns or abs(round(st.mtime * 1e9) - a.mtime_ns) <= 1000
+    return _destination_adler32(a, store, final) == a.expected_adler32
 
 
 def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:

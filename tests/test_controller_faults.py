@@ -154,10 +154,12 @@ def test_a_finalize_repeated_after_a_crash_finds_the_file_already_renamed(tmp_pa
     content = os.urandom(100_000)
     final = tmp_path / "f.h5"
     final.write_bytes(content)
-    a = ev.FinalizeFile("t1", 1, f"{final}.domas-part", str(final), len(content), zlib.adler32(content), verify)
+    os.utime(final, ns=(1_600_000_000_123_456_789,) * 2)               # the source's, set by the finalize
+    a = ev.FinalizeFile("t1", 1, f"{final}.domas-part", str(final), len(content), zlib.adler32(content), verify,
+                        1_600_000_000_123_456_789)
     got = verify_and_rename(a)
     assert (got.error_kind, got.adler32) == ("", zlib.adler32(content) if verify else None)
-    final.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))       # not what the chunks said
+    final.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))       # another file than the one renamed
     if verify:
         assert verify_and_rename(a).error_kind == "not_found"
     final.unlink()

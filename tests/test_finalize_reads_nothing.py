@@ -1,0 +1,77 @@
+"""The controller decides a file from the agents' chunk sums and never reads the data file.
+
+Measured with the kernel's own count of bytes this thread read (/proc/thread-self/io, rchar):
+a finalize of a 32 MiB part file on a local disk (its chunks read back by the agents that wrote
+them) must read next to nothing, where a re-read would count all 32 MiB.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+from domas.agent.storage import PosixStorage
+from domas.controller import events as ev
+from domas.controller.service import verify_and_rename
+
+MiB = 1 << 20
+IO = Path("/proc/thread-self/io")
+
+pytestmark = pytest.mark.skipif(not IO.exists(), reason="needs Linux's per-thread I/O counters")
+
+
+def _rchar() -> int:
+    for line in IO.read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar line")
+
+
+def _finalize_case(tmp_path, content: bytes):
+    src, part, final = tmp_path / "scan.h5", tmp_path / ".scan.h5.domas-part", tmp_path / "out.h5"
+    src.write_bytes(content)
+    part.write_bytes(content)
+    os.chmod(src, 0o640)
+    st = PosixStorage().stat_follow(str(src))
+    a = ev.FinalizeFile("t", 1, str(part), str(final), len(content), zlib.adler32(content), True,
+                        src.stat().st_mtime_ns, str(src), st.version())
+    return a, part, final
+
+
+def test_a_finalize_does_not_read_the_data_file(tmp_path):
+    content = os.urandom(32 * MiB)
+    a, part, final = _finalize_case(tmp_path, content)
+    before = _rchar()
+    got = verify_and_rename(a)
+    read = _rchar() - before
+    assert (got.error_kind, got.adler32) == ("", zlib.adler32(content))
+    assert read < MiB, f"the finalize read {read} bytes"
+    assert not part.exists() and final.stat().st_size == len(content)
+    assert final.stat().st_mtime_ns // 1000 == a.mtime_ns // 1000          # set before the rename
+    assert final.stat().st_mode & 0o777 == 0o640                          # H2's mode bits kept
+
+    before = _rchar()                           # repeated after a controller crash: still no read
+    again = verify_and_rename(a)
+    assert (again.error_kind, again.adler32) == ("", zlib.adler32(content))
+    assert _rchar() - before < MiB
+
+
+def test_a_part_file_of_the_wrong_size_is_refused_without_reading_it(tmp_path):
+    content = os.urandom(4 * MiB)
+    a, part, final = _finalize_case(tmp_path, content)
+    with open(part, "ab") as fh:
+        fh.write(b"x")
+    got = verify_and_rename(a)
+    assert got.error_kind == "" and got.adler32 is None                  # a mismatch: the file restarts
+    assert part.exists() and not final.exists()
+
+
+def test_a_repeated_finalize_does_not_take_another_file_of_the_same_size_for_ours(tmp_path):
+    content = os.urandom(MiB)
+    a, part, final = _finalize_case(tmp_path, content)
+    part.unlink()
+    final.write_bytes(os.urandom(MiB))           # same size, but not given the source's mtime
+    assert verify_and_rename(a).error_kind == "not_found"
