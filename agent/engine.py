@@ -8,7 +8,8 @@ Invariants:
 - With verification (the default) a chunk is durable and read back (local disks) before it counts,
   and a destination with a checksum of its own (XRootD) must agree with the folded sum, as must a
   source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
-- A chunk is journaled only after its data is durable. The destination is written under a hidden
+- A chunk is journaled only after its data is durable (and read back, when verifying), so a rerun
+  trusts journaled chunks that the part file's size covers without reading them again. The destination is written under a hidden
   temporary name (agent/parts.py) and renamed to its final name only when complete and verified.
 - One writer per destination: the part file is locked (where the backend has advisory locks;
   elsewhere, XRootD, a lock file beside the journal keeps out other copies on this host) before it
@@ -207,12 +208,14 @@ class FileCopy:
             self.note(f"{self.job.src_url}: the source changed since the interrupted copy; restarting it from zero")
             return False
         try:
-            self.job.dst_store.stat(self.part)
+            have = self.job.dst_store.stat(self.part).size
         except NotFound:
             self.note(f"{self.job.dst_url}: the partial copy is gone; restarting it from zero")
             return False
-        self.resumed = {i: r for i, r in records.items()
-                        if 0 <= i < self.n and r.length == chunk_at(i, self.size, self.cfg.copy.chunk_size).length}
+        cs = self.cfg.copy.chunk_size
+        self.resumed = {i: r for i, r in records.items()    # a chunk past a truncated part is copied again
+                        if 0 <= i < self.n and r.length == chunk_at(i, self.size, cs).length
+                        and i * cs + r.length <= have}
         if self.resumed:
             done = sum(r.length for r in self.resumed.values())
             self.note(f"{self.job.src_url}: resuming, {len(self.resumed)} of {self.n} chunks ({done} bytes) already copied")
@@ -240,8 +243,14 @@ class FileCopy:
         self.acct.add_chunk(self.stats, c.length, self.readback)
 
     def _check_resumed(self, c: Chunk, rec: ChunkRecord) -> bool:
-        """Accept a journaled chunk, after reading it back when verifying; False to copy it again."""
-        if self.readback:
+        """Accept a journaled chunk; False to copy it again.
+
+        A record is written only after its chunk was made durable (and, when verifying, read back
+        and compared), so its sums are the destination's: it is trusted without reading the chunk
+        again (the part file's size was checked to cover it). Only a download whose whole-file
+        xxh3 is checked against the catalogue (an authoritative source) reads it back, to feed
+        that hash; elsewhere a resumed file has no whole-file xxh3."""
+        if self.readback and self.job.src_store.checksum_authoritative:
             back = self.writer.readback(c.offset, c.length)
             if len(back) != c.length or xxh3_64(back) != rec.xxh3:
                 self.note(f"{self.job.dst_url}: journaled chunk {c.index} no longer matches; copying it again")
