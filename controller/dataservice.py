@@ -57,7 +57,7 @@ from domas.errors import (CatalogueUnavailable, ChecksumMismatch, DomasError, Im
 from . import access, delivery, portal
 from .access import ANONYMOUS, Caller
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
-from .catalogue.search import SearchQuery, decode_cursor, encode_cursor
+from .catalogue.search import FILTERS, SearchQuery, decode_cursor, encode_cursor
 from .httpedge import add_edge
 from .oidc import looks_like_jwt
 
@@ -281,12 +281,13 @@ class DataService:
 
     def search(self, caller: Caller, *, q: str = "", beamtime: str | None = None, proposal: str | None = None,
                pi: str | None = None, start: float | None = None, end: float | None = None,
-               cursor: str | None = None, limit: int = 100):
+               cursor: str | None = None, limit: int = 100, sort: str = "newest", **facets: str | None):
+        """`facets`: the filters beamline, data_type, year, access (search.FILTERS)."""
         scope = self.scope(caller)
         return self.catalogue.search_datasets(SearchQuery(
             q=q, beamtime=beamtime, proposal=proposal, pi=pi, start=start, end=end, now=self.now(),
             see_embargoed=scope.see_embargoed, member_of=scope.member_of, after=decode_cursor(cursor),
-            limit=limit))
+            limit=limit, sort=sort or "newest", **{k: facets.get(k) for k in FILTERS}))
 
     def files_page(self, pid: str, offset: int, limit: int) -> tuple[list[FileRecord], bool]:
         rows = list(itertools.islice(self.catalogue.files_of(pid), offset, offset + limit + 1))
@@ -467,7 +468,7 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     return app
 
 
-SEARCH_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "limit")
+SEARCH_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "limit", "sort", *FILTERS)
 
 
 def _add_api(app: FastAPI, svc: DataService) -> None:
@@ -488,12 +489,18 @@ def _add_api(app: FastAPI, svc: DataService) -> None:
                       from_: str | None = Query(None, alias="from", description="Experiment time from: POSIX "
                                                                                 "seconds or ISO date"),
                       to: str | None = Query(None, description="Experiment time until (a bare date: the whole day)"),
+                      beamline: str | None = Query(None, description="Facet filter: beamline (case ignored)"),
+                      data_type: str | None = Query(None, description="Facet filter: data type (raw, processed…)"),
+                      year: str | None = Query(None, description="Facet filter: experiment year, e.g. 2025"),
+                      access: str | None = Query(None, description="Facet filter: open or embargoed"),
+                      sort: str = Query("newest", description="newest (created, newest first) or title"),
                       cursor: str | None = Query(None, description="`next` of the previous page"),
                       limit: int = Query(100, ge=1, le=1000)) -> dict:
         check_params(request, SEARCH_PARAMS)
         found = svc.search(caller, q=q, beamtime=beamtime, proposal=proposal, pi=pi,
                            start=parse_time(from_, "from"), end=parse_time(to, "to", end_of_day=True),
-                           cursor=cursor, limit=limit)
+                           cursor=cursor, limit=limit, sort=sort, beamline=beamline, data_type=data_type,
+                           year=year, access=access)
         return {"datasets": [svc.dataset_json(ds) for ds in found.datasets], "count": len(found.datasets),
                 "total": found.total, "facets": found.facets, "next": encode_cursor(found.next), "limit": limit}
 

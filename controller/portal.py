@@ -21,6 +21,7 @@ from string import Template
 from urllib.parse import quote, urlencode
 
 from domas.controller.catalogue import Dataset, FileRecord
+from domas.controller.catalogue.search import FILTERS, SORTS, display_title
 
 _WEB = Path(__file__).with_name("web")
 _TEMPLATES = {name: Template((_WEB / f"{name}.html").read_text(encoding="utf-8"))
@@ -55,13 +56,8 @@ def page_path(pid: str) -> str:
 
 def title_of(ds: Dataset) -> str:
     """The metadata's title, else its sample name, else the path's last two parts ("2025-0042/raw",
-    not a bare "raw")."""
-    meta = ds.metadata if isinstance(ds.metadata, dict) else {}
-    sample = meta.get("sample")
-    for found in (meta.get("title"), sample.get("name") if isinstance(sample, dict) else sample):
-        if found and isinstance(found, (str, int, float)):
-            return str(found)
-    return "/".join(ds.path.rstrip("/").split("/")[-2:]) or ds.path
+    not a bare "raw"): the title the search sorts by."""
+    return display_title(ds.path, ds.metadata)
 
 
 def manifest_path(pid: str) -> str:
@@ -94,21 +90,58 @@ def _dataset_row(ds: Dataset, now: float) -> str:
 
 
 FACET_NAMES = {"beamline": "Beamline", "data_type": "Data type", "year": "Year", "access": "Access"}
+SORT_NAMES = {"newest": "newest first", "title": "title"}
+SEARCH_FIELDS = ("q", "beamtime", "proposal", "pi", "from", "to")
 
 
-def _facets(facets: dict[str, dict[str, int]]) -> str:
+def index_url(form: dict[str, str], **changes: str) -> str:
+    """The front page for `form` (the query as typed, facet filters, sort) with `changes` applied
+    (an empty value drops that parameter); "sort=newest" is the default and left out."""
+    params = {**form, **changes}
+    kept = {k: v for k, v in params.items() if v and not (k == "sort" and v == "newest")}
+    return "/?" + urlencode(kept) if kept else "/"
+
+
+def _facets(facets: dict[str, dict[str, int]], form: dict[str, str]) -> str:
+    """Each facet's values as links that narrow the search to that value (the chosen one marked)."""
     parts = []
     for name, title in FACET_NAMES.items():
         counts = facets.get(name) or {}
         if counts:
-            items = "".join(f"<li>{escape(str(value))} <span>{n}</span></li>" for value, n in counts.items())
-            parts.append(f"<h3>{escape(title)}</h3><ul>{items}</ul>")
+            items = []
+            for value, n in counts.items():
+                text = escape(str(value))
+                if form.get(name) and form[name].casefold() == str(value).casefold():
+                    items.append(f'<li class="chosen" aria-current="true">{text} <span>{n}</span></li>')
+                else:
+                    href = escape(index_url(form, **{name: str(value)}))
+                    items.append(f'<li><a href="{href}" data-facet="{name}">{text}</a> <span>{n}</span></li>')
+            parts.append(f"<h3>{escape(title)}</h3><ul>{''.join(items)}</ul>")
     return "\n".join(parts)
+
+
+def _active(form: dict[str, str]) -> str:
+    """The facet filters in force, each with a link that removes it."""
+    chips = [f'<li>{escape(FACET_NAMES[name])}: {escape(form[name])} '
+             f'<a href="{escape(index_url(form, **{name: ""}))}" class="remove" '
+             f'aria-label="remove filter {escape(FACET_NAMES[name])}">×</a></li>'
+             for name in FILTERS if form.get(name)]
+    if not chips:
+        return ""
+    clear = escape(index_url(form, **{name: "" for name in FILTERS}))
+    return f'<ul class="active" aria-label="Filters">{"".join(chips)}<li><a href="{clear}">remove all</a></li></ul>'
+
+
+def _sorts(form: dict[str, str]) -> str:
+    chosen = form.get("sort") or "newest"
+    return "".join(f'<option value="{s}"{" selected" if s == chosen else ""}>{escape(SORT_NAMES[s])}</option>'
+                   for s in SORTS)
 
 
 def render_index(datasets: list[Dataset], form: dict[str, str], now: float, *, total: int,
                  facets: dict[str, dict[str, int]], next_cursor: str | None, user: str = "") -> str:
-    """The dataset list with its search form and facet counts; `form` holds the query as typed."""
+    """The dataset list with its search form, facet links, the filters in force and the sort;
+    `form` holds the query as typed (SEARCH_FIELDS), the facet filters (FILTERS) and `sort`."""
     rows = "\n".join(_dataset_row(ds, now) for ds in datasets) or \
         '    <tr><td colspan="8">No dataset matches; clear the search or check the spelling.</td></tr>'
     count = f"{total} dataset{'s' if total != 1 else ''}"
@@ -116,12 +149,13 @@ def render_index(datasets: list[Dataset], form: dict[str, str], now: float, *, t
         count += f", showing {len(datasets)}"
     more = ""
     if next_cursor:
-        query = urlencode({**{k: v for k, v in form.items() if v}, "cursor": next_cursor})
-        more = f'<a href="/?{escape(query)}">next page</a>'
-    fields = ("q", "beamtime", "proposal", "pi", "from", "to")
+        more = f'<a href="{escape(index_url(form, cursor=next_cursor))}">next page</a>'
+    hidden = "".join(f'<input type="hidden" name="{name}" value="{escape(form[name], quote=True)}">'
+                     for name in FILTERS if form.get(name))
     body = _TEMPLATES["index"].substitute(
-        root="/", rows=rows, count=escape(count), facets=_facets(facets), more=more,
-        **{k: escape(form.get(k, "") or "", quote=True) for k in fields})
+        root="/", rows=rows, count=escape(count), facets=_facets(facets, form), more=more, active=_active(form),
+        hidden=hidden, sorts=_sorts(form),
+        **{k: escape(form.get(k, "") or "", quote=True) for k in SEARCH_FIELDS})
     return _page("Datasets", body, user)
 
 

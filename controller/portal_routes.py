@@ -17,11 +17,11 @@ from domas.errors import Unauthenticated
 
 from . import access, delivery, portal
 from .access import Caller
-from .catalogue.search import encode_cursor
+from .catalogue.search import FILTERS, encode_cursor
 from .dataservice import (MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SESSION_SECONDS, DataService,
                           parse_time)
 
-PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor")
+PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "sort", *FILTERS)
 
 
 def add_portal(app: FastAPI, svc: DataService) -> None:
@@ -35,7 +35,8 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
         found = svc.search(caller, q=form["q"], beamtime=form["beamtime"] or None, proposal=form["proposal"] or None,
                            pi=form["pi"] or None, start=parse_time(form["from"], "from"),
                            end=parse_time(form["to"], "to", end_of_day=True), cursor=form["cursor"] or None,
-                           limit=PORTAL_PAGE)
+                           limit=PORTAL_PAGE, sort=form["sort"] or "newest",
+                           **{k: form[k] or None for k in FILTERS})
         del form["cursor"]
         return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), total=found.total,
                                                 facets=found.facets, next_cursor=encode_cursor(found.next),

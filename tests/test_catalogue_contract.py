@@ -351,6 +351,48 @@ def test_search_pages_with_a_cursor_and_counts_facets_over_every_match(catalogue
     assert released.total == 3
 
 
+def test_search_facet_filters_and_title_order(catalogue):
+    """Each facet value the facets show narrows the search to exactly its count; "title" orders by
+    the shown title (case ignored) and pages by cursor; bad filters name the parameter."""
+    from domas.controller.catalogue.search import SearchQuery
+    from domas.errors import UsageError
+    a, b, c, now = _search_world(catalogue)
+    d = dataset(catalogue, "BT-nodate", "/d/zz/apple", created_at=1_704_067_200.0 + 5 * 86400).pid   # 2024, no beamtime
+
+    def found(**kw):
+        return catalogue.search_datasets(SearchQuery(now=now, see_embargoed=True, **kw))
+
+    everything = found()
+    for name, counts in everything.facets.items():
+        for value, n in counts.items():
+            got = found(**{name: value})
+            assert got.total == n == len(got.datasets), (name, value)
+    assert [x.pid for x in found(beamline="b7").datasets] == [c, b]            # case ignored
+    assert [x.pid for x in found(beamline="unknown").datasets] == [d]
+    assert [x.pid for x in found(year="2024").datasets] == [d, a]              # beamtime start, else created
+    assert [x.pid for x in found(year="2025", data_type="processed").datasets] == [b]
+    assert [x.pid for x in found(access="embargoed").datasets] == [c]
+    assert [x.pid for x in found(access="open", beamline="B7").datasets] == [b]
+    assert found(year="2024", beamline="B7").total == 0
+    narrowed = found(beamline="B7")
+    assert narrowed.facets["beamline"] == {"B7": 2} and narrowed.facets["access"] == {"embargoed": 1, "open": 1}
+    # title order: "LiFePO4 charge", "Lysozyme soak", "Secret cathode", "zz/apple" (the path's last two parts)
+    assert [x.pid for x in found(sort="title", limit=10).datasets] == [b, a, c, d]
+    seen, after = [], None
+    while True:
+        page = found(sort="title", limit=1, after=after)
+        seen += [x.pid for x in page.datasets]
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == [b, a, c, d]
+    assert [x.pid for x in found(sort="title", access="open").datasets] == [b, a, d]
+    for bad, where in (({"year": "24"}, "year"), ({"access": "secret"}, "access"), ({"sort": "size"}, "sort"),
+                       ({"sort": "title", "after": (1.0, a)}, "cursor")):
+        with pytest.raises(UsageError, match=where):
+            found(**bad)
+
+
 # -- discovery fills, operators set (controller/catalogue/operator.py) ----------------------------
 
 def test_discovery_never_wipes_what_an_operator_set(catalogue):

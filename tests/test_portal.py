@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ import httpx
 import pytest
 
 from domas.controller import portal
-from domas.controller.catalogue import Dataset
+from domas.controller.catalogue import Beamtime, Dataset
 from domas.controller.dataservice import create_app
 from domas.controller.users import UserStore
+from tests.fixtures.dataservice import TITLE
 
 
 @pytest.fixture
@@ -57,9 +59,64 @@ def test_search_box_dates_and_facets(service_open):
     assert r.status_code == 200 and world.pids["open"] in r.text and "1 dataset" in r.text
     assert 'name="q" value="lysozyme"' in r.text and 'type="date" name="from"' in r.text
     facets = r.text.split('class="facets"')[1].split("</aside>")[0]
-    assert "Beamline" in facets and "<li>B1 <span>1</span></li>" in facets and "<li>open <span>1</span></li>" in facets
+    assert "Beamline" in facets and '>B1</a> <span>1</span></li>' in facets and '>open</a> <span>1</span></li>' in facets
     r = httpx.get(base + "/", params={"from": "2026-09-22"})
     assert "No dataset matches" in r.text and "0 datasets" in r.text
+
+
+def _facet_links(html: str, name: str) -> dict[str, str]:
+    facets = html.split('class="facets"')[1].split("</aside>")[0]
+    return {text: href.replace("&amp;", "&") for href, text in
+            re.findall(r'<a href="([^"]+)" data-facet="' + name + r'">([^<]+)</a>', facets)}
+
+
+def _titles(html: str) -> list[str]:
+    return [unescape(t) for t in re.findall(r'<tr><td><a href="/datasets/[^"]+">([^<]+)</a>', html)]
+
+
+def test_facet_links_filter_the_search_and_active_filters_come_off(service_open):
+    base, world = service_open
+    cat = world.catalogue
+    cat.upsert_beamtime(Beamtime("2024-0007", "B2", "P-42", "Ada Lovelace", start=1.71e9, end=1.711e9))
+    cat.upsert_dataset(Dataset("2024-0007", "/B2/2024/Data/2024-0007/proc", data_type="processed",
+                               metadata={"title": "alpha processed"}, created_at=1.7105e9))
+    cat.upsert_dataset(Dataset("2025-0042", "/B1/202611/Data/2025-0042/proc", data_type="processed",
+                               metadata={"title": "Zeta processed"}, created_at=1.7855e9))
+    with httpx.Client(base_url=base) as browser:
+        page = browser.get("/", params={"q": "processed"})
+        assert "2 datasets" in page.text
+        link = _facet_links(page.text, "beamline")["B2"]
+        assert link == "/?q=processed&beamline=B2"
+        narrowed = browser.get(link)
+        assert "1 dataset" in narrowed.text and _titles(narrowed.text) == ["alpha processed"]
+        active = narrowed.text.split('class="active"')[1].split("</ul>")[0]
+        assert "Beamline: B2" in active and 'href="/?q=processed" class="remove"' in active
+        assert '<input type="hidden" name="beamline" value="B2">' in narrowed.text   # kept by a new search
+        assert '<li class="chosen" aria-current="true">B2 <span>1</span></li>' in narrowed.text
+        both = _facet_links(narrowed.text, "year")["2024"]
+        assert both == "/?q=processed&beamline=B2&year=2024" and "1 dataset" in browser.get(both).text
+        assert "2 datasets" in browser.get("/?q=processed").text                   # removed: back to both
+        assert _titles(browser.get("/", params={"data_type": "processed", "access": "open"}).text) == \
+            ["Zeta processed", "alpha processed"]                                      # newest first
+        by_title = browser.get("/", params={"sort": "title"}).text
+        assert _titles(by_title) == [TITLE, "alpha processed", "Zeta processed"]     # "<script>…" sorts first
+        assert '<option value="title" selected>' in by_title
+        assert _facet_links(by_title, "data_type")["processed"] == "/?sort=title&data_type=processed"
+        assert browser.get("/", params={"year": "24"}).status_code == 400
+    api = httpx.get(base + "/api/v1/datasets", params={"beamline": "b2"}).json()
+    assert api["total"] == 1 and api["datasets"][0]["title"] == "alpha processed"
+    assert httpx.get(base + "/api/v1/datasets", params={"year": "2026", "data_type": "processed"}).json()["total"] == 1
+    assert httpx.get(base + "/api/v1/datasets", params={"access": "embargoed"}).json()["total"] == 0   # anonymous
+    seen, cursor = [], None
+    while True:
+        r = httpx.get(base + "/api/v1/datasets", params={"sort": "title", "limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        seen += [d["title"] for d in r.json()["datasets"]]
+        if not (cursor := r.json()["next"]):
+            break
+    assert seen == [TITLE, "alpha processed", "Zeta processed"]
+    bad = httpx.get(base + "/api/v1/datasets", params={"access": "secret"})
+    assert bad.status_code == 400 and "access: use open or embargoed" in bad.text
 
 
 def test_dataset_page_shows_people_metadata_table_and_a_folder_tree(service_open):

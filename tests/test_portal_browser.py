@@ -41,6 +41,14 @@ def test_login_search_select_and_download_in_a_browser(browser, portal_site):
     assert "1 dataset" in text and "Lysozyme" in text and "Embargoed scan" not in text
     assert "Beamline" in browser.evaluate("document.querySelector('aside.facets').textContent")
     browser.screenshot("search")
+    browser.evaluate("document.querySelector('aside.facets a[data-facet=access]').click()", navigates=True)
+    assert "Access: open" in browser.evaluate("document.querySelector('ul.active').innerText")
+    assert browser.evaluate("new URL(location.href).searchParams.get('access')") == "open"
+    assert "Lysozyme" in browser.evaluate("document.body.innerText")
+    browser.screenshot("facet")
+    browser.evaluate("document.querySelector('ul.active a.remove').click()", navigates=True)
+    assert browser.evaluate("document.querySelector('ul.active')") is None
+    assert browser.evaluate("location.search") == "?q=lysozyme"
     browser.evaluate("document.querySelector('table a').click()", navigates=True)
     text = browser.evaluate("document.body.innerText")
     assert "P-42: Protein crystals" in text and "Ada Lovelace, Grace Hopper" in text

@@ -31,7 +31,8 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
                    check_replica_updates, check_tier, counter_delta, dataset_from, file_from, filled,
                    kept_dataset, merged_file, plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
-from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words
+from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
+                     norm_id, query_words, sort_key, sort_title, words, year_range)
 
 _ERRORS: list[tuple[type[Exception], type[DomasError], str]] = [
     (errors.DuplicateKeyError, InvalidMessage, "the catalogue refused a duplicate record"),
@@ -119,6 +120,10 @@ class MongoCatalogue(Catalogue):
             db.datasets.create_index("words")
             db.datasets.create_index("file_words")
             db.beamtimes.create_index("words")
+            db.datasets.create_index([("sort_title", 1), ("_id", 1)])
+            for doc in db.datasets.find({"sort_title": {"$exists": False}}, {"path": 1, "metadata": 1}):
+                db.datasets.update_one({"_id": doc["_id"]}, {"$set": {"sort_title": sort_title(
+                    doc["path"], doc.get("metadata") or {})}})       # catalogues from before the title order
             self._ready = True
 
     def _ensure_tier(self, tier: str) -> None:
@@ -162,6 +167,7 @@ class MongoCatalogue(Catalogue):
         fields = {"beamtime": d.beamtime, "data_type": d.data_type, "state": d.state,
                   "embargo_end": d.embargo_end, "metadata": plain_metadata(d.metadata)}
         fields["words"] = sorted(set(words(dataset_text(d.beamtime, d.path, d.data_type, fields["metadata"]))))
+        fields["sort_title"] = sort_title(d.path, fields["metadata"])
         datasets = self._col("datasets")
         with self._edge():
             old = datasets.find_one({"path": d.path}, {"beamtime": 1})
@@ -351,6 +357,20 @@ class MongoCatalogue(Catalogue):
                                                                               {"proposal": {"$in": props}}]})}})
         if query.start is not None or query.end is not None:
             clauses.append(self._time_clause(query.start, query.end))
+        if query.beamline is not None:
+            if query.beamline.casefold() == "unknown":
+                clauses.append({"beamtime": {"$nin": bts.distinct("_id", {"beamline": {"$nin": ["", None]}})}})
+            else:
+                clauses.append({"beamtime": {"$in": bts.distinct("_id", {"beamline": self._exactly(query.beamline)})}})
+        if query.data_type is not None:
+            clauses.append({"data_type": query.data_type})
+        if query.year is not None:
+            y0, y1 = year_range(query.year)
+            timed = bts.distinct("_id", {"start": {"$ne": None}})
+            clauses.append({"$or": [{"beamtime": {"$in": bts.distinct("_id", {"start": {"$gte": y0, "$lt": y1}})}},
+                                    {"beamtime": {"$nin": timed}, "created_at": {"$gte": y0, "$lt": y1}}]})
+        if query.access is not None:
+            clauses.append({"$or" if query.access == "embargoed" else "$nor": self._under_embargo(query.now)})
         if not query.see_embargoed:
             clauses.append({"$or": [{"$nor": self._under_embargo(query.now)},
                                     {"beamtime": {"$in": list(query.member_of)}}]})
@@ -374,7 +394,9 @@ class MongoCatalogue(Catalogue):
         return {"$or": [{"beamtime": {"$in": overlap}}, {"beamtime": {"$nin": list(timed)}, "created_at": created}]}
 
     def search_datasets(self, query: SearchQuery) -> SearchResult:
+        query = check_query(query)
         limit = max(1, int(query.limit))
+        key, order = ("sort_title", 1) if query.sort == "title" else ("created_at", -1)
         with self._edge():
             datasets = self._col("datasets")
             clauses = self._search_clauses(query)
@@ -382,9 +404,9 @@ class MongoCatalogue(Catalogue):
             page = list(clauses)
             if query.after is not None:
                 c, p = query.after
-                page.append({"$or": [{"created_at": {"$lt": c}}, {"created_at": c, "_id": {"$gt": p}}]})
-            docs = list(datasets.find({"$and": page} if page else {}, {"words": 0, "file_words": 0})
-                        .sort([("created_at", -1), ("_id", 1)]).limit(limit + 1))
+                page.append({"$or": [{key: {"$lt" if order < 0 else "$gt": c}}, {key: c, "_id": {"$gt": p}}]})
+            docs = list(datasets.find({"$and": page} if page else {}, {"words": 0, "file_words": 0, "sort_title": 0})
+                        .sort([(key, order), ("_id", 1)]).limit(limit + 1))
             groups = list(datasets.aggregate([{"$match": match}, {"$group": {"_id": {
                 "bt": "$beamtime", "dt": "$data_type",
                 "y": {"$year": {"$toDate": {"$multiply": ["$created_at", 1000]}}},
@@ -398,7 +420,7 @@ class MongoCatalogue(Catalogue):
         found = [dataset_from(doc) for doc in docs[:limit]]
         folded = fold_facets(((g["_id"]["bt"], g["_id"]["dt"], str(g["_id"]["y"]), bool(g["_id"]["e"]), g["n"])
                               for g in groups), beamtimes)
-        nxt = (found[-1].created_at, found[-1].pid) if len(docs) > limit else None
+        nxt = sort_key(found[-1], query.sort) if len(docs) > limit else None
         return SearchResult(found, sum(g["n"] for g in groups), folded, nxt)
 
     def beamtimes_of_person(self, name: str) -> list[str]:

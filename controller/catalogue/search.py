@@ -10,7 +10,11 @@ Contract (tests/test_catalogue_contract.py runs it on SQLite and MongoDB):
   `start`/`end` keep the datasets whose experiment time overlaps [start, end].
 - Embargo: unless `scope.see_embargoed`, a dataset under embargo (see domas.controller.access) is
   returned, counted and faceted only when its beamtime is in `scope.member_of`.
-- Order: newest created_at first, then PID; `after` (from `next`) continues after that key.
+- Facet filters narrow the matches to one value of a facet, as the facets name them: `beamline`
+  (case ignored; "unknown": no beamtime record or no beamline), `data_type`, `year` (the
+  experiment's: its beamtime's start year, else the year it was created), `access` (open/embargoed).
+- Order: `sort` "newest" (default): newest created_at first, then PID; "title": by the shown title
+  (display_title, case ignored), then PID. `after` (from `next`) continues after that key.
 - Facets count every match (not only the page): beamline, data_type, year, access (open/embargoed).
 No I/O here.
 """
@@ -18,12 +22,13 @@ No I/O here.
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import re
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from domas.errors import UsageError
@@ -43,8 +48,13 @@ class SearchQuery:
     now: float = 0.0                        # decides who is under embargo
     see_embargoed: bool = False
     member_of: tuple[str, ...] = ()          # beamtimes whose embargoed datasets the caller may see
-    after: tuple[float, str] | None = None   # (created_at, pid) of the last dataset already shown
+    after: tuple[float | str, str] | None = None   # (sort key, pid) of the last dataset already shown
     limit: int = 100
+    beamline: str | None = None             # facet filters (see the contract above)
+    data_type: str | None = None
+    year: str | None = None
+    access: str | None = None
+    sort: str = "newest"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,54 @@ class SearchResult:
     datasets: list = field(default_factory=list)      # list[Dataset], at most limit
     total: int = 0
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
-    next: tuple[float, str] | None = None              # key to pass as `after` for the next page
+    next: tuple[float | str, str] | None = None        # key to pass as `after` for the next page
+
+
+FILTERS = ("beamline", "data_type", "year", "access")
+SORTS = ("newest", "title")
+
+
+def check_query(query: SearchQuery) -> SearchQuery:
+    """The query with its facet filters and sort checked (UsageError naming the parameter) and
+    blank filters dropped; `after` must be a key of the chosen order."""
+    if query.sort not in SORTS:
+        raise UsageError(f"sort: use one of {', '.join(SORTS)}")
+    clean = {name: (getattr(query, name) or "").strip() or None for name in FILTERS}
+    if clean["year"] is not None and not (clean["year"].isdigit() and len(clean["year"]) == 4):
+        raise UsageError("year: give a year of four digits, e.g. 2025")
+    if clean["access"] is not None:
+        clean["access"] = clean["access"].casefold()
+        if clean["access"] not in ("open", "embargoed"):
+            raise UsageError("access: use open or embargoed")
+    if query.after is not None and isinstance(query.after[0], str) != (query.sort == "title"):
+        raise UsageError("cursor: it belongs to another sort order; start again without it")
+    return replace(query, **clean)
+
+
+def year_range(year: str) -> tuple[float, float]:
+    """[first second, first second of the next year) of a four-digit year, UTC."""
+    y = int(year)
+    return float(calendar.timegm((y, 1, 1, 0, 0, 0))), float(calendar.timegm((y + 1, 1, 1, 0, 0, 0)))
+
+
+def display_title(path: str, metadata: Any) -> str:
+    """The metadata's title, else its sample name, else the path's last two parts ("2025-0042/raw",
+    not a bare "raw")."""
+    meta = metadata if isinstance(metadata, dict) else {}
+    sample = meta.get("sample")
+    for found in (meta.get("title"), sample.get("name") if isinstance(sample, dict) else sample):
+        if found and isinstance(found, (str, int, float)) and not isinstance(found, bool):
+            return str(found)
+    return "/".join(path.rstrip("/").split("/")[-2:]) or path
+
+
+def sort_title(path: str, metadata: Any) -> str:
+    """The key of the "title" order: the shown title, case folded (stored with each dataset)."""
+    return display_title(path, metadata).casefold()
+
+
+def sort_key(ds, sort: str) -> tuple[float | str, str]:
+    return (sort_title(ds.path, ds.metadata) if sort == "title" else ds.created_at, ds.pid)
 
 
 def words(text: str) -> list[str]:
@@ -119,14 +176,14 @@ def fold_facets(groups: Iterable[tuple[str, str, str, bool, int]], beamtimes: di
     return {name: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for name, c in facets.items()}
 
 
-def encode_cursor(key: tuple[float, str] | None) -> str | None:
+def encode_cursor(key: tuple[float | str, str] | None) -> str | None:
     if key is None:
         return None
     raw = json.dumps([key[0], key[1]], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str | None) -> tuple[float, str] | None:
+def decode_cursor(text: str | None) -> tuple[float | str, str] | None:
     if not text:
         return None
     try:
@@ -134,6 +191,8 @@ def decode_cursor(text: str | None) -> tuple[float, str] | None:
         created, pid = json.loads(raw)
         if isinstance(created, (int, float)) and not isinstance(created, bool) and isinstance(pid, str):
             return float(created), pid
+        if isinstance(created, str) and isinstance(pid, str):
+            return created, pid
     except (ValueError, TypeError, UnicodeDecodeError):
         pass
     raise UsageError("cursor: not a cursor this service gave out; start again without one")

@@ -24,7 +24,8 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
                    filled, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
-from .search import SearchQuery, SearchResult, beamtime_text, dataset_text, file_words, fold_facets, norm_id, query_words, words, year_of
+from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
+                     norm_id, query_words, sort_key, sort_title, words, year_of, year_range)
 
 PAGE = 2000
 
@@ -131,6 +132,14 @@ class SQLiteCatalogue(Catalogue):
         # the scrubber's "longest unchecked first" is a range scan of this index, never a sort
         self._db.execute("CREATE INDEX IF NOT EXISTS replicas_check ON replicas(tier, state, "
                          "coalesce(checked_at, verified_at, 0))")
+        # the portal's "sort by title": the shown title, case folded, kept with each dataset
+        if "sort_title" not in {row[1] for row in self._db.execute("PRAGMA table_info(datasets)")}:
+            with self._tx() as db:
+                db.execute("ALTER TABLE datasets ADD COLUMN sort_title TEXT NOT NULL DEFAULT ''")
+                db.executemany("UPDATE datasets SET sort_title=? WHERE pid=?", (
+                    (sort_title(path, json.loads(meta)), pid)
+                    for pid, path, meta in db.execute("SELECT pid, path, metadata FROM datasets").fetchall()))
+        self._db.execute("CREATE INDEX IF NOT EXISTS datasets_title ON datasets(sort_title, pid)")
 
     @contextlib.contextmanager
     def _edge(self):
@@ -203,15 +212,18 @@ class SQLiteCatalogue(Catalogue):
             d = kept_dataset(Dataset(row[1], d.path, state=row[2], embargo_end=row[3],
                                      metadata=json.loads(row[4])), d)
             meta = json.dumps(plain_metadata(d.metadata), sort_keys=True)
-            db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=? "
-                       "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta, pid))
+            db.execute("UPDATE datasets SET beamtime=?, data_type=?, state=?, embargo_end=?, metadata=?, sort_title=? "
+                       "WHERE pid=?", (d.beamtime, d.data_type, d.state, d.embargo_end, meta,
+                                       sort_title(d.path, plain_metadata(d.metadata)), pid))
             if row[1] != d.beamtime:
                 db.execute("UPDATE files SET beamtime=? WHERE dataset=?", (d.beamtime, pid))
         else:
             pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
             created = d.created_at if d.created_at is not None else self._clock()
-            db.execute("INSERT INTO datasets VALUES (?,?,?,?,?,?,?,0,0,?)",
-                       (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created))
+            db.execute("INSERT INTO datasets (pid, beamtime, path, data_type, state, embargo_end, metadata, "
+                       "file_count, bytes, created_at, sort_title) VALUES (?,?,?,?,?,?,?,0,0,?,?)",
+                       (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created,
+                        sort_title(d.path, plain_metadata(d.metadata))))
         self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata))
         return pid
 
@@ -494,6 +506,22 @@ class SQLiteCatalogue(Catalogue):
                          ":end AND d.beamtime NOT IN (SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
             args["start"] = query.start if query.start is not None else -1e18
             args["end"] = query.end if query.end is not None else 1e18
+        if query.beamline is not None:
+            if query.beamline.casefold() == "unknown":
+                where.append("d.beamtime NOT IN (SELECT id FROM beamtimes WHERE beamline != '')")
+            else:
+                where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE beamline = :beamline COLLATE NOCASE)")
+                args["beamline"] = query.beamline
+        if query.data_type is not None:
+            where.append("d.data_type = :data_type")
+            args["data_type"] = query.data_type
+        if query.year is not None:
+            args["y0"], args["y1"] = year_range(query.year)
+            where.append("(d.beamtime IN (SELECT id FROM beamtimes WHERE start >= :y0 AND start < :y1) OR "
+                         "(d.created_at >= :y0 AND d.created_at < :y1 AND d.beamtime NOT IN "
+                         "(SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
+        if query.access is not None:
+            where.append(_UNDER_EMBARGO if query.access == "embargoed" else f"NOT {_UNDER_EMBARGO}")
         if not query.see_embargoed:
             members = ",".join(f":m{i}" for i in range(len(query.member_of)))
             args.update({f"m{i}": m for i, m in enumerate(query.member_of)})
@@ -501,21 +529,25 @@ class SQLiteCatalogue(Catalogue):
         return where, args
 
     def search_datasets(self, query: SearchQuery) -> SearchResult:
+        query = check_query(query)
         where, args = self._search_where(query)
         base = "FROM datasets d"
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         page_where = list(where)
+        by_title = query.sort == "title"
         if query.after is not None:
-            page_where.append("(d.created_at < :ac OR (d.created_at = :ac AND d.pid > :ap))")
+            page_where.append("(d.sort_title > :ac OR (d.sort_title = :ac AND d.pid > :ap))" if by_title else
+                              "(d.created_at < :ac OR (d.created_at = :ac AND d.pid > :ap))")
             args.update(ac=query.after[0], ap=query.after[1])
         page_cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
+        order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
         limit = max(1, int(query.limit))
         with self._lock, self._edge():
-            rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY d.created_at DESC, d.pid "
+            rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY {order} "
                                     f"LIMIT {limit + 1}", args).fetchall()
             total, facets = self._counted(query, lambda: self._facet_groups(base, cond, where, args))
         found = [self._dataset(r) for r in rows[:limit]]
-        nxt = (found[-1].created_at, found[-1].pid) if len(rows) > limit else None
+        nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
 
     def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict]:
@@ -525,7 +557,7 @@ class SQLiteCatalogue(Catalogue):
         a query and the portal's front page cost only their page."""
         stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes,
                  int(query.now // COUNT_CACHE_SECONDS))
-        key = replace(query, after=None, limit=0, now=0.0)
+        key = replace(query, after=None, limit=0, now=0.0, sort="newest")
         hit = self._counts.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1], hit[2]
