@@ -93,6 +93,13 @@ class StabilityTracker:
             del self._seen[gone]
         return ready
 
+    def settled_by(self) -> float | None:
+        """When the earliest file seen but not emitted yet will have been stable for the window
+        (None: nothing is settling). A caller that scans rarely scans again then."""
+        due = [seen.since + self.window for rel, seen in self._seen.items()
+               if self._emitted.get(rel) != (seen.size, seen.mtime)]
+        return min(due) if due else None
+
     def forget(self, relpath: str) -> None:
         self._emitted.pop(relpath, None)
         self._seen.pop(relpath, None)

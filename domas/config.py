@@ -161,9 +161,13 @@ class SourceConfig:
     """Discovery sources (domas.controller.sources): the tree scan and message-bus consumers."""
 
     scan: bool = True                # the tree scan, the safety net that finds what no one announced
+    inotify: bool = False            # filesystem events: closed and moved-in files taken at once (Linux)
+    full_scan_seconds: float = 3600.0  # with inotify on, the tree scan runs this rarely (and on queue overflow)
     amqp: AmqpSourceConfig = field(default_factory=AmqpSourceConfig)
 
     def validate(self) -> None:
+        if self.full_scan_seconds <= 0:
+            raise ConfigError(f"source.full_scan_seconds: must be positive, got {self.full_scan_seconds}")
         if not self.amqp.exchange or not self.amqp.queue:
             raise ConfigError("source.amqp: exchange and queue must not be empty")
         if not 1 <= self.amqp.prefetch <= 65535:
@@ -200,7 +204,8 @@ class Config:
 _SIZE_KEYS = {"copy.chunk_size", "policy.scrub_rate"}
 _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "policy.stability_seconds",
                   "policy.rescan_seconds", "policy.scrub_interval", "copy.backoff_base", "copy.backoff_max",
-                  "copy.retry_budget_seconds", "controller.lease_seconds", "source.amqp.files_grace"}
+                  "copy.retry_budget_seconds", "controller.lease_seconds", "source.amqp.files_grace",
+                  "source.full_scan_seconds"}
 
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -3,6 +3,9 @@
 One small interface, one module per source, chosen in the configuration ([source] section):
 - `scan` (scan.py): lists the beamline tree every pass and takes a file once it stopped changing
   for the stability window. On by default: the safety net that finds what no one announced.
+- `inotify` (inotify.py): filesystem events on the beamline tree, on with `[source] inotify = true`:
+  closed and moved-in files are taken at once, and the tree scan runs only every
+  `full_scan_seconds` (and when the event queue overflowed).
 - `amqp` (amqp.py): a RabbitMQ consumer of Bluesky documents and detector "file closed" messages,
   on when `[source.amqp] url` is set.
 
@@ -15,15 +18,18 @@ close() in its event loop):
   backed by a queue acknowledges its messages then, never earlier.
 - `ready` (an asyncio.Event, or None) is set when the source has news, so the archiver runs a
   pass at once instead of waiting for its interval.
-A new source (inotify, Kafka) is one module with a class like these and one config section.
+A new source (Kafka) is one module with a class like these and one config section.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("domas.archiver")
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,20 @@ def from_config(cfg, *, clock=None) -> list[Source]:
     from .scan import ScanSource
 
     sources: list[Source] = []
+    inotify = cfg.source.inotify
+    if inotify and "://" in cfg.storage.beamline:
+        log.warning("[source] inotify: the beamline root %r is not a local directory; the tree scan is used",
+                    cfg.storage.beamline)
+        inotify = False
+    scan = None
     if cfg.source.scan:
-        sources.append(ScanSource(cfg.storage.beamline, cfg.policy.stability_seconds))
+        scan = ScanSource(cfg.storage.beamline, cfg.policy.stability_seconds,
+                          every=cfg.source.full_scan_seconds if inotify else 0.0)
+        sources.append(scan)
+    if inotify:
+        from .inotify import InotifySource
+
+        sources.append(InotifySource(cfg.storage.beamline, cfg.policy.stability_seconds, scan=scan))
     if cfg.source.amqp.url:
         from .amqp import AmqpSource
 
