@@ -94,6 +94,10 @@ def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: 
     return adler, xxh, data
 
 
+SYNC_GROUP_MAX = 128      # small files made durable together (each holds its part file open meanwhile)
+SYNC_LINGER = 0.25        # seconds a group waits for files still being copied to join it
+
+
 class OrderedHash:
     """Whole-file xxh3 fed with chunks in file order, whatever order they finish in."""
 
@@ -144,6 +148,10 @@ class FileCopy:
         self.hasher = OrderedHash()
         self.error: DomasError | None = None
         self.folded: int | None = None      # whole-file adler32 once the copy is complete
+        # A one-chunk file written but not yet durable: (chunk, xxh3 of what was written). Small
+        # files are made durable in groups (CopyEngine._durable) and read back after that.
+        self.deferred: tuple[Chunk, int] | None = None
+        self.release_slot = lambda: None
         self.skipped = False
         self.progress = asyncio.Event()
         self.size = job.src_stat.size
@@ -232,7 +240,8 @@ class FileCopy:
         self.copy_chunk(c)
 
     def copy_chunk(self, c: Chunk) -> None:
-        adler, xxh, data = copy_range(self.reader, self.writer, c, self.readback,
+        defer = self.readback and self.n == 1 and self.journal is None
+        adler, xxh, data = copy_range(self.reader, self.writer, c, self.readback and not defer,
                                       self.job.src_url, self.job.dst_url)
         if self.journal is not None:
             if not self.readback:
@@ -240,7 +249,19 @@ class FileCopy:
             self.journal.record(ChunkRecord(c.index, adler, xxh, c.length))
         self.sums[c.index] = (adler, c.length)
         self.hasher.offer(c.index, data)
-        self.acct.add_chunk(self.stats, c.length, self.readback)
+        if defer:
+            self.deferred = (c, xxh)
+        else:
+            self.acct.add_chunk(self.stats, c.length, self.readback)
+
+    def check_deferred(self) -> None:
+        """After its group was made durable: read the one-chunk file back, as copy_range would."""
+        c, xxh = self.deferred
+        if xxh3_64(self.writer.readback(c.offset, c.length)) != xxh:
+            raise ChecksumMismatch(f"{self.job.dst_url} read back differently from what was written; "
+                                   "copying it again")
+        self.deferred = None
+        self.acct.add_chunk(self.stats, c.length, True)
 
     def _check_resumed(self, c: Chunk, rec: ChunkRecord) -> bool:
         """Accept a journaled chunk; False to copy it again.
@@ -318,6 +339,7 @@ class FileCopy:
                 pass
         self.sums.clear()
         self.folded = None
+        self.deferred = None
         self.resumed = {}
         self.hasher = OrderedHash()
         self.error = None
@@ -354,11 +376,18 @@ class CopyEngine:
         self.acct = acct or Accounting()
         self.policy = retry_policy(cfg.copy)
         self._copies: list[FileCopy] = []
+        self._copying = 0                   # files with chunks in flight (may join a sync group)
+        self._sync_wait: list[tuple[FileCopy, asyncio.Future]] = []
+        self._sync_task: asyncio.Task | None = None
+        self._sync_kick: asyncio.Event | None = None
+        self._sync_slots: asyncio.Semaphore | None = None
 
     async def run(self, exp: Expansion) -> Accounting:
         streams = self.cfg.copy.streams
         self._pool = ThreadPoolExecutor(max_workers=streams + 2, thread_name_prefix="domas-io")
         self._chunk_slots = asyncio.Semaphore(streams)
+        self._sync_slots = asyncio.Semaphore(SYNC_GROUP_MAX)
+        self._sync_kick = asyncio.Event()
         file_slots = asyncio.Semaphore(streams)
         self.reporter.start(self.acct)
         try:
@@ -370,9 +399,10 @@ class CopyEngine:
                 await file_slots.acquire()
                 stats = self.acct.add_file(FileStats(job.src_url, job.dst_url, job.src_stat.size))
                 fc = FileCopy(job, self.cfg, stats, self.acct, self.force, self.reporter.note)
+                fc.release_slot = _once(file_slots.release)
                 self._copies.append(fc)
                 task = asyncio.create_task(self._file(fc))
-                task.add_done_callback(lambda _t: file_slots.release())
+                task.add_done_callback(lambda _t, release=fc.release_slot: release())
                 tasks.append(task)
             await asyncio.gather(*tasks)
             await self._sync_dirs()
@@ -433,6 +463,9 @@ class CopyEngine:
         while True:
             try:
                 await self._copy_chunks(fc)
+                if fc.deferred is not None:
+                    await self._durable(fc)
+                    await self._retrying(fc, fc.check_deferred)
                 await self._retrying(fc, fc.finalize)
                 return
             except (SourceChanged, ChecksumMismatch) as e:
@@ -461,7 +494,62 @@ class CopyEngine:
                 self.acct.add_retry(fc.stats, e.kind)
                 await asyncio.sleep(delay)
 
+    async def _durable(self, fc: FileCopy) -> None:
+        """Wait until the file's bytes are durable, synced together with the other small files
+        that finished meanwhile (group commit): one syncfs for a group instead of an fdatasync per
+        file. The file gives its slot to the next file while it waits (at most SYNC_GROUP_MAX wait)."""
+        await self._sync_slots.acquire()
+        try:
+            fc.release_slot()
+            if fc.reader is not None:
+                fc.reader.close()         # not needed any more; a restart opens it again
+                fc.reader = None
+            fut = asyncio.get_running_loop().create_future()
+            self._sync_wait.append((fc, fut))
+            self._sync_kick.set()
+            if self._sync_task is None:
+                self._sync_task = asyncio.create_task(self._group_sync())
+            await fut
+        finally:
+            self._sync_slots.release()
+
+    async def _group_sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._sync_wait:
+                # Let the files still being copied join, up to a group's size or SYNC_LINGER.
+                deadline = loop.time() + SYNC_LINGER
+                while len(self._sync_wait) < SYNC_GROUP_MAX and self._copying > 0 and loop.time() < deadline:
+                    self._sync_kick.clear()
+                    try:
+                        await asyncio.wait_for(self._sync_kick.wait(), deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        break
+                group, self._sync_wait = self._sync_wait, []
+                by_store: dict[int, list[tuple[FileCopy, asyncio.Future]]] = {}
+                for item in group:
+                    by_store.setdefault(id(item[0].job.dst_store), []).append(item)
+                for items in by_store.values():
+                    try:
+                        await self._io(items[0][0].job.dst_store.sync_many, [f.writer for f, _ in items])
+                    except DomasError as e:
+                        for _, fut in items:
+                            fut.done() or fut.set_exception(e)
+                        continue
+                    for _, fut in items:
+                        fut.done() or fut.set_result(None)
+        finally:
+            self._sync_task = None
+
     async def _copy_chunks(self, fc: FileCopy) -> None:
+        self._copying += 1
+        try:
+            await self._copy_chunks_of(fc)
+        finally:
+            self._copying -= 1
+            self._sync_kick.set()
+
+    async def _copy_chunks_of(self, fc: FileCopy) -> None:
         window = 2 * self.cfg.copy.streams
         tasks = []
         for c in fc.chunks():
@@ -513,6 +601,17 @@ class CopyEngine:
             self.acct.add_file(stats)
         self.acct.add_error(err.kind)
         self.reporter.file_failed(stats)
+
+
+def _once(fn):
+    """`fn` wrapped to run on the first call only."""
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            fn()
+    return call
 
 
 def _make_dirs(dirs) -> None:
