@@ -219,14 +219,24 @@ class DataService:
         if who.role == "anonymous":
             raise Unauthenticated("give your API token to log in")
         now = self.now()
+        if self.users is not None:                   # kept hashed in users.sqlite: survives a restart
+            return self.users.open_session(who, now + SESSION_SECONDS, now)
         self.sessions = {k: v for k, v in self.sessions.items() if v[1] > now}
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = (who, now + SESSION_SECONDS)
         return sid
 
     def session_caller(self, request: Request) -> Caller | None:
-        found = self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        sid = request.cookies.get(SESSION_COOKIE, "")
+        if self.users is not None:
+            return self.users.session_caller(sid, self.now()) if sid else None
+        found = self.sessions.get(sid)
         return found[0] if found and found[1] > self.now() else None
+
+    def logout(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
+        if self.users is not None and sid:
+            self.users.end_session(sid)
 
     def caller(self, request: Request) -> Caller:
         header = request.headers.get("authorization")

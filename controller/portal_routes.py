@@ -1,9 +1,9 @@
 """The web portal's routes on the data service: pages, login with a session cookie, manifests.
 
 The pages are rendered by portal.py (pure); who may see what is the data service's (access.py
-through DataService). A login exchanges an API token for a random session id kept in memory
-(SESSION_SECONDS; lost when the service restarts) in an HttpOnly, SameSite=Lax cookie, Secure
-behind HTTPS. The form posts are parsed here (no multipart dependency).
+through DataService). A login exchanges an API token for a random session id (SESSION_SECONDS)
+kept hashed in users.sqlite (users.py: it survives a restart; without a user store, in memory),
+sent in an HttpOnly, SameSite=Lax cookie, Secure behind HTTPS. The form posts are parsed here (no multipart dependency).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
-        svc.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+        svc.logout(request.cookies.get(SESSION_COOKIE, ""))
         resp = RedirectResponse("/", status_code=303)
         resp.delete_cookie(SESSION_COOKIE, path="/")
         return resp

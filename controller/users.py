@@ -10,6 +10,9 @@ Invariants:
 - A user holds at most one token: issuing a new one replaces the old; revoking removes it.
 - Names compare case-insensitively (they are matched with the team lists of beamtimes); a role is
   one of user, staff, admin (domas.controller.access).
+- Portal sessions live here too, so a login survives a restart of the data service: only the
+  SHA-256 of a session id is stored, with who it is and when it expires; expired ones are never
+  honoured and are deleted at the next login. Revoking a user's token ends that user's sessions.
 sqlite3 exceptions are translated once, in `_edge`.
 """
 
@@ -37,7 +40,11 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
   name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL, token_sha256 TEXT UNIQUE,
   created_at REAL NOT NULL, token_at REAL);
+CREATE TABLE IF NOT EXISTS sessions (
+  sid_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL COLLATE NOCASE, role TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
 """
+SESSION_PREFIX = "s_"
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class UserStore:
         user = self.get(name)
         with self._edge():
             self._db.execute("UPDATE users SET token_sha256=NULL, token_at=NULL WHERE name=?", (user.name,))
+            self._db.execute("DELETE FROM sessions WHERE name=?", (user.name,))
         return self.get(user.name)
 
     def caller_for(self, token: str) -> Caller | None:
@@ -133,6 +141,28 @@ class UserStore:
         with self._edge():
             row = self._db.execute("SELECT name, role FROM users WHERE token_sha256=?", (token_hash(token),)).fetchone()
         return Caller(row[0], row[1]) if row else None
+
+    # -- portal sessions ---------------------------------------------------------------------------
+    def open_session(self, who: Caller, expires_at: float, now: float) -> str:
+        """A new session id for `who` (shown once: only its hash is kept); expired sessions go."""
+        sid = SESSION_PREFIX + secrets.token_urlsafe(32)
+        with self._edge():
+            self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            self._db.execute("INSERT INTO sessions VALUES (?,?,?,?)", (token_hash(sid), who.name, who.role, expires_at))
+        return sid
+
+    def session_caller(self, sid: str, now: float) -> Caller | None:
+        """Who a session id (from the cookie) belongs to while it has not expired, else None."""
+        if not sid.startswith(SESSION_PREFIX) or len(sid) > 100:
+            return None
+        with self._edge():
+            row = self._db.execute("SELECT name, role FROM sessions WHERE sid_sha256=? AND expires_at > ?",
+                                   (token_hash(sid), now)).fetchone()
+        return Caller(row[0], row[1]) if row else None
+
+    def end_session(self, sid: str) -> None:
+        with self._edge():
+            self._db.execute("DELETE FROM sessions WHERE sid_sha256=?", (token_hash(sid),))
 
     def close(self) -> None:
         self._db.close()

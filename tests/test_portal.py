@@ -169,3 +169,73 @@ def test_selected_files_make_a_manifest_that_domas_get_downloads(service_open, t
 @pytest.fixture
 def service_open(data_world, serve_app):
     return serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now)), data_world
+
+
+def _serve(env: dict, port: int) -> subprocess.Popen:
+    from tests.fixtures.common import wait_until
+
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "serve", "--listen", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ready() -> bool:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, what="domas serve")
+    return proc
+
+
+def test_a_portal_login_survives_a_restart_of_the_service_and_logout_ends_it(data_world, tmp_path):
+    import os
+    import sqlite3
+
+    from tests.fixtures.common import free_port, stop_process
+
+    state = tmp_path / "state"
+    store = UserStore.in_state_dir(state)
+    store.add("Grace Hopper")
+    token = store.issue_token("Grace Hopper")
+    store.close()
+    env = {**os.environ, "DOMAS_STATE_DIR": str(state), "DOMAS_TOKEN": "facility",
+           "DOMAS_CATALOGUE_URL": f"sqlite://{data_world.catalogue.path}",
+           **{f"DOMAS_STORAGE_{tier.upper()}": root for tier, root in data_world.tiers.items()}}
+    env.pop("DOMAS_CONFIG", None)
+    port = free_port()
+    proc = _serve(env, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+            assert browser.post("/login", data={"token": token}).status_code == 303
+            sid = browser.cookies["domas_session"]
+            assert "Grace Hopper" in browser.get("/").text
+            stop_process(proc)
+            proc = _serve(env, port)                                       # a new process: same session
+            page = browser.get("/")
+            assert page.status_code == 200 and "Grace Hopper" in page.text
+            assert data_world.pids["embargoed"] in page.text                # still her team's view
+            with sqlite3.connect(state / "users.sqlite") as db:                # only a hash is stored
+                assert sid not in repr(db.execute("SELECT * FROM sessions").fetchall())
+            assert browser.post("/logout").status_code == 303
+            assert browser.get("/").status_code == 401
+            stale = httpx.get(f"http://127.0.0.1:{port}/", cookies={"domas_session": sid})
+            assert stale.status_code == 401                                   # the old cookie is dead too
+    finally:
+        stop_process(proc)
+
+
+def test_sessions_expire_and_end_when_the_token_is_revoked(tmp_path):
+    from domas.controller.access import Caller
+
+    store = UserStore(tmp_path / "users.sqlite")
+    store.add("Ada")
+    sid = store.open_session(Caller("Ada", "user"), expires_at=1000.0, now=900.0)
+    assert store.session_caller(sid, 999.0) == Caller("Ada", "user")
+    assert store.session_caller(sid, 1000.0) is None                          # expired
+    assert store.session_caller("s_" + "x" * 43, 900.0) is None and store.session_caller("", 900.0) is None
+    other = store.open_session(Caller("Ada", "user"), expires_at=5000.0, now=1001.0)   # purges the expired one
+    assert store._db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
+    store.revoke("Ada")
+    assert store.session_caller(other, 1002.0) is None
+    store.close()
