@@ -4,10 +4,13 @@ A thin HTTP shell over pure modules: access.py decides who sees what (embargo, r
 what may be served and how (paths, replica choice, byte ranges, ETag and Digest), portal.py renders
 the pages (routes in portal_routes.py; HEAD, metrics and /docs in httpedge.py). This module reads
 the catalogue and the storage tiers and speaks HTTP:
-- Before a copy's bytes go out under the catalogued `Digest`, the copy is read back and must match
-  the catalogued adler32 (once per copy and stat identity, then trusted for VERIFIED_FOR seconds);
-  a copy that does not is marked "bad" in the catalogue, never served, and the next verified tier
-  serves instead.
+- No byte goes out under the catalogued `Digest` unchecked. A whole file is summed (adler32) as it
+  streams: the first byte goes out at once, and if the sum does not match, the last piece is never
+  sent and the connection is dropped (the client sees a broken transfer, never a complete response
+  of bad bytes). delivery.read_back_first decides when a copy is read back before its first byte
+  instead: small whole files, ranges of a copy not read back recently, copies that failed before
+  (matches are remembered per copy and stat identity for VERIFIED_FOR seconds). A copy that does not
+  match is marked "bad" in the catalogue and never served again; the next verified tier serves.
 - Blocking catalogue and storage calls run in worker threads; a file's bytes are streamed in
   PIECE-sized preads and never held whole.
 - Every DomasError becomes one sentence with the status from _STATUS: JSON {"error", "kind"} under
@@ -50,6 +53,7 @@ from domas.agent.storage import ReadHandle, resolve
 from domas.controller.catalogue import Catalogue, Dataset, FileRecord
 from domas.controller.catalogue.base import ReplicaUpdate, batched
 from domas.controller.scrub import read_adler32
+from domas.checksum import adler32, format_adler32
 from domas.errors import (CatalogueUnavailable, ChecksumMismatch, DomasError, ImpossibleRange, InvalidMessage,
                           NotFound, PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
                           Unauthenticated, UnsafePath, Unsupported, UsageError)
@@ -196,6 +200,7 @@ class DataService:
         self._verify_lock = threading.Lock()
         self._verifying: dict[tuple, threading.Lock] = {}
         self._verified: dict[tuple, float] = {}
+        self._suspect: dict[tuple[str, str], float] = {}     # (url, adler32) of copies that failed streaming
 
     # -- access --------------------------------------------------------------------------------
     def caller_of(self, authorization: str | None) -> Caller:
@@ -326,8 +331,11 @@ class DataService:
                 "content_url": portal.content_path(ds.pid, f.path)}
 
     # -- storage -------------------------------------------------------------------------------
-    def open_source(self, ds: Dataset, f: FileRecord) -> tuple[ReadHandle, delivery.Source, float]:
-        """A reader on the first tier whose verified copy opens and has the catalogued size."""
+    def open_source(self, ds: Dataset, f: FileRecord,
+                    whole: bool = False) -> tuple[ReadHandle, delivery.Source, float, tuple | None]:
+        """A reader on the first tier whose verified copy opens and has the catalogued size, read back
+        first when delivery.read_back_first says so (`whole`: the whole file will be sent); with the
+        copy's identity to hand to `streamed` when the whole file is sent under a catalogued sum."""
         found = delivery.sources(f.replicas, self.tiers, ds.path, f.path)
         if not found:
             raise NotFound(f"{f.path} of dataset {ds.pid} has no verified copy on a storage tier this service "
@@ -335,14 +343,14 @@ class DataService:
         problems = []
         for src in found:
             try:
-                reader, mtime = self._open_on_tier(src, f)
-                return reader, src, mtime
+                reader, mtime, key = self._open_on_tier(src, f, whole)
+                return reader, src, mtime, key
             except DomasError as e:
                 log.warning("cannot serve %s from %s: %s", f.path, src.tier, e)
                 problems.append(f"{src.tier}: {e}")
         raise ServerRefused(f"no verified copy of {f.path} can be read now ({'; '.join(problems)}); try again later")
 
-    def _open_on_tier(self, src: delivery.Source, f: FileRecord) -> tuple[ReadHandle, float]:
+    def _open_on_tier(self, src: delivery.Source, f: FileRecord, whole: bool) -> tuple[ReadHandle, float, tuple | None]:
         try:
             store, path = resolve(src.url)
             root_store, root = resolve(self.tiers[src.tier])
@@ -353,16 +361,51 @@ class DataService:
         st = store.stat_follow(path)
         if st.is_dir or st.size != f.size:
             raise SourceChanged(f"the copy on {src.tier} has {st.size} bytes where the catalogue records {f.size}")
-        self._check_content(src, store, path, st, f)
-        return store.open_read(path), st.mtime
+        if not f.adler32:
+            return store.open_read(path), st.mtime, None
+        key = (src.url, st.size, st.mtime, st.ident, getattr(st, "ctime", None), f.adler32)
+        rep = f.replicas.get(src.tier)
+        with self._verify_lock:
+            suspect = (src.url, f.adler32) in self._suspect
+            seen = self._verified.get(key)
+        matched = seen is not None and self.now() - seen < VERIFIED_FOR and not suspect
+        if not matched and delivery.read_back_first(
+                whole=whole, size=f.size, suspect=suspect, last_checked=rep and (rep.checked_at or rep.verified_at),
+                copy_mtime=st.mtime, catalogued_mtime=f.mtime, now=self.now()):
+            if suspect:
+                with self._verify_lock:
+                    self._verified.pop(key, None)
+            self._check_content(src, key, f)
+            with self._verify_lock:
+                self._suspect.pop((src.url, f.adler32), None)
+        return store.open_read(path), st.mtime, (key if whole else None)     # a whole file is summed as it goes
 
-    def _check_content(self, src: delivery.Source, store, path: str, st, f: FileRecord) -> None:
+    def streamed(self, src: delivery.Source, f: FileRecord, key: tuple, got: str) -> None:
+        """The adler32 of a whole copy just streamed, before its last piece goes out: remembered as a
+        match, or the copy is rejected (bad, read back first from now on) and the transfer cut off."""
+        if got == f.adler32:
+            with self._verify_lock:
+                self._remember(key)
+            return
+        with self._verify_lock:
+            self._verified.pop(key, None)
+            self._suspect[(src.url, f.adler32)] = self.now()
+            if len(self._suspect) > 10_000:
+                self._suspect.pop(next(iter(self._suspect)))
+        try:
+            self._reject(src, f, got, "while it was sent; the transfer was cut off before its last byte")
+        except ChecksumMismatch as e:
+            raise TransferAborted(str(e)) from None
+
+    def _remember(self, key: tuple) -> None:
+        self._verified[key] = self.now()
+        if len(self._verified) > 10_000:
+            self._verified.pop(next(iter(self._verified)))
+
+    def _check_content(self, src: delivery.Source, key: tuple, f: FileRecord) -> None:
         """Read the copy back before its bytes go out under the catalogued Digest; a copy that does
         not match is marked "bad" in the catalogue (the archiver replaces it) and not served.
         One read per copy and stat identity serves every range request for VERIFIED_FOR seconds."""
-        if not f.adler32:
-            return
-        key = (src.url, st.size, st.mtime, st.ident, getattr(st, "ctime", None), f.adler32)
         with self._verify_lock:
             lock = self._verifying.setdefault(key, threading.Lock())
         with lock:                       # concurrent ranges of one file wait for one read
@@ -371,19 +414,23 @@ class DataService:
                 return
             got = read_adler32(src.url)
             if got == f.adler32:
-                self._verified[key] = self.now()
-                if len(self._verified) > 10_000:
-                    self._verified.pop(next(iter(self._verified)))
+                with self._verify_lock:
+                    self._remember(key)
         with self._verify_lock:
             self._verifying.pop(key, None)
         if got == f.adler32:
             return
+        self._reject(src, f, got, "when it was read back")
+
+    def _reject(self, src: delivery.Source, f: FileRecord, got: str | None, when: str) -> None:
+        """Log a copy whose bytes do not match the catalogued adler32, mark it "bad" (not the beamline's
+        own copy: the archiver judges that one) and raise ChecksumMismatch."""
         if src.tier == "beamline":      # the detector's own copy may have been rewritten: the archiver
-            log.warning("the beamline copy of %r does not match the catalogue (adler32 %s, read %s): not "
-                        "served", f.path, f.adler32, got)     # finds out which, and archives new content
+            log.warning("the beamline copy of %r does not match the catalogue (adler32 %s, read %s %s): not "
+                        "served", f.path, f.adler32, got, when)     # finds out which, archives new content
             raise ChecksumMismatch(f"the beamline copy of {f.path} does not match its catalogued adler32")
-        log.error("the %s copy of %r does not match the catalogue (adler32 %s, read %s): marked bad, not served",
-                  src.tier, f.path, f.adler32, got)
+        log.error("the %s copy of %r does not match the catalogue (adler32 %s, read %s %s): marked bad, not "
+                  "served", src.tier, f.path, f.adler32, got, when)
         rep = f.replicas[src.tier]
         try:
             self.catalogue.set_replicas([ReplicaUpdate(f.dataset, f.path, src.tier, replace(rep, state="bad"))])
@@ -392,16 +439,43 @@ class DataService:
         raise ChecksumMismatch(f"the {src.tier} copy of {f.path} does not match its catalogued adler32")
 
 
-async def _stream(reader: ReadHandle, start: int, end: int, what: str):
-    """The bytes [start, end) in PIECE-sized reads, each in a worker thread; closes the reader."""
+class TransferAborted(Exception):
+    """The bytes being sent do not match the Digest announced: the response must never complete."""
+
+
+class _CheckedStream(StreamingResponse):
+    """A streamed response that ends as a broken transfer when its generator raises TransferAborted:
+    the last piece is never sent, and uvicorn drops the connection of a response left incomplete
+    (its log says "ASGI callable returned without completing response"; ours says why)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except TransferAborted:
+            return
+
+
+def _read_summed(reader: ReadHandle, offset: int, length: int, value: int | None) -> tuple[bytes, int | None]:
+    data = reader.pread(offset, length)
+    return data, (adler32(data, value) if value is not None else None)
+
+
+async def _stream(reader: ReadHandle, start: int, end: int, what: str,
+                  check: Callable[[str], None] | None = None):
+    """The bytes [start, end) in PIECE-sized reads, each in a worker thread; closes the reader.
+    With `check` (the whole file): the bytes are summed as they are read, and `check(adler32)` runs
+    before the last piece is yielded, so a mismatch (TransferAborted) keeps that piece back."""
+    value = 1 if check is not None else None
     try:
         offset = start
         while offset < end:
-            data = await run_in_threadpool(reader.pread, offset, min(PIECE, end - offset))
+            data, value = await run_in_threadpool(_read_summed, reader, offset, min(PIECE, end - offset), value)
             if not data:
                 log.warning("%s ended at byte %d of %d while it was served; the response is cut short", what,
                             offset, end)
                 return
+            if check is not None and offset + len(data) >= end:
+                await run_in_threadpool(check, format_adler32(value))
             yield data
             offset += len(data)
     finally:
@@ -435,7 +509,8 @@ async def serve_content(svc: DataService, request: Request, caller: Caller, pid:
         return JSONResponse({"error": str(e), "kind": e.kind}, 416, headers={
             "Content-Range": f"bytes */{f.size}", "Accept-Ranges": "bytes", "ETag": tag,
             "X-Domas-Error": header_safe(str(e))})
-    reader, src, disk_mtime = await run_in_threadpool(svc.open_source, ds, f)
+    whole = rng is None or rng == (0, f.size)
+    reader, src, disk_mtime, key = await run_in_threadpool(svc.open_source, ds, f, whole)
     headers = _content_headers(f, f.mtime or disk_mtime)
     headers["X-Domas-Tier"] = src.tier
     start, end = rng or (0, f.size)
@@ -446,7 +521,8 @@ async def serve_content(svc: DataService, request: Request, caller: Caller, pid:
     if request.method == "HEAD":
         reader.close()
         return Response(status_code=status, headers=headers)
-    return StreamingResponse(_stream(reader, start, end, f"{pid}/{path}"), status_code=status, headers=headers)
+    check = (lambda got: svc.streamed(src, f, key, got)) if key is not None else None
+    return _CheckedStream(_stream(reader, start, end, f"{pid}/{path}", check), status_code=status, headers=headers)
 
 
 # -- the application -------------------------------------------------------------------------------

@@ -63,6 +63,33 @@ def sources(replicas: dict, tiers: dict[str, str], dataset_path: str, relpath: s
     return out
 
 
+VERIFY_FIRST_BELOW = 16 * 1024 * 1024   # a whole copy this small is read back before its first byte
+CHECKED_TRUST_FOR = 3600.0               # seconds a read-back match (scrubber, archiver) vouches for ranges
+
+
+def read_back_first(*, whole: bool, size: int, suspect: bool, last_checked: float | None, copy_mtime: float,
+                    catalogued_mtime: float, now: float) -> bool:
+    """Whether a copy must be read back and match the catalogued adler32 before its first byte goes out.
+
+    - A copy that failed while it was streamed (`suspect`) is always read back first.
+    - The whole file: its bytes are summed as they go out and the transfer is cut off before the
+      last piece if the sum does not match, so only a small copy (< VERIFY_FIRST_BELOW, milliseconds
+      to read) is read back first: that one falls back to the next tier within the same request.
+    - A range cannot be checked from its own bytes: it is served at once only from a copy whose
+      last read-back match (`last_checked`: checked_at, else verified_at) is under CHECKED_TRUST_FOR
+      old and whose mtime is still the catalogued one (copies keep their source's mtime; to the second,
+      as XRootD reports it).
+    A copy read back and matched a moment ago (the service's own cache) is decided by the caller.
+    """
+    if suspect:
+        return True
+    if whole:
+        return size < VERIFY_FIRST_BELOW
+    trusted = (last_checked is not None and 0 <= now - last_checked < CHECKED_TRUST_FOR
+               and abs(copy_mtime - catalogued_mtime) < 1.0)     # XRootD reports whole seconds
+    return not trusted
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range [start, end) a Range header asks for, or None to send the whole file.
 
