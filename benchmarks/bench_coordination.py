@@ -2,6 +2,7 @@
 
     python benchmarks/bench_coordination.py            # 16 x 128 MiB and 1 x 2 GiB, 3 reps (~10 min)
     python benchmarks/bench_coordination.py --quick    # 8 x 32 MiB and 1 x 256 MiB, a smoke run
+    python benchmarks/bench_coordination.py --datasets one,small    # 1 x 2 GiB and 1000 x 1 MiB
 
 Invariants:
 - Both sides move the same bytes with the same parallelism: `domas copy --streams 2S` against two
@@ -31,11 +32,14 @@ HERE = Path(__file__).resolve().parent
 DOMAS = [sys.executable, "-m", "domas.cli"]
 
 
-def datasets(quick: bool) -> list[tuple[str, int, int]]:
+def datasets(quick: bool, names: str = "many,one") -> list[tuple[str, int, int]]:
     """(name, files, bytes per file)."""
     if quick:
-        return [("many", 8, 32 * MiB), ("one", 1, 256 * MiB)]
-    return [("many", 16, 128 * MiB), ("one", 1, 2 * GiB)]
+        sets = [("many", 8, 32 * MiB), ("one", 1, 256 * MiB), ("small", 200, MiB)]
+    else:
+        sets = [("many", 16, 128 * MiB), ("one", 1, 2 * GiB), ("small", 1000, MiB)]
+    want = names.split(",")
+    return sorted((d for d in sets if d[0] in want), key=lambda d: want.index(d[0]))
 
 
 def make_dataset(root: Path, name: str, files: int, size: int) -> Path:
@@ -101,6 +105,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--datasets", default="many,one",
+                    help="comma-separated subset of many (16 x 128 MiB), one (1 x 2 GiB), small (1000 x 1 MiB)")
     ap.add_argument("--streams", type=int, default=4, help="streams per agent (domas copy gets twice this)")
     ap.add_argument("--work", type=Path, default=HERE / "work" / "coordination")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "coordination.md")
@@ -114,7 +120,7 @@ def main() -> int:
     cluster = Cluster(work, env, args.streams)
     rows, raw = [], []
     try:
-        for name, files, size in datasets(args.quick):
+        for name, files, size in datasets(args.quick, args.datasets):
             src, dst = make_dataset(work / "src", name, files, size), work / "dst"
             sides = {"domas copy": [*DOMAS, "copy", "-q", "--streams", str(2 * args.streams), str(src), f"{dst}/"],
                      "controller + 2 agents": cluster.submit(src, dst)}
@@ -136,7 +142,8 @@ def main() -> int:
 
 def write_report(args, info: dict, load_before: str, load_after: str, rows: list, raw: list) -> None:
     lines = ["# Coordination cost: controller + 2 agents vs one `domas copy`", "",
-             "Command: `python benchmarks/bench_coordination.py" + (" --quick" if args.quick else "") + "`", "",
+             "Command: `python benchmarks/bench_coordination.py" + (" --quick" if args.quick else "")
+             + ("" if args.datasets == "many,one" else f" --datasets {args.datasets}") + "`", "",
              "## Machine", ""] + [f"- {k}: {v}" for k, v in info.items()] + [
              f"- load before: {load_before}", f"- load after: {load_after}",
              "- the box is shared with other workers and busy; figures carry that noise", "",
