@@ -148,6 +148,8 @@ def run_embargo(args: argparse.Namespace, cfg: Config) -> int:
             done = op.embargo_beamtime(cat, args.beamtime, until, who=_who(args), now=now)
     for ds in done:
         print(f"{ds.pid}  embargoed until {_date(until)} UTC")
+    if args.beamtime:
+        print(f"beamtime {args.beamtime}: datasets catalogued in it later start under embargo until {_date(until)} UTC")
     return 0
 
 

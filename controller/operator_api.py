@@ -73,7 +73,7 @@ def add_operator_api(app: FastAPI, svc) -> None:
                 "start": b.start, "end": b.end}
 
     @app.post(API + "/beamtimes/{beamtime_id}/embargo", tags=["operator"], include_in_schema=False,
-              summary="Embargo every dataset of a beamtime (admin)")
+              summary="Embargo a beamtime: its datasets now and those catalogued later (admin)")
     async def embargo_beamtime(beamtime_id: str, body: dict = Body(...), who: str = Depends(admin)) -> dict:
         until = _date(body.get("until") if isinstance(body, dict) else None, "until")
         done = await run_in_threadpool(op.embargo_beamtime, cat, beamtime_id, until, who=who, now=svc.now())

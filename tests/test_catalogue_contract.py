@@ -417,6 +417,39 @@ def test_discovery_never_wipes_what_an_operator_set(catalogue):
     assert catalogue.get_dataset(ds.pid).state == "released"
 
 
+def test_a_beamtime_embargo_covers_datasets_catalogued_later(catalogue):
+    """`embargo --beamtime` is kept on the beamtime: a dataset catalogued in it afterwards starts
+    under it (search, facets and the access policy see it), unless it comes with its own embargo;
+    other beamtimes are untouched; the beamtime's change is recorded once."""
+    from domas.controller import access
+    from domas.controller.catalogue import operator as op
+    from domas.controller.catalogue.search import SearchQuery
+    catalogue.upsert_beamtime(Beamtime("BT1", "B1", "P-1", "Grace"))
+    before = dataset(catalogue, "BT1", "/d/bt1/early").pid
+    done = op.embargo_beamtime(catalogue, "BT1", 5000.0, who="ops", now=10.0)
+    assert [d.pid for d in done] == [before] and catalogue.beamtime_embargo("BT1") == 5000.0
+    later = dataset(catalogue, "BT1", "/d/bt1/later")
+    own = dataset(catalogue, "BT1", "/d/bt1/own", embargo_end=9000.0)
+    elsewhere = dataset(catalogue, "BT2", "/d/bt2/x")
+    assert (later.state, later.embargo_end) == ("embargoed", 5000.0)
+    assert (own.state, own.embargo_end) == ("open", 9000.0)          # its own embargo wins
+    assert (elsewhere.state, elsewhere.embargo_end) == ("open", None)
+    assert access.under_embargo(later.state, later.embargo_end, 100.0)
+    assert not access.under_embargo(later.state, later.embargo_end, 5001.0)
+    visible = catalogue.search_datasets(SearchQuery(now=100.0))
+    assert [d.pid for d in visible.datasets] == [elsewhere.pid] and visible.facets["access"] == {"open": 1}
+    catalogue.upsert_datasets([Dataset("BT1", "/d/bt1/bulk")])                    # the bulk path too
+    assert catalogue.dataset_by_path("/d/bt1/bulk").embargo_end == 5000.0
+    rediscovered = dataset(catalogue, "BT1", "/d/bt1/later", metadata={"title": "again"})
+    assert rediscovered.embargo_end == 5000.0 and rediscovered.pid == later.pid
+    op.embargo_beamtime(catalogue, "BT1", 5000.0, who="ops", now=11.0)            # the same: nothing new
+    bt_changes = [c for c in catalogue.history(["beamtime:BT1"]) if c.field == "embargo_end"]
+    assert [(c.who, c.old, c.new) for c in bt_changes] == [("ops", None, 5000.0)]
+    assert reopen(catalogue).beamtime_embargo("BT1") == 5000.0                  # kept across a restart
+    with pytest.raises(NotFound, match="beamtime BT404 is not in the catalogue"):
+        op.embargo_beamtime(catalogue, "BT404", 5000.0, who="ops", now=12.0)
+
+
 def test_every_operator_change_is_recorded_with_who_and_when(catalogue):
     from domas.controller.catalogue import operator as op
 

@@ -43,3 +43,20 @@ def test_only_admins_and_mistakes_are_one_sentence(data_world, serve_app):
     assert r.status_code == 400 and r.json()["error"].startswith("until 'soon' is not a date")
     r = httpx.delete(f"{base}/datasets/CSTR:nothing/embargo", headers=ADMIN)
     assert r.status_code == 404
+
+
+def test_a_beamtime_embargo_through_the_api_covers_datasets_catalogued_later(data_world, serve_app):
+    from domas.controller.catalogue import Dataset
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, token="facility-secret",
+                                now=data_world.now)) + "/api/v1"
+    r = httpx.post(f"{base}/beamtimes/2025-0042/embargo", json={"until": "2031-01-01"}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["embargoed"] == [data_world.pids["open"]]
+    later = data_world.catalogue.upsert_dataset(Dataset("2025-0042", "/B1/202611/Data/2025-0042/later",
+                                                        metadata={"title": "catalogued later"}))
+    assert later.state == "embargoed" and later.embargo_end == 1924992000.0
+    seen = httpx.get(f"{base}/datasets", params={"q": "later"}, headers=ADMIN).json()
+    assert seen["total"] == 1 and seen["datasets"][0]["pid"] == later.pid
+    hist = httpx.get(f"{base}/history/2025-0042", headers=ADMIN).json()
+    assert ("facility", "beamtime:2025-0042", "embargo_end") in {(h["who"], h["target"], h["field"]) for h in hist}
+    r = httpx.post(f"{base}/beamtimes/NOPE-1/embargo", json={"until": "2031-01-01"}, headers=ADMIN)
+    assert r.status_code == 404 and "beamtime NOPE-1 is not in the catalogue" in r.json()["error"]

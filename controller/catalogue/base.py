@@ -320,6 +320,14 @@ def merged_file(before: FileRecord | None, new: FileRecord) -> FileRecord:
                    xxh3=new.xxh3 or ("" if changed else before.xxh3), replicas=merged_replicas(before, new))
 
 
+def inherit_embargo(d: Dataset, beamtime_until: float | None) -> Dataset:
+    """A NEW dataset of a beamtime under embargo starts under that embargo, unless it comes with an
+    embargo (or another state than open) of its own."""
+    if beamtime_until is None or d.embargo_end is not None or d.state != "open":
+        return d
+    return replace(d, state="embargoed", embargo_end=beamtime_until)
+
+
 class Catalogue(abc.ABC):
     """Where every dataset, file and replica of the facility is recorded."""
 
@@ -371,6 +379,15 @@ class Catalogue(abc.ABC):
     @abc.abstractmethod
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
         """Change a dataset's state (and embargo end, when given); NotFound if unknown."""
+
+    @abc.abstractmethod
+    def set_beamtime_embargo(self, beamtime_id: str, until: float | None) -> None:
+        """Keep an embargo end on a beamtime (None: none): every dataset catalogued in it from now
+        on starts under that embargo unless it comes with its own (inherit_embargo)."""
+
+    @abc.abstractmethod
+    def beamtime_embargo(self, beamtime_id: str) -> float | None:
+        """The embargo end kept on a beamtime, or None."""
 
     # -- reads -------------------------------------------------------------------------------
     @abc.abstractmethod

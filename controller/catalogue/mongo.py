@@ -29,7 +29,7 @@ from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidM
 from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
                    beamtime_from, check_dataset, check_dataset_state, check_file, check_id,
                    check_replica_updates, check_tier, counter_delta, dataset_from, file_from, filled,
-                   kept_dataset, merged_file, plain_metadata, proposal_from)
+                   inherit_embargo, kept_dataset, merged_file, plain_metadata, proposal_from)
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      norm_id, query_words, sort_key, sort_title, words, year_range)
@@ -181,6 +181,8 @@ class MongoCatalogue(Catalogue):
             else:
                 pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
                 created = d.created_at if d.created_at is not None else self._clock()
+                kept = inherit_embargo(d, self.beamtime_embargo(d.beamtime))
+                fields.update(state=kept.state, embargo_end=kept.embargo_end)
                 datasets.update_one({"_id": pid, "path": d.path}, {"$set": fields, "$setOnInsert": {
                     "file_count": 0, "bytes": 0, "created_at": created}}, upsert=True)
         return self.get_dataset(pid)
@@ -422,6 +424,19 @@ class MongoCatalogue(Catalogue):
                               for g in groups), beamtimes)
         nxt = sort_key(found[-1], query.sort) if len(docs) > limit else None
         return SearchResult(found, sum(g["n"] for g in groups), folded, nxt)
+
+    def set_beamtime_embargo(self, beamtime_id: str, until: float | None) -> None:
+        with self._edge():
+            if until is None:
+                self._col("beamtime_embargoes").delete_one({"_id": beamtime_id})
+            else:
+                self._col("beamtime_embargoes").update_one({"_id": beamtime_id}, {"$set": {"embargo_end": until}},
+                                                           upsert=True)
+
+    def beamtime_embargo(self, beamtime_id: str) -> float | None:
+        with self._edge():
+            doc = self._col("beamtime_embargoes").find_one({"_id": beamtime_id})
+        return doc["embargo_end"] if doc else None
 
     def beamtimes_of_person(self, name: str) -> list[str]:
         if not name.strip():

@@ -105,10 +105,16 @@ def embargo(cat: Catalogue, pid: str, until: float, *, who: str, now: float) -> 
 
 
 def embargo_beamtime(cat: Catalogue, beamtime_id: str, until: float, *, who: str, now: float) -> list[Dataset]:
-    """Embargo every dataset of a beamtime catalogued so far."""
+    """Embargo a beamtime until `until`: every dataset of it catalogued so far, and, kept on the
+    beamtime, every dataset catalogued in it later (unless that one comes with its own embargo).
+    The datasets embargoed now are returned."""
     found = cat.find_datasets(beamtime=beamtime_id)
-    if not found:
-        raise NotFound(f"beamtime {beamtime_id} has no dataset in the catalogue yet")
+    if not found and cat.get_beamtime(beamtime_id) is None:
+        raise NotFound(f"beamtime {beamtime_id} is not in the catalogue; add it with `domas catalogue beamtime`")
+    before = cat.beamtime_embargo(beamtime_id)
+    cat.set_beamtime_embargo(beamtime_id, until)
+    if before != until:
+        cat.record_changes([Change(now, who, f"beamtime:{beamtime_id}", "embargo_end", before, until)])
     return [_set_state(cat, ds, "embargoed", until, who, now) for ds in found]
 
 

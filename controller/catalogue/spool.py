@@ -213,6 +213,12 @@ class SpooledCatalogue(Catalogue):
         check_dataset_state(state)
         self._write("state", {"pid": pid, "state": state, "embargo_end": embargo_end})
 
+    def set_beamtime_embargo(self, beamtime_id: str, until: float | None) -> None:
+        self.inner.set_beamtime_embargo(beamtime_id, until)       # an operator's act: done now or refused
+
+    def beamtime_embargo(self, beamtime_id: str) -> float | None:
+        return self.inner.beamtime_embargo(beamtime_id)
+
     def recount_dataset(self, pid: str) -> Dataset:
         return self.inner.recount_dataset(pid)
 

@@ -22,7 +22,7 @@ from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFo
 
 from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate,
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
-                   filled, kept_dataset, merged_file, plain_metadata)
+                   filled, inherit_embargo, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      norm_id, query_words, sort_key, sort_title, words, year_of, year_range)
@@ -140,6 +140,9 @@ class SQLiteCatalogue(Catalogue):
                     (sort_title(path, json.loads(meta)), pid)
                     for pid, path, meta in db.execute("SELECT pid, path, metadata FROM datasets").fetchall()))
         self._db.execute("CREATE INDEX IF NOT EXISTS datasets_title ON datasets(sort_title, pid)")
+        # an embargo kept on a beamtime, for its datasets catalogued later (inherit_embargo)
+        self._db.execute("CREATE TABLE IF NOT EXISTS beamtime_embargoes (beamtime TEXT PRIMARY KEY, "
+                         "embargo_end REAL NOT NULL)")
 
     @contextlib.contextmanager
     def _edge(self):
@@ -220,6 +223,8 @@ class SQLiteCatalogue(Catalogue):
         else:
             pid = d.pid or dataset_pid(self.pid_prefix, d.beamtime, d.path)
             created = d.created_at if d.created_at is not None else self._clock()
+            until = db.execute("SELECT embargo_end FROM beamtime_embargoes WHERE beamtime=?", (d.beamtime,)).fetchone()
+            d = inherit_embargo(d, until[0] if until else None)
             db.execute("INSERT INTO datasets (pid, beamtime, path, data_type, state, embargo_end, metadata, "
                        "file_count, bytes, created_at, sort_title) VALUES (?,?,?,?,?,?,?,0,0,?,?)",
                        (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created,
@@ -292,6 +297,18 @@ class SQLiteCatalogue(Catalogue):
                              (state, embargo_end, pid))
             if cur.rowcount == 0:
                 raise NotFound(f"dataset {pid} is not in the catalogue")
+
+    def set_beamtime_embargo(self, beamtime_id: str, until: float | None) -> None:
+        with self._tx() as db:
+            if until is None:
+                db.execute("DELETE FROM beamtime_embargoes WHERE beamtime=?", (beamtime_id,))
+            else:
+                db.execute("INSERT INTO beamtime_embargoes VALUES (?,?) ON CONFLICT(beamtime) DO UPDATE SET "
+                           "embargo_end=excluded.embargo_end", (beamtime_id, until))
+
+    def beamtime_embargo(self, beamtime_id: str) -> float | None:
+        rows = self._query("SELECT embargo_end FROM beamtime_embargoes WHERE beamtime=?", (beamtime_id,))
+        return rows[0][0] if rows else None
 
     def recount_dataset(self, pid: str) -> Dataset:
         with self._tx() as db:
