@@ -1,9 +1,11 @@
 """The Grafana dashboards against real metrics: every panel query answers from a real Prometheus.
 
-A controller and two agents run as processes and copy a small tree; Debian's `prometheus` scrapes
-them every second (jobs "domas-controller" and "domas-agent"); each `expr` of each dashboard panel
-(the agent dashboard's $instance set to `.*`) must return a non-empty result from /api/v1/query.
-A static check needs no Prometheus: every metric a dashboard names is in a live scrape.
+A controller and two agents run as processes and copy a small tree, and a `domas up` (scrubber,
+a bus source whose broker is down, the data service) runs beside them; Debian's `prometheus`
+scrapes them every second (jobs "domas-controller", "domas-agent", "domas-up", "domas-http"); each
+`expr` of each dashboard panel (the agent dashboard's $instance set to `.*`) must return a
+non-empty result from /api/v1/query. A static check needs no Prometheus: every metric a dashboard
+names is in a live scrape of the process that serves it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -35,10 +38,15 @@ def _panels(panels: list) -> list:
     return out
 
 
-def dashboard_exprs() -> list[tuple[str, str, str]]:
+UP_BOARDS = ("archive",)        # served by `domas up` (scrubber, bus source, data service)
+
+
+def dashboard_exprs(boards: tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
     """(dashboard, panel title, expr with $instance -> .*) for every target of every panel."""
     found = []
     for path in sorted(DASHBOARDS.glob("*.json")):
+        if boards is not None and path.stem not in boards:
+            continue
         board = json.loads(path.read_text())
         for panel in _panels(board["panels"]):
             for target in panel.get("targets", []):
@@ -77,13 +85,62 @@ def cluster(tmp_path_factory):
 def test_every_metric_a_dashboard_names_is_exposed(cluster):
     wait_until(lambda: 'state="done"} 5.0' in _metrics(cluster["controller"]), 10, "the next controller tick")
     exposed = _metric_names(_metrics(cluster["controller"])) | _metric_names(_metrics(cluster["agents"][0]))
-    wanted = {name for _, _, expr in dashboard_exprs() for name in re.findall(r"\bdomas_[a-z0-9_]+", expr)}
+    wanted = {name for board, _, expr in dashboard_exprs() if board not in UP_BOARDS
+              for name in re.findall(r"\bdomas_[a-z0-9_]+", expr)}
     wanted |= _variable_metrics()
     assert len(wanted) >= 10
     assert sorted(wanted - exposed) == []
 
 
-def _write_config(tmp: Path, controller: int, agents: list[int]) -> Path:
+@pytest.fixture(scope="module")
+def up(cluster):
+    """`domas up` with [source.amqp] pointing at a port where no broker listens: its controller
+    metrics (scrubber, bus source) and its data service (/metrics), after a few requests."""
+    tmp = cluster["tmp"] / "up"
+    data, metrics, http = tmp / "domas-data", free_port(), free_port()
+    tmp.mkdir()
+    config = tmp / "domas.toml"
+    config.write_text(f"""
+state_dir = "{data}/state"
+[storage]
+beamline = "{data}/beamline"
+central = "{data}/central"
+tape = "{data}/tape"
+[controller]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:{metrics}"
+http_listen = "127.0.0.1:{http}"
+[agent]
+metrics_listen = "127.0.0.1:0"
+[source.amqp]
+url = "amqp://guest:guest@127.0.0.1:{free_port()}/"
+""")
+    env = {**os.environ}
+    env.pop("DOMAS_CONFIG", None)
+    log = open(tmp / "up.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "--config", str(config), "up", "--data-dir", str(data)],
+                            stdout=log, stderr=log, cwd=tmp, env=env)
+    try:
+        wait_until(lambda: _get(f"http://127.0.0.1:{http}/healthz") is not None, 60, "domas up", proc)
+        wait_until(lambda: _get(f"http://127.0.0.1:{metrics}/metrics") is not None, 30, "domas up metrics", proc)
+        for path in ("/", "/api/v1/datasets", "/api/v1/datasets/CSTR:none.0"):      # 200s and a 404
+            _get(f"http://127.0.0.1:{http}{path}")
+        yield {"metrics": metrics, "http": http}
+    finally:
+        stop_process(proc, timeout=30)
+        log.close()
+
+
+def test_the_scrubber_bus_and_data_service_panels_name_metrics_domas_up_exposes(up):
+    exposed = _metric_names(_metrics(up["metrics"])) | _metric_names(_metrics(up["http"]))
+    wanted = {name for _, _, expr in dashboard_exprs(UP_BOARDS) for name in re.findall(r"\bdomas_[a-z0-9_]+", expr)}
+    assert {n for n in wanted if n.startswith("domas_scrub_")} >= {"domas_scrub_bytes_total", "domas_scrub_files_total"}
+    assert {"domas_archiver_bus_messages_total", "domas_dataservice_requests_total",
+            "domas_dataservice_response_bytes_total", "domas_dataservice_request_seconds_bucket"} <= wanted
+    assert sorted(wanted - exposed) == []
+
+
+def _write_config(tmp: Path, controller: int, agents: list[int], up: dict | None = None) -> Path:
     cfg = tmp / "prometheus.yml"
     targets = ", ".join(f'"127.0.0.1:{p}"' for p in agents)
     cfg.write_text(f"""global:
@@ -98,6 +155,15 @@ scrape_configs:
     static_configs:
       - targets: [{targets}]
 """)
+    if up:
+        with cfg.open("a") as fh:
+            fh.write(f"""  - job_name: domas-up
+    static_configs:
+      - targets: ["127.0.0.1:{up['metrics']}"]
+  - job_name: domas-http
+    static_configs:
+      - targets: ["127.0.0.1:{up['http']}"]
+""")
     return cfg
 
 
@@ -110,14 +176,14 @@ def _get(url: str) -> bytes | None:
 
 
 @pytest.fixture(scope="module")
-def prometheus(cluster):
+def prometheus(cluster, up):
     """Debian's prometheus on a free loopback port scraping the cluster every second; its base URL."""
     if PROMETHEUS is None:
         if os.environ.get("CI") == "true":
             pytest.fail("prometheus is not installed (apt-get install prometheus)")
         pytest.skip("prometheus is not installed")
     tmp, port = cluster["tmp"], free_port()
-    cfg = _write_config(tmp, cluster["controller"], cluster["agents"])
+    cfg = _write_config(tmp, cluster["controller"], cluster["agents"], up)
     log = open(tmp / "prometheus.log", "ab")
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
