@@ -266,14 +266,17 @@ class Archiver:
         return copies
 
     def _extract_metadata(self, ds: Dataset, loc: Location) -> None:
-        """A dataset's scientific metadata comes from its first NeXus/HDF5 file."""
+        """A dataset's scientific metadata comes from its first NeXus/HDF5 file (its summary has a
+        "format"). It fills only empty keys: metadata that came first (Bluesky documents, an
+        operator) stays as it is, and the file's fields are added beside it."""
         from .catalogue.metadata import dataset_metadata, is_hdf5_name
+        from .sources import fill_empty
 
-        if ds.metadata or not is_hdf5_name(loc.relpath) or "://" in self.roots["beamline"]:
+        if "format" in ds.metadata or not is_hdf5_name(loc.relpath) or "://" in self.roots["beamline"]:
             return
         meta = dataset_metadata(posixpath.join(self.roots["beamline"], loc.dataset_path), [loc.relpath])
         if meta:
-            self.datasets[ds.path] = self.cat.upsert_dataset(replace(ds, metadata=meta))
+            self.datasets[ds.path] = self.cat.upsert_dataset(replace(ds, metadata=fill_empty(ds.metadata, meta)))
 
     # -- 2. policy -----------------------------------------------------------------------------
     def due_actions(self) -> list:

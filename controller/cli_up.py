@@ -124,10 +124,28 @@ tls_client_ca = {q(cfg.controller.tls_client_ca)}
 [agent]
 controller = {q(ports['agent_controller'])}
 tls_ca = {q(controller_ca(cfg))}
+
+[source]
+scan = {q(cfg.source.scan)}
+inotify = {q(cfg.source.inotify)}
+full_scan_seconds = {cfg.source.full_scan_seconds}
+"""
+    a = cfg.source.amqp
+    if a.url:       # so `domas publish` run here finds the bus
+        text += f"""
+[source.amqp]
+url = {q(a.url)}
+exchange = {q(a.exchange)}
+queue = {q(a.queue)}
+prefetch = {a.prefetch}
+files_grace = {a.files_grace}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    # the bus URL may hold a password: then only the owner reads the file
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if "@" in a.url else 0o644), "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 

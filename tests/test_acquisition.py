@@ -196,7 +196,9 @@ def test_bluesky_scan_metadata_reaches_the_dataset(bus_up, tmp_path):
                    capture_output=True)
     wait_until(lambda: u.file(f"{RAW}/{p.name}") is not None, 20, "file catalogued")
     assert u.dataset(RAW).metadata["scans"][uid]["exit_status"] == "success"
-    assert u.metric("domas_archiver_bus_messages_total", 'result="committed"') >= 9
+    # acknowledged right after the commit the test just saw
+    wait_until(lambda: (u.metric("domas_archiver_bus_messages_total", 'result="committed"') or 0) >= 9, 10,
+               "file.closed acknowledged")
 
 
 def test_file_closed_is_copied_at_once_and_checked_against_the_writer(bus_up, tmp_path):
@@ -394,3 +396,44 @@ def test_archiver_killed_mid_stream_loses_and_doubles_nothing(bus_up, tmp_path):
     assert set(ds.metadata["scans"]) == set(uids) and ds.file_count == len(names), before_restart
     assert all(ds.metadata["scans"][x]["num_events"] == {"primary": 4} for x in uids)
     assert asyncio.run(dead_letters(u.broker.url, f"{u.queue}.dead")) == []
+
+
+def test_publish_from_the_up_directory_finds_the_bus_and_nexus_fills_what_bluesky_left_empty(bus_up, tmp_path):
+    """`domas up` writes [source.amqp] into domas-data/domas.toml, so `domas publish` run where
+    `domas up` runs needs no --url; a NeXus file arriving after the Bluesky documents still adds
+    its fields to the dataset (only the empty ones: the scan's sample stays)."""
+    import h5py
+
+    from domas.bluesky import Publisher
+
+    u = bus_up()
+    written = (u.data / "domas.toml").read_text()
+    assert "[source.amqp]" in written and u.exchange in written
+    assert (u.data / "domas.toml").stat().st_mode & 0o077 == 0 or "@" not in u.broker.url
+    pub = Publisher(u.broker.url, exchange=u.exchange, spool=tmp_path / "spool.sqlite")
+    try:
+        uid = run_scan(pub, beamline="B1", beamtime_id="BT0001", sample="Ni foil")
+        assert pub.flush(30)
+    finally:
+        pub.close()
+    wait_until(lambda: uid in ((u.dataset(RAW) or Dataset(beamtime="", path="")).metadata.get("scans") or {}), 20,
+               "scan metadata in the catalogue")
+    p = u.beamline / RAW / "scan_0001.nxs"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(p, "w") as fh:
+        entry = fh.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry["title"] = "Ni K-edge XAS"
+        sample = entry.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        sample["name"] = "Ni foil, 5 um"
+    env = {k: v for k, v in os.environ.items() if k != "DOMAS_CONFIG"}
+    r = subprocess.run([sys.executable, "-m", "domas.cli", "publish", "closed", str(p), "--spool",
+                        str(tmp_path / "cli-spool.sqlite")], cwd=u.tmp, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: u.file(f"{RAW}/{p.name}") is not None, 20, "file catalogued")
+    wait_until(lambda: u.dataset(RAW).metadata.get("format") == "nexus", 20, "NeXus metadata extracted")
+    md = u.dataset(RAW).metadata
+    assert md["title"] == "Ni K-edge XAS" and md["source"] == p.name
+    assert md["sample"] == "Ni foil", "what the Bluesky documents set is not overwritten"
+    assert md["scans"][uid]["exit_status"] == "success"
