@@ -236,6 +236,20 @@ class HTTPStorage(Storage):
         return Unsupported(f"{self.url(path)}: HTTP storage is read-only here; it can only be a copy source")
 
 
+def _read_body(resp: httpx.Response, size: int) -> tuple[bytearray, int]:
+    """The body, received straight into one buffer of `size` bytes, never a list of pieces joined
+    into a second copy: (buffer, bytes received), size + 1 received when the server sent more."""
+    buf = bytearray(size)
+    view, got = memoryview(buf), 0
+    for piece in resp.iter_raw():
+        n = len(piece)
+        if got + n > size:
+            return buf, size + 1
+        view[got:got + n] = piece
+        got += n
+    return buf, got
+
+
 class _HTTPReader(ReadHandle):
     def __init__(self, store: HTTPStorage, path: str, st: Stat) -> None:
         self._store, self._path, self._stat = store, path, st
@@ -250,15 +264,21 @@ class _HTTPReader(ReadHandle):
         headers = {"Range": f"bytes={offset}-{end - 1}"}
         if self._stat.ident:
             headers["If-Match"] = self._stat.ident
-        resp = self._store.request("GET", self._path, headers=headers)
-        data = resp.content
-        if resp.status_code == 200 and offset == 0 and len(data) == end:
-            return data                     # a server that ignored the range but sent exactly this
-        if resp.status_code != 206 or not resp.headers.get("content-range", "").startswith(f"bytes {offset}-"):
-            raise Unsupported(f"{url}: the server did not answer the byte range {offset}-{end - 1} "
-                              f"(HTTP {resp.status_code}); it must support HTTP ranges")
-        if len(data) != end - offset:
-            raise ConnectionLost(f"{url}: got {len(data)} bytes of the {end - offset} asked for at offset {offset}")
+        with _translated(url), self._store._client.stream("GET", self._path, headers=headers) as resp:
+            if resp.status_code >= 300:
+                resp.read()
+            _check(resp, url)
+            ranged = resp.status_code == 206 and resp.headers.get("content-range", "").startswith(f"bytes {offset}-")
+            whole = resp.status_code == 200 and offset == 0     # a server that ignored the range
+            if not (ranged or whole):
+                raise Unsupported(f"{url}: the server did not answer the byte range {offset}-{end - 1} "
+                                  f"(HTTP {resp.status_code}); it must support HTTP ranges")
+            data, got = _read_body(resp, end - offset)
+        if got != end - offset:
+            if whole:
+                raise Unsupported(f"{url}: the server did not answer the byte range {offset}-{end - 1} "
+                                  f"(HTTP {resp.status_code}); it must support HTTP ranges")
+            raise ConnectionLost(f"{url}: got {got} bytes of the {end - offset} asked for at offset {offset}")
         return data
 
     def close(self) -> None:

@@ -1,0 +1,91 @@
+"""A byte range fetched from an HTTP source is received into one buffer: `domas get` holds about one
+copy of each chunk in flight, not the body's pieces plus their joined copy (issue 11: peak RSS at 16
+streams over a shaped 1 Gbit/s link was 224-244 MiB, 130-135 MiB after; benchmarks/bench_get_link.py).
+
+Real parts: a threaded http.server on a free loopback port answering HEAD and ranged GETs from a
+bytes object made before tracing starts, and the real HTTPStorage reading from it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from domas.errors import ConnectionLost
+
+MiB = 1024 * 1024
+BODY = os.urandom(8 * MiB)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    short = False                       # send one byte less than the range asks for
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _head(self, status: int, length: int, extra: dict) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", '"v1"')
+        self.send_header("Accept-Ranges", "bytes")
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._head(200, len(BODY), {})
+
+    def do_GET(self) -> None:
+        first, last = (int(x) for x in self.headers["Range"].removeprefix("bytes=").split("-"))
+        self._head(206, last + 1 - first, {"Content-Range": f"bytes {first}-{last}/{len(BODY)}"})
+        end = last + (0 if self.short else 1)
+        self.wfile.write(memoryview(BODY)[first:end])          # no copy on the server side
+        if self.short:
+            self.close_connection = True
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    _Handler.short = False
+
+
+def test_a_range_is_received_into_one_buffer(server):
+    from domas.agent.storage.http import HTTPStorage
+
+    store = HTTPStorage(server)
+    try:
+        reader = store.open_read("/f")
+        assert reader.pread(0, 4096) == BODY[:4096]          # connection and pool made before tracing
+        tracemalloc.start()
+        try:
+            data = reader.pread(0, len(BODY))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert data == BODY
+        assert peak < 1.25 * len(BODY), f"peak {peak / MiB:.1f} MiB for an 8 MiB range"   # was >= 16 MiB
+        assert reader.pread(3 * MiB + 5, 1000) == BODY[3 * MiB + 5:3 * MiB + 1005]
+    finally:
+        store.close()
+
+
+def test_a_short_body_is_a_lost_connection(server):
+    from domas.agent.storage.http import HTTPStorage
+
+    _Handler.short = True
+    store = HTTPStorage(server)
+    try:
+        with pytest.raises(ConnectionLost, match="999 bytes"):
+            store.open_read("/f").pread(10, 1000)
+    finally:
+        store.close()
