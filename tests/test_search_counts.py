@@ -1,0 +1,98 @@
+"""The SQLite catalogue's facet counter table (ds_groups, kept by triggers): a search with no free
+text, identifiers or time range takes its total and facets from it, and they equal the counts of a
+full pass over the datasets after every kind of write, on a new catalogue and on one opened from
+before the table existed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from domas.controller.catalogue.base import Beamtime, Dataset
+from domas.controller.catalogue.search import SearchQuery, fold_facets
+from domas.controller.catalogue.sqlite import SQLiteCatalogue
+
+Y2024, Y2025 = 1_704_067_200.0, 1_735_689_600.0
+NOW = Y2025 + 30 * 86400
+
+
+def full_pass(cat: SQLiteCatalogue, query: SearchQuery) -> tuple[int, dict]:
+    where, args = cat._search_where(query)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    beamtimes, groups = cat._facet_groups("FROM datasets d", cond, where, args)
+    return sum(g[4] for g in groups), fold_facets(groups, beamtimes)
+
+
+def from_table(cat: SQLiteCatalogue, query: SearchQuery) -> tuple[int, dict]:
+    beamtimes, groups = cat._grouped_facets(query)
+    return sum(g[4] for g in groups), fold_facets(groups, beamtimes)
+
+
+QUERIES = [SearchQuery(now=NOW), SearchQuery(now=NOW, see_embargoed=True),
+           SearchQuery(now=NOW, member_of=("BT2",)), SearchQuery(now=NOW + 400 * 86400),
+           SearchQuery(now=NOW, see_embargoed=True, beamline="B7"), SearchQuery(now=NOW, beamline="unknown"),
+           SearchQuery(now=NOW, see_embargoed=True, year="2024", access="embargoed"),
+           SearchQuery(now=NOW, data_type="processed", access="open")]
+
+
+def agree(cat: SQLiteCatalogue) -> None:
+    for q in QUERIES:
+        assert from_table(cat, q) == full_pass(cat, q), q
+        assert cat.search_datasets(q).total == full_pass(cat, q)[0]
+
+
+def world(cat: SQLiteCatalogue) -> list[str]:
+    cat.upsert_beamtime(Beamtime("BT1", "B1", "P-1", "Ada", start=Y2024 + 86400))
+    cat.upsert_beamtime(Beamtime("BT2", "B7", "P-2", "Bob"))                       # no dates: created year
+    pids = []
+    for i in range(12):
+        pids.append(cat.upsert_dataset(Dataset(
+            "BT1" if i % 3 == 0 else "BT2" if i % 3 == 1 else "BT9", f"/d/{i}", "processed" if i % 4 == 0 else "raw",
+            embargo_end=NOW + 86400 * (i + 1) if i % 5 == 0 else None, state="embargoed" if i == 7 else "open",
+            created_at=(Y2024 if i < 6 else Y2025) + i * 3600)).pid)
+    return pids
+
+
+def test_counts_from_the_table_equal_a_full_pass_after_every_kind_of_write(tmp_path):
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    pids = world(cat)
+    agree(cat)
+    cat.set_dataset_state(pids[1], "embargoed", NOW + 50)                         # embargo
+    cat.set_dataset_state(pids[0], "released", NOW - 1)                           # release
+    cat.set_dataset_state(pids[7], "archived")                                    # state only
+    agree(cat)
+    cat.upsert_dataset(Dataset("BT1", "/d/4", "processed"))                       # beamtime move (BT2 -> BT1)
+    cat.upsert_dataset(Dataset("BT2", "/d/5", "processed"))                       # data type change
+    cat.upsert_datasets([Dataset("BT2", f"/bulk/{i}", created_at=Y2025 + i) for i in range(30)])
+    agree(cat)
+    rows = cat._db.execute("SELECT count(*), sum(n) FROM ds_groups").fetchone()
+    assert rows[1] == 42 and rows[0] < 42 and cat._db.execute("SELECT min(n) FROM ds_groups").fetchone()[0] > 0
+    with cat._tx() as db:                                                          # any path, even raw SQL
+        db.execute("DELETE FROM datasets WHERE pid=?", (pids[2],))
+    agree(cat)
+    assert cat._db.execute("SELECT sum(n) FROM ds_groups").fetchone()[0] == 41
+    cat.close()
+
+
+def test_a_catalogue_from_before_the_table_gets_it_filled_on_open(tmp_path):
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    world(cat)
+    cat.close()
+    with sqlite3.connect(tmp_path / "cat.sqlite") as db:                          # as an older version left it
+        for trigger in ("insert", "delete", "update"):
+            db.execute(f"DROP TRIGGER ds_groups_{trigger}")
+        db.execute("DROP TABLE ds_groups")
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    agree(cat)
+    cat.upsert_dataset(Dataset("BT1", "/d/new", created_at=Y2025))
+    agree(cat)
+    cat.close()
+
+
+@pytest.mark.parametrize("query", [SearchQuery(q="x", now=NOW), SearchQuery(beamtime="BT1", now=NOW),
+                                   SearchQuery(pi="Ada", now=NOW), SearchQuery(start=Y2024, now=NOW)])
+def test_queries_that_need_the_datasets_do_not_use_the_table(tmp_path, query):
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    assert cat._grouped_facets(query) is None
+    cat.close()
