@@ -26,7 +26,7 @@ from domas.controller import validate
 from domas.controller.validate import Limits
 from domas.controller.scheduler import Scheduler
 from domas.controller.state import StateStore
-from domas.errors import DomasError, InvalidMessage
+from domas.errors import DomasError, InvalidMessage, TransientError
 from domas.paths import Confinement, Root, normalise
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
@@ -145,6 +145,10 @@ def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float
             log.warning("part-file janitor, %r: %s", d, e)
 
 
+_STORE_FAILED = ("the controller could not record this in its state store (busy or full); nothing was changed, "
+                 "try again shortly")
+
+
 class ControllerService(pb_grpc.ControllerServicer):
     """Every request is checked by `validate` (and every location against `roots`) before it
     reaches the scheduler or the store; a refusal is INVALID_ARGUMENT with one sentence."""
@@ -163,6 +167,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._streams: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
+        self._stale = False                                  # the scheduler is ahead of the store
+        self._sweep_held_until = 0.0                         # no part-file sweep before (see _recover)
         self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
         lease = scheduler.cfg.lease_seconds                 # orphan part files: see agent/janitor.py
         self._janitor = SweepSchedule(every=lease, window=10 * lease)
@@ -173,13 +179,51 @@ class ControllerService(pb_grpc.ControllerServicer):
         return self.events([event])[0]
 
     def events(self, events: list) -> list[list]:
-        """Apply events in order; their facts are committed in one transaction, then routed."""
+        """Apply events in order; their facts are committed in one transaction, then routed.
+        When the store cannot commit them (locked by another process, disk full) the scheduler has
+        run ahead of the disk: it is rebuilt from the stored facts (`_recover`), nothing is routed,
+        and the caller gets TransientError (UNAVAILABLE, retriable)."""
+        if self._stale:
+            self._recover()
         now = self.clock()
         results = [self.s.on_event(e, now) for e in events]
         everything = [a for actions in results for a in actions]
-        self.store.apply(everything, now)
+        try:
+            self.store.apply(everything, now)
+        except Exception as e:      # noqa: BLE001 - sqlite3 errors of any kind: memory must follow the disk
+            log.warning("the state store did not take a write (%s: %s); rebuilding the scheduler from the "
+                        "stored state, agents will reconnect and replay their reports", type(e).__name__, e)
+            self._stale = True
+            self._recover()
+            raise TransientError(_STORE_FAILED) from None
         self._route(everything, now)
         return results
+
+    def _recover(self) -> None:
+        """Memory equals disk again: a scheduler rebuilt from the stored facts (controller/restore.py)
+        with a new epoch, so no lease id repeats and reports for earlier leases are accepted once.
+        Lease streams are ended (UNAVAILABLE): their agents register again and replay their spooled
+        reports, as after a restart. If the store cannot be read either, the next event tries again."""
+        try:
+            specs, files, chunks = self.store.load()
+            next_file_id = self.store.next_file_id()
+            old = self.s
+            self.s = Scheduler.restore(specs, files, chunks, config=old.cfg, rng=old.rng,
+                                       epoch=self.store.next_epoch(), next_file_id=next_file_id)
+        except Exception as e:      # noqa: BLE001
+            log.warning("cannot read the state store either (%s: %s); refusing requests until it can be read",
+                        type(e).__name__, e)
+            raise TransientError(_STORE_FAILED) from None
+        self._stale = False
+        # Files whose reports were not stored are queued again, but agents still hold their leases
+        # and replay the reports: their part files stay until those leases are long over.
+        self._sweep_held_until = self.clock() + 10 * self.s.cfg.lease_seconds
+        streams, self._streams = self._streams, {}
+        for queue in streams.values():
+            queue.put_nowait((grpc.StatusCode.UNAVAILABLE, _STORE_FAILED))
+        self.latest = self.s.snapshot(self.clock())
+        log.info("scheduler rebuilt from the state store (epoch %d, %d unfinished transfers)", self.s.epoch,
+                 len(specs))
 
     def _route(self, actions: list, now: float) -> None:
         grants: dict[str, list] = {}
@@ -213,11 +257,17 @@ class ControllerService(pb_grpc.ControllerServicer):
     def _flush_verdicts(self) -> None:
         """Checks that finished in the same loop turn go into the scheduler and the store together."""
         verdicts, self._verdicts = self._verdicts, []
-        self.events(verdicts)
+        try:
+            self.events(verdicts)
+        except TransientError:
+            pass            # not stored: the rebuilt scheduler finalizes those files again at its first tick
 
     async def run_ticks(self, stop: asyncio.Event, every: float = 1.0) -> None:
         while not stop.is_set():
-            self.event(ev.Tick())
+            try:
+                self.event(ev.Tick())
+            except TransientError:
+                pass        # the store failed (logged, scheduler rebuilt); the next tick tries again
             self.latest = self.s.snapshot(self.clock())
             self._sweep_parts()
             try:
@@ -229,6 +279,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         """Directories finalized into lately get their orphan part files removed (a hung agent's
         late chunk, a killed copy): older than the lease time and of no file still in progress."""
         now = self.clock()
+        if now < self._sweep_held_until:
+            return
         due = self._janitor.due(now)
         if due:
             keep = {ev.part_url(d) for d in self.s.unfinished_destinations(set(due))}
@@ -291,7 +343,10 @@ class ControllerService(pb_grpc.ControllerServicer):
             agent = state["agent"]
             if agent and self._streams.get(agent) is queue:
                 del self._streams[agent]
-                self.event(ev.AgentLost(agent))
+                try:
+                    self.event(ev.AgentLost(agent))
+                except TransientError:
+                    pass    # rebuilt from the store: the agent is forgotten anyway
 
     async def _read_stream(self, request_iterator, queue: asyncio.Queue, state: dict) -> None:
         try:
@@ -315,6 +370,8 @@ class ControllerService(pb_grpc.ControllerServicer):
                     self.event(ev.LeaseRequested(state["agent"], msg.lease_request.want))
         except grpc.aio.AioRpcError:
             pass
+        except TransientError as e:     # the store failed: the stream ends, the agent reconnects
+            queue.put_nowait((grpc.StatusCode.UNAVAILABLE, str(e)))
         finally:
             queue.put_nowait(None)
 

@@ -43,7 +43,9 @@ _TRANSFER_COLUMNS = ("id", "beamline", "priority", "state", "sources", "destinat
 class StateStore:
     def __init__(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        # busy_timeout 2 s: a write waits on the event loop, so a longer wait stalls every agent's
+        # stream; a store still busy after it is recovered from (service.events)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=2.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -55,6 +57,15 @@ class StateStore:
         row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
         self.epoch = (int(row[0]) if row else 0) + 1
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(self.epoch),))
+        self._epoch_unsaved = False
+
+    def next_epoch(self) -> int:
+        """A new epoch for a scheduler rebuilt while the process runs (after a failed write); it is
+        stored by the next `apply` that commits, in the same transaction."""
+        with self._lock:
+            self.epoch += 1
+            self._epoch_unsaved = True
+            return self.epoch
 
     def close(self) -> None:
         self._db.close()
@@ -68,12 +79,14 @@ class StateStore:
 
     def apply(self, actions: list, now: float) -> None:
         facts = [a for a in actions if isinstance(a, ev.Persist)]
-        if not facts:
+        if not facts and not self._epoch_unsaved:
             return
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN")
             try:
+                if self._epoch_unsaved:
+                    cur.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(self.epoch),))
                 chunks: list[ev.ChunkDone] = []
                 for a in facts:
                     if isinstance(a, ev.ChunkDone):
@@ -83,8 +96,10 @@ class StateStore:
                     _WRITERS[type(a)](self, cur, a, now)
                 self._chunks(cur, chunks)
                 cur.execute("COMMIT")
+                self._epoch_unsaved = False
             except BaseException:
-                cur.execute("ROLLBACK")
+                if self._db.in_transaction:     # a full disk may have rolled it back already
+                    cur.execute("ROLLBACK")
                 raise
 
     def _accepted(self, cur, a: ev.TransferAccepted, now: float) -> None:
