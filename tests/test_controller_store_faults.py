@@ -84,3 +84,30 @@ def test_a_locked_state_store_mid_transfer_is_recovered_from_nothing_doubled(tmp
     assert "Traceback" not in agents, agents[-5000:]
     assert "could not record this in its state store (busy or full); nothing was changed, try again shortly; " \
            "retrying" in agents                      # the agents' calls were refused with the same sentence
+
+
+def test_a_rebuilt_schedulers_epoch_is_stored_with_the_next_commit(tmp_path):
+    """The epoch of a scheduler rebuilt after a failed write must outlive a restart, or lease ids
+    granted by it would repeat after one. It is written in the next transaction that commits."""
+    from domas.controller.state import StateStore
+
+    path = tmp_path / "controller.sqlite"
+    store = StateStore(path)
+    assert store.epoch == 1
+    blocker = sqlite3.connect(str(path), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    assert store.next_epoch() == 2
+    started = time.monotonic()
+    try:
+        store.apply([], 0.0)
+        raise AssertionError("a locked store took the write")
+    except sqlite3.OperationalError as e:
+        assert "locked" in str(e) and time.monotonic() - started < 4      # busy timeout 2 s, not 5
+    assert not store._db.in_transaction
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    store.apply([], 0.0)                   # nothing else to store: the epoch alone is written
+    store.close()
+    again = StateStore(path)
+    assert again.epoch == 3                # not 2 again
+    again.close()
