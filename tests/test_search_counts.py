@@ -96,3 +96,30 @@ def test_queries_that_need_the_datasets_do_not_use_the_table(tmp_path, query):
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
     assert cat._grouped_facets(query) is None
     cat.close()
+
+
+@pytest.mark.parametrize("steps", [4_000_000, 500])
+def test_broad_queries_page_by_walking_the_order_and_fall_back_when_it_is_long(tmp_path, monkeypatch, steps):
+    """A broad query's page comes from a bounded walk of the order's index; a walk that runs out of
+    steps (matches at the far end) falls back to the planner's plan: the pages are the same."""
+    from domas.controller.catalogue import sqlite as sqlite_mod
+    monkeypatch.setattr(sqlite_mod, "PAGE_SCAN_STEPS", steps)
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    cat.upsert_beamtime(Beamtime("OLD", "B1", "P", "Ada", start=Y2024))
+    cat.upsert_beamtime(Beamtime("NEW", "B2", "P", "Ada", start=Y2025))
+    cat.upsert_datasets([Dataset("OLD" if i < 1000 else "NEW", f"/d/{i:05d}", metadata={"title": f"t{3000 - i:05d}"},
+                                 created_at=Y2024 + i * 60, embargo_end=NOW + 1 if i % 7 == 0 else None)
+                         for i in range(3000)])
+    expected_new = [f"/d/{i:05d}" for i in range(2999, 1000, -1) if i % 7][:20]
+    expected_old = [f"/d/{i:05d}" for i in range(999, -1, -1) if i % 7][:20]
+    for query, expected in ((SearchQuery(now=NOW, limit=20), expected_new),
+                            (SearchQuery(now=NOW, limit=20, year="2024"), expected_old),   # at the far end
+                            (SearchQuery(now=NOW, limit=20, beamline="B1"), expected_old)):
+        found = cat.search_datasets(query)
+        assert [d.path for d in found.datasets] == expected and found.next is not None
+        second = cat.search_datasets(SearchQuery(**{**query.__dict__, "after": found.next}))
+        assert second.datasets[0].path not in expected
+    by_title = cat.search_datasets(SearchQuery(now=NOW, limit=5, sort="title", beamline="B1"))
+    assert [d.metadata["title"] for d in by_title.datasets] == ["t02001", "t02002", "t02003", "t02004", "t02005"]
+    assert cat._db.execute("SELECT 1").fetchone() == (1,)          # the progress handler is gone
+    cat.close()

@@ -71,6 +71,8 @@ CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, crea
 """
 _SEARCH_VERSION = 1
 COUNT_CACHE_SIZE = 256
+BROAD_SHARE = 50                 # a query matching >= 1/50 of the datasets pages by walking its order's index
+PAGE_SCAN_STEPS = 4_000_000      # ... within this many SQLite VM steps (~tens of ms), else the planner's way
 COUNT_CACHE_SECONDS = 60
 _UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
 
@@ -624,14 +626,34 @@ class SQLiteCatalogue(Catalogue):
         page_cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
         order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
         limit = max(1, int(query.limit))
+        page = f"SELECT {_DATASET_COLS} {{base}}{page_cond} ORDER BY {order} LIMIT {limit + 1}"
         with self._lock, self._edge():
-            rows = self._db.execute(f"SELECT {_DATASET_COLS} {base}{page_cond} ORDER BY {order} "
-                                    f"LIMIT {limit + 1}", args).fetchall()
             total, facets = self._counted(query, lambda: self._grouped_facets(query) or
                                           self._facet_groups(base, cond, where, args))
+            rows = None
+            if total * BROAD_SHARE >= (self._db.execute("SELECT max(rowid) FROM datasets").fetchone()[0] or 0):
+                # a broad query: walk the order's index and stop at the page, rather than let the
+                # planner collect every match by its filters' indexes and sort them all
+                index = "datasets_title" if by_title else "datasets_created"
+                rows = self._bounded(page.format(base=f"{base} INDEXED BY {index}"), args)
+            if rows is None:
+                rows = self._db.execute(page.format(base=base), args).fetchall()
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
+
+    def _bounded(self, sql: str, args: dict) -> list[tuple] | None:
+        """The rows of `sql`, or None when it needs more than PAGE_SCAN_STEPS virtual-machine steps
+        (matches bunched at the far end of the order: the caller then lets the planner choose)."""
+        self._db.set_progress_handler(lambda: 1, PAGE_SCAN_STEPS)
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if "interrupt" not in str(e):
+                raise
+            return None
+        finally:
+            self._db.set_progress_handler(None, 0)
 
     def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict]:
         """Total and facets of a query, remembered until the database changes (any connection's
