@@ -240,7 +240,7 @@ class FileCopy:
         self.copy_chunk(c)
 
     def copy_chunk(self, c: Chunk) -> None:
-        defer = self.readback and self.n == 1 and self.journal is None
+        defer = self.cfg.copy.group_sync and self.readback and self.n == 1 and self.journal is None
         adler, xxh, data = copy_range(self.reader, self.writer, c, self.readback and not defer,
                                       self.job.src_url, self.job.dst_url)
         if self.journal is not None:

@@ -1,4 +1,5 @@
-"""Small files are made durable in groups (one syncfs for many) and read back after that.
+"""With copy.group_sync, small files are made durable in groups (one syncfs for many) and read
+back after that.
 
 Real files on the local disk. The destination backend is the POSIX one, subclassed only to record
 the size of each group it is asked to make durable; the fault twin corrupts one read-back.
@@ -40,7 +41,8 @@ def _tree(tmp_path, n: int) -> dict[str, bytes]:
 def _copy(tmp_path, store):
     exp = expand([str(tmp_path / "scan")], str(tmp_path / "out") + "/")
     exp.jobs[:] = [type(j)(j.src_store, j.src_path, j.src_stat, store, j.dst_path) for j in exp.jobs]
-    cfg = Config(state_dir=str(tmp_path / "state"), copy=CopyConfig(streams=4, backoff_base=0.001, backoff_max=0.01))
+    cfg = Config(state_dir=str(tmp_path / "state"), copy=CopyConfig(streams=4, backoff_base=0.001, backoff_max=0.01,
+                                                                    group_sync=True))
     return asyncio.run(CopyEngine(cfg).run(exp))
 
 
