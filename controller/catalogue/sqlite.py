@@ -26,6 +26,7 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      norm_id, query_words, sort_key, sort_title, words, year_of, year_range)
+from .sqlite_facets import bounded_rows, broad, ensure_facet_table, grouped_rows
 
 PAGE = 2000
 
@@ -71,8 +72,6 @@ CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, crea
 """
 _SEARCH_VERSION = 1
 COUNT_CACHE_SIZE = 256
-BROAD_SHARE = 50                 # a query matching >= 1/50 of the datasets pages by walking its order's index
-PAGE_SCAN_STEPS = 4_000_000      # ... within this many SQLite VM steps (~tens of ms), else the planner's way
 COUNT_CACHE_SECONDS = 60
 _UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
 
@@ -148,68 +147,13 @@ class SQLiteCatalogue(Catalogue):
                          "embargo_end REAL NOT NULL)")
 
     def _facet_table(self) -> None:
-        """ds_groups: the number of datasets per (beamtime, data_type, year created, embargo end,
-        embargoed without end), kept exact by triggers on every write to datasets, whichever code
-        path makes it. A search without free text, identifiers or time range (the front page, facet
-        clicks) reads its total and facets from these few thousand rows instead of every dataset.
-        Filled once from the datasets when it is new."""
-        new = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='ds_groups'").fetchone() is None
-        key = ("{t}.beamtime, {t}.data_type, strftime('%Y', {t}.created_at, 'unixepoch'), "
-               "coalesce({t}.embargo_end, -1.0), ({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
-        match = ("beamtime={t}.beamtime AND data_type={t}.data_type AND year=strftime('%Y', {t}.created_at, "
-                 "'unixepoch') AND emb=coalesce({t}.embargo_end, -1.0) AND "
-                 "st=({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
-        add = (f"INSERT INTO ds_groups VALUES ({key.format(t='new')}, 1) "
-               "ON CONFLICT(beamtime, data_type, year, emb, st) DO UPDATE SET n = n + 1;")
-        drop = (f"UPDATE ds_groups SET n = n - 1 WHERE {match.format(t='old')}; "
-                f"DELETE FROM ds_groups WHERE n <= 0 AND {match.format(t='old')};")
         with self._tx() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS ds_groups (beamtime TEXT NOT NULL, data_type TEXT NOT NULL, "
-                       "year TEXT NOT NULL, emb REAL NOT NULL, st INTEGER NOT NULL, n INTEGER NOT NULL, "
-                       "PRIMARY KEY (beamtime, data_type, year, emb, st)) WITHOUT ROWID")
-            db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
-            db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} END")
-            db.execute("CREATE TRIGGER IF NOT EXISTS ds_groups_update AFTER UPDATE OF beamtime, data_type, "
-                       "created_at, embargo_end, state ON datasets WHEN "
-                       f"({key.format(t='old')}) IS NOT ({key.format(t='new')}) BEGIN {drop} {add} END")
-            if new:
-                db.execute(f"INSERT INTO ds_groups SELECT {key.format(t='d')}, count(*) FROM datasets d "
-                           "GROUP BY 1, 2, 3, 4, 5")
+            ensure_facet_table(db)
 
     def _grouped_facets(self, query: SearchQuery) -> tuple[dict, list[tuple]] | None:
-        """(beamtimes, facet groups) from ds_groups when the query has nothing but facet filters
-        and the embargo scope; None when it needs the datasets themselves."""
-        if (query_words(query.q) or norm_id(query.beamtime) or norm_id(query.proposal) or norm_id(query.pi)
-                or query.start is not None or query.end is not None):
-            return None
-        under = "(g.emb > :now OR g.st = 1)"
-        where, args = [], {"now": query.now}
-        if query.beamline is not None:
-            if query.beamline.casefold() == "unknown":
-                where.append("g.beamtime NOT IN (SELECT id FROM beamtimes WHERE beamline != '')")
-            else:
-                where.append("g.beamtime IN (SELECT id FROM beamtimes WHERE beamline = :beamline COLLATE NOCASE)")
-                args["beamline"] = query.beamline
-        if query.data_type is not None:
-            where.append("g.data_type = :data_type")
-            args["data_type"] = query.data_type
-        if query.year is not None:
-            args["y0"], args["y1"], args["year"] = *year_range(query.year), query.year
-            where.append("(g.beamtime IN (SELECT id FROM beamtimes WHERE start >= :y0 AND start < :y1) OR "
-                         "(g.year = :year AND g.beamtime NOT IN (SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
-        if query.access is not None:
-            where.append(under if query.access == "embargoed" else f"NOT {under}")
-        if not query.see_embargoed:
-            members = ",".join(f":m{i}" for i in range(len(query.member_of)))
-            args.update({f"m{i}": m for i, m in enumerate(query.member_of)})
-            where.append(f"(NOT {under}" + (f" OR g.beamtime IN ({members}))" if members else ")"))
-        cond = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = self._db.execute(f"SELECT g.beamtime, g.data_type, g.year, sum(CASE WHEN {under} THEN g.n END), "
-                                f"sum(g.n) FROM ds_groups g{cond} GROUP BY 1, 2, 3", args).fetchall()
-        groups = []
-        for bt, dt, year, embargoed, n in rows:
-            groups += [(bt, dt, year, True, embargoed or 0), (bt, dt, year, False, n - (embargoed or 0))]
-        return self._beamtimes({r[0] for r in rows}), [g for g in groups if g[4]]
+        """(beamtimes, facet groups) from the counter table, or None (sqlite_facets.grouped_rows)."""
+        groups = grouped_rows(self._db, query)
+        return None if groups is None else (self._beamtimes({g[0] for g in groups}), groups)
 
     @contextlib.contextmanager
     def _edge(self):
@@ -631,29 +575,16 @@ class SQLiteCatalogue(Catalogue):
             total, facets = self._counted(query, lambda: self._grouped_facets(query) or
                                           self._facet_groups(base, cond, where, args))
             rows = None
-            if total * BROAD_SHARE >= (self._db.execute("SELECT max(rowid) FROM datasets").fetchone()[0] or 0):
+            if broad(self._db, total):
                 # a broad query: walk the order's index and stop at the page, rather than let the
                 # planner collect every match by its filters' indexes and sort them all
                 index = "datasets_title" if by_title else "datasets_created"
-                rows = self._bounded(page.format(base=f"{base} INDEXED BY {index}"), args)
+                rows = bounded_rows(self._db, page.format(base=f"{base} INDEXED BY {index}"), args)
             if rows is None:
                 rows = self._db.execute(page.format(base=base), args).fetchall()
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
-
-    def _bounded(self, sql: str, args: dict) -> list[tuple] | None:
-        """The rows of `sql`, or None when it needs more than PAGE_SCAN_STEPS virtual-machine steps
-        (matches bunched at the far end of the order: the caller then lets the planner choose)."""
-        self._db.set_progress_handler(lambda: 1, PAGE_SCAN_STEPS)
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as e:
-            if "interrupt" not in str(e):
-                raise
-            return None
-        finally:
-            self._db.set_progress_handler(None, 0)
 
     def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict]:
         """Total and facets of a query, remembered until the database changes (any connection's
