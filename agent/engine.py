@@ -40,6 +40,7 @@ from domas.config import Config
 from domas.errors import ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged
 from domas.retry import RetryPolicy
 
+from . import filecore
 from .accounting import Accounting, FileStats
 from .expand import Expansion, FileJob
 from .journal import ChunkRecord, Header, Journal, journal_path, read_journal
@@ -202,11 +203,8 @@ class FileCopy:
             return False
         if dst.is_dir:
             raise IsADirectory(f"destination {job.dst_url} is a directory; remove it or copy into it", path=job.dst_url)
-        if self.force or dst.size != self.src.size:
-            return False
-        if job.dst_store.scheme == "file":
-            return abs(dst.mtime - self.src.mtime) < 1e-3
-        return dst.mtime >= self.src.mtime
+        return filecore.up_to_date(self.src.size, self.src.mtime, dst.size, dst.mtime,
+                                   local=job.dst_store.scheme == "file", force=self.force)
 
     def _load_resume(self, jpath: Path, header: Header) -> bool:
         old, records = read_journal(jpath)
@@ -220,10 +218,7 @@ class FileCopy:
         except NotFound:
             self.note(f"{self.job.dst_url}: the partial copy is gone; restarting it from zero")
             return False
-        cs = self.cfg.copy.chunk_size
-        self.resumed = {i: r for i, r in records.items()    # a chunk past a truncated part is copied again
-                        if 0 <= i < self.n and r.length == chunk_at(i, self.size, cs).length
-                        and i * cs + r.length <= have}
+        self.resumed = filecore.resumable(records, self.size, self.cfg.copy.chunk_size, have)
         if self.resumed:
             done = sum(r.length for r in self.resumed.values())
             self.note(f"{self.job.src_url}: resuming, {len(self.resumed)} of {self.n} chunks ({done} bytes) already copied")

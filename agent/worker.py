@@ -36,6 +36,7 @@ from domas.retry import backoff_delay
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
+from . import filecore
 from .accounting import Accounting
 from .engine import copy_range, part_mode
 from .plan import Chunk, check_range
@@ -60,9 +61,9 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting, alive=None) -> pb.ChunkRes
         src_store, src_path = resolve(lease.src_url)
         st = src_store.stat_follow(src_path)
         _observe(res, st)
-        if lease.HasField("source") and (st.size != lease.source.size or
-                                         abs(res.observed_source.mtime_ns - lease.source.mtime_ns) > 1000 or
-                                         (lease.source.version and st.version() != lease.source.version)):
+        if lease.HasField("source") and not filecore.same_version(
+                (lease.source.size, lease.source.mtime_ns, lease.source.version),
+                (st.size, res.observed_source.mtime_ns, st.version())):
             raise SourceChanged(f"{lease.src_url} changed since the transfer was planned")
         side = pb.ERROR_SIDE_DESTINATION
         dst_store, dst_path = resolve(lease.dst_url)

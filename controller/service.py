@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import grpc
 
+from domas.agent import filecore
 from domas.agent.janitor import SweepSchedule, sweep
 from domas.checksum import parse_adler32
 from domas.controller import convert
@@ -73,13 +74,13 @@ def _destination_adler32(a: ev.FinalizeFile, store, path: str) -> int:
     read back where it was written, else the server's own whole-file checksum."""
     from domas.errors import Unsupported
 
-    if store.chunk_readback:
-        return a.expected_adler32
-    server = store.checksum(path, "adler32")
-    if server is None:
+    server = None if store.chunk_readback else store.checksum(path, "adler32")
+    found = filecore.destination_adler32(a.expected_adler32, store.chunk_readback,
+                                         None if server is None else parse_adler32(server))
+    if found is None:
         raise Unsupported(f"{store.url(path)} cannot be verified: its server computes no adler32 "
                           "(configure xrootd.chksum adler32) and its chunks are not read back")
-    return parse_adler32(server)
+    return found
 
 
 def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerified | None:
@@ -98,7 +99,7 @@ def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerif
     except NotFound:
         return None                   # the copy is verified; the source is gone since: keep it as it is
     now = (st.size, round(st.mtime * 1e9), st.version())
-    if st.size != a.size or abs(now[1] - a.mtime_ns) > 1000 or (a.src_version and now[2] != a.src_version):
+    if not filecore.same_version((a.size, a.mtime_ns, a.src_version), now):
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, "source_changed",
                                       f"{a.src_url} changed after its chunks were copied; copying it again",
                                       True, now)
@@ -498,11 +499,8 @@ def _up_to_date(job) -> bool:
         dst = job.dst_store.stat_follow(job.dst_path)
     except DomasError:
         return False
-    if dst.is_dir or dst.size != job.src_stat.size:
-        return False
-    if job.dst_store.scheme == "file":
-        return abs(dst.mtime - job.src_stat.mtime) < 1e-3
-    return dst.mtime >= job.src_stat.mtime
+    return filecore.up_to_date(job.src_stat.size, job.src_stat.mtime, dst.size, dst.mtime,
+                               local=job.dst_store.scheme == "file", dst_is_dir=dst.is_dir)
 
 
 def _transfer_pb(t: dict) -> pb.TransferStatus:

@@ -75,3 +75,37 @@ def test_a_repeated_finalize_does_not_take_another_file_of_the_same_size_for_our
     part.unlink()
     final.write_bytes(os.urandom(MiB))           # same size, but not given the source's mtime
     assert verify_and_rename(a).error_kind == "not_found"
+
+
+def test_an_xrootd_destination_is_decided_by_the_servers_checksum(xrootd_server):
+    """No read-back there: the server's `query checksum` is the destination's adler32."""
+    content = os.urandom(MiB + 7)
+    xrootd_server.put(xrootd_server.path("fin/.a.h5.domas-part"), content)
+    part = f"{xrootd_server.url}/{xrootd_server.path('fin/.a.h5.domas-part')}"
+    final = f"{xrootd_server.url}/{xrootd_server.path('fin/a.h5')}"
+    wrong = ev.FinalizeFile("t", 1, part, final, len(content), zlib.adler32(content) ^ 1, True)
+    got = verify_and_rename(wrong)
+    assert (got.error_kind, got.adler32) == ("", zlib.adler32(content))     # a mismatch: not renamed
+    assert xrootd_server.local(xrootd_server.path("fin/.a.h5.domas-part")).exists()
+    got = verify_and_rename(ev.FinalizeFile("t", 1, part, final, len(content), zlib.adler32(content), True))
+    assert (got.error_kind, got.adler32) == ("", zlib.adler32(content))
+    assert xrootd_server.local(xrootd_server.path("fin/a.h5")).read_bytes() == content
+
+
+def test_an_xrootd_destination_without_checksums_is_refused_not_read(tmp_path):
+    import shutil
+
+    from tests.fixtures.xrootd import start_xrootd
+
+    server = start_xrootd(checksum=False)
+    try:
+        content = os.urandom(MiB)
+        server.put(server.path(".b.h5.domas-part"), content)
+        a = ev.FinalizeFile("t", 1, f"{server.url}/{server.path('.b.h5.domas-part')}",
+                            f"{server.url}/{server.path('b.h5')}", len(content), zlib.adler32(content), True)
+        got = verify_and_rename(a)
+        assert got.error_kind == "unsupported" and "xrootd.chksum" in got.error_message
+        assert not server.local(server.path("b.h5")).exists()
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
