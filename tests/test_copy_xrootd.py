@@ -131,18 +131,19 @@ def test_copy_outlasts_an_xrootd_restart(tmp_path, state, private_xrootd, direct
 
 def test_second_upload_to_the_same_xrootd_file_says_another_copy_is_running(tmp_path, state, xrootd_server):
     """XRootD has no advisory locks: copies on one host exclude each other by a lock beside the journal."""
-    data = os.urandom(16 * MiB)
+    data = os.urandom(96 * MiB)        # 768 chunks on one stream: still running when it is stopped, even under load
     src = tmp_path / "big.bin"
     src.write_bytes(data)
     remote = f"{xrootd_server.url}/{xrootd_server.path('twice/big.bin')}"
-    first = subprocess.Popen([sys.executable, "-m", "domas.cli", "copy", "--chunk-size", "256KiB", "--streams", "1",
+    first = subprocess.Popen([sys.executable, "-m", "domas.cli", "copy", "--chunk-size", "128KiB", "--streams", "1",
                               str(src), remote], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = state / "journal"
     wait_until(lambda: journal.exists() and any(p.stat().st_size > 200 for p in journal.glob("*.jsonl")),
                60, "the first copy to journal chunks", first)
     os.kill(first.pid, signal.SIGSTOP)
+    assert first.poll() is None, "the first copy ended before it could be stopped"
     try:
-        second = run_domas("copy", "--chunk-size", "256KiB", src, remote)
+        second = run_domas("copy", "--chunk-size", "128KiB", src, remote)
     finally:
         os.kill(first.pid, signal.SIGCONT)
     _, err = first.communicate(timeout=120)
