@@ -592,10 +592,11 @@ class Scheduler:
         self.counts[key] = self.counts.get(key, 0) + n
 
     def unfinished_destinations(self, directories: set[str]) -> set[str]:
-        """Final names (URLs) directly inside `directories` of files still being copied or
-        verified: the part-file janitor leaves theirs alone."""
+        """Final names (URLs) directly inside `directories` of files not finished yet: the part-file
+        janitor leaves theirs alone. Queued ones too: after a restore (or a rebuild after a failed
+        write) a queued file's part file may hold chunks whose reports agents are still replaying."""
         return {f.dst for t in self._transfers.values() for f in t.files
-                if f.state in (ACTIVE, VERIFYING) and f.dst.rsplit("/", 1)[0] in directories}
+                if f.state in (QUEUED, ACTIVE, VERIFYING) and f.dst.rsplit("/", 1)[0] in directories}
 
     def snapshot(self, now: float) -> dict:
         """Figures for metrics: files per (beamline, state) (terminal states count since start),

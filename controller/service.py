@@ -169,7 +169,6 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
-        self._sweep_held_until = 0.0                         # no part-file sweep before (see _recover)
         self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
         lease = scheduler.cfg.lease_seconds                 # orphan part files: see agent/janitor.py
         self._janitor = SweepSchedule(every=lease, window=10 * lease)
@@ -216,9 +215,6 @@ class ControllerService(pb_grpc.ControllerServicer):
                         type(e).__name__, e)
             raise TransientError(_STORE_FAILED) from None
         self._stale = False
-        # Files whose reports were not stored are queued again, but agents still hold their leases
-        # and replay the reports: their part files stay until those leases are long over.
-        self._sweep_held_until = self.clock() + 10 * self.s.cfg.lease_seconds
         streams, self._streams = self._streams, {}
         for queue in streams.values():
             queue.put_nowait((grpc.StatusCode.UNAVAILABLE, _STORE_FAILED))
@@ -280,8 +276,6 @@ class ControllerService(pb_grpc.ControllerServicer):
         """Directories finalized into lately get their orphan part files removed (a hung agent's
         late chunk, a killed copy): older than the lease time and of no file still in progress."""
         now = self.clock()
-        if now < self._sweep_held_until:
-            return
         due = self._janitor.due(now)
         if due:
             keep = {ev.part_url(d) for d in self.s.unfinished_destinations(set(due))}
