@@ -122,14 +122,17 @@ def test_stream_acks_each_report_and_a_bad_destination_is_copied_again(tmp_path,
             (ack,) = await _next(call, "acks")
             assert ack.outcome == pb.REPORT_OUTCOME_REJECTED and "says offset=1" in ack.message
             _write(leases[0], src)
-            _write(leases[1], bytes(len(src)))              # wrong bytes on disk, right sums reported
+            _write(leases[1], src)
+            # The agents read back what they write and the controller never reads data files; what it
+            # can see without reading is the size: a part file that lost its tail is copied again.
+            os.truncate(leases[1].dst_url, 2 * CS - 1)
             results = [_result(x, src, f"r{x.chunk_index}") for x in leases]
             await call.write(pb.LeasesRequest(agent_id="a1", results=results + [results[0]],
                                               lease_request=pb.LeaseRequest(want=2)))
             acks = await _next(call, "acks")
             assert [a.outcome for a in acks] == [pb.REPORT_OUTCOME_ACCEPTED, pb.REPORT_OUTCOME_ACCEPTED,
                                                  pb.REPORT_OUTCOME_DUPLICATE]
-            again = await _next(call)                      # destination mismatch: the file is copied again
+            again = await _next(call)                      # wrong size at finalize: the file is copied again
             assert sorted(x.chunk_index for x in again) == [0, 1]
             for x in again:
                 _write(x, src)
