@@ -433,6 +433,7 @@ class CopyEngine:
     async def _file(self, fc: FileCopy) -> None:
         fc.stats.started = time.monotonic()
         fc.stats.status = "copying"
+        interrupted = False
         try:
             await self._retrying(fc, fc.prepare)
             if fc.skipped:
@@ -448,10 +449,14 @@ class CopyEngine:
             self._failed(fc.stats, e)
         except (OSError, ValueError, RuntimeError) as e:
             self._failed(fc.stats, DomasError(f"{fc.job.src_url}: unexpected failure: {e}"))
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
         finally:
             fc.stats.finished = time.monotonic()
-            fc.close()  # every chunk task has ended: no worker thread holds the handles
-            fc.unlock()
+            if not interrupted:   # every chunk task has ended: no worker thread holds the handles
+                fc.close()        # (interrupted, a thread may still be in a chunk: run() closes
+                fc.unlock()       # them once its pool has drained)
 
     async def _copy_file(self, fc: FileCopy) -> None:
         restarts = 0
