@@ -1,1 +1,1 @@
-"""Transfer node: copy engine, storage backends, agent and download client."""
+"""Transfer node: copy engine (`domas copy`), the agent, the download client."""

@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_agent(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
-    from .cli_copy import run_async
-    from .metrics import AgentCollector, serve_metrics
+    from domas.loop import run_async
+    from .metrics import AgentCollector
+    from domas.metrics import serve_metrics
     from .worker import Agent
 
     setup_logging()       # one line per event: names with a newline are escaped

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
-from domas.checksum import adler32, format_adler32, format_xxh3
 from domas.config import Config, parse_size
 from domas.errors import DomasError, TransferFailed, UsageError
+from domas.loop import run_async
+from domas.transfer.filesum import file_checksum
 
 COPY_HELP = """\
 Copy files or directory trees, verified, many chunks in parallel, resumable.
@@ -64,7 +65,7 @@ def copy_config(args: argparse.Namespace, cfg: Config) -> Config:
 
 def run_copy(args: argparse.Namespace, cfg: Config) -> int:
     from .engine import CopyEngine
-    from .expand import expand
+    from domas.transfer.expand import expand
     from .progress import make_reporter
 
     if len(args.paths) < 2:
@@ -97,46 +98,6 @@ def exit_code(acct) -> int:
     if not codes:
         return 0
     return codes.pop() if len(codes) == 1 else TransferFailed.exit_code
-
-
-def run_async(coro):
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        import asyncio
-
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-def file_checksum(url: str, algo: str) -> str:
-    """The checksum of one file: the server's when it has one, otherwise read in large blocks."""
-    import xxhash
-
-    from .storage import resolve
-
-    store, path = resolve(url)
-    st = store.stat_follow(path)
-    if st.is_dir:
-        raise UsageError(f"{url} is a directory; give files")
-    if algo == "adler32":
-        server = store.checksum(path, "adler32")
-        if server is not None:
-            return server
-    block = 16 * 1024 * 1024
-    value, h = 1, xxhash.xxh3_64()
-    with store.open_read(path) as r:
-        offset = 0
-        while True:
-            data = r.pread(offset, block)
-            if not data:
-                break
-            if algo == "adler32":
-                value = adler32(data, value)
-            else:
-                h.update(data)
-            offset += len(data)
-    return format_adler32(value) if algo == "adler32" else format_xxh3(h.intdigest())
 
 
 def run_checksum(args: argparse.Namespace, cfg: Config) -> int:

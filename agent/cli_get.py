@@ -28,12 +28,13 @@ from urllib.parse import quote, unquote, urlsplit
 from domas.config import Config
 from domas.errors import (ChecksumMismatch, DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath,
                           UsageError)
+from domas.loop import run_async
+from domas.transfer.expand import Expansion, FileJob
+from domas.transfer.storage import Stat, Storage, resolve
+from domas.transfer.storage.http import HTTPStorage, resolve_http
 
-from .cli_copy import copy_config, exit_code, print_summary, run_async
-from .expand import Expansion, FileJob
+from .cli_copy import copy_config, exit_code, print_summary
 from .progress import human_bytes
-from .storage import Stat, Storage, resolve
-from .storage.http import HTTPStorage, resolve_http
 
 GET_HELP = """\
 Download a dataset, or one file, from the facility's data service: verified, resumable, with many

@@ -10,7 +10,7 @@ Invariants:
   source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
 - A chunk is journaled only after its data is durable (and read back, when verifying), so a rerun
   trusts journaled chunks that the part file's size covers without reading them again. The destination is written under a hidden
-  temporary name (agent/parts.py) and renamed to its final name only when complete and verified.
+  temporary name (transfer/parts.py) and renamed to its final name only when complete and verified.
 - One writer per destination: the part file is locked (where the backend has advisory locks;
   elsewhere, XRootD, a lock file beside the journal keeps out other copies on this host) before it
   is truncated or its journal read, and stays locked until the final name is given.
@@ -40,13 +40,13 @@ from domas.config import Config
 from domas.errors import ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged
 from domas.retry import RetryPolicy
 
-from . import filecore
+from domas.transfer import filecore
 from .accounting import Accounting, FileStats
-from .expand import Expansion, FileJob
-from .journal import ChunkRecord, Header, Journal, journal_path, read_journal
-from .parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling, re-exported)
-from .plan import Chunk, chunk_at, chunk_count
-from .storage.posix import PosixStorage
+from domas.transfer.expand import Expansion, FileJob
+from domas.transfer.journal import ChunkRecord, Header, Journal, journal_path, read_journal
+from domas.transfer.parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling, re-exported)
+from domas.transfer.plan import Chunk, chunk_at, chunk_count
+from domas.transfer.storage.posix import PosixStorage
 
 
 _LOCAL = PosixStorage()

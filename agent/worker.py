@@ -31,17 +31,18 @@ from pathlib import Path
 import grpc
 
 from domas import __version__
+from domas.channel import auth_metadata, make_channel
 from domas.errors import DomasError, InternalError, LeaseExpired, SourceChanged, Unauthenticated
 from domas.retry import backoff_delay
+from domas.transfer import filecore
+from domas.transfer.plan import Chunk, check_range
+from domas.transfer.storage import resolve
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
-from . import filecore
 from .accounting import Accounting
 from .engine import copy_range, part_mode
-from .plan import Chunk, check_range
 from .spool import ReportSpool
-from .storage import resolve
 
 log = logging.getLogger("domas.agent")
 
@@ -140,21 +141,6 @@ def _side_of(err: DomasError, lease: pb.ChunkLease, guess: int) -> int:
     if where and where in lease.src_url:
         return pb.ERROR_SIDE_SOURCE
     return guess
-
-
-def make_channel(address: str, tls_ca: str = "") -> grpc.aio.Channel:
-    options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    if tls_ca:
-        from domas.config import read_setting_file
-
-        creds = grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
-        return grpc.aio.secure_channel(address, creds, options=options)
-    return grpc.aio.insecure_channel(address, options=options)
-
-
-def auth_metadata(token: str) -> tuple:
-    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 class Agent:

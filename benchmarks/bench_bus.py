@@ -79,9 +79,9 @@ async def declare(url: str, exchange: str, queue: str) -> None:
 
 async def docs_per_second(url: str, runs: int, events: int, tmp: Path) -> dict:
     from domas.config import AmqpSourceConfig, CatalogueConfig, Config, SourceConfig, StorageConfig
-    from domas.controller.archiver import Archiver
-    from domas.controller.catalogue import open_catalogue
-    from domas.controller.sources import running, wait_for_news
+    from domas.archive.archiver import Archiver
+    from domas.catalogue import open_catalogue
+    from domas.archive.sources import running, wait_for_news
     from domas.publish import Spool, drain
 
     exchange = f"bench-{uuid.uuid4().hex[:8]}"

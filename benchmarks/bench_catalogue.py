@@ -26,9 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
-from domas.controller.catalogue.base import (Beamtime, Dataset, FileRecord, Proposal, Replica,  # noqa: E402
-                                             ReplicaUpdate)
-from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
+from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate
+from domas.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Filesystem events vs tree scan: time to notice 100 new files among many existing ones, and
 the CPU the discovery spends.
 
-Both modes run the archiver's own loop (controller/sources: `poll`, `committed`, then
+Both modes run the archiver's own loop (archive/sources: `poll`, `committed`, then
 `wait_for_news` with a 1 s pass interval) in a thread of their own, over the same tree:
 - scan: ScanSource listing the whole tree every pass. Its stability window is set to 0 here, the
   best case for the scan: a real deployment adds `policy.stability_seconds` (30 s by default) on top.
@@ -39,9 +39,9 @@ sys.path.insert(0, str(HERE.parent))
 from common import load, machine_info, median  # noqa: E402
 
 from domas.config import PolicyConfig  # noqa: E402
-from domas.controller.sources import wait_for_news  # noqa: E402
-from domas.controller.sources.inotify import InotifySource  # noqa: E402
-from domas.controller.sources.scan import ScanSource  # noqa: E402
+from domas.archive.sources import wait_for_news  # noqa: E402
+from domas.archive.sources.inotify import InotifySource  # noqa: E402
+from domas.archive.sources.scan import ScanSource  # noqa: E402
 
 PER_DIR = 1000
 NEW = 100

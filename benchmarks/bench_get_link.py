@@ -79,8 +79,8 @@ def link_down() -> None:
 # -- the data service ---------------------------------------------------------------------------
 def build_catalogue(work: Path) -> dict[str, dict]:
     """Both datasets on the central tier, catalogued with their adler32: {name: {pid, files, bytes}}."""
-    from domas.controller.catalogue import Beamtime, Dataset, FileRecord, Proposal, Replica
-    from domas.controller.catalogue.sqlite import SQLiteCatalogue
+    from domas.catalogue import Beamtime, Dataset, FileRecord, Proposal, Replica
+    from domas.catalogue.sqlite import SQLiteCatalogue
 
     central = work / "central"
     cat = SQLiteCatalogue(work / "catalogue.sqlite")

@@ -97,9 +97,9 @@ def run_hostile(work: Path) -> list[tuple[str, str, float, tuple[int, int]]]:
 
 
 def planning_cost(work: Path, dirs: int = 100, per_dir: int = 1000) -> tuple[int, float, float]:
-    from domas.agent.expand import expand
+    from domas.transfer.expand import expand
     from domas.controller.service import _confine
-    from domas.paths import Confinement, parse_roots
+    from domas.transfer.paths import Confinement, parse_roots
 
     root = work / "plan"
     for d in range(dirs):

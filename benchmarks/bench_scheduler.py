@@ -196,7 +196,7 @@ def over_the_wire(n_files: int, leases: int, tmp: str) -> tuple[int, float]:
     import grpc
 
     from domas.controller.service import ControllerService
-    from domas.paths import parse_roots
+    from domas.transfer.paths import parse_roots
     from domas.controller.state import StateStore
     from domas.v1 import domas_pb2_grpc as pb_grpc
 

@@ -27,10 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MiB, drop_caches, load, machine_info  # noqa: E402
 
-from domas.controller.catalogue.base import Dataset, FileRecord, Replica, content_version  # noqa: E402
-from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
-from domas.controller.metrics import ScrubStats  # noqa: E402
-from domas.controller.scrub import Scrubber  # noqa: E402
+from domas.catalogue.base import Dataset, FileRecord, Replica, content_version  # noqa: E402
+from domas.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
+from domas.archive.metrics import ScrubStats  # noqa: E402
+from domas.archive.scrub import Scrubber  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "work" / "scrub"
 DATASET = "/B1/202611/Data/BT-bench/raw"

@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load, machine_info  # noqa: E402
 
-from domas.controller.catalogue.base import Beamtime, Dataset, Proposal  # noqa: E402
-from domas.controller.catalogue.search import SearchQuery  # noqa: E402
-from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
+from domas.catalogue.base import Beamtime, Dataset, Proposal  # noqa: E402
+from domas.catalogue.search import SearchQuery  # noqa: E402
+from domas.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
 
 SAMPLES = ["lysozyme", "insulin", "ferritin", "graphene", "perovskite", "zeolite", "cathode", "anode",
            "catalyst", "basalt", "bone", "cellulose", "silicon", "quartz", "myoglobin", "hemoglobin"]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MiB, drop_caches, load, median, write_random_file  # noqa: E402
 
 from domas.agent.engine import CopyEngine  # noqa: E402
-from domas.agent.expand import expand  # noqa: E402
+from domas.transfer.expand import expand  # noqa: E402
 from domas.config import Config, CopyConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

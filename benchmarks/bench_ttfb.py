@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from domas.controller.catalogue.base import Dataset, FileRecord, Replica  # noqa: E402
-from domas.controller.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
-from domas.controller.dataservice import create_app  # noqa: E402
+from domas.catalogue.base import Dataset, FileRecord, Replica  # noqa: E402
+from domas.catalogue.sqlite import SQLiteCatalogue  # noqa: E402
+from domas.dataservice.app import create_app  # noqa: E402
 from tests.fixtures.dataservice import ServiceThread  # noqa: E402
 
 MiB = 1 << 20

@@ -1,1 +1,1 @@
-"""Control node: scheduler, gRPC service, catalogue, discovery, lifecycle, data service."""
+"""Control node: chunk scheduler (pure), its durable state, the gRPC service."""

@@ -72,7 +72,7 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
     import logging
     from pathlib import Path
 
-    from domas.agent.cli_copy import run_async
+    from domas.loop import run_async
 
     from .server import serve
 
@@ -85,7 +85,7 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
 def _stub(args: argparse.Namespace, cfg: Config):
     import grpc
 
-    from domas.agent.worker import auth_metadata
+    from domas.channel import auth_metadata
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
     address = args.controller or cfg.agent.controller

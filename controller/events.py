@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domas.agent.parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling of part names)
-from domas.agent.plan import chunk_at
+from domas.transfer.parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling of part names)
+from domas.transfer.plan import chunk_at
 from domas.errors import ImpossibleRange
 
 part_url = part_path        # the hidden name agents write a destination URL under until it is done

@@ -9,12 +9,14 @@ with every chunk done is verified again at the first Tick. Leases are not restor
 from __future__ import annotations
 
 import heapq
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from domas.controller import events as ev
 from domas.controller import records as rc
-from domas.controller import scheduler as sc
 from domas.errors import InvalidMessage
+
+if TYPE_CHECKING:
+    from domas.controller import scheduler as sc
 
 
 def rebuild(s: "sc.Scheduler", transfers: Iterable[ev.TransferSpec], files: Iterable[ev.FileRecord],

@@ -24,16 +24,17 @@ import random
 from collections import OrderedDict
 from typing import Iterable
 
-from domas.agent.plan import chunk_at, chunk_count
 from domas.checksum import fold_adler32
 from domas.controller import events as ev
 from domas.controller.breaker import CircuitBreaker
 from domas.controller.endpoints import CONGESTION_KINDS, AimdLimit, endpoint_of
 from domas.controller.fairshare import FairShare
-from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE, L_CLOSED, L_EXPIRED,
-                                      QUEUED, TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress,
-                                      SchedulerConfig, Transfer)
+from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE, L_CLOSED, L_EXPIRED, QUEUED,
+                                      TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress, SchedulerConfig,
+                                      Transfer)
+from domas.controller.restore import rebuild
 from domas.retry import RetryPolicy, is_retriable
+from domas.transfer.plan import chunk_at, chunk_count
 
 _BLOCKED, _EMPTY = object(), object()
 
@@ -624,8 +625,6 @@ class Scheduler:
         the queue, and reports for leases of an earlier epoch are still accepted once.
         Files whose chunks are all done are finalized again at the first Tick. `next_file_id` is one
         above the highest file id ever stored (finished transfers included): new ids start there."""
-        from domas.controller.restore import rebuild
-
         s = cls(config, rng, epoch)
         rebuild(s, transfers, files, done_chunks, next_file_id)
         return s

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import grpc
 
-from domas.agent.metrics import serve_metrics
 from domas.config import Config, read_setting_file
 from domas.controller.metrics import ControllerCollector
-from domas.retry import RetryPolicy
-from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.rpc_errors import ErrorMapping
+from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
-from domas.controller.validate import Limits
 from domas.controller.state import StateStore
 from domas.errors import ConfigError
-from domas.paths import controller_roots
+from domas.metrics import serve_metrics
+from domas.retry import RetryPolicy
+from domas.transfer.paths import controller_roots
+from domas.transfer.validate import Limits
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 log = logging.getLogger("domas.controller")

@@ -18,17 +18,18 @@ from typing import Callable, Sequence
 
 import grpc
 
-from domas.agent import filecore
-from domas.agent.janitor import SweepSchedule, sweep
 from domas.checksum import parse_adler32
 from domas.controller import convert
 from domas.controller import events as ev
-from domas.controller import validate
-from domas.controller.validate import Limits
 from domas.controller.scheduler import Scheduler
 from domas.controller.state import StateStore
-from domas.errors import DomasError, InvalidMessage, TransientError
-from domas.paths import Confinement, Root, normalise
+from domas.errors import DomasError, InvalidMessage, NotFound, TransientError, Unsupported
+from domas.transfer import filecore, validate
+from domas.transfer.expand import expand
+from domas.transfer.janitor import SweepSchedule, sweep
+from domas.transfer.paths import Confinement, Root, normalise
+from domas.transfer.storage import resolve
+from domas.transfer.validate import Limits
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
@@ -43,8 +44,6 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
     is checked here. A backend that computes checksums itself (XRootD `query checksum`) is asked
     for the whole file's: the server reads, not the control node. A destination that offers
     neither cannot be verified without reading the bytes here, which the controller never does."""
-    from domas.agent.storage import resolve
-
     try:
         store, part = resolve(a.part_url)
         _, final = resolve(a.final_url)
@@ -72,8 +71,6 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
 def _destination_adler32(a: ev.FinalizeFile, store, path: str) -> int:
     """The destination's adler32 without opening it: the folded chunk sums where every chunk was
     read back where it was written, else the server's own whole-file checksum."""
-    from domas.errors import Unsupported
-
     server = None if store.chunk_readback else store.checksum(path, "adler32")
     found = filecore.destination_adler32(a.expected_adler32, store.chunk_readback,
                                          None if server is None else parse_adler32(server))
@@ -88,9 +85,6 @@ def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerif
     were read from (size, mtime, ctime + inode), the verdict that restarts the file; otherwise the
     final file gets the source's permission bits, never wider (agents create part files with the
     owner's read and write added, which a read-only source does not have)."""
-    from domas.agent.storage import resolve
-    from domas.errors import NotFound
-
     if not a.src_url:
         return None
     try:
@@ -112,8 +106,6 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     """True when an earlier finalize of this file renamed it and the controller died before
     recording that: no part file, and the final one has the size and, when verifying, the mtime
     the finalize set (a backend without read-back: the server's adler32). Nothing is read."""
-    from domas.errors import NotFound
-
     try:
         store.stat_follow(part)
         return False
@@ -134,8 +126,6 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
 
 def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:
     """Blocking: the janitor over each directory (URLs); failures wait for the next sweep."""
-    from domas.agent.storage import resolve
-
     for d in dirs:
         try:
             store, path = resolve(d)
@@ -170,7 +160,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
         self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
-        lease = scheduler.cfg.lease_seconds                 # orphan part files: see agent/janitor.py
+        lease = scheduler.cfg.lease_seconds                 # orphan part files: see transfer/janitor.py
         self._janitor = SweepSchedule(every=lease, window=10 * lease)
 
     # -- the one way into the scheduler ------------------------------------------------------------
@@ -455,8 +445,6 @@ def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Se
     destination dirs, and leave out files whose destination is up to date unless `overwrite`.
     Nothing inside a `private` directory is read or written. Returns (files, skipped). Nothing is
     created before every check has passed."""
-    from domas.agent.expand import expand
-
     guard = Confinement(roots, private)
     for i, src in enumerate(sources):
         guard.check_real(normalise(src), f"source {i + 1}")

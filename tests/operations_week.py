@@ -259,7 +259,7 @@ metrics_listen = "127.0.0.1:0"
         self.fig.seconds_to_converge = time.monotonic() - t
 
     def catalogue(self):
-        from domas.controller.catalogue.mongo import MongoCatalogue
+        from domas.catalogue.mongo import MongoCatalogue
 
         return MongoCatalogue(self.mongo.url, database="domas_week")
 

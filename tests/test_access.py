@@ -1,11 +1,11 @@
-"""The access policy (domas.controller.access) as tables: roles x embargo x clock, no fixture."""
+"""The access policy (domas.dataservice.access) as tables: roles x embargo x clock, no fixture."""
 
 from __future__ import annotations
 
 import pytest
 
-from domas.controller.access import (ANONYMOUS, Caller, Scope, may_see, must_authenticate, public_state,
-                                     search_scope, under_embargo)
+from domas.dataservice.access import (ANONYMOUS, Caller, Scope, may_see, must_authenticate, public_state,
+                                      search_scope, under_embargo)
 
 NOW = 1000.0
 TEAM = ("Ada Lovelace", "Grace Hopper")
@@ -54,8 +54,8 @@ def test_unknown_roles_are_refused():
         Caller("x", "root")
 
 
-@pytest.mark.parametrize("module", ["controller/access.py", "controller/catalogue/search.py",
-                                    "controller/delivery.py"])
+@pytest.mark.parametrize("module", ["dataservice/access.py", "catalogue/search.py",
+                                    "dataservice/delivery.py"])
 def test_the_policy_and_search_cores_do_no_io(module):
     """Pure cores: no clock, network, database or web framework imports (STYLE.md)."""
     import ast

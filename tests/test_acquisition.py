@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from domas.catalogue import Dataset, open_catalogue
 from domas.config import CatalogueConfig
-from domas.controller.catalogue import Dataset, open_catalogue
 from tests.fixtures.common import free_port, stop_process, wait_until
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from domas.archive.sources.inotify import InotifySource
+from domas.archive.sources.scan import ScanSource
+from domas.catalogue import open_catalogue
 from domas.config import CatalogueConfig
-from domas.controller.catalogue import open_catalogue
-from domas.controller.sources.inotify import InotifySource
-from domas.controller.sources.scan import ScanSource
 from tests.fixtures.common import free_port, stop_process, wait_until
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")

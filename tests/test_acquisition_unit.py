@@ -8,9 +8,10 @@ import json
 import pytest
 
 from domas import config
-from domas.controller.sources import fill_empty, from_config
-from domas.controller.sources.messages import (FileClosed, annotation, parse, relative_to_root, run_files,
-                                              start_dataset, start_prefix)
+from domas.archive.sources import from_config
+from domas.archive.sources.base import fill_empty
+from domas.archive.sources.messages import (FileClosed, annotation, parse, relative_to_root, run_files,
+                                            start_dataset, start_prefix)
 from domas.errors import ConfigError, DomasError, InvalidMessage
 
 ROOT = "/data/beamline"
@@ -118,8 +119,8 @@ def test_source_config(tmp_path):
 def test_annotations_in_later_batches_reach_the_stored_dataset(tmp_path):
     """A run's stop (a later batch) is added inside the scan its start recorded; operator keys stay."""
     from domas.config import CatalogueConfig
-    from domas.controller.catalogue import Dataset, open_catalogue
-    from domas.controller.sources.record import apply_annotations
+    from domas.catalogue import Dataset, open_catalogue
+    from domas.archive.sources.record import apply_annotations
 
     path = "B1/202611/Data/BT7/raw"
     with open_catalogue(CatalogueConfig(), tmp_path) as cat:
@@ -153,7 +154,7 @@ def test_files_of_a_run_by_data_path_or_time_window():
 
 def test_catalogue_show_prints_one_line_per_scan(tmp_path):
     from domas.config import CatalogueConfig
-    from domas.controller.catalogue import Dataset, open_catalogue
+    from domas.catalogue import Dataset, open_catalogue
     from tests.fixtures.common import run_domas
 
     with open_catalogue(CatalogueConfig(), tmp_path / "state") as cat:

@@ -9,9 +9,10 @@ import zlib
 import xxhash
 
 from domas.agent.accounting import Accounting
-from domas.agent.metrics import AgentCollector, serve_metrics
+from domas.agent.metrics import AgentCollector
 from domas.agent.spool import ReportSpool
 from domas.agent.worker import run_lease
+from domas.metrics import serve_metrics
 from domas.v1 import domas_pb2 as pb
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domas.controller.catalogue import sqlite as sqlite_mod
-from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate
-from domas.controller.catalogue.pid import dataset_pid
+from domas.catalogue import sqlite as sqlite_mod
+from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate
+from domas.catalogue.pid import dataset_pid
 from domas.errors import InvalidMessage, NotFound
 
 BACKENDS = ["sqlite", "mongo"]
@@ -26,7 +26,7 @@ def reopen(cat):
     """A second catalogue object on the same store, as after a restart."""
     if isinstance(cat, sqlite_mod.SQLiteCatalogue):
         return sqlite_mod.SQLiteCatalogue(cat.path)
-    from domas.controller.catalogue.mongo import MongoCatalogue
+    from domas.catalogue.mongo import MongoCatalogue
 
     return MongoCatalogue(cat._url, database=cat._db.name)
 
@@ -312,7 +312,7 @@ def _search_world(cat):
 
 
 def test_search_free_text_identifiers_time_and_embargo(catalogue):
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
     a, b, c, now = _search_world(catalogue)
 
     def pids(**kw):
@@ -337,7 +337,7 @@ def test_search_free_text_identifiers_time_and_embargo(catalogue):
 
 
 def test_search_pages_with_a_cursor_and_counts_facets_over_every_match(catalogue):
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
     a, b, c, now = _search_world(catalogue)
     first = catalogue.search_datasets(SearchQuery(now=now, limit=1, see_embargoed=True))
     assert [d.pid for d in first.datasets] == [c] and first.total == 3 and first.next is not None
@@ -354,7 +354,7 @@ def test_search_pages_with_a_cursor_and_counts_facets_over_every_match(catalogue
 def test_search_facet_filters_and_title_order(catalogue):
     """Each facet value the facets show narrows the search to exactly its count; "title" orders by
     the shown title (case ignored) and pages by cursor; bad filters name the parameter."""
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
     from domas.errors import UsageError
     a, b, c, now = _search_world(catalogue)
     d = dataset(catalogue, "BT-nodate", "/d/zz/apple", created_at=1_704_067_200.0 + 5 * 86400).pid   # 2024, no beamtime
@@ -393,10 +393,10 @@ def test_search_facet_filters_and_title_order(catalogue):
             found(**bad)
 
 
-# -- discovery fills, operators set (controller/catalogue/operator.py) ----------------------------
+# -- discovery fills, operators set (catalogue/operator.py) ----------------------------
 
 def test_discovery_never_wipes_what_an_operator_set(catalogue):
-    from domas.controller.catalogue import operator as op
+    from domas.catalogue import operator as op
 
     catalogue.upsert_beamtime(Beamtime("BT1", "B1"))                      # discovery: from the path
     ds = dataset(catalogue, beamtime="BT1", path="/B1/202611/Data/BT1/raw")
@@ -421,9 +421,9 @@ def test_a_beamtime_embargo_covers_datasets_catalogued_later(catalogue):
     """`embargo --beamtime` is kept on the beamtime: a dataset catalogued in it afterwards starts
     under it (search, facets and the access policy see it), unless it comes with its own embargo;
     other beamtimes are untouched; the beamtime's change is recorded once."""
-    from domas.controller import access
-    from domas.controller.catalogue import operator as op
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.dataservice import access
+    from domas.catalogue import operator as op
+    from domas.catalogue.search import SearchQuery
     catalogue.upsert_beamtime(Beamtime("BT1", "B1", "P-1", "Grace"))
     before = dataset(catalogue, "BT1", "/d/bt1/early").pid
     done = op.embargo_beamtime(catalogue, "BT1", 5000.0, who="ops", now=10.0)
@@ -451,7 +451,7 @@ def test_a_beamtime_embargo_covers_datasets_catalogued_later(catalogue):
 
 
 def test_every_operator_change_is_recorded_with_who_and_when(catalogue):
-    from domas.controller.catalogue import operator as op
+    from domas.catalogue import operator as op
 
     ds = dataset(catalogue, beamtime="BT1", path="/B1/202611/Data/BT1/raw")
     op.set_beamtime(catalogue, "BT1", {"proposal": "P7", "pi": "Grace"}, who="alice", now=100.0)
@@ -470,7 +470,7 @@ def test_every_operator_change_is_recorded_with_who_and_when(catalogue):
 
 
 def test_bulk_dataset_upsert_matches_one_by_one(catalogue):
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
 
     catalogue.upsert_datasets([Dataset("bt1", f"/bulk/{i}", metadata={"title": f"Bulk sample {i}"},
                                        created_at=float(i)) for i in range(50)])
@@ -482,7 +482,7 @@ def test_bulk_dataset_upsert_matches_one_by_one(catalogue):
 
 
 def test_year_facet_of_a_beamtime_without_dates_comes_from_each_dataset(catalogue):
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
 
     catalogue.upsert_beamtime(Beamtime("BT9", "B3"))                       # no start or end
     for i, t in enumerate((1_704_067_300.0, 1_735_689_700.0, 1_735_689_800.0)):   # 2024, 2025, 2025
@@ -493,7 +493,7 @@ def test_year_facet_of_a_beamtime_without_dates_comes_from_each_dataset(catalogu
 
 
 def test_search_counts_follow_every_write(catalogue):
-    from domas.controller.catalogue.search import SearchQuery
+    from domas.catalogue.search import SearchQuery
 
     first = dataset(catalogue, "bt1", "/counts/a", created_at=1.0).pid
     q = SearchQuery(now=10.0, limit=1)

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
+from domas.catalogue import SpooledCatalogue, open_catalogue
+from domas.catalogue.base import Dataset
+from domas.catalogue.mongo import MongoCatalogue
+from domas.catalogue.pid import dataset_pid, path_token, prefix_style
+from domas.catalogue.sqlite import SQLiteCatalogue
 from domas.config import CatalogueConfig
-from domas.controller.catalogue import SpooledCatalogue, open_catalogue
-from domas.controller.catalogue.base import Dataset
-from domas.controller.catalogue.mongo import MongoCatalogue
-from domas.controller.catalogue.pid import dataset_pid, path_token, prefix_style
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
 from domas.errors import ConfigError, DomasError
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from domas.controller.catalogue import SpooledCatalogue
-from domas.controller.catalogue.base import Dataset, FileRecord, Proposal
-from domas.controller.catalogue.mongo import MongoCatalogue
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
+from domas.catalogue import SpooledCatalogue
+from domas.catalogue.base import Dataset, FileRecord, Proposal
+from domas.catalogue.mongo import MongoCatalogue
+from domas.catalogue.sqlite import SQLiteCatalogue
 from domas.errors import CatalogueUnavailable, InvalidMessage
 from tests.fixtures.common import free_port
 
@@ -157,7 +157,7 @@ def test_files_follow_their_dataset_to_the_pid_the_catalogue_gave(tmp_path):
 CHILD = """
 import os, signal, sys
 from tests.test_catalogue_spool import down_catalogue, offline_writes
-from domas.controller.catalogue import SpooledCatalogue
+from domas.catalogue import SpooledCatalogue
 cat = SpooledCatalogue(down_catalogue(), sys.argv[1])
 print(offline_writes(cat), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)

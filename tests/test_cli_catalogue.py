@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from domas.archive.cli_catalogue import file_adler32, parse_since
+from domas.catalogue import open_catalogue
+from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica
 from domas.cli import main
 from domas.config import CatalogueConfig
-from domas.controller.catalogue import open_catalogue
-from domas.controller.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica
-from domas.controller.cli_catalogue import file_adler32, parse_since
 from domas.errors import UsageError
 from tests.fixtures.common import free_port
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from domas.catalogue import Dataset, open_catalogue
 from domas.cli import main
 from domas.config import CatalogueConfig
-from domas.controller.catalogue import Dataset, open_catalogue
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import zlib
 import pytest
 
 from domas.agent.engine import CopyEngine
-from domas.agent.expand import expand
-from domas.agent.storage import PosixStorage
-from domas.agent.storage.base import ReadHandle
-from domas.agent.storage.faulty import Fault, FaultyStorage
+from domas.transfer.expand import expand
+from domas.transfer.storage import PosixStorage
+from domas.transfer.storage.base import ReadHandle
+from domas.transfer.storage.faulty import Fault, FaultyStorage
 from domas.config import Config, CopyConfig
 from domas.errors import DestinationBusy, NoSpace
 
@@ -143,7 +143,7 @@ def test_lock_is_per_open_and_ends_with_its_holder(tmp_path):
         store.lock(part)                 # even inside one process: flock is per open file description
     held.release()
     store.lock(part).release()           # free again
-    code = "import sys; from domas.agent.storage import PosixStorage; PosixStorage().lock(sys.argv[1]); print('held')"
+    code = "import sys; from domas.transfer.storage import PosixStorage; PosixStorage().lock(sys.argv[1]); print('held')"
     subprocess.run([sys.executable, "-c", code, part], check=True, capture_output=True)
     store.lock(part).release()           # a holder that exited left nothing behind
 

@@ -47,9 +47,9 @@ def test_upload_tree_then_download_it_back(tmp_path, state, xrootd_server):
 def test_corrupted_destination_is_caught_by_the_server_checksum(tmp_path, state, xrootd_server):
     """A destination whose stored bytes differ from what was sent fails the server-checksum check."""
     from domas.agent.engine import CopyEngine
-    from domas.agent.expand import expand
-    from domas.agent.storage import resolve
-    from domas.agent.storage.faulty import Fault, FaultyStorage
+    from domas.transfer.expand import expand
+    from domas.transfer.storage import resolve
+    from domas.transfer.storage.faulty import Fault, FaultyStorage
     from domas.config import Config, CopyConfig
 
     f = tmp_path / "x.bin"

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 
-from domas.controller import delivery
-from domas.controller.dataservice import create_app
+from domas.dataservice import delivery
+from domas.dataservice.app import create_app
 from domas.errors import ImpossibleRange, UnsafePath
 from tests.fixtures.dataservice import TITLE
 
@@ -262,7 +262,7 @@ def test_token_guards_every_call_but_healthz_and_opens_embargo(data_world, serve
 @pytest.fixture
 def with_users(data_world, serve_app, tmp_path):
     """The service with a user store: Grace Hopper (PI of the embargoed beamtime), an outsider, staff."""
-    from domas.controller.users import UserStore
+    from domas.dataservice.users import UserStore
 
     store = UserStore(tmp_path / "users.sqlite")
     tokens = {}
@@ -426,7 +426,7 @@ def test_the_server_embeds_in_a_loop_it_does_not_own(data_world, tmp_path):
     import threading
 
     from domas.config import CatalogueConfig, Config, StorageConfig
-    from domas.controller.cli_serve import DataServiceServer
+    from domas.dataservice.cli_serve import DataServiceServer
     from tests.fixtures.common import wait_until
 
     cfg = Config(state_dir=str(tmp_path / "state"),
@@ -535,7 +535,7 @@ def test_no_input_gives_a_5xx(data_world, serve_app):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from domas.controller.users import UserStore
+    from domas.dataservice.users import UserStore
 
     store = UserStore(data_world.root / "users.sqlite")
     store.add("grace hopper")

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from domas.agent.storage import PosixStorage
-from domas.controller.discovery import StabilityTracker, parse_location, scan_tree
-from domas.controller.lifecycle import Action, FileView, ReplicaState, Retention, decide, may_delete
+from domas.archive.discovery import StabilityTracker, parse_location, scan_tree
+from domas.archive.lifecycle import Action, FileView, ReplicaState, Retention, decide, may_delete
 from domas.errors import UnsafePath
+from domas.transfer.storage import PosixStorage
 
 DAY = 86400.0
 

@@ -14,9 +14,9 @@ import zlib
 import httpx
 import pytest
 
-from domas.controller import delivery
-from domas.controller.catalogue import FileRecord, Replica
-from domas.controller.dataservice import create_app
+from domas.catalogue import FileRecord, Replica
+from domas.dataservice import delivery
+from domas.dataservice.app import create_app
 from tests.fixtures.dataservice import DATASET_PATH, MiB
 
 BIG = delivery.VERIFY_FIRST_BELOW * 3          # streamed, not read back first

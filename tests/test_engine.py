@@ -9,11 +9,11 @@ import zlib
 import xxhash
 
 from domas.agent.engine import CopyEngine, part_path
-from domas.agent.expand import Expansion, FileJob
-from domas.agent.storage import MemoryStorage
-from domas.agent.storage.faulty import Fault, FaultyStorage
 from domas.config import Config, CopyConfig
 from domas.errors import ConnectionLost, NetworkTimeout, NoSpace, PermissionDenied
+from domas.transfer.expand import Expansion, FileJob
+from domas.transfer.storage import MemoryStorage
+from domas.transfer.storage.faulty import Fault, FaultyStorage
 
 KiB = 1024
 

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import pytest
 
-from domas.agent import filecore
+from domas.transfer import filecore
 
 Rec = namedtuple("Rec", "index length")
 CS = 100

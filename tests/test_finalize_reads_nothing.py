@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from domas.agent.storage import PosixStorage
 from domas.controller import events as ev
 from domas.controller.service import verify_and_rename
+from domas.transfer.storage import PosixStorage
 
 MiB = 1 << 20
 IO = Path("/proc/thread-self/io")

@@ -15,11 +15,10 @@ import httpx
 import pytest
 
 from domas.agent.cli_get import safe_relpath, url_file_name
-from domas.agent.storage import resolve
-from domas.agent.storage.http import HTTPStorage, parse_digest
-from domas.controller.dataservice import create_app
-from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, UnsafePath, Unsupported,
-                          UsageError)
+from domas.dataservice.app import create_app
+from domas.errors import ConnectionLost, ImpossibleRange, NotFound, UnsafePath, Unsupported, UsageError
+from domas.transfer.storage import resolve
+from domas.transfer.storage.http import HTTPStorage, parse_digest
 from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.dataservice import DATASET_PATH, _put
 
@@ -284,7 +283,7 @@ class NoDigest:
 
 def test_files_are_verified_by_digest_or_catalogue_and_unverifiable_ones_are_reported(data_world, serve_app, state,
                                                                                        tmp_path):
-    from domas.controller.catalogue import FileRecord, Replica
+    from domas.catalogue import FileRecord, Replica
 
     pid = data_world.pids["open"]
     nosum = b"no checksum anywhere" * 1000
@@ -392,7 +391,7 @@ class FlipEveryChunk:
 def test_a_corruption_adler32_cannot_see_is_caught_by_the_catalogues_xxh3(data_world, serve_app, state, tmp_path):
     import xxhash
 
-    from domas.controller.catalogue import FileRecord, Replica
+    from domas.catalogue import FileRecord, Replica
 
     data = bytearray(os.urandom(4 * MiB))
     for offset, bit in ((0, 0), (MiB, 0x40), (2 * MiB, 0x40), (3 * MiB, 0)):

@@ -16,7 +16,7 @@ import pytest
 
 from domas.controller.service import _plan_files
 from domas.errors import InvalidMessage
-from domas.paths import parse_roots
+from domas.transfer.paths import parse_roots
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 from tests.fixtures.common import free_port, stop_process

@@ -60,7 +60,7 @@ def server():
 
 
 def test_a_range_is_received_into_one_buffer(server):
-    from domas.agent.storage.http import HTTPStorage
+    from domas.transfer.storage.http import HTTPStorage
 
     store = HTTPStorage(server)
     try:
@@ -80,7 +80,7 @@ def test_a_range_is_received_into_one_buffer(server):
 
 
 def test_a_short_body_is_a_lost_connection(server):
-    from domas.agent.storage.http import HTTPStorage
+    from domas.transfer.storage.http import HTTPStorage
 
     _Handler.short = True
     store = HTTPStorage(server)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
+from domas.catalogue.sqlite import SQLiteCatalogue
 from tests.fixtures.common import stop_process, wait_until
 
 PROC = "B1/202611/Data/BT0001/processed"
@@ -188,7 +188,7 @@ def test_data_service_never_sends_bytes_that_do_not_match_its_digest(data_world,
     catalogue and the next verified tier serves; with no good copy left the answer is an error."""
     import httpx
 
-    from domas.controller.dataservice import create_app
+    from domas.dataservice.app import create_app
 
     base = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
     pid = data_world.pids["open"]
@@ -372,9 +372,9 @@ def test_a_copy_finished_after_a_rewrite_never_counts_for_the_new_content(tmp_pa
     rewritten is recorded "stale" (its version names the old content), and the policy asks for a
     copy of the current content; a copy of the current content is recorded verified."""
     from domas.config import Config, PolicyConfig, StorageConfig
-    from domas.controller.archiver import Archiver, Pending
-    from domas.controller.catalogue.base import Dataset, FileRecord, Replica, content_version
-    from domas.controller.lifecycle import decide
+    from domas.archive.archiver import Archiver, Pending
+    from domas.catalogue.base import Dataset, FileRecord, Replica, content_version
+    from domas.archive.lifecycle import decide
 
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
     cfg = Config(storage=StorageConfig(beamline=str(tmp_path / "b"), central=str(tmp_path / "c"),

@@ -8,10 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from domas.controller.catalogue.base import Dataset
-from domas.controller.catalogue.metadata import (dataset_metadata, extract_file, plain, read_outline,
-                                                 summarise)
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
+from domas.catalogue.base import Dataset
+from domas.catalogue.metadata import dataset_metadata, extract_file, plain, read_outline, summarise
+from domas.catalogue.sqlite import SQLiteCatalogue
 
 
 def group(parent, name, nx):

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI
 
-from domas.controller.access import Caller
-from domas.controller.dataservice import create_app
-from domas.controller.oidc import OIDCVerifier, check_claims
+from domas.dataservice.access import Caller
+from domas.dataservice.app import create_app
+from domas.dataservice.oidc import OIDCVerifier, check_claims
 from domas.errors import Unauthenticated
 
 NOW = 1_790_000_000.0

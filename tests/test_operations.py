@@ -133,7 +133,7 @@ def test_operator_fields_survive_new_files_and_new_datasets(tmp_path):
     import json
 
     from domas.config import CatalogueConfig
-    from domas.controller.catalogue import open_catalogue
+    from domas.catalogue import open_catalogue
     from tests.test_metadata import write_nexus
     from tests.test_up import RAW, Up
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from domas.controller.dataservice import create_app
+from domas.dataservice.app import create_app
 
 ADMIN = {"Authorization": "Bearer facility-secret"}
 
@@ -46,7 +46,7 @@ def test_only_admins_and_mistakes_are_one_sentence(data_world, serve_app):
 
 
 def test_a_beamtime_embargo_through_the_api_covers_datasets_catalogued_later(data_world, serve_app):
-    from domas.controller.catalogue import Dataset
+    from domas.catalogue import Dataset
     base = serve_app(create_app(data_world.catalogue, data_world.tiers, token="facility-secret",
                                 now=data_world.now)) + "/api/v1"
     r = httpx.post(f"{base}/beamtimes/2025-0042/embargo", json={"until": "2031-01-01"}, headers=ADMIN)

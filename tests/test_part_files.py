@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from domas.agent.janitor import SweepSchedule, orphans, sweep
-from domas.agent.journal import journal_path
-from domas.agent.parts import final_name, is_part_name, part_path
-from domas.agent.storage import PosixStorage
-from domas.agent.storage.base import Stat
+from domas.transfer.janitor import SweepSchedule, orphans, sweep
+from domas.transfer.journal import journal_path
+from domas.transfer.parts import final_name, is_part_name, part_path
+from domas.transfer.storage import PosixStorage
+from domas.transfer.storage.base import Stat
 from tests.fixtures.common import wait_until
 from tests.fixtures.controller import _sample, _status
 from tests.test_controller_faults import Cluster, _chunks_ok, _finished, _metrics, _submit, _write
@@ -53,9 +53,9 @@ def test_the_controller_and_the_engine_spell_it_the_same():
 
 def test_the_suffix_is_spelled_in_one_module_only():
     root = Path(__file__).resolve().parent.parent
-    spelled = sorted(str(p.relative_to(root)) for d in ("agent", "controller", "domas") for p in (root / d).rglob("*.py")
+    spelled = sorted(str(p.relative_to(root)) for d in ("src", "agent", "transfer", "controller", "archive", "catalogue", "dataservice") for p in (root / d).rglob("*.py")
                      if ".domas-part" in p.read_text(errors="replace"))
-    assert spelled == ["agent/parts.py"]
+    assert spelled == ["transfer/parts.py"]
 
 
 # -- the janitor's decisions (pure) ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Storage roots and path safety (domas.paths), the RPC field checks (controller/validate.py) and
+"""Storage roots and path safety (domas.transfer.paths), the RPC field checks (transfer/validate.py) and
 the roots a controller is given: table-driven over the pure cores, real files for symlinks."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from domas.config import load
-from domas.controller import validate
 from domas.errors import ConfigError, InvalidMessage, UnsafePath
-from domas.paths import Confinement, Location, contains, controller_roots, inside, normalise, parse_roots
+from domas.transfer import validate
+from domas.transfer.paths import Confinement, Location, contains, controller_roots, inside, normalise, parse_roots
 from domas.v1 import domas_pb2 as pb
 
 ROOTS = parse_roots([("storage.beamline", "/data/beamline"), ("storage.endpoints.eos", "root://EOS.example//heps")])
@@ -224,14 +224,14 @@ def test_a_bad_chunk_result_has_a_reason(changes, sentence):
     ("/B1/raw", "a\x00b"),
 ])
 def test_the_archiver_never_builds_a_path_outside_its_tier(dataset_path, relpath):
-    from domas.controller.archiver import tier_url
+    from domas.archive.archiver import tier_url
 
     with pytest.raises(UnsafePath, match="would leave the storage tier"):
         tier_url("/data/central", dataset_path, relpath)
 
 
 def test_the_archiver_keeps_odd_but_inside_names():
-    from domas.controller.archiver import tier_url
+    from domas.archive.archiver import tier_url
 
     assert tier_url("/data/central", "/B1/raw", "a..b/new\nline.h5") == "/data/central/B1/raw/a..b/new\nline.h5"
     assert tier_url("root://t:1094//archive", "/B1/raw", "x.h5") == "root://t:1094//archive/B1/raw/x.h5"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from domas.agent.plan import Chunk, check_range, chunk_at, chunk_count, plan_chunks
 from domas.errors import ImpossibleRange
+from domas.transfer.plan import Chunk, check_range, chunk_at, chunk_count, plan_chunks
 
 
 @pytest.mark.parametrize("size,chunk,expected", [

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import re
-from html import unescape
 import subprocess
 import sys
+from html import unescape
 
 import httpx
 import pytest
 
-from domas.controller import portal
-from domas.controller.catalogue import Beamtime, Dataset
-from domas.controller.dataservice import create_app
-from domas.controller.users import UserStore
+from domas.catalogue import Beamtime, Dataset
+from domas.dataservice import portal
+from domas.dataservice.app import create_app
+from domas.dataservice.users import UserStore
 from tests.fixtures.dataservice import TITLE
 
 
@@ -228,7 +228,7 @@ def test_a_portal_login_survives_a_restart_of_the_service_and_logout_ends_it(dat
 
 
 def test_sessions_expire_and_end_when_the_token_is_revoked(tmp_path):
-    from domas.controller.access import Caller
+    from domas.dataservice.access import Caller
 
     store = UserStore(tmp_path / "users.sqlite")
     store.add("Ada")

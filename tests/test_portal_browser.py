@@ -9,8 +9,8 @@ import zlib
 import httpx
 import pytest
 
-from domas.controller.dataservice import create_app
-from domas.controller.users import UserStore
+from domas.dataservice.app import create_app
+from domas.dataservice.users import UserStore
 
 
 @pytest.fixture

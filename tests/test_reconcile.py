@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domas.controller.catalogue.base import FileRecord
-from domas.controller.catalogue.reconcile import DiskEntry, Drift, reconcile
+from domas.catalogue.base import FileRecord
+from domas.catalogue.reconcile import DiskEntry, Drift, reconcile
 
 
 def rec(path, size, adler=""):
@@ -38,8 +38,8 @@ def test_empty_sides_and_sorted_output():
 
 
 def test_a_tier_is_expected_to_hold_what_its_replicas_say():
-    from domas.controller.catalogue.base import Replica
-    from domas.controller.catalogue.reconcile import reconcile_tier
+    from domas.catalogue.base import Replica
+    from domas.catalogue.reconcile import reconcile_tier
 
     def f(path, state):
         return FileRecord("p", path, 5, "0005000a", replicas={"central": Replica(state)} if state else {})

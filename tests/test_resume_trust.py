@@ -11,12 +11,12 @@ import os
 import zlib
 
 from domas.agent.engine import CopyEngine
-from domas.agent.expand import expand
-from domas.agent.parts import part_path
-from domas.agent.storage import PosixStorage
-from domas.agent.storage.faulty import Fault, FaultyStorage
 from domas.config import Config, CopyConfig
 from domas.errors import NoSpace
+from domas.transfer.expand import expand
+from domas.transfer.parts import part_path
+from domas.transfer.storage import PosixStorage
+from domas.transfer.storage.faulty import Fault, FaultyStorage
 
 CS = 64 * 1024
 

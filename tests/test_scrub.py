@@ -8,11 +8,12 @@ import zlib
 
 import pytest
 
-from domas.controller.catalogue.base import Dataset, FileRecord, Replica, content_version, holds_current
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
-from domas.controller.lifecycle import Action, FileView, ReplicaState, Retention, decide, may_delete
-from domas.controller.metrics import ScrubStats
-from domas.controller.scrub import Due, Scrubber, pace, period, pick, refill, verdict
+from domas.archive.lifecycle import Action, FileView, ReplicaState, Retention, decide, may_delete
+from domas.archive.metrics import ScrubStats
+from domas.archive.scrub import Due, Scrubber, period, pick, refill, verdict
+from domas.catalogue.base import Dataset, FileRecord, Replica, content_version, holds_current
+from domas.catalogue.sqlite import SQLiteCatalogue
+from domas.transfer.filesum import pace
 
 DAY = 86400.0
 RET = Retention(beamline=7 * DAY, central=90 * DAY)

@@ -9,9 +9,9 @@ import sqlite3
 
 import pytest
 
-from domas.controller.catalogue.base import Beamtime, Dataset
-from domas.controller.catalogue.search import SearchQuery, fold_facets
-from domas.controller.catalogue.sqlite import SQLiteCatalogue
+from domas.catalogue.base import Beamtime, Dataset
+from domas.catalogue.search import SearchQuery, fold_facets
+from domas.catalogue.sqlite import SQLiteCatalogue
 
 Y2024, Y2025 = 1_704_067_200.0, 1_735_689_600.0
 NOW = Y2025 + 30 * 86400
@@ -102,7 +102,7 @@ def test_queries_that_need_the_datasets_do_not_use_the_table(tmp_path, query):
 def test_broad_queries_page_by_walking_the_order_and_fall_back_when_it_is_long(tmp_path, monkeypatch, steps):
     """A broad query's page comes from a bounded walk of the order's index; a walk that runs out of
     steps (matches at the far end) falls back to the planner's plan: the pages are the same."""
-    from domas.controller.catalogue import sqlite_facets
+    from domas.catalogue import sqlite_facets
     monkeypatch.setattr(sqlite_facets, "PAGE_SCAN_STEPS", steps)
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
     cat.upsert_beamtime(Beamtime("OLD", "B1", "P", "Ada", start=Y2024))

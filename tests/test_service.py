@@ -14,7 +14,7 @@ import pytest
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
 from domas.controller.state import StateStore
-from domas.paths import parse_roots
+from domas.transfer.paths import parse_roots
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 

@@ -12,10 +12,10 @@ import os
 import zlib
 
 from domas.agent.engine import CopyEngine
-from domas.agent.expand import expand
-from domas.agent.storage import PosixStorage
-from domas.agent.storage.faulty import Fault, FaultyStorage
 from domas.config import Config, CopyConfig
+from domas.transfer.expand import expand
+from domas.transfer.storage import PosixStorage
+from domas.transfer.storage.faulty import Fault, FaultyStorage
 
 KiB = 1024
 

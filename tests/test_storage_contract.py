@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from domas.agent.storage import MemoryStorage, PosixStorage
 from domas.checksum import adler32, format_adler32
 from domas.errors import DomasError, ImpossibleRange, NotFound
+from domas.transfer.storage import MemoryStorage, PosixStorage
 
 BACKENDS = ["memory", "posix", "faulty", "xrootd"]
 
@@ -21,7 +21,7 @@ def backend(request, tmp_path):
     elif request.param == "posix":
         yield PosixStorage(), str(tmp_path / "contract")
     elif request.param == "faulty":
-        from domas.agent.storage.faulty import FaultyStorage
+        from domas.transfer.storage.faulty import FaultyStorage
 
         yield FaultyStorage(MemoryStorage()), "/contract"
     else:

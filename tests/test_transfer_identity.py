@@ -57,7 +57,7 @@ def test_finalize_refuses_a_source_rewritten_after_its_chunks_were_read(tmp_path
     chunks came from, so the part is not renamed and the verdict restarts the file."""
     import zlib
 
-    from domas.agent.storage import PosixStorage
+    from domas.transfer.storage import PosixStorage
     from domas.controller import events as ev
     from domas.controller.service import verify_and_rename
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from domas.controller.dataservice import create_app
-from domas.controller.users import UserStore
+from domas.dataservice.app import create_app
+from domas.dataservice.users import UserStore
 from tests.fixtures.common import run_domas, state  # noqa: F401 - the fixture
 
 

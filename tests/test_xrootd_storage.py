@@ -21,9 +21,9 @@ from domas.errors import (ConnectionLost, ImpossibleRange, IsADirectory, Network
 from tests.fixtures.common import free_port
 
 if os.environ.get("CI") == "true":
-    import domas.agent.storage.xrootd as xrd       # CI must have the client: fail, never skip
+    import domas.transfer.storage.xrootd as xrd    # CI must have the client: fail, never skip
 else:
-    xrd = pytest.importorskip("domas.agent.storage.xrootd")
+    xrd = pytest.importorskip("domas.transfer.storage.xrootd")
 XRootDStorage = xrd.XRootDStorage
 
 

@@ -1,0 +1,1 @@
+"""Archive service: discovery sources, data policy (lifecycle), archiver, scrubber, catalogue operator tools."""

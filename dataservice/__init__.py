@@ -1,0 +1,1 @@
+"""Data service: REST API, web portal, downloads, users and access policy."""

@@ -1,0 +1,41 @@
+"""The data service application: the REST API (api.py), the portal (portal_routes.py) and the
+operator routes (operator_api.py) put together on one FastAPI app, with its edge (httpedge.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from fastapi import FastAPI
+
+from domas import __version__
+from domas.catalogue import Catalogue
+
+from .api import DESCRIPTION, DataService, add_api, add_error_handlers
+from .api_schema import ERRORS, Health
+from .httpedge import add_edge
+from .operator_api import add_operator_api
+from .portal_routes import add_portal
+
+
+def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", users=None, oidc=None,
+               now: Callable[[], float] = time.time) -> FastAPI:
+    """The data service over `catalogue`, reading files from `tiers` (name -> root URL); `users` is
+    the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
+    svc = DataService(catalogue, tiers, token, now, users, oidc)
+    app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
+                  redoc_url=None)
+    app.state.service = svc
+    app.state.metrics = add_edge(app)
+    add_error_handlers(app)
+    add_api(app, svc)
+    add_portal(app, svc)
+    add_operator_api(app, svc)                     # proposals, beamtimes, embargoes (admin)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability", response_model=Health,
+             responses={503: ERRORS[503]})
+    def healthz() -> dict:
+        catalogue.ping()
+        return {"status": "ok", "tiers": sorted(svc.tiers)}
+
+    return app

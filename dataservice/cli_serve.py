@@ -1,0 +1,168 @@
+"""`domas serve`: the data service (REST API, web portal, downloads) for the configured catalogue."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import ipaddress
+import signal
+import socket
+import sys
+
+from domas.config import Config
+from domas.errors import PermissionDenied, UsageError
+
+SERVE_HELP = """\
+Serve the data service: the catalogue's datasets as a REST API (/api/v1, described at /docs), a small
+web portal to search them (/), and file downloads from verified replicas (byte ranges, adler32 in
+the Digest header). Files are read from the configured storage tiers (storage.beamline, central,
+tape). Callers identify with personal tokens (`domas user token NAME`): a dataset under embargo
+exists only for its team (beamtime/proposal PIs and team) and staff. With controller.token (or
+$DOMAS_TOKEN) set, anonymous calls are refused and that token acts as admin.
+
+Listens on loopback by default; put it behind the facility's HTTPS proxy to publish it.
+
+examples:
+  domas serve
+  domas serve --listen 0.0.0.0:8400        # all interfaces: set a token first
+  domas get --server http://127.0.0.1:8400 PID ./here/
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the REST API, web portal and downloads", description=SERVE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to listen on (default: controller.http_listen, 127.0.0.1:8400; port 0 = any)")
+    p.set_defaults(handler=run_serve)
+    from . import cli_user
+
+    cli_user.register(sub)                       # `domas user`: who may use the service
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {listen!r}: give host:port, e.g. 127.0.0.1:8400")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the server starts so errors are one sentence."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; "
+                                   "use a port above 1023") from None
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"{host}:{port} is already in use; choose another --listen") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; check the address") from None
+    sock.listen(512)
+    return sock
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, but SIGINT/SIGTERM end `run` normally (exit 0) instead of being re-raised after shutdown."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            old = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def tiers_of(cfg: Config) -> dict[str, str]:
+    tiers = {"beamline": cfg.storage.beamline, "central": cfg.storage.central, "tape": cfg.storage.tape}
+    return {name: root for name, root in tiers.items() if root}
+
+
+class DataServiceServer:
+    """The data service bound and ready: `run()` blocks (the CLI), `await serve()` runs in a loop
+    someone else owns (e.g. `domas up`, which then handles the signals and sets `should_exit`)."""
+
+    def __init__(self, cfg: Config, listen: str | None = None, *, own_signals: bool = True) -> None:
+        import uvicorn
+
+        from domas.catalogue import open_catalogue
+        from .app import create_app
+
+        host, port = parse_listen(listen or cfg.controller.http_listen)
+        self.host, self.tiers = host, tiers_of(cfg)
+        self.sock = bind(host, port)
+        try:
+            self.catalogue = open_catalogue(cfg.catalogue, cfg.state_path())
+        except BaseException:
+            self.sock.close()
+            raise
+        from .users import UserStore
+
+        try:
+            self.users = UserStore.in_state_dir(cfg.state_path())
+        except BaseException:
+            self.catalogue.close()
+            self.sock.close()
+            raise
+        from .oidc import verifier_from
+
+        app = create_app(self.catalogue, self.tiers, token=cfg.controller.token, users=self.users,
+                         oidc=verifier_from(cfg.controller))
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.sock.getsockname()[1]}/"
+        server_class = _server_class() if own_signals else uvicorn.Server
+        self.server = server_class(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                  timeout_graceful_shutdown=5))
+
+    def run(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.close()
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    def close(self) -> None:
+        self.catalogue.close()
+        self.users.close()
+        self.sock.close()
+
+
+def run_serve(args: argparse.Namespace, cfg: Config) -> int:
+    served = DataServiceServer(cfg, args.listen)
+    print(f"domas data service on {served.url} (API documentation: {served.url}docs); Ctrl-C stops it", flush=True)
+    if not served.tiers:
+        print("domas serve: no storage tier is configured (storage.beamline, central, tape); "
+              "datasets are listed but no file can be downloaded", file=sys.stderr)
+    if not is_loopback(served.host) and not cfg.controller.token:
+        print(f"domas serve: listening on {served.host} without a token: anyone who can reach it can read the "
+              "catalogue; set DOMAS_TOKEN", file=sys.stderr)
+    served.run()
+    return 0

@@ -1,0 +1,88 @@
+"""The web portal's routes on the data service: pages, login with a session cookie, manifests.
+
+The pages are rendered by portal.py (pure); who may see what is the data service's (access.py
+through DataService). A login exchanges an API token for a random session id (SESSION_SECONDS)
+kept hashed in users.sqlite (users.py: it survives a restart; without a user store, in memory),
+sent in an HttpOnly, SameSite=Lax cookie, Secure behind HTTPS. The form posts are parsed here (no multipart dependency).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, quote
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from domas.catalogue.search import FILTERS, encode_cursor
+from domas.errors import Unauthenticated
+
+from . import access, delivery, portal
+from .access import Caller
+from .api import (MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SESSION_SECONDS, DataService,
+                  parse_time)
+
+PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "sort", *FILTERS)
+
+
+def add_portal(app: FastAPI, svc: DataService) -> None:
+    """The portal's pages, login/logout and manifests on the data service's app."""
+    def portal_caller(request: Request) -> Caller:
+        return svc.caller(request)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request, caller: Caller = Depends(portal_caller)) -> HTMLResponse:
+        form = {k: request.query_params.get(k, "").strip() for k in PORTAL_PARAMS}
+        found = svc.search(caller, q=form["q"], beamtime=form["beamtime"] or None, proposal=form["proposal"] or None,
+                           pi=form["pi"] or None, start=parse_time(form["from"], "from"),
+                           end=parse_time(form["to"], "to", end_of_day=True), cursor=form["cursor"] or None,
+                           limit=PORTAL_PAGE, sort=form["sort"] or "newest",
+                           **{k: form[k] or None for k in FILTERS})
+        del form["cursor"]
+        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), total=found.total,
+                                                facets=found.facets, next_cursor=encode_cursor(found.next),
+                                                user=caller.name))
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(portal.render_login())
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        body = (await request.body())[:10_000].decode("utf-8", "replace")
+        token = (parse_qs(body).get("token") or [""])[0]
+        try:
+            sid = svc.login(token)
+        except Unauthenticated as e:
+            return HTMLResponse(portal.render_login(str(e)), 401)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+        return resp
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        svc.logout(request.cookies.get(SESSION_COOKIE, ""))
+        resp = RedirectResponse("/", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    @app.get("/datasets/{pid:pid}/manifest", response_class=PlainTextResponse, include_in_schema=False)
+    def manifest(request: Request, pid: str, caller: Caller = Depends(portal_caller)) -> Response:
+        ds = svc.dataset(pid, caller)
+        chosen = [delivery.check_request_path(p) for p in request.query_params.getlist("path")]
+        paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
+        text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
+        name = quote(f"{ds.pid}.manifest".replace("/", "_"), safe="")
+        return PlainTextResponse(text, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
+
+    @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
+    def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),
+                     offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> HTMLResponse:
+        ds = svc.dataset(pid, caller)
+        files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
+        page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
+                                     server=str(request.base_url).rstrip("/"), offset=offset,
+                                     limit=PORTAL_FILES_PAGE, more=more, people=svc.people(ds),
+                                     state=access.public_state(ds.state, ds.embargo_end, svc.now()),
+                                     user=caller.name)
+        return HTMLResponse(page)
