@@ -60,7 +60,7 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         if changed is not None:
             return changed
         if a.mtime_ns:     # before the rename, so a final file always has it: a later submission
-            store.set_mtime(part, a.mtime_ns / 1e9)      # sees it up to date, a repeated finalize as ours
+            store.set_mtime(part, a.mtime_ns / 1e9, a.mtime_ns)  # sees it up to date, a repeated finalize as ours
         store.rename(part, final)
         store.sync_dir(final.rsplit("/", 1)[0] or "/")
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)

@@ -171,8 +171,9 @@ class Storage(abc.ABC):
     def set_mode(self, path: str, mode: int) -> None:
         """Set the permission bits (0o777 part) where the backend allows it."""
 
-    def set_mtime(self, path: str, mtime: float) -> None:
-        """Set the modification time where the backend allows it (used for up-to-date checks)."""
+    def set_mtime(self, path: str, mtime: float, mtime_ns: int | None = None) -> None:
+        """Set the modification time where the backend allows it (used for up-to-date checks);
+        `mtime_ns`, when given, is the exact time for backends that keep nanoseconds."""
 
     def chmod_readonly(self, path: str) -> None:
         """Make a file read-only where the backend supports it."""

@@ -159,9 +159,12 @@ class PosixStorage(Storage):
         with _translated(path):
             os.chmod(path, mode & 0o7777)
 
-    def set_mtime(self, path: str, mtime: float) -> None:
+    def set_mtime(self, path: str, mtime: float, mtime_ns: int | None = None) -> None:
         with _translated(path):
-            os.utime(path, (mtime, mtime))
+            if mtime_ns is not None:
+                os.utime(path, ns=(mtime_ns, mtime_ns))     # exact: a float of seconds drifts by ~100 ns
+            else:
+                os.utime(path, (mtime, mtime))
 
     def chmod_readonly(self, path: str) -> None:
         with _translated(path):
