@@ -194,4 +194,4 @@ def _print_transfer(t, as_json: bool, files: list | None = None) -> None:
           f" (failed {t.files_failed})  bytes {t.bytes_done}/{t.bytes_total}")
     for f in files or []:
         fstate = pb.FileState.Name(f.state)[len("FILE_STATE_"):].lower()
-        print(f"  {f.file_id:>8}  {fstate:9}  {f.adler32 or '-':8}  {f.dst_url}  {f.error_message}")
+        print(f"  {f.file_id:>8}  {fstate:9}  {f.adler32 or '-':8}  {f.dst_url}  {f.error_message}".rstrip())

@@ -41,6 +41,10 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         files = _status(tmp_path, port, summary["transfer_id"])["files"]
         by_name = {Path(f["dst"]).relative_to(dst / "scan001").as_posix(): f["adler32"] for f in files}
         assert by_name == {rel: f"{zlib.adler32(data):08x}" for rel, data in contents.items()}
+        listing = _cli(tmp_path, "status", summary["transfer_id"], "--files", "--controller", f"127.0.0.1:{port}")
+        lines = listing.stdout.splitlines()
+        assert listing.returncode == 0 and len(lines) == 6, listing.stdout + listing.stderr
+        assert all(line == line.rstrip() for line in lines), lines      # no trailing blanks after a clean file
         wait_until(lambda: 'domas_controller_queue_files{beamline="b1",state="done"} 5.0' in _metrics(metrics_port),
                    10, "metrics after the next tick")
         text = _metrics(metrics_port)
