@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -48,20 +50,43 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
         creds = grpc.ssl_server_credentials([(read_setting_file("controller.tls_key", c.tls_key),
                                               read_setting_file("controller.tls_cert", c.tls_cert))],
                                             root_certificates=ca, require_client_auth=bool(ca))
-        port = _add_port(lambda: server.add_secure_port(listen, creds))
+        port = _add_port(lambda: server.add_secure_port(listen, creds), listen)
     else:
-        port = _add_port(lambda: server.add_insecure_port(listen))
+        port = _add_port(lambda: server.add_insecure_port(listen), listen)
     if not port:
         raise ConfigError(f"controller.listen: cannot listen on {listen} (another process holds the port, or the "
                           "address is not local); stop it or choose another with --listen or controller.listen")
     return port
 
 
-def _add_port(add) -> int:
+def _add_port(add, listen: str) -> int:
+    if _taken(listen):         # asked before gRPC, whose core would log its own line to stderr first
+        return 0
     try:
         return add()
     except RuntimeError:        # grpc's "Failed to bind to address": taken, or not an address here
         return 0
+
+
+def _taken(listen: str) -> bool:
+    """True when HOST:PORT is held by another socket or is not an address of this host (port 0 never is)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError:
+        return False            # not resolvable here: gRPC gives its own answer
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as gRPC binds
+            try:
+                s.bind(addr)
+            except OSError as e:
+                if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    return True
+    return False
 
 
 class RunningController:

@@ -28,6 +28,7 @@ def test_controller_on_a_taken_port(tmp_path):
                    "--metrics-listen", "127.0.0.1:0", "--root", str(tmp_path))
     assert r.returncode == 78 and "Traceback" not in r.stderr
     assert f"controller.listen: cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr      # no gRPC core log line (add_port.cc) before it
 
 
 def test_up_with_the_metrics_port_taken(tmp_path):
