@@ -51,7 +51,8 @@ def run_agent(args: argparse.Namespace, cfg: Config) -> int:
                       state_dir=Path(args.state_dir or cfg.state_path()), token=cfg.controller.token,
                       tls_ca=args.tls_ca or cfg.agent.tls_ca)
         server, port = serve_metrics(args.metrics_listen or cfg.agent.metrics_listen,
-                                     AgentCollector(agent.acct, lambda: len(agent.spool), lambda: agent.connected))
+                                     AgentCollector(agent.acct, lambda: len(agent.spool), lambda: agent.connected),
+                                     "agent.metrics_listen")
         print(f"agent {name}: controller {controller}, {streams} streams, "
               f"metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
         stop = asyncio.Event()

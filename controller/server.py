@@ -134,7 +134,8 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     await server.start()
     try:
         metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,
-                                              ControllerCollector(lambda: service.latest, extra_collectors))
+                                              ControllerCollector(lambda: service.latest, extra_collectors),
+                                              "controller.metrics_listen")
     except BaseException:
         await server.stop(grace=None)      # a started server left to the GC prints a traceback
         await service.close()

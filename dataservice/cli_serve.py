@@ -11,7 +11,7 @@ import socket
 import sys
 
 from domas.config import Config
-from domas.errors import PermissionDenied, UsageError
+from domas.errors import ConfigError, PermissionDenied, UsageError
 
 SERVE_HELP = """\
 Serve the data service: the catalogue's datasets as a REST API (/api/v1, described at /docs), a small
@@ -69,8 +69,10 @@ def bind(host: str, port: int) -> socket.socket:
             raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; "
                                    "use a port above 1023") from None
         if e.errno == errno.EADDRINUSE:
-            raise UsageError(f"{host}:{port} is already in use; choose another --listen") from None
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; check the address") from None
+            raise ConfigError(f"controller.http_listen: {host}:{port} is already in use; "
+                              "choose another with --listen or controller.http_listen") from None
+        raise ConfigError(f"controller.http_listen: cannot listen on {host}:{port}: {e.strerror or e}; "
+                          "check the address") from None
     sock.listen(512)
     return sock
 

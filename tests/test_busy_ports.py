@@ -40,3 +40,14 @@ def test_up_with_the_metrics_port_taken(tmp_path):
         r = _domas(tmp_path, "--config", str(cfg), "up", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 78 and "Traceback" not in r.stderr
     assert "agent.metrics_listen: cannot serve metrics" in r.stderr
+
+
+def test_agent_and_controller_metrics_ports_taken_name_their_keys(tmp_path):
+    port, ctl_port = free_port(), free_port()
+    with _hold(port):
+        agent = _domas(tmp_path, "agent", "--controller", f"127.0.0.1:{ctl_port}", "--name", "a1",
+                       "--state-dir", str(tmp_path / "a"), "--metrics-listen", f"127.0.0.1:{port}")
+        ctl = _domas(tmp_path, "controller", "--listen", f"127.0.0.1:{ctl_port}", "--state-dir", str(tmp_path / "c"),
+                     "--metrics-listen", f"127.0.0.1:{port}", "--root", str(tmp_path))
+    assert agent.returncode == 78 and "agent.metrics_listen: cannot serve metrics" in agent.stderr, agent.stderr
+    assert ctl.returncode == 78 and "controller.metrics_listen: cannot serve metrics" in ctl.stderr, ctl.stderr

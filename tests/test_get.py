@@ -258,7 +258,7 @@ def test_domas_serve_publishes_the_configured_catalogue(data_world, state, tmp_p
         assert_tree(tmp_path / "d", data_world.data)
         port = int(url.rsplit(":", 1)[1])
         busy = domas("serve", "--listen", f"127.0.0.1:{port}", env_extra=env)
-        assert busy.returncode == 2 and "already in use" in busy.stderr
+        assert busy.returncode == 78 and "controller.http_listen" in busy.stderr and "already in use" in busy.stderr
     finally:
         stop_process(proc)
     assert proc.returncode == 0
