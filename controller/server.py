@@ -107,6 +107,7 @@ class RunningController:
     async def stop(self) -> None:
         self._stop.set()
         await self._ticks
+        self.service.end_streams()       # agents' open streams end with UNAVAILABLE, not a cancellation
         await self.server.stop(grace=2.0)
         self.metrics.shutdown()
         await self.service.close()

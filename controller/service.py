@@ -205,9 +205,7 @@ class ControllerService(pb_grpc.ControllerServicer):
                         type(e).__name__, e)
             raise TransientError(_STORE_FAILED) from None
         self._stale = False
-        streams, self._streams = self._streams, {}
-        for queue in streams.values():
-            queue.put_nowait((grpc.StatusCode.UNAVAILABLE, _STORE_FAILED))
+        self.end_streams(_STORE_FAILED)
         self.latest = self.s.snapshot(self.clock())
         log.info("scheduler rebuilt from the state store (epoch %d, %d unfinished transfers)", self.s.epoch,
                  len(specs))
@@ -270,6 +268,13 @@ class ControllerService(pb_grpc.ControllerServicer):
         if due:
             keep = {ev.part_url(d) for d in self.s.unfinished_destinations(set(due))}
             self._pool.submit(_sweep_dirs, due, keep, now, self.s.cfg.lease_seconds)
+
+    def end_streams(self, reason: str = "the controller is stopping; reconnect to it when it is back") -> None:
+        """End every open Leases stream with UNAVAILABLE (agents reconnect), so that a stopping
+        server has no stream left to cancel: a cancelled stream handler is a grpc traceback."""
+        streams, self._streams = self._streams, {}
+        for queue in streams.values():
+            queue.put_nowait((grpc.StatusCode.UNAVAILABLE, reason))
 
     async def close(self) -> None:
         for task in list(self._tasks):
