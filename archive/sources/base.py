@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ class Batch:
     token: Any = None        # what committed() needs to acknowledge this batch
 
 
-class Source:
+class Source(abc.ABC):
     """Base class: a source with no background work (see the module docstring for the contract)."""
 
     name = "source"
@@ -49,8 +50,10 @@ class Source:
     async def close(self) -> None:
         """Stop background work; unacknowledged messages go back to their queue."""
 
+    @abc.abstractmethod
     def poll(self, now: float) -> Batch:
-        raise NotImplementedError
+        """What the source found since the last poll: files and metadata annotations (every plugin
+        answers this; start, close and committed have no work by default)."""
 
     def committed(self, batch: Batch) -> None:
         """Every item of `batch` is in the catalogue."""
