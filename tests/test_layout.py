@@ -25,8 +25,8 @@ SHARED = ("domas.transfer", "domas.catalogue")
 SERVICES = ("domas.agent", "domas.controller", "domas.archive", "domas.dataservice")
 # Pure cores (no I/O, `now` passed in) and the pure modules they are made of. They import only each
 # other and the pure base, and no module that reaches disks, sockets, threads or event loops.
-PURE = ("domas.transfer.plan", "domas.transfer.parts", "domas.transfer.validate", "domas.controller.scheduler",
-        "domas.controller.events", "domas.controller.records", "domas.controller.restore",
+PURE = ("domas.transfer.plan", "domas.transfer.parts", "domas.transfer.filecore", "domas.transfer.validate",
+        "domas.controller.scheduler", "domas.controller.events", "domas.controller.records", "domas.controller.restore",
         "domas.controller.breaker", "domas.controller.fairshare", "domas.controller.endpoints",
         "domas.archive.lifecycle", "domas.dataservice.delivery", "domas.dataservice.access",
         "domas.catalogue.reconcile", "domas.catalogue.search", "domas.catalogue.base")
