@@ -42,6 +42,10 @@ class UsageError(DomasError):
     exit_code = 2
 
 
+class UnknownScheme(UsageError):
+    """No storage backend serves this kind of location; use a local path, file://, root:// or http(s)://."""
+
+
 class ConfigError(DomasError):
     """The configuration is not valid; fix the named key and run again."""
 
@@ -173,6 +177,19 @@ class CatalogueUnavailable(DomasError):
     exit_code = 69
 
 
+class DatabaseError(DomasError):
+    """A local database cannot be opened; check that its directory is writable and it is a domas database."""
+
+    exit_code = 74               # EX_IOERR
+
+
+class DatabaseLocked(DatabaseError):
+    """A local database is locked by another process; wait for it, or stop it, and run again."""
+
+    retriable = True
+    exit_code = 75               # EX_TEMPFAIL
+
+
 class TransferFailed(DomasError):
     """Some files could not be copied; see the reasons above."""
 
@@ -189,6 +206,7 @@ class InternalError(DomasError):
 _KIND_NAMES: dict[type, str] = {
     DomasError: "error",
     UsageError: "usage",
+    UnknownScheme: "unknown_scheme",
     ConfigError: "config",
     UnsafePath: "unsafe_path",
     SameFile: "same_file",
@@ -211,6 +229,8 @@ _KIND_NAMES: dict[type, str] = {
     ControllerUnavailable: "controller_unavailable",
     InvalidMessage: "invalid_message",
     CatalogueUnavailable: "catalogue_unavailable",
+    DatabaseError: "database",
+    DatabaseLocked: "database_locked",
     TransferFailed: "transfer_failed",
     InternalError: "internal",
 }

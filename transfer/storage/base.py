@@ -14,6 +14,10 @@ Contract, checked by tests/test_storage_contract.py for every backend:
   from a cache, where the backend allows it.
 - `rename(src, dst)` replaces `dst` atomically where the backend allows it; the new name is
   durable once `sync_dir(parent of dst)` has returned (callers batch that per directory).
+- `capabilities` declares what the backend does where backends differ (writes, listing, symlinks,
+  directory sync, setting mtime and the precision it keeps, permission bits); the contract suite
+  checks each declared answer, so a case a backend does not support is refused as declared
+  (Unsupported), never skipped.
 - `lock(path)` takes an exclusive advisory lock on a file (created if absent) that holds across
   processes until released; a file another holder locks raises DestinationBusy at once. Backends
   without advisory locks return None (no exclusion).
@@ -52,6 +56,22 @@ class Stat:
         """What must stay equal while a file is copied: a rewrite changes at least one of these,
         even one that puts the old mtime back (the ctime moves with every write and utime)."""
         return (self.size, self.mtime, self.ctime, self.ident)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does where backends differ; tests/test_storage_contract.py checks each answer."""
+
+    writable: bool = True        # False: every write (open_write, rename, remove, makedirs) raises Unsupported
+    listable: bool = True        # False: listdir raises Unsupported
+    # "local": stat shows a symlink (is_link), stat_follow and open_read follow it, realpath resolves it;
+    # "server": the server resolves symlinks, clients only ever see the target; "none": no symlinks.
+    symlinks: str = "none"
+    dir_sync: bool = False       # sync_dir fsyncs the directory (renames durable); False: nothing to do
+    mtime_settable: bool = False  # set_mtime takes effect (else it does nothing)
+    mtime_resolution: float = 1.0  # seconds: stat's mtime is exact to this
+    permissions: bool = False    # set_mode / chmod_readonly take effect; a read-only file or directory
+    #                              refuses writes with PermissionDenied
 
 
 class ReadHandle(abc.ABC):
@@ -113,6 +133,7 @@ class Storage(abc.ABC):
     # The backend's checksum() of a source is the authority the folded sum must match (a data
     # service's Digest header); local files and XRootD sources are hashed in flight instead.
     checksum_authoritative: bool = False
+    capabilities: Capabilities = Capabilities()
 
     @abc.abstractmethod
     def stat(self, path: str) -> Stat:

@@ -35,6 +35,7 @@ class FaultyStorage(Storage):
         self._lock = threading.Lock()
         self.scheme = inner.scheme
         self.chunk_readback = inner.chunk_readback
+        self.capabilities = inner.capabilities
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -113,6 +114,14 @@ class FaultyStorage(Storage):
     def set_mode(self, path: str, mode: int) -> None:
         self._check("set_mode", path)
         self.inner.set_mode(path, mode)
+
+    def set_mtime(self, path: str, mtime: float, mtime_ns: int | None = None) -> None:
+        self._check("set_mtime", path)
+        self.inner.set_mtime(path, mtime, mtime_ns)
+
+    def chmod_readonly(self, path: str) -> None:
+        self._check("chmod_readonly", path)
+        self.inner.chmod_readonly(path)
 
     def url(self, path: str) -> str:
         return self.inner.url(path)

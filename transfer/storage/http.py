@@ -31,7 +31,8 @@ from domas import __version__
 from domas.errors import (ConnectionLost, DomasError, ImpossibleRange, NetworkTimeout, NotFound, PermissionDenied,
                           ServerRefused, SourceChanged, StorageError, Unsupported, UsageError)
 
-from .base import ReadHandle, Stat, Storage, WriteHandle
+from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
+from .registry import register
 
 _STATUS_ERRORS: dict[int, type[StorageError]] = {
     401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 410: NotFound, 412: SourceChanged,
@@ -67,6 +68,11 @@ def storage_for(endpoint: str, token: str = "") -> "HTTPStorage":
 def resolve_http(url: str, token: str = "") -> tuple["HTTPStorage", str]:
     endpoint, path = split_url(url)
     return storage_for(endpoint, token), path
+
+
+def open_url(url: str) -> tuple["HTTPStorage", str]:
+    """The registry's opener: a URL without a token (`domas get` passes its token to resolve_http)."""
+    return resolve_http(url)
 
 
 def _server_sentence(resp: httpx.Response) -> str:
@@ -126,6 +132,8 @@ class HTTPStorage(Storage):
     scheme = "http"
     chunk_readback = False           # only ever a source: nothing is written here to read back
     checksum_authoritative = True    # checksum() is the catalogue's sum: a download must match it
+    # Read-only, one URL per file; the server follows its symlinks; Last-Modified has whole seconds.
+    capabilities = Capabilities(writable=False, listable=False, symlinks="server", mtime_resolution=1.0)
 
     def __init__(self, endpoint: str, *, token: str = "", timeout: float = 30.0, connect_timeout: float = 10.0,
                  max_connections: int = 64) -> None:
@@ -283,3 +291,6 @@ class _HTTPReader(ReadHandle):
 
     def close(self) -> None:
         """Nothing to release: the connection pool belongs to the storage."""
+
+
+register(open_url, "http", "https")

@@ -13,7 +13,7 @@ import time
 from domas.checksum import adler32, format_adler32
 from domas.errors import ImpossibleRange, IsADirectory, NotFound
 
-from .base import ReadHandle, Stat, Storage, WriteHandle
+from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
 
 
 class _File:
@@ -27,6 +27,8 @@ class _File:
 
 class MemoryStorage(Storage):
     scheme = "mem"
+    # No symlinks and nothing to sync per directory; mode bits are kept but not enforced.
+    capabilities = Capabilities(mtime_settable=True, mtime_resolution=1e-6)
 
     def __init__(self) -> None:
         self._files: dict[str, _File] = {}
@@ -125,7 +127,12 @@ class MemoryStorage(Storage):
 
     def set_mode(self, path: str, mode: int) -> None:
         with self._lock:
-            self._file(path).mode = mode & 0o7777
+            if self._norm(path) not in self._dirs:       # directories keep no mode here
+                self._file(path).mode = mode & 0o7777
+
+    def set_mtime(self, path: str, mtime: float, mtime_ns: int | None = None) -> None:
+        with self._lock:
+            self._file(path).mtime = mtime_ns / 1e9 if mtime_ns is not None else mtime
 
     def makedirs(self, path: str) -> None:
         p = self._norm(path)

@@ -14,7 +14,8 @@ import stat as st
 
 from domas.errors import DestinationBusy, DomasError, ImpossibleRange, from_oserror
 
-from .base import FileLock, ReadHandle, Stat, Storage, WriteHandle
+from .base import Capabilities, FileLock, ReadHandle, Stat, Storage, WriteHandle
+from .registry import register
 
 _HAS_FADVISE = hasattr(os, "posix_fadvise")
 
@@ -49,6 +50,8 @@ def _to_stat(path: str, s: os.stat_result) -> Stat:
 
 class PosixStorage(Storage):
     scheme = "file"
+    capabilities = Capabilities(symlinks="local", dir_sync=True, mtime_settable=True, mtime_resolution=1e-9,
+                                permissions=True)
 
     def sync_many(self, writers: list[WriteHandle]) -> None:
         """One syncfs per filesystem writes every file's data back in one journal commit; the
@@ -173,6 +176,19 @@ class PosixStorage(Storage):
 
     def url(self, path: str) -> str:
         return path
+
+
+_shared = PosixStorage()
+
+
+def open_url(url: str) -> tuple[PosixStorage, str]:
+    """file:///abs/path -> its path; a plain (absolute or relative) path -> its absolute path."""
+    if url.startswith("file://"):
+        return _shared, url[len("file://"):] or "/"
+    return _shared, os.path.abspath(url)
+
+
+register(open_url, "file")
 
 
 def _fsync_dir(path: str) -> None:

@@ -37,7 +37,8 @@ from domas.errors import (ConnectionLost, ImpossibleRange, IsADirectory, Network
                           PermissionDenied, ServerRefused, StorageError, TransientError, Unsupported, UsageError,
                           from_oserror)
 
-from .base import ReadHandle, Stat, Storage, WriteHandle
+from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
+from .registry import register
 
 # Client settings (seconds / counts). ConnectionRetry 1: a refused connect fails at once and
 # domas's own backoff retries it; ConnectionWindow bounds a connect to a silent host;
@@ -59,6 +60,7 @@ _FILE_MODE = AccessMode.UR | AccessMode.UW | AccessMode.GR | AccessMode.OR      
 _DIR_MODE = _FILE_MODE | AccessMode.UX | AccessMode.GX | AccessMode.OX                         # 0755
 _READONLY_MODE = AccessMode.UR | AccessMode.GR | AccessMode.OR                                 # 0444
 _ENDPOINT = re.compile(r"^(root|roots|xroot|xroots)://[^/?#\s]+$")
+_URL = re.compile(r"^(?P<endpoint>(?:root|roots|xroot|xroots)://[^/?#\s]+)/(?P<path>/.*)?$", re.IGNORECASE)
 
 # -- the one mapping table ------------------------------------------------------------------
 
@@ -160,6 +162,9 @@ class XRootDStorage(Storage):
     chunk_readback = False
     # As a source, the server's adler32 is what a download must match (xrdcp --cksum adler32:source).
     checksum_authoritative = True
+    # The server follows symlinks and keeps durability itself; XrdCl cannot set an mtime, and stat
+    # answers whole seconds. chmod works, and the server (an unprivileged user) enforces the bits.
+    capabilities = Capabilities(symlinks="server", mtime_resolution=1.0, permissions=True)
 
     def __init__(self, endpoint: str, *, timeout: int = DEFAULT_TIMEOUT, shared_open: bool = False) -> None:
         endpoint = endpoint.rstrip("/")
@@ -415,4 +420,26 @@ class _XRootDWriter(_Reopening, WriteHandle):
         self._call(lambda f: _checked(f.truncate(size, timeout=self._timeout), self._path))
 
 
-__all__ = ["XRootDStorage", "CLIENT_ENV", "DEFAULT_TIMEOUT"]
+_shared: dict[str, XRootDStorage] = {}
+_shared_lock = threading.Lock()
+
+
+def open_url(url: str) -> tuple[XRootDStorage, str]:
+    """root://host:port//path -> (the one XRootDStorage, and connection pool, of that server; path).
+    Chunks of one file are written through several handles (threads, agents), so every open is
+    shared rather than one-writer-only."""
+    m = _URL.match(url)
+    if not m:
+        raise UsageError(f"{url}: not an XRootD location (expected root://host:port//path)")
+    endpoint = m.group("endpoint")
+    endpoint = endpoint[:endpoint.index(":")].lower() + endpoint[endpoint.index(":"):]
+    with _shared_lock:
+        store = _shared.get(endpoint)
+        if store is None:
+            store = _shared[endpoint] = XRootDStorage(endpoint, shared_open=True)
+    return store, m.group("path") or "/"
+
+
+register(open_url, "root", "roots", "xroot", "xroots")
+
+__all__ = ["XRootDStorage", "CLIENT_ENV", "DEFAULT_TIMEOUT", "open_url"]
