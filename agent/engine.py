@@ -18,7 +18,9 @@ Invariants:
   journal header (resume only from the same identity) and checked again after the last chunk,
   before the final name is given: any change restarts the file from zero, never finishing a mix.
 - The copy keeps the source's permission bits (never wider); the part file is owner-only until then.
-- Every retry follows one RetryPolicy: storage that stops answering is retried for
+- Every decision about a file -- up to date, resume, retry, restart, the final verdict -- is its
+  FileCore's (transfer/filecore.py, the core the controller's scheduler shares); this module does
+  the I/O. Every retry follows one RetryPolicy: storage that stops answering is retried for
   `copy.retry_budget_seconds`, with handles reopened by the backend.
 - Handles are closed only when no worker thread can still use them.
 """
@@ -35,17 +37,17 @@ from pathlib import Path
 
 import xxhash
 
-from domas.checksum import chunk_sums, fold_adler32, format_adler32, parse_adler32, xxh3_64
+from domas.checksum import chunk_sums, format_adler32, parse_adler32, xxh3_64
 from domas.config import Config
 from domas.errors import ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged
 from domas.retry import RetryPolicy
 
-from domas.transfer import filecore
+from domas.transfer.filecore import PART_GONE, SOURCE_CHANGED, Copy, Fail, FileCore, Restart, Skip
 from .accounting import Accounting, FileStats
 from domas.transfer.expand import Expansion, FileJob
 from domas.transfer.journal import ChunkRecord, Header, Journal, journal_path, read_journal
 from domas.transfer.parts import PART_SUFFIX, part_path  # noqa: F401  (the one spelling, re-exported)
-from domas.transfer.plan import Chunk, chunk_at, chunk_count
+from domas.transfer.plan import Chunk
 from domas.transfer.storage.posix import PosixStorage
 
 
@@ -131,21 +133,22 @@ class OrderedHash:
 
 
 class FileCopy:
-    """One file's transfer. Methods without `async` run in worker threads."""
+    """One file's transfer: the I/O shell around its FileCore (transfer/filecore.py), which makes
+    every decision. Methods without `async` run in worker threads."""
 
     def __init__(self, job: FileJob, cfg: Config, stats: FileStats, acct: Accounting,
-                 force: bool, note) -> None:
+                 force: bool, note, policy: RetryPolicy, rng: random.Random) -> None:
         self.job, self.cfg, self.stats, self.acct = job, cfg, stats, acct
         self.force, self.note = force, note
         self.verify = cfg.copy.verify != "none"
         self.readback = self.verify and job.dst_store.chunk_readback
-        self.part = part_path(job.dst_path)
+        self.core = FileCore(job.dst_path, cfg.copy.chunk_size, policy, rng)
+        self.core.begin(job.src_stat.size, job.src_stat.mtime, job.src_stat.identity())
+        self.part = self.core.part
         self.reader = self.writer = None
         self.lock = None
         self.lock_file: Path | None = None      # a lock in the state directory, not on the part file
         self.journal: Journal | None = None
-        self.sums: dict[int, tuple[int, int]] = {}
-        self.resumed: dict[int, ChunkRecord] = {}
         self.hasher = OrderedHash()
         self.error: DomasError | None = None
         self.folded: int | None = None      # whole-file adler32 once the copy is complete
@@ -155,8 +158,14 @@ class FileCopy:
         self.release_slot = lambda: None
         self.skipped = False
         self.progress = asyncio.Event()
-        self.size = job.src_stat.size
-        self.n = chunk_count(self.size, cfg.copy.chunk_size)
+
+    @property
+    def size(self) -> int:
+        return self.core.size
+
+    @property
+    def n(self) -> int:
+        return self.core.n
 
     # -- preparation ------------------------------------------------------------------------
     def prepare(self, fresh_only: bool = False) -> None:
@@ -165,9 +174,10 @@ class FileCopy:
         if src.is_dir:
             raise IsADirectory(f"{job.src_url} became a directory; skipped", path=job.src_url)
         self.src = src
-        self.size, self.stats.size = src.size, src.size
-        self.n = chunk_count(self.size, self.cfg.copy.chunk_size)
-        if not fresh_only and self._up_to_date():
+        self.core.begin(src.size, src.mtime, src.identity())
+        self.stats.size = src.size
+        if not fresh_only and isinstance(self.core.plan(self._destination(), local=job.dst_store.scheme == "file",
+                                                        force=self.force), Skip):
             self.skipped = True
             return
         if self.lock is None:
@@ -182,7 +192,7 @@ class FileCopy:
         header = Header(job.src_url, job.dst_url, src.size, src.mtime, src.ident, self.cfg.copy.chunk_size,
                         src.ctime)
         jpath = journal_path(self.cfg.state_path(), job.dst_url)
-        fresh = fresh_only or not self.cfg.copy.resume or not self._load_resume(jpath, header)
+        fresh = fresh_only or not self.cfg.copy.resume or not self._resume(jpath)
         try:
             self.reader = job.src_store.open_read(job.src_path)
             self.writer = job.dst_store.open_write(self.part, truncate=fresh, mode=0o600)
@@ -191,45 +201,49 @@ class FileCopy:
             raise
         if fresh:
             jpath.unlink(missing_ok=True)
-            self.resumed = {}
         if self.cfg.copy.resume and self.n > 1:
             self.journal = Journal(jpath, header, fresh=fresh)
 
-    def _up_to_date(self) -> bool:
+    def _destination(self) -> tuple[int, float] | None:
+        """The destination's (size, mtime), None when there is none yet."""
         job = self.job
         try:
             dst = job.dst_store.stat_follow(job.dst_path)
         except NotFound:
-            return False
+            return None
         if dst.is_dir:
             raise IsADirectory(f"destination {job.dst_url} is a directory; remove it or copy into it", path=job.dst_url)
-        return filecore.up_to_date(self.src.size, self.src.mtime, dst.size, dst.mtime,
-                                   local=job.dst_store.scheme == "file", force=self.force)
+        return dst.size, dst.mtime
 
-    def _load_resume(self, jpath: Path, header: Header) -> bool:
+    def _resume(self, jpath: Path) -> bool:
+        """Offer the interrupted copy's journal and part file to the core; True when it resumes."""
         old, records = read_journal(jpath)
-        if old is None:
-            return False
-        if not old.same_source(header):
+        journaled = part_size = None
+        if old is not None:
+            journaled = ((old.size, old.mtime, old.ctime, old.ident), old.chunk_size)
+            try:
+                part_size = self.job.dst_store.stat(self.part).size
+            except NotFound:
+                pass
+        act = self.core.resume(journaled, records, part_size)
+        if isinstance(act, Copy):
+            if act.resumed:
+                done = sum(r.length for r in act.resumed.values())
+                self.note(f"{self.job.src_url}: resuming, {len(act.resumed)} of {self.n} chunks ({done} bytes) "
+                          "already copied")
+            return True
+        if act.kind == SOURCE_CHANGED:
             self.note(f"{self.job.src_url}: the source changed since the interrupted copy; restarting it from zero")
-            return False
-        try:
-            have = self.job.dst_store.stat(self.part).size
-        except NotFound:
+        elif act.kind == PART_GONE:
             self.note(f"{self.job.dst_url}: the partial copy is gone; restarting it from zero")
-            return False
-        self.resumed = filecore.resumable(records, self.size, self.cfg.copy.chunk_size, have)
-        if self.resumed:
-            done = sum(r.length for r in self.resumed.values())
-            self.note(f"{self.job.src_url}: resuming, {len(self.resumed)} of {self.n} chunks ({done} bytes) already copied")
-        return True
+        return False
 
     def chunks(self) -> list[Chunk]:
-        return [chunk_at(i, self.size, self.cfg.copy.chunk_size) for i in range(self.n) if i not in self.sums]
+        return self.core.pending()
 
     # -- the per-chunk work (worker threads) ------------------------------------------------
     def run_chunk(self, c: Chunk) -> None:
-        rec = self.resumed.get(c.index)
+        rec = self.core.resumed.get(c.index)
         if rec is not None and self._check_resumed(c, rec):
             return
         self.copy_chunk(c)
@@ -242,7 +256,7 @@ class FileCopy:
             if not self.readback:
                 self.writer.sync()
             self.journal.record(ChunkRecord(c.index, adler, xxh, c.length))
-        self.sums[c.index] = (adler, c.length)
+        self.core.chunk_done(c.index, adler, c.length)
         self.hasher.offer(c.index, data)
         if defer:
             self.deferred = (c, xxh)
@@ -274,7 +288,7 @@ class FileCopy:
             self.hasher.offer(c.index, back)
         else:
             self.hasher.give_up(c.index)
-        self.sums[c.index] = (rec.adler32, rec.length)
+        self.core.chunk_done(c.index, rec.adler32, rec.length)
         self.acct.add_resumed(self.stats, rec.length)
         return True
 
@@ -288,9 +302,9 @@ class FileCopy:
 
     def _complete(self) -> int:
         job = self.job
-        adler = fold_adler32(self.sums[i] for i in range(self.n))
+        adler = self.core.finalize().expected_adler32
         now = job.src_store.stat_follow(job.src_path)
-        if now.identity() != self.src.identity():
+        if self.core.source_now(now.identity()) is not None:
             raise SourceChanged(f"{job.src_url} changed while it was copied; copying it again from the start")
         if not (self.readback or self.journal is not None):
             self.writer.sync()            # otherwise every chunk was made durable as it was written
@@ -301,12 +315,12 @@ class FileCopy:
         job = self.job
         if self.verify:
             server = job.dst_store.checksum(self.part, "adler32")
-            if server is not None and parse_adler32(server) != adler:
+            if isinstance(self.core.finish(adler, None if server is None else parse_adler32(server), True), Restart):
                 raise ChecksumMismatch(f"{job.dst_url}: the destination's adler32 {server} differs from the "
                                        f"source's {format_adler32(adler)}; copying it again")
             if job.src_store.checksum_authoritative:
                 origin = job.src_store.checksum(job.src_path, "adler32")
-                if origin is not None and parse_adler32(origin) != adler:
+                if isinstance(self.core.finish(adler, None if origin is None else parse_adler32(origin), True), Restart):
                     raise ChecksumMismatch(f"{job.src_url}: the adler32 of the bytes received, "
                                            f"{format_adler32(adler)}, differs from the {origin} the source "
                                            "announces; copying it again")
@@ -332,10 +346,8 @@ class FileCopy:
                 self.job.dst_store.remove(self.part)
             except NotFound:
                 pass
-        self.sums.clear()
         self.folded = None
         self.deferred = None
-        self.resumed = {}
         self.hasher = OrderedHash()
         self.error = None
         self.acct.restart_file(self.stats)
@@ -393,7 +405,7 @@ class CopyEngine:
             for job in exp.jobs:
                 await file_slots.acquire()
                 stats = self.acct.add_file(FileStats(job.src_url, job.dst_url, job.src_stat.size))
-                fc = FileCopy(job, self.cfg, stats, self.acct, self.force, self.reporter.note)
+                fc = FileCopy(job, self.cfg, stats, self.acct, self.force, self.reporter.note, self.policy, self.rng)
                 fc.release_slot = _once(file_slots.release)
                 self._copies.append(fc)
                 task = asyncio.create_task(self._file(fc))
@@ -459,7 +471,6 @@ class CopyEngine:
                 fc.unlock()       # them once its pool has drained)
 
     async def _copy_file(self, fc: FileCopy) -> None:
-        restarts = 0
         while True:
             try:
                 await self._copy_chunks(fc)
@@ -469,8 +480,7 @@ class CopyEngine:
                 await self._retrying(fc, fc.finalize)
                 return
             except (SourceChanged, ChecksumMismatch) as e:
-                restarts += 1
-                if self.policy.next_delay(restarts, e.kind, True, self.rng) is None:
+                if isinstance(fc.core.restart(e.kind, str(e)), Fail):
                     raise
                 self.acct.add_retry(fc.stats, e.kind)
                 self.reporter.note(str(e))
@@ -479,20 +489,21 @@ class CopyEngine:
     async def _retrying(self, fc: FileCopy, fn, *args):
         """Run a blocking step in the pool, retried as the policy says. A changed source and a
         checksum mismatch go up at once: they restart the file."""
-        attempt, first = 0, None
+        step = fn.__name__
         while True:
             try:
-                return await self._io(fn, *args)
+                result = await self._io(fn, *args)
+                fc.core.succeeded(step)
+                return result
             except (SourceChanged, ChecksumMismatch):
                 raise
             except DomasError as e:
-                attempt += 1
-                first = first if first is not None else time.monotonic()
-                delay = self.policy.next_delay(attempt, e.kind, e.retriable, self.rng, time.monotonic() - first)
-                if delay is None:
+                now = time.monotonic()
+                act = fc.core.failed(step, e.kind, str(e), e.retriable, now)
+                if isinstance(act, Fail):
                     raise
                 self.acct.add_retry(fc.stats, e.kind)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(act.when - now)
 
     async def _durable(self, fc: FileCopy) -> None:
         """Wait until the file's bytes are durable, synced together with the other small files
@@ -567,7 +578,6 @@ class CopyEngine:
             raise err
 
     async def _chunk(self, fc: FileCopy, c: Chunk) -> None:
-        attempt, first = 0, None
         try:
             while not fc.error:
                 try:
@@ -577,14 +587,13 @@ class CopyEngine:
                     fc.error = fc.error or e
                     return
                 except DomasError as e:
-                    attempt += 1
-                    first = first if first is not None else time.monotonic()
-                    delay = self.policy.next_delay(attempt, e.kind, e.retriable, self.rng, time.monotonic() - first)
-                    if delay is None or fc.error:
+                    now = time.monotonic()
+                    act = fc.core.failed(c.index, e.kind, str(e), e.retriable, now)
+                    if isinstance(act, Fail) or fc.error:
                         fc.error = fc.error or e
                         return
                     self.acct.add_retry(fc.stats, e.kind)
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(act.when - now)
                 except (OSError, ValueError, RuntimeError) as e:
                     fc.error = fc.error or DomasError(f"{fc.job.src_url}: unexpected failure in chunk {c.index}: {e}")
                     return

@@ -3,7 +3,7 @@
 Invariants:
 - Line 1 is the header: source URL and identity (size, mtime, ctime, ident), destination, chunk
   size. A journal whose header names another identity (a rewrite, even one that put the old mtime
-  back, moves the ctime) is never resumed from.
+  back, moves the ctime) is never resumed from (transfer/filecore.py decides, FileCore.resume).
 - Each further line records one finished chunk with its sums, appended only after the chunk's
   data is durable at the destination, so every journaled chunk is really there.
 - A torn last line (crash mid-append) is ignored; the chunk it named is simply copied again.
@@ -40,10 +40,6 @@ class Header:
     ident: str
     chunk_size: int
     ctime: float = 0.0
-
-    def same_source(self, other: "Header") -> bool:
-        return (self.size, self.mtime, self.ctime, self.ident, self.chunk_size) == (
-            other.size, other.mtime, other.ctime, other.ident, other.chunk_size)
 
 
 def journal_path(state_dir: Path, destination_url: str) -> Path:
