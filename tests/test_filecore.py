@@ -76,7 +76,7 @@ IDENT = (250, 5.0, 6.0, "8:42")             # size, mtime, ctime, inode
 
 def core(size=250, identity=IDENT, policy=POLICY):
     c = FileCore("/d/f.bin", CS, policy, random.Random(7))
-    c.begin(size, identity)
+    c.begin(size, identity[1], identity)
     return c
 
 

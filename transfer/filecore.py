@@ -185,23 +185,23 @@ class FileCore:
     def __init__(self, dst: str, chunk_size: int, policy: RetryPolicy, rng: random.Random) -> None:
         self.part = part_path(dst)
         self.chunk_size, self.policy, self.rng = chunk_size, policy, rng
-        self.size, self.n, self.identity = 0, 1, None
+        self.size, self.n, self.mtime, self.identity = 0, 1, 0.0, None
         self.sums: dict[int, tuple[int, int]] = {}     # index -> (adler32, length), chunks that are in
         self.resumed: dict = {}                         # index -> journal record a rerun may trust
         self.restarts = 0
         self._failures: dict[Hashable, tuple[int, float]] = {}   # step -> (failed attempts, first failure)
 
-    def begin(self, size: int, identity: tuple) -> None:
-        """The source as the copy starts (or starts again): its size and identity (size, mtime,
-        ctime, inode: anything a rewrite changes)."""
-        self.size, self.identity = size, identity
+    def begin(self, size: int, mtime: float, identity: tuple) -> None:
+        """The source as the copy starts (or starts again): its size, mtime and identity (size,
+        mtime, ctime, inode: anything a rewrite changes)."""
+        self.size, self.mtime, self.identity = size, mtime, identity
         self.n = chunk_count(size, self.chunk_size)
         self.sums.clear()
         self.resumed = {}
 
     def plan(self, dst: tuple[int, float] | None, *, local: bool, force: bool = False) -> Skip | None:
         """The destination's (size, mtime), None when there is none: Skip when it is up to date."""
-        if dst is not None and up_to_date(self.size, self.identity[1], dst[0], dst[1], local=local, force=force):
+        if dst is not None and up_to_date(self.size, self.mtime, dst[0], dst[1], local=local, force=force):
             return Skip()
         return None
 
