@@ -11,12 +11,12 @@ Invariants:
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from domas.errors import from_oserror
+from domas.sqlite import open_db
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS reports (seq INTEGER PRIMARY KEY AUTOINCREMENT, " \
           "report_id TEXT UNIQUE NOT NULL, payload BLOB NOT NULL, spooled_at REAL NOT NULL DEFAULT 0)"
@@ -29,9 +29,7 @@ class ReportSpool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise from_oserror(e, str(self.path.parent)) from e
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_db(self.path, what="agent's report spool")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()
 

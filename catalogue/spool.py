@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
+from domas.sqlite import open_db
 
 from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, beamtime_from,
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, dataset_from,
@@ -60,9 +61,7 @@ class SpooledCatalogue(Catalogue):
         except OSError as e:
             raise DomasError(f"cannot create the catalogue spool directory {self.path.parent}: {e.strerror}") from None
         with self._edge():
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = open_db(self.path, what="catalogue spool", synchronous="FULL")
             self._db.executescript(_SCHEMA)
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
+from domas.sqlite import open_db
 
 from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate,
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
@@ -113,11 +114,7 @@ class SQLiteCatalogue(Catalogue):
             raise CatalogueUnavailable(f"cannot create the directory of the catalogue {self.path}: "
                                        f"{e.strerror}") from None
         with self._edge():
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA cache_size=-65536")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db = open_db(self.path, what="catalogue database", synchronous=synchronous, cache_kib=65536)
             self._db.executescript(_SCHEMA)
             self._db.executescript(_SEARCH_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _SEARCH_VERSION:

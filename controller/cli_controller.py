@@ -83,19 +83,11 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _stub(args: argparse.Namespace, cfg: Config):
-    import grpc
-
-    from domas.channel import auth_metadata
+    from domas.channel import auth_metadata, make_sync_channel
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
     address = args.controller or cfg.agent.controller
-    if cfg.agent.tls_ca:
-        from domas.config import read_setting_file
-
-        creds = grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", cfg.agent.tls_ca))
-        channel = grpc.secure_channel(address, creds)
-    else:
-        channel = grpc.insecure_channel(address)
+    channel = make_sync_channel(address, cfg.agent.tls_ca)
     return pb_grpc.ControllerStub(channel), auth_metadata(cfg.controller.token), address
 
 

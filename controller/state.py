@@ -11,12 +11,12 @@ finished file are deleted (its adler32 is kept on the file row). Status queries 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from pathlib import Path
 
 from domas.checksum import format_adler32
 from domas.controller import events as ev
+from domas.sqlite import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,12 +42,9 @@ _TRANSFER_COLUMNS = ("id", "beamline", "priority", "state", "sources", "destinat
 
 class StateStore:
     def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         # busy_timeout 2 s: a write waits on the event loop, so a longer wait stalls every agent's
         # stream; a store still busy after it is recovered from (service.events)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=2.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_db(path, what="controller's state store", busy_timeout=2.0)
         self._db.executescript(SCHEMA)
         if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
             # the source's identity beyond size and mtime (FileSpec.version); '' for older stores

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from domas.errors import CatalogueUnavailable, NotFound, UsageError
+from domas.sqlite import open_db
 
 from .access import Caller
 
@@ -76,8 +77,7 @@ class UserStore:
         self._clock = clock
         with self._edge():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = open_db(self.path, what="user list")
             self._db.executescript(_SCHEMA)
 
     @classmethod

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from domas.archive.sources.base import Annotation, Batch, Found, Source
 from domas.errors import DomasError, InvalidMessage, NotFound
 from domas.retry import backoff_delay
+from domas.sqlite import open_db
 from domas.transfer.storage import resolve
 
 from .messages import (Document, FileClosed, annotation, parse, relative_to_root, run_files, start_dataset,
@@ -58,10 +58,7 @@ class RunIndex:
     """Run uid -> dataset path, durable (a stop may arrive after a restart)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_db(path, what="message-bus run index")
         self._db.execute("CREATE TABLE IF NOT EXISTS runs (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS file_checks (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL, "
                          "due REAL NOT NULL)")

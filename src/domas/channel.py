@@ -1,19 +1,41 @@
-"""gRPC channels to the controller: keepalive, message size, TLS, and the bearer token metadata."""
+"""gRPC channels to the controller, set up in one place: keepalive, message size, TLS, and the bearer
+token metadata. The agent and the archive daemon use `make_channel` (grpc.aio), the `domas` CLI's
+controller commands `make_sync_channel`; both get the same options and credentials."""
 
 from __future__ import annotations
 
 import grpc
 
+from domas.config import read_setting_file
+
+MAX_MESSAGE = 64 * 1024 * 1024     # an answer (a large transfer's file list) may exceed gRPC's default 4 MiB
+
+OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),       # a dead controller is noticed within ~15 s ...
+    ("grpc.keepalive_timeout_ms", 5_000),     # ... (the server permits pings: controller/server.py)
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+)
+
+
+def credentials(tls_ca: str) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting the CA file `tls_ca` (agent.tls_ca); None for a plain channel."""
+    if not tls_ca:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
+
 
 def make_channel(address: str, tls_ca: str = "") -> grpc.aio.Channel:
-    options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    if tls_ca:
-        from domas.config import read_setting_file
+    creds = credentials(tls_ca)
+    if creds is not None:
+        return grpc.aio.secure_channel(address, creds, options=OPTIONS)
+    return grpc.aio.insecure_channel(address, options=OPTIONS)
 
-        creds = grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
-        return grpc.aio.secure_channel(address, creds, options=options)
-    return grpc.aio.insecure_channel(address, options=options)
+
+def make_sync_channel(address: str, tls_ca: str = "") -> grpc.Channel:
+    creds = credentials(tls_ca)
+    if creds is not None:
+        return grpc.secure_channel(address, creds, options=OPTIONS)
+    return grpc.insecure_channel(address, options=OPTIONS)
 
 
 def auth_metadata(token: str) -> tuple:

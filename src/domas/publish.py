@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
 from domas.errors import DomasError
+from domas.sqlite import open_db
 
 WINDOW = 256            # messages in flight (awaiting confirms) at once
 
@@ -39,10 +39,7 @@ class Spool:
 
     def __init__(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_db(path, what="publish spool", busy_timeout=30)
         self._db.execute("CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "exchange TEXT NOT NULL, routing_key TEXT NOT NULL, body BLOB NOT NULL)")
         self._lock = threading.Lock()
