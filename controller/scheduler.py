@@ -24,7 +24,6 @@ import random
 from collections import OrderedDict
 from typing import Iterable
 
-from domas.checksum import fold_adler32
 from domas.controller import events as ev
 from domas.controller.breaker import CircuitBreaker
 from domas.controller.endpoints import CONGESTION_KINDS, AimdLimit, endpoint_of
@@ -33,7 +32,8 @@ from domas.controller.records import (ACTIVE, CANCELLED, DONE, FAILED, L_ACTIVE,
                                       TERMINAL, VERIFYING, Agent, Endpoint, File, Lease, Progress, SchedulerConfig,
                                       Transfer)
 from domas.controller.restore import rebuild
-from domas.retry import RetryPolicy, is_retriable
+from domas.retry import RetryPolicy
+from domas.transfer import filecore
 from domas.transfer.plan import chunk_at, chunk_count
 
 _BLOCKED, _EMPTY = object(), object()
@@ -415,22 +415,20 @@ class Scheduler:
                      out: list) -> None:
         p = f.prog
         attempt = p.fails[index] = p.fails.get(index, 0) + 1
-        delay = f.t.policy.next_delay(attempt, kind, retriable, self.rng)
-        if delay is None:
-            why = message or kind
-            if is_retriable(kind, retriable):
-                why = f"gave up on chunk {index} after {attempt} attempts: {why}"
-            self._fail(f, kind, why, out)
+        act = filecore.retry_or_fail(f.t.policy, attempt, kind, message, retriable, self.rng, now, what=f"chunk {index}")
+        if isinstance(act, filecore.Fail):
+            self._fail(f, act.kind, act.message, out)
             return
-        heapq.heappush(f.t.requeue, (now + delay, next(self._order), p, f, index))
+        heapq.heappush(f.t.requeue, (act.when, next(self._order), p, f, index))
         self.fair.add(f.t)
 
     def _reset(self, f: File, kind: str, message: str, now: float, out: list, size: int, mtime: int,
                version: str | None = None) -> None:
         """Forget every chunk of the file and copy it again (bounded by the retry policy)."""
         f.resets += 1
-        if f.t.policy.next_delay(f.resets, kind, True, self.rng) is None:
-            self._fail(f, kind, f"gave up after {f.resets} restarts: {message or kind}", out)
+        act = filecore.restart_or_fail(f.t.policy, f.resets, kind, message, self.rng)
+        if isinstance(act, filecore.Fail):
+            self._fail(f, act.kind, act.message, out)
             return
         old = self._drop_progress(f, out, keep=True)
         f.size, f.mtime_ns = size, mtime
@@ -484,9 +482,7 @@ class Scheduler:
         out.append(self._finalize_action(f))
 
     def _finalize_action(self, f: File) -> ev.FinalizeFile:
-        cs = f.t.spec.chunk_size
-        p = f.prog
-        folded = fold_adler32((p.adlers[i], min(cs, f.size - i * cs)) for i in range(p.n))
+        folded = filecore.fold(f.prog.adlers, f.size, f.t.spec.chunk_size)
         return ev.FinalizeFile(f.t.id, f.id, ev.part_url(f.dst), f.dst, f.size, folded, f.t.part_verify,
                                f.mtime_ns, f.src, f.version)
 
@@ -503,19 +499,18 @@ class Scheduler:
         elif e.error_kind:
             self.errors[e.error_kind] = self.errors.get(e.error_kind, 0) + 1
             f.prog.verify_tries += 1
-            delay = self.cfg.verify_retry.next_delay(f.prog.verify_tries, e.error_kind, e.retriable, self.rng)
-            if delay is None:
-                self._fail(f, e.error_kind, e.error_message or e.error_kind, out)
+            act = filecore.retry_or_fail(self.cfg.verify_retry, f.prog.verify_tries, e.error_kind, e.error_message,
+                                         e.retriable, self.rng, now)
+            if isinstance(act, filecore.Fail):
+                self._fail(f, act.kind, act.message, out)
             else:
-                heapq.heappush(self._verify_due, (now + delay, t.id, f.id))
-        elif not t.part_verify or e.adler32 == expected:
-            out.append(ev.FileDone(t.id, f.id, f.dst, f.size, expected))
+                heapq.heappush(self._verify_due, (act.when, t.id, f.id))
+        elif isinstance(act := filecore.verdict(expected, e.adler32, t.part_verify), filecore.Rename):
+            out.append(ev.FileDone(t.id, f.id, f.dst, f.size, act.adler32))
             self._terminal(f, DONE, out)
         else:
-            self.errors["checksum_mismatch"] = self.errors.get("checksum_mismatch", 0) + 1
-            found = "none" if e.adler32 is None else f"{e.adler32:08x}"
-            msg = f"destination adler32 {found} differs from the copied chunks' {expected:08x}"
-            self._reset(f, "checksum_mismatch", msg, now, out, f.size, f.mtime_ns)
+            self.errors[act.kind] = self.errors.get(act.kind, 0) + 1
+            self._reset(f, act.kind, act.reason, now, out, f.size, f.mtime_ns)
 
     def _fail(self, f: File, kind: str, message: str, out: list) -> None:
         out.append(ev.FileFailed(f.t.id, f.id, ev.part_url(f.dst), kind, message))

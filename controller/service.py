@@ -54,8 +54,8 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
             if store.stat_follow(part).size != a.size:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, None)
             found = _destination_adler32(a, store, part)
-            if found != a.expected_adler32:
-                return ev.DestinationVerified(a.transfer_id, a.file_id, found)
+            if isinstance(filecore.verdict(a.expected_adler32, found), filecore.Restart):
+                return ev.DestinationVerified(a.transfer_id, a.file_id, found)     # not renamed: copied again
         changed = _source_changed(a, store, part)
         if changed is not None:
             return changed
@@ -120,8 +120,8 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     if not a.verify:
         return True
     if store.chunk_readback:          # the rename set the source's mtime: another file rarely has it
-        return not a.mtime_ns or abs(round(st.mtime * 1e9) - a.mtime_ns) <= 1000
-    return _destination_adler32(a, store, final) == a.expected_adler32
+        return not a.mtime_ns or filecore.same_mtime_ns(round(st.mtime * 1e9), a.mtime_ns)
+    return isinstance(filecore.verdict(a.expected_adler32, _destination_adler32(a, store, final)), filecore.Rename)
 
 
 def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:
