@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="download even files that are already up to date")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.set_defaults(handler=run_get, verify=None)
+    p.set_defaults(handler=run_get, verify=None, exit_at_once=True)    # files closed and durable: no teardown
 
 
 GET_CHUNK = "1MiB"

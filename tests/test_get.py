@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from domas import cli
 from domas.agent.cli_get import safe_relpath, url_file_name
 from domas.dataservice.app import create_app
 from domas.errors import ConnectionLost, ImpossibleRange, NotFound, UnsafePath, Unsupported, UsageError
@@ -412,3 +415,42 @@ def test_a_corruption_adler32_cannot_see_is_caught_by_the_catalogues_xxh3(data_w
     failed = [f for f in summary["files"] if f["status"] == "failed"]
     assert r.returncode == 8 and [Path(f["destination"]).name for f in failed] == ["blind.bin"], r.stderr
     assert "xxh3" in failed[0]["error"] and not (tmp_path / "d" / "blind.bin").exists()
+
+
+def test_each_module_registers_the_commands_the_cli_names_it_for():
+    """cli.COMMAND_MODULES says which module to import for a command; it must match what each registers."""
+    for name, commands in cli.COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        assert tuple(sub.choices) == commands, name
+
+
+def test_get_starts_without_importing_the_other_commands():
+    """`domas get` imports its own command module only: not the controller, data service or archive
+    CLIs (a shorter start for every download); `domas --help` still lists every command."""
+    probe = ("import sys\nfrom domas import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('domas.controller', 'domas.dataservice', "
+             "'domas.archive', 'domas.cli_up', 'domas.cli_publish'))), file=sys.stderr)")
+    for argv in (["get", "--help"], ["--config", "/nonexistent.toml", "get", "--help"]):
+        r = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60)
+        assert "usage: domas get" in r.stdout
+        assert r.stderr.strip() == "[]", r.stderr
+    r = subprocess.run([sys.executable, "-m", "domas.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert all(c in r.stdout for c in ("get", "serve", "controller", "catalogue", "publish")), r.stdout
+
+
+def test_a_finished_get_ends_the_process_without_the_interpreters_teardown(served, tmp_path):
+    """Run as the program, `domas get` ends at once after its summary (flushed, complete): atexit
+    handlers such as XRootD's walk of every object in memory do not run. Called in-process
+    (argv given), main() returns as before."""
+    url, world, _ = served
+    probe = ("import atexit, sys\natexit.register(lambda: sys.stderr.write('teardown ran\\n'))\n"
+             "from domas import cli\nsys.argv = ['domas'] + sys.argv[1:]\nsys.exit(cli.main())")
+    r = subprocess.run([sys.executable, "-c", probe, "get", "--json", "--server", url, world.pids["open"],
+                        tmp_path / "dest"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "teardown ran" not in r.stderr
+    assert json.loads(r.stdout)["totals"]["done"] == len(world.data)
+    assert_tree(tmp_path / "dest", world.data)
+    assert cli.main(["get", "-q", "--server", url, world.pids["open"], str(tmp_path / "again")]) == 0
+    assert_tree(tmp_path / "again", world.data)
