@@ -12,9 +12,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
+from domas.catalogue.base import with_scans
 from domas.config import Config, parse_duration
 from domas.errors import ConfigError, NotFound, UsageError
 
@@ -165,6 +166,7 @@ def _lookup(cat, key: str):
 def run_show(args: argparse.Namespace, cfg: Config) -> int:
     with _open(cfg) as cat:
         ds = _lookup(cat, args.pid)
+        ds = replace(ds, metadata=with_scans(ds.metadata, cat.scans_of(ds.pid)))     # its runs' records
         files = []
         for rec in cat.files_of(ds.pid):
             if args.limit and len(files) >= args.limit:

@@ -115,9 +115,8 @@ async def docs_per_second(url: str, runs: int, events: int, tmp: Path) -> dict:
             passes += 1
         t_consume = time.perf_counter() - t1
     ds = cat.dataset_by_path(f"/B1/{time.strftime('%Y%m', time.gmtime())}/Data/BT0001/raw")
-    scans = ds.metadata.get("scans", {})
-    complete = sum(1 for s in scans.values() if s.get("exit_status") == "success"
-                   and s.get("num_events", {}).get("primary", 0) == events)
+    complete = sum(1 for s in cat.scans_of(ds.pid) if s.exit_status == "success"
+                   and s.num_events.get("primary", 0) == events)
     cat.close()
     spool.close()
     return {"runs": runs, "events_per_run": events, "documents": len(docs), "spool_s": t_spool,

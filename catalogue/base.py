@@ -29,11 +29,12 @@ import json
 import posixpath
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence
 
 from domas.errors import InvalidMessage
 
-from .search import SearchQuery, SearchResult
+from .search import SearchQuery, SearchResult, text_of
 
 DATA_TYPES = ("raw", "processed", "calibration", "simulated")
 REPLICA_STATES = ("pending", "copying", "verified", "failed", "stale", "bad", "deleting", "deleted")
@@ -444,6 +445,19 @@ class Catalogue(abc.ABC):
         due = [f for f in self.files_by_replica_state(tier, "verified") if last(f) < checked_before]
         return sorted(due, key=last)[:limit]
 
+    # -- scans: Bluesky runs, one record each (see Scan) -------------------------------------
+    @abc.abstractmethod
+    def upsert_scans(self, batch: Sequence["Scan"]) -> None:
+        """Insert or fill scans by uid (merged_scan: only empty fields take the new value); every
+        scan's dataset must exist (NotFound if not, and none is written)."""
+
+    @abc.abstractmethod
+    def get_scan(self, uid: str) -> "Scan | None": ...
+
+    @abc.abstractmethod
+    def scans_of(self, pid: str, limit: int | None = None) -> list["Scan"]:
+        """The scans of a dataset, oldest start first (then by uid)."""
+
     @abc.abstractmethod
     def recount_dataset(self, pid: str) -> Dataset:
         """Recompute file_count and bytes from the file records (repair after an interrupted write)."""
@@ -470,3 +484,106 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+# -- scans: Bluesky runs as their own records (pure) -------------------------------------------
+# A beamtime's dataset may gather thousands of runs; kept inside the dataset's metadata, every
+# document of one run rewrote (and re-indexed for search) all of them. As records of their own, a
+# document writes only its run; the dataset's page shows them under metadata "scans" (with_scans).
+
+@dataclass(frozen=True)
+class Scan:
+    """One Bluesky run (its start, descriptor and stop documents) in the dataset it writes to."""
+
+    uid: str                          # the start document's uid
+    dataset: str                      # the dataset's PID
+    scan_id: int | None = None
+    plan_name: str = ""
+    sample: Any = None                # as the start document gives it: a name or a table
+    detectors: tuple[str, ...] = ()
+    motors: tuple[str, ...] = ()
+    start_time: float | None = None
+    stop_time: float | None = None
+    exit_status: str = ""
+    reason: str = ""
+    num_events: dict = field(default_factory=dict)     # stream -> events
+    streams: dict = field(default_factory=dict)        # stream -> its data keys
+    data_path: str = ""               # where inside the dataset it writes ("" = not said)
+    files: int | None = None          # its files that arrived ([source.amqp] files_grace); None = not checked
+
+
+SCAN_FIELDS = tuple(f.name for f in fields(Scan) if f.name not in ("uid", "dataset"))
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == () or value == [] or value == {}
+
+
+def check_scan(s: Scan) -> None:
+    check_id("scan", s.uid)
+    check_id("dataset", s.dataset)
+    _need(s.scan_id is None or (isinstance(s.scan_id, int) and not isinstance(s.scan_id, bool)),
+          f"scan {s.uid}: scan_id {s.scan_id!r} must be a whole number")
+    _need(all(t is None or isinstance(t, (int, float)) for t in (s.start_time, s.stop_time)),
+          f"scan {s.uid}: start and stop times must be POSIX seconds")
+    _need(s.files is None or (isinstance(s.files, int) and s.files >= 0),
+          f"scan {s.uid}: files {s.files!r} must be a count")
+    _need(isinstance(s.num_events, dict) and isinstance(s.streams, dict),
+          f"scan {s.uid}: num_events and streams must be tables by stream")
+
+
+def scan_doc(s: Scan) -> dict:
+    """The scan as plain JSON (tuples become lists), as every backend and the spool store it."""
+    return plain_metadata(asdict(s))
+
+
+def scan_from(doc: dict) -> Scan:
+    return Scan(uid=doc["uid"], dataset=doc["dataset"], scan_id=doc.get("scan_id"),
+                plan_name=doc.get("plan_name") or "", sample=doc.get("sample"),
+                detectors=tuple(doc.get("detectors") or ()), motors=tuple(doc.get("motors") or ()),
+                start_time=doc.get("start_time"), stop_time=doc.get("stop_time"),
+                exit_status=doc.get("exit_status") or "", reason=doc.get("reason") or "",
+                num_events=dict(doc.get("num_events") or {}), streams=dict(doc.get("streams") or {}),
+                data_path=doc.get("data_path") or "", files=doc.get("files"))
+
+
+def merged_scan(stored: Scan | None, new: Scan) -> Scan:
+    """A scan upserted over the stored one: only empty fields take the new value (tables by stream
+    gain new streams), so a replayed or late document never overwrites; the dataset stays."""
+    if stored is None:
+        return new
+    out = {}
+    for name in SCAN_FIELDS:
+        old, value = getattr(stored, name), getattr(new, name)
+        if isinstance(old, dict) and isinstance(value, dict):
+            out[name] = {**value, **old}
+        else:
+            out[name] = value if _blank(old) else old
+    return replace(stored, **out)
+
+
+def scan_text(s: Scan) -> str:
+    """What free-text search finds a scan's dataset by: plan, sample, detectors, motors, scan id."""
+    return text_of([s.plan_name, s.sample, list(s.detectors), list(s.motors), s.scan_id])
+
+
+def scan_metadata(scans: Iterable[Scan]) -> dict:
+    """{uid: its fields} as a dataset's page and API show them: empty fields left out, times ISO UTC."""
+    out = {}
+    for s in scans:
+        shown = {}
+        for name in SCAN_FIELDS:
+            value = getattr(s, name)
+            if name in ("start_time", "stop_time") and value is not None:
+                value = datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="milliseconds")
+            if not _blank(value):
+                shown[name] = list(value) if isinstance(value, tuple) else value
+        out[s.uid] = shown
+    return out
+
+
+def with_scans(metadata: dict, scans: Sequence[Scan]) -> dict:
+    """A dataset's metadata with its scan records under "scans" (beside any kept there before)."""
+    if not scans:
+        return metadata
+    return {**metadata, "scans": {**(metadata.get("scans") or {}), **scan_metadata(scans)}}

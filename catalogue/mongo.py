@@ -22,14 +22,15 @@ from typing import Callable, Iterator, Sequence
 
 import bson.errors
 import pymongo
-from pymongo import ReturnDocument, UpdateOne, errors, uri_parser
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne, errors, uri_parser
 
 from domas.errors import CatalogueUnavailable, ConfigError, DomasError, InvalidMessage, NotFound
 
-from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, batched,
-                   beamtime_from, check_dataset, check_dataset_state, check_file, check_id, check_replica_updates,
-                   check_tier, counter_delta, dataset_from, file_from, filled, inherit_embargo, kept_dataset,
-                   merged_file, plain_metadata, proposal_from)
+from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, Scan,
+                   batched, beamtime_from, check_dataset, check_dataset_state, check_file, check_id,
+                   check_replica_updates, check_scan, check_tier, counter_delta, dataset_from, file_from, filled,
+                   inherit_embargo, kept_dataset, merged_file, merged_scan, plain_metadata, proposal_from, scan_doc,
+                   scan_from, scan_text)
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      norm_id, query_words, sort_key, sort_title, words, year_range)
@@ -66,6 +67,10 @@ def _translate(err: Exception, where: str) -> DomasError:
 def _replica_doc(r: Replica) -> dict:
     return {"state": r.state, "url": r.url, "verified_at": r.verified_at, "version": r.version,
             "checked_at": r.checked_at}
+
+
+def _scan(doc: dict) -> Scan:
+    return scan_from({**doc, "uid": doc["_id"]})
 
 
 class MongoCatalogue(Catalogue):
@@ -121,6 +126,8 @@ class MongoCatalogue(Catalogue):
             db.datasets.create_index("file_words")
             db.beamtimes.create_index("words")
             db.datasets.create_index([("sort_title", 1), ("_id", 1)])
+            db.scans.create_index([("dataset", 1), ("start_time", 1), ("_id", 1)])
+            db.scans.create_index("words")
             for doc in db.datasets.find({"sort_title": {"$exists": False}}, {"path": 1, "metadata": 1}):
                 db.datasets.update_one({"_id": doc["_id"]}, {"$set": {"sort_title": sort_title(
                     doc["path"], doc.get("metadata") or {})}})       # catalogues from before the title order
@@ -297,6 +304,40 @@ class MongoCatalogue(Catalogue):
             docs = list(self._col("changes").find({"target": {"$in": list(targets)}}).sort([("at", 1), ("_id", 1)]))
         return [Change(d["at"], d["who"], d["target"], d["field"], d.get("old"), d.get("new")) for d in docs]
 
+    # -- scans: one document per run, _id = uid (base.Scan); a run's document writes only it -----
+    def upsert_scans(self, batch: Sequence[Scan]) -> None:
+        for s in batch:
+            check_scan(s)
+        if not batch:
+            return
+        scans = self._col("scans")
+        with self._edge():
+            pids = sorted({s.dataset for s in batch})
+            known = set(self._db.datasets.distinct("_id", {"_id": {"$in": pids}}))
+            for pid in pids:
+                if pid not in known:
+                    raise NotFound(f"dataset {pid} is not in the catalogue; upsert the dataset before its scans")
+            uids = sorted({s.uid for s in batch})
+            stored = {doc["_id"]: _scan(doc) for doc in scans.find({"_id": {"$in": uids}})}
+            writes: dict[str, Scan] = {}
+            for s in batch:
+                new = merged_scan(stored.get(s.uid), s)
+                if new != stored.get(s.uid):
+                    stored[s.uid] = writes[s.uid] = new
+            if writes:
+                scans.bulk_write([ReplaceOne({"_id": uid}, {**scan_doc(s), "_id": uid, "words": sorted(set(words(
+                    scan_text(s))))}, upsert=True) for uid, s in writes.items()], ordered=True)
+
+    def get_scan(self, uid: str) -> Scan | None:
+        with self._edge():
+            doc = self._col("scans").find_one({"_id": uid}, {"words": 0})
+        return _scan(doc) if doc else None
+
+    def scans_of(self, pid: str, limit: int | None = None) -> list[Scan]:
+        with self._edge():
+            cursor = self._col("scans").find({"dataset": pid}).sort([("start_time", 1), ("_id", 1)])
+            return [_scan(doc) for doc in (cursor.limit(int(limit)) if limit else cursor)]
+
     def get_dataset(self, pid: str) -> Dataset | None:
         doc = self._one("datasets", {"_id": pid})
         return dataset_from(doc) if doc else None
@@ -348,6 +389,7 @@ class MongoCatalogue(Catalogue):
         for w in query_words(query.q):
             prefix = {"$regex": "^" + re.escape(w)}
             clauses.append({"$or": [{"words": prefix}, {"file_words": prefix},
+                                    {"_id": {"$in": self._db.scans.distinct("dataset", {"words": prefix})}},
                                     {"beamtime": {"$in": bts.distinct("_id", {"words": prefix})}}]})
         if norm_id(query.beamtime):
             clauses.append({"beamtime": self._exactly(query.beamtime)})

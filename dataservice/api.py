@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import posixpath
+import re
 import secrets
 import threading
 import time
@@ -50,8 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domas import __version__
 from domas.catalogue import Catalogue, Dataset, FileRecord
-from domas.catalogue.base import ReplicaUpdate, batched
-from domas.catalogue.search import FILTERS, SearchQuery, decode_cursor, encode_cursor
+from domas.catalogue.base import ReplicaUpdate, batched, with_scans
+from domas.catalogue.search import FILTERS, SORTS, SearchQuery, decode_cursor, encode_cursor
 from domas.checksum import adler32, format_adler32
 from domas.errors import (CatalogueUnavailable, ChecksumMismatch, DomasError, ImpossibleRange, InvalidMessage,
                           NotFound, PermissionDenied, ServerRefused, SourceChanged, StorageError, TransientError,
@@ -85,6 +86,14 @@ FACILITY = Caller("facility", "admin")
 SESSION_COOKIE = "domas_session"
 SESSION_SECONDS = 12 * 3600
 MAX_OFFSET = 2**31
+MAX_SECONDS = 1e11       # POSIX seconds beyond this (year 5138) are read as a date instead
+ACCESS = ("open", "embargoed")
+YEAR_PATTERN = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"      # 0001 to 9999
+# What `from` and `to` take, as the OpenAPI document states it: POSIX seconds, an RFC 3339 date or
+# date-time, or empty (no bound).
+TIME_SCHEMA = {"anyOf": [{"type": "number", "minimum": -MAX_SECONDS, "maximum": MAX_SECONDS},
+                         {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
+                         {"type": "string", "maxLength": 0}]}
 
 DESCRIPTION = """\
 Find the facility's datasets in the catalogue and download their files.
@@ -161,7 +170,7 @@ def parse_time(value: str | None, name: str = "since", *, end_of_day: bool = Fal
         return None
     try:
         seconds = float(value)
-        if seconds == seconds and abs(seconds) < 1e11:
+        if seconds == seconds and abs(seconds) <= MAX_SECONDS:
             return seconds
     except ValueError:
         pass
@@ -182,6 +191,17 @@ def check_params(request: Request, allowed: tuple[str, ...]) -> None:
     if unknown:
         known = ", ".join(allowed) if allowed else "none"
         raise UsageError(f"unknown parameter {unknown[0]!r}; this endpoint takes: {known}")
+
+
+def check_choices(*, sort: str, access: str | None, year: str | None) -> None:
+    """The API takes the facet values and sort orders exactly as its OpenAPI document lists them
+    (the portal's form is more forgiving: blank fields, any case)."""
+    if sort not in SORTS:
+        raise UsageError(f"sort: use {' or '.join(SORTS)}")
+    if access is not None and access not in ACCESS:
+        raise UsageError(f"access: use {' or '.join(ACCESS)}")
+    if year is not None and not re.fullmatch(YEAR_PATTERN, year):
+        raise UsageError("year: give a year of four digits, e.g. 2025")
 
 
 def _inside(path: str, root: str) -> bool:
@@ -286,6 +306,10 @@ class DataService:
         if ds is None or not self.may_see(caller, ds):
             raise NotFound(f"there is no dataset with PID {pid}; search the datasets to find its PID")
         return ds
+
+    def described(self, ds: Dataset) -> Dataset:
+        """The dataset as its page and API show it: its scan records under metadata "scans"."""
+        return replace(ds, metadata=with_scans(ds.metadata, self.catalogue.scans_of(ds.pid)))
 
     def file(self, pid: str, path: str, caller: Caller) -> tuple[Dataset, FileRecord]:
         ds = self.dataset(pid, caller)
@@ -546,16 +570,21 @@ def add_api(app: FastAPI, svc: DataService) -> None:
                       proposal: str | None = Query(None, description="Proposal id (case ignored)"),
                       pi: str | None = Query(None, description="The beamtime's or proposal's PI (case ignored)"),
                       from_: str | None = Query(None, alias="from", description="Experiment time from: POSIX "
-                                                                                "seconds or ISO date"),
-                      to: str | None = Query(None, description="Experiment time until (a bare date: the whole day)"),
+                                                "seconds or ISO date", json_schema_extra=TIME_SCHEMA),
+                      to: str | None = Query(None, description="Experiment time until (a bare date: the whole day)",
+                                             json_schema_extra=TIME_SCHEMA),
                       beamline: str | None = Query(None, description="Facet filter: beamline (case ignored)"),
                       data_type: str | None = Query(None, description="Facet filter: data type (raw, processed…)"),
-                      year: str | None = Query(None, description="Facet filter: experiment year, e.g. 2025"),
-                      access: str | None = Query(None, description="Facet filter: open or embargoed"),
-                      sort: str = Query("newest", description="newest (created, newest first) or title"),
+                      year: str | None = Query(None, description="Facet filter: experiment year, e.g. 2025",
+                                               json_schema_extra={"pattern": f"^{YEAR_PATTERN}$"}),
+                      access: str | None = Query(None, description="Facet filter: open or embargoed",
+                                                 json_schema_extra={"enum": list(ACCESS)}),
+                      sort: str = Query("newest", description="newest (created, newest first) or title",
+                                        json_schema_extra={"enum": list(SORTS)}),
                       cursor: str | None = Query(None, description="`next` of the previous page"),
                       limit: int = Query(100, ge=1, le=1000)) -> dict:
         check_params(request, SEARCH_PARAMS)
+        check_choices(sort=sort, access=access, year=year)
         found = svc.search(caller, q=q, beamtime=beamtime, proposal=proposal, pi=pi,
                            start=parse_time(from_, "from"), end=parse_time(to, "to", end_of_day=True),
                            cursor=cursor, limit=limit, sort=sort, beamline=beamline, data_type=data_type,
@@ -607,11 +636,32 @@ def add_api(app: FastAPI, svc: DataService) -> None:
                     offset: int = Query(0, ge=0, le=MAX_OFFSET),
                     limit: int = Query(1000, ge=1, le=MAX_FILES_PAGE)) -> dict:
         check_params(request, ("offset", "limit"))
-        ds = svc.dataset(pid, caller)
+        ds = svc.described(svc.dataset(pid, caller))
         files, more = svc.files_page(ds.pid, offset, limit)
         nxt = f"{portal.api_dataset_path(ds.pid)}?offset={offset + limit}&limit={limit}" if more else None
         return {**svc.dataset_json(ds), "files": [svc.file_json(ds, f) for f in files],
                 "offset": offset, "limit": limit, "next": nxt}
+
+
+def document_auth(app: FastAPI, required: bool) -> None:
+    """The OpenAPI document says how callers identify as the service behaves: a Bearer token, or
+    HTTP Basic with the token as password; optional (an empty requirement) unless the service has
+    a facility token."""
+    built = app.openapi
+
+    def openapi() -> dict:
+        spec = built()
+        schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes.setdefault("HTTPBasic", {"type": "http", "scheme": "basic",
+                                         "description": "Any user name, the token as password (for browsers)."})
+        options = [{"HTTPBearer": []}, {"HTTPBasic": []}]
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                if "security" in op:
+                    op["security"] = options if required else [{}, *options]
+        return spec
+
+    app.openapi = openapi
 
 
 def _wants_json(request: Request) -> bool:

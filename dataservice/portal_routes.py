@@ -78,7 +78,7 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
     @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
     def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),
                      offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> HTMLResponse:
-        ds = svc.dataset(pid, caller)
+        ds = svc.described(svc.dataset(pid, caller))
         files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
         page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
                                      server=str(request.base_url).rstrip("/"), offset=offset,

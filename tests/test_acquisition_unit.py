@@ -12,6 +12,7 @@ from domas.archive.sources import from_config
 from domas.archive.sources.base import fill_empty
 from domas.archive.sources.messages import (FileClosed, annotation, parse, relative_to_root, run_files,
                                             start_dataset, start_prefix)
+from domas.catalogue.base import Scan
 from domas.errors import ConfigError, DomasError, InvalidMessage
 
 ROOT = "/data/beamline"
@@ -77,16 +78,27 @@ def test_annotations_of_a_run():
              "motors": ["motor"], "proposal_id": "P100", "sample": "Ni foil"}
     a = annotation("start", start, "B1/202611/Data/BT7/raw")
     assert a.proposal == "P100"
-    assert a.metadata["sample"] == "Ni foil" and a.metadata["proposal"] == "P100"
-    assert a.metadata["scans"]["r1"]["plan_name"] == "scan" and a.metadata["scans"]["r1"]["scan_id"] == 3
+    assert a.metadata == {"sample": "Ni foil", "proposal": "P100"}, "runs are not kept in the dataset's metadata"
+    assert a.scans == {"r1": {"scan_id": 3, "plan_name": "scan", "detectors": ("det",), "motors": ("motor",),
+                              "sample": "Ni foil", "start_time": T}}
     stop = annotation("stop", {"uid": "s", "run_start": "r1", "time": T + 5, "exit_status": "success",
                                "num_events": {"primary": 5}}, a.dataset_path)
-    assert stop.metadata == {"scans": {"r1": {"stop_time": "2026-11-18T11:06:45.000+00:00",
-                                              "exit_status": "success", "num_events": {"primary": 5}}}}
+    assert stop.metadata == {} and stop.scans == {"r1": {"stop_time": T + 5, "exit_status": "success",
+                                                        "num_events": {"primary": 5}}}
     desc = annotation("descriptor", {"uid": "d", "run_start": "r1", "name": "primary",
                                      "data_keys": {"motor": {}, "det": {}}}, a.dataset_path)
-    assert desc.metadata == {"scans": {"r1": {"streams": {"primary": ["det", "motor"]}}}}
+    assert desc.scans == {"r1": {"streams": {"primary": ["det", "motor"]}}}
     assert annotation("event", {"uid": "e", "descriptor": "d"}, a.dataset_path) is None
+    odd = annotation("start", {"uid": "r2", "time": T, "scan_id": True, "plan_name": 7, "detectors": "det"}, "x")
+    assert odd.scans == {"r2": {"start_time": T}}, "odd field types are left out, the run is kept"
+
+
+def test_run_uids_must_be_strings():
+    for doc in ({"uid": 5, "time": T}, {"uid": "", "time": T}, {"uid": "u" * 201, "time": T}):
+        with pytest.raises(InvalidMessage, match="'uid' must be a string"):
+            parse("bluesky.start", body({"name": "start", "doc": doc}))
+    with pytest.raises(InvalidMessage, match="'run_start' must be a string"):
+        parse("bluesky.stop", body({"name": "stop", "doc": {"uid": "s", "run_start": ["r"]}}))
 
 
 def test_fill_empty_never_overwrites_and_is_idempotent():
@@ -117,7 +129,8 @@ def test_source_config(tmp_path):
 
 
 def test_annotations_in_later_batches_reach_the_stored_dataset(tmp_path):
-    """A run's stop (a later batch) is added inside the scan its start recorded; operator keys stay."""
+    """A run's stop (a later batch) is added to the scan record its start made; operator keys stay;
+    the dataset's metadata holds no runs (a pass writes only the scans it saw)."""
     from domas.config import CatalogueConfig
     from domas.catalogue import Dataset, open_catalogue
     from domas.archive.sources.record import apply_annotations
@@ -128,13 +141,18 @@ def test_annotations_in_later_batches_reach_the_stored_dataset(tmp_path):
         start = {"uid": "r1", "time": T, "scan_id": 1, "plan_name": "scan", "sample": "bluesky's",
                  "proposal_id": "P1"}
         apply_annotations(cat, [annotation("start", start, path)])
-        apply_annotations(cat, [annotation("stop", {"uid": "s1", "run_start": "r1", "time": T + 1,
-                                                    "exit_status": "success", "num_events": {"primary": 5}}, path)])
+        stop = annotation("stop", {"uid": "s1", "run_start": "r1", "time": T + 1, "exit_status": "success",
+                                   "num_events": {"primary": 5}}, path)
+        apply_annotations(cat, [stop])
         apply_annotations(cat, [annotation("start", {**start, "uid": "r2"}, path)])
-        meta = cat.dataset_by_path("/" + path).metadata
-        assert meta["sample"] == "operator's" and meta["proposal"] == "P1"
-        assert meta["scans"]["r1"]["plan_name"] == "scan" and meta["scans"]["r1"]["exit_status"] == "success"
-        assert meta["scans"]["r1"]["num_events"] == {"primary": 5} and set(meta["scans"]) == {"r1", "r2"}
+        apply_annotations(cat, [stop, annotation("stop", {"uid": "s1", "run_start": "r1", "time": T + 9,
+                                                          "exit_status": "abort"}, path)])     # replayed, late
+        ds = cat.dataset_by_path("/" + path)
+        assert ds.metadata == {"sample": "operator's", "proposal": "P1"}
+        r1 = cat.get_scan("r1")
+        assert (r1.dataset, r1.plan_name, r1.sample, r1.start_time) == (ds.pid, "scan", "bluesky's", T)
+        assert (r1.exit_status, r1.stop_time, r1.num_events) == ("success", T + 1, {"primary": 5})
+        assert [s.uid for s in cat.scans_of(ds.pid)] == ["r1", "r2"]
         assert cat.get_beamtime("BT7").proposal == "P1"
 
 
@@ -143,13 +161,13 @@ def test_files_of_a_run_by_data_path_or_time_window():
     assert start_prefix(doc, ROOT, "B1/202611/Data/BT7/raw") == "scan42"
     assert start_prefix({"uid": "r", "time": T}, ROOT, "B1/202611/Data/BT7/raw") == ""
     files = [("scan42/a.h5", T + 1), ("scan42/sub/b.h5", T + 2), ("scan420/c.h5", T + 1), ("d.h5", T + 50)]
-    by_path = annotation("start", doc, "B1/202611/Data/BT7/raw", "scan42").metadata["scans"]["r"]
+    by_path = Scan("r", "pid", **annotation("start", doc, "B1/202611/Data/BT7/raw", "scan42").scans["r"])
     assert run_files(by_path, files, grace=10) == 2
-    start = annotation("start", {"uid": "r", "time": T}, "B1/202611/Data/BT7/raw").metadata["scans"]["r"]
-    stop = annotation("stop", {"uid": "s", "run_start": "r", "time": T + 5}, "x").metadata["scans"]["r"]
-    assert run_files(fill_empty(start, stop), files, grace=10) == 3       # written from start to stop + 10 s
-    assert run_files(fill_empty(start, stop), files, grace=100) == 4
-    assert run_files(fill_empty(start, stop), [("e.h5", T - 30)], grace=10) == 0
+    start = annotation("start", {"uid": "r", "time": T}, "B1/202611/Data/BT7/raw").scans["r"]
+    stop = annotation("stop", {"uid": "s", "run_start": "r", "time": T + 5}, "x").scans["r"]
+    assert run_files(Scan("r", "pid", **start, **stop), files, grace=10) == 3       # written from start to stop + 10 s
+    assert run_files(Scan("r", "pid", **start, **stop), files, grace=100) == 4
+    assert run_files(Scan("r", "pid", **start, **stop), [("e.h5", T - 30)], grace=10) == 0
 
 
 def test_catalogue_show_prints_one_line_per_scan(tmp_path):
@@ -159,10 +177,13 @@ def test_catalogue_show_prints_one_line_per_scan(tmp_path):
 
     with open_catalogue(CatalogueConfig(), tmp_path / "state") as cat:
         ds = cat.upsert_dataset(Dataset(beamtime="BT7", path="/B1/202611/Data/BT7/raw", metadata={
-            "sample": {"name": "Ni foil"}, "scans": {"r1": {"plan_name": "scan", "scan_id": 1},
-                                                   "r2": {"plan_name": "count", "scan_id": 2}}}))
+            "sample": {"name": "Ni foil"}, "scans": {"r0": {"plan_name": "count", "scan_id": 0}}}))   # kept before
+        cat.upsert_scans([Scan("r1", ds.pid, scan_id=1, plan_name="scan", start_time=T),
+                          Scan("r2", ds.pid, scan_id=2, plan_name="count", exit_status="success")])
     cfg = tmp_path / "domas.toml"
     cfg.write_text(f'state_dir = "{tmp_path}/state"\n')
     out = run_domas("--config", cfg, "catalogue", "show", ds.pid, check=True).stdout
     assert "  sample: {'name': 'Ni foil'}" in out and "  scans:\n" in out
-    assert "    r1: plan_name=scan, scan_id=1\n" in out and "    r2: plan_name=count, scan_id=2\n" in out
+    assert "    r0: plan_name=count, scan_id=0\n" in out
+    assert "    r1: plan_name=scan, scan_id=1, start_time=2026-11-18T11:06:40.000+00:00\n" in out
+    assert "    r2: exit_status=success, plan_name=count, scan_id=2\n" in out

@@ -1,4 +1,5 @@
-"""One contract every Catalogue backend passes: SQLite (embedded) and MongoDB (SecantusDB or real)."""
+"""One contract every Catalogue backend passes: SQLite (embedded), MongoDB (SecantusDB or real), and
+SpooledCatalogue (the write spool the archiver and data service put in front of either; here over SQLite)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 from domas.catalogue import sqlite as sqlite_mod
 from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate
 from domas.catalogue.pid import dataset_pid
+from domas.catalogue.spool import SpooledCatalogue
 from domas.errors import InvalidMessage, NotFound
 
-BACKENDS = ["sqlite", "mongo"]
+BACKENDS = ["sqlite", "mongo", "spooled"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -18,12 +20,19 @@ def catalogue(request, tmp_path):
         cat = sqlite_mod.SQLiteCatalogue(tmp_path / "cat.sqlite")
         yield cat
         cat.close()
+    elif request.param == "spooled":
+        cat = SpooledCatalogue(sqlite_mod.SQLiteCatalogue(tmp_path / "cat.sqlite"), tmp_path / "spool")
+        yield cat
+        assert cat.pending() == 0 and cat.rejected() == [], "a reachable catalogue took every write at once"
+        cat.close()
     else:
         yield request.getfixturevalue("mongo_catalogue")
 
 
 def reopen(cat):
     """A second catalogue object on the same store, as after a restart."""
+    if isinstance(cat, SpooledCatalogue):
+        return SpooledCatalogue(reopen(cat.inner), cat.path.parent)
     if isinstance(cat, sqlite_mod.SQLiteCatalogue):
         return sqlite_mod.SQLiteCatalogue(cat.path)
     from domas.catalogue.mongo import MongoCatalogue
@@ -32,6 +41,8 @@ def reopen(cat):
 
 
 def corrupt_counters(cat, pid):
+    if isinstance(cat, SpooledCatalogue):
+        cat = cat.inner
     if isinstance(cat, sqlite_mod.SQLiteCatalogue):
         with cat._tx() as db:
             db.execute("UPDATE datasets SET file_count=99, bytes=-5 WHERE pid=?", (pid,))
@@ -509,3 +520,51 @@ def test_search_counts_follow_every_write(catalogue):
     assert found.total == 2 and found.facets["access"] == {"open": 2}
     later = catalogue.search_datasets(SearchQuery(now=6000.0, limit=1))   # the embargo ended
     assert later.total == 3
+
+
+def test_scans_are_records_of_their_own_filled_only_where_empty(catalogue):
+    """Bluesky runs: one record per uid; an upsert fills only empty fields (a replayed or late
+    document never overwrites), streams add up, the dataset's metadata is never touched."""
+    from domas.catalogue.base import Scan
+
+    ds = dataset(catalogue, metadata={"sample": "set by operator"})
+    start = Scan("r1", ds.pid, scan_id=7, plan_name="scan", sample={"name": "Ni foil"}, detectors=("det",),
+                 motors=("motor",), start_time=100.0, streams={"primary": ["det", "motor"]})
+    catalogue.upsert_scans([start, Scan("r0", ds.pid, plan_name="count", start_time=50.0)])
+    stop = Scan("r1", ds.pid, stop_time=105.0, exit_status="success", num_events={"primary": 5},
+                streams={"baseline": ["ring_current"]})
+    catalogue.upsert_scans([stop])
+    other = dataset(catalogue, path="/data/b1/scan2").pid
+    catalogue.upsert_scans([stop, Scan("r1", other, plan_name="x", exit_status="abort", stop_time=9.0),
+                            Scan("r1", ds.pid, files=0)])
+    want = Scan("r1", ds.pid, scan_id=7, plan_name="scan", sample={"name": "Ni foil"}, detectors=("det",),
+                motors=("motor",), start_time=100.0, stop_time=105.0, exit_status="success",
+                num_events={"primary": 5}, streams={"primary": ["det", "motor"], "baseline": ["ring_current"]},
+                files=0)
+    assert catalogue.get_scan("r1") == want
+    assert [s.uid for s in catalogue.scans_of(ds.pid)] == ["r0", "r1"]          # oldest start first
+    assert catalogue.scans_of(ds.pid, limit=1)[0].uid == "r0"
+    assert reopen(catalogue).get_scan("r1") == want
+    assert catalogue.get_dataset(ds.pid).metadata == {"sample": "set by operator"}
+    assert catalogue.get_scan("nope") is None and catalogue.scans_of("CSTR:none") == []
+    with pytest.raises(NotFound):
+        catalogue.upsert_scans([Scan("r2", ds.pid), Scan("r3", "CSTR:none")])
+    assert catalogue.get_scan("r2") is None, "a refused batch writes nothing"
+    with pytest.raises(InvalidMessage):
+        catalogue.upsert_scans([Scan("r4", ds.pid, scan_id="7")])
+
+
+def test_free_text_search_finds_a_dataset_by_its_scans(catalogue):
+    from domas.catalogue.base import Scan
+    from domas.catalogue.search import SearchQuery
+
+    ds = dataset(catalogue, path="/data/b1/runs", created_at=1.0)
+    dataset(catalogue, path="/data/b1/other", created_at=2.0)
+    catalogue.upsert_scans([Scan("r1", ds.pid, plan_name="rel_scan", sample={"name": "Lysozyme crystal"},
+                                 detectors=("pilatus",))])
+    catalogue.upsert_scans([Scan("r1", ds.pid, exit_status="success")])      # a stop: still found
+
+    def found(q):
+        return [d.pid for d in catalogue.search_datasets(SearchQuery(q=q, now=10.0, see_embargoed=True)).datasets]
+    assert found("lysozyme") == [ds.pid] and found("pilatus") == [ds.pid] and found("lyso crystal") == [ds.pid]
+    assert found("rel_scan") == [ds.pid] and found("ferritin") == []

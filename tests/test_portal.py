@@ -136,6 +136,26 @@ def test_dataset_page_shows_people_metadata_table_and_a_folder_tree(service_open
     assert '@media (max-width: 700px)' in r.text and 'class="scroll"' in r.text   # phone width
 
 
+def test_dataset_page_and_api_show_the_scan_records_of_a_dataset(service_open):
+    """Runs are catalogue records of their own (not dataset metadata); the page's metadata table
+    and the API's metadata still show them under "scans", and a run's sample finds the dataset."""
+    from domas.catalogue.base import Scan
+
+    base, world = service_open
+    pid = world.pids["open"]
+    world.catalogue.upsert_scans([Scan("run-7f3a", pid, scan_id=12, plan_name="rel_scan", sample="ferritin cage",
+                                       start_time=1_795_000_000.0, exit_status="success",
+                                       num_events={"primary": 41})])
+    assert "scans" not in world.catalogue.get_dataset(pid).metadata
+    page = httpx.get(f"{base}/datasets/{pid}").text
+    assert "<th>scans.run-7f3a.plan_name</th><td>rel_scan</td>" in page
+    assert "<th>scans.run-7f3a.num_events.primary</th><td>41</td>" in page
+    assert "<th>scans.run-7f3a.start_time</th><td>2026-11-18T11:06:40.000+00:00</td>" in page
+    api = httpx.get(f"{base}/api/v1/datasets/{pid}").json()
+    assert api["metadata"]["scans"]["run-7f3a"]["exit_status"] == "success"
+    assert pid in httpx.get(base + "/", params={"q": "ferritin"}).text
+
+
 def test_titles_fall_back_to_something_readable():
     assert portal.title_of(Dataset("bt", "/B1/2025-0042/raw")) == "2025-0042/raw"
     assert portal.title_of(Dataset("bt", "/B1/x/raw", metadata={"sample": {"name": "Lysozyme"}})) == "Lysozyme"

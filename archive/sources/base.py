@@ -21,7 +21,8 @@ class Found:
 
 @dataclass(frozen=True)
 class Annotation:
-    """Metadata for the dataset at `dataset_path` (<Beamline>/<YYYYMM>/Data/<BeamtimeID>/<area>).
+    """Metadata for the dataset at `dataset_path` (<Beamline>/<YYYYMM>/Data/<BeamtimeID>/<area>)
+    and for the runs (scans) that write to it, which the catalogue keeps as records of their own.
 
     Applied by filling only what is empty: a field already set (by an operator, a NeXus file or an
     earlier document) is never overwritten, so applying an annotation twice changes nothing."""
@@ -29,6 +30,7 @@ class Annotation:
     dataset_path: str
     metadata: dict
     proposal: str = ""       # fills the beamtime's proposal when it has none
+    scans: dict = field(default_factory=dict)    # run uid -> fields of its catalogue.Scan record (filled alike)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 from domas.archive.discovery import check_relative, parse_location
 from domas.archive.sources.base import Annotation
+from domas.catalogue.base import Scan
 from domas.errors import InvalidMessage
 
 BLUESKY_NAMES = frozenset({"start", "descriptor", "event", "event_page", "stop", "resource", "datum",
@@ -86,6 +87,8 @@ def _document(msg: dict) -> Document:
     for key in _REQUIRED.get(name, ()):
         if key not in doc:
             raise InvalidMessage(f"bluesky {name} document has no {key!r}")
+        if key != "time" and not (isinstance(doc[key], str) and 0 < len(doc[key]) <= 200):
+            raise InvalidMessage(f"bluesky {name} document: {key!r} must be a string of 1 to 200 characters")
     if name == "start" and not isinstance(doc["time"], (int, float)):
         raise InvalidMessage("bluesky start document: 'time' must be POSIX seconds")
     return Document(name, doc)
@@ -131,57 +134,71 @@ def start_prefix(doc: dict, root: str, dataset_path: str) -> str:
     return rel[len(dataset_path):].strip("/")
 
 
-def run_files(scan: dict, files, grace: float) -> int:
+def run_files(scan: Scan, files, grace: float) -> int:
     """How many of a dataset's files ((path, mtime) pairs) belong to a run: below its data_path, or
     else written between its start and `grace` seconds after its stop."""
-    prefix = scan.get("data_path", "")
+    prefix = scan.data_path
     if prefix:
         return sum(1 for path, _ in files if path == prefix or path.startswith(prefix + "/"))
-    start, stop = _epoch(scan.get("start_time")), _epoch(scan.get("stop_time"))
+    start, stop = scan.start_time, scan.stop_time
     if start is None:
         return 0
     stop = start if stop is None else stop
     return sum(1 for _, mtime in files if start - 1 <= mtime <= stop + grace)
 
 
-def _epoch(iso) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp() if isinstance(iso, str) else None
-    except ValueError:
-        return None
-
-
-def _iso(t) -> str | None:
-    if not isinstance(t, (int, float)):
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
-
-
 def _present(d: dict) -> dict:
-    return {k: v for k, v in d.items() if v not in (None, "", [], {})}
+    return {k: v for k, v in d.items() if v not in (None, "", [], {}, ())}
+
+
+def _of(value, kind, default=None):
+    """`value` when it is a `kind` (a bool is no number), else `default`: a document's odd field is
+    left out of its scan record rather than refusing the run."""
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    return value if ok else default
+
+
+def _names(value) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _time(value) -> float | None:
+    t = _of(value, (int, float))
+    if t is not None:
+        datetime.fromtimestamp(t, timezone.utc)     # a time no calendar holds: refused (dead letter)
+    return t
+
+
+def start_scan(doc: dict, prefix: str) -> dict:
+    """The scan-record fields a start document gives (catalogue.Scan names)."""
+    return _present({"scan_id": _of(doc.get("scan_id"), int), "plan_name": _of(doc.get("plan_name"), str),
+                     "sample": doc.get("sample"), "detectors": _names(doc.get("detectors")),
+                     "motors": _names(doc.get("motors")), "start_time": _time(doc.get("time")),
+                     "data_path": prefix})
+
+
+def stop_scan(doc: dict) -> dict:
+    """The scan-record fields a stop document gives."""
+    num = _of(doc.get("num_events"), dict, {})
+    return _present({"stop_time": _time(doc.get("time")), "exit_status": _of(doc.get("exit_status"), str),
+                     "reason": _of(doc.get("reason"), str),
+                     "num_events": {str(k): v for k, v in num.items() if _of(v, int) is not None}})
 
 
 def annotation(name: str, doc: dict, dataset_path: str, prefix: str = "") -> Annotation | None:
-    """What a document says about its dataset (None: nothing the catalogue keeps, e.g. an event);
-    `prefix`: where inside the dataset a run writes (start_prefix)."""
+    """What a document says about its dataset and its run (None: nothing the catalogue keeps, e.g.
+    an event); `prefix`: where inside the dataset a run writes (start_prefix)."""
     if name == "start":
-        scan = _present({"uid": doc["uid"], "scan_id": doc.get("scan_id"), "plan_name": doc.get("plan_name"),
-                         "detectors": doc.get("detectors"), "motors": doc.get("motors"),
-                         "sample": doc.get("sample"), "start_time": _iso(doc.get("time")), "data_path": prefix})
-        meta = _present({"proposal": doc.get("proposal_id"), "sample": doc.get("sample"),
-                         "scans": {doc["uid"]: scan}})
+        meta = _present({"proposal": doc.get("proposal_id"), "sample": doc.get("sample")})
         proposal = doc.get("proposal_id")
-        return Annotation(dataset_path, meta, proposal if isinstance(proposal, str) else "")
+        return Annotation(dataset_path, meta, proposal if isinstance(proposal, str) else "",
+                          scans={doc["uid"]: start_scan(doc, prefix)})
     if name == "descriptor":
         keys = doc.get("data_keys")
         stream = doc.get("name") or "primary"
         if not isinstance(keys, dict) or not isinstance(stream, str):
             return None
-        return Annotation(dataset_path, {"scans": {doc["run_start"]: {"streams": {stream: sorted(keys)}}}})
+        return Annotation(dataset_path, {}, scans={doc["run_start"]: {"streams": {stream: sorted(keys)}}})
     if name == "stop":
-        num = doc.get("num_events")
-        stop = _present({"stop_time": _iso(doc.get("time")), "exit_status": doc.get("exit_status"),
-                         "reason": doc.get("reason"),
-                         "num_events": num if isinstance(num, dict) else None})
-        return Annotation(dataset_path, {"scans": {doc["run_start"]: stop}})
+        return Annotation(dataset_path, {}, scans={doc["run_start"]: stop_scan(doc)})
     return None

@@ -1,5 +1,5 @@
 """What the archiver writes for its sources beyond file records: dataset and beamtime metadata
-from annotations, and the writer's adler32 of files announced closed.
+and scan records from annotations, and the writer's adler32 of files announced closed.
 
 Invariants: only empty fields are filled (sources.fill_empty), so metadata set by an operator,
 a NeXus file or an earlier document is never overwritten and replaying a batch changes nothing;
@@ -13,16 +13,19 @@ from dataclasses import replace
 from domas.archive.discovery import parse_location
 from domas.archive.sources.base import Annotation, fill_empty
 from domas.catalogue import Beamtime, Catalogue, Dataset, Proposal
+from domas.catalogue.base import Scan
 
 _DATA_TYPE = {"raw": "raw", "processed": "processed"}
 
 
 def apply_annotations(cat: Catalogue, annotations: list[Annotation]) -> dict[str, Dataset]:
-    """Fill datasets' (and their beamtimes') empty metadata; returns {dataset path: stored dataset}."""
+    """Fill datasets' (and their beamtimes') empty metadata and their runs' scan records; returns
+    {dataset path: stored dataset}."""
     by_path: dict[str, list[Annotation]] = {}
     for a in annotations:
         by_path.setdefault(a.dataset_path, []).append(a)
     out: dict[str, Dataset] = {}
+    scans: list[Scan] = []
     for dataset_path, anns in by_path.items():
         loc = parse_location(dataset_path + "/_")
         if loc is None:
@@ -37,7 +40,19 @@ def apply_annotations(cat: Catalogue, annotations: list[Annotation]) -> dict[str
         if meta != ds.metadata or not ds.pid:
             ds = cat.upsert_dataset(replace(ds, metadata=meta))
         out[path] = ds
+        scans += _scans(ds.pid, anns)
+    if scans:
+        cat.upsert_scans(scans)          # only the runs these documents name: never the dataset's others
     return out
+
+
+def _scans(pid: str, annotations: list[Annotation]) -> list[Scan]:
+    """The scan records a batch's annotations give, one per run (its documents' fields together)."""
+    fields: dict[str, dict] = {}
+    for a in annotations:
+        for uid, new in a.scans.items():
+            fields[uid] = fill_empty(fields.get(uid, {}), new)
+    return [Scan(uid=uid, dataset=pid, **f) for uid, f in fields.items()]
 
 
 def _fill_beamtime(cat: Catalogue, beamtime: str, beamline: str, proposal: str) -> None:
