@@ -255,6 +255,9 @@ class SpooledCatalogue(Catalogue):
     def files_lacking_replica(self, tier, state="verified", **scope):
         return self.inner.files_lacking_replica(tier, state, **scope)
 
+    def replicas_due_for_check(self, tier, checked_before, limit=1000):
+        return self.inner.replicas_due_for_check(tier, checked_before, limit)
+
     def ping(self) -> None:
         self.inner.ping()
 

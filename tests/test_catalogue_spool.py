@@ -174,3 +174,24 @@ def test_spooled_writes_survive_kill_9(tmp_path):
     assert back.pending() == 7 and back.replay() == 7
     check_replayed(back, pid)
     back.close()
+
+
+def test_reads_go_to_the_catalogues_own_query_not_a_walk(tmp_path):
+    """replicas_due_for_check (the scrubber's question every round) is the catalogue's own bounded
+    query; the spool answered it with the generic walk over every verified copy (pages of 2000
+    files with their replicas) before."""
+    from domas.catalogue.base import Replica
+
+    inner = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    cat = SpooledCatalogue(inner, tmp_path / "spool")
+    pid = cat.upsert_dataset(Dataset("bt1", "/data/scan1")).pid
+    cat.upsert_files([FileRecord(pid, f"f{i:05d}", 1, "00020002", replicas={
+        "central": Replica("verified", f"u/{i}", float(i))}) for i in range(4500)])
+    statements: list[str] = []
+    inner._db.set_trace_callback(statements.append)
+    due = cat.replicas_due_for_check("central", 100.0, limit=3)
+    inner._db.set_trace_callback(None)
+    assert [f.path for f in due] == ["f00000", "f00001", "f00002"]
+    assert not [s for s in statements if "r.file_id>" in s], "walked every verified copy"
+    assert len([s for s in statements if "coalesce(r.checked_at" in s]) == 1
+    cat.close()
