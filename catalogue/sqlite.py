@@ -21,13 +21,14 @@ from typing import Callable, Iterator, Sequence
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
 from domas.sqlite import open_db
 
-from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate,
-                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, counter_delta,
-                   filled, inherit_embargo, kept_dataset, merged_file, plain_metadata)
+from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, Scan,
+                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, check_scan,
+                   counter_delta, filled, inherit_embargo, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      norm_id, query_words, sort_key, sort_title, words, year_of, year_range)
 from .sqlite_facets import bounded_rows, broad, ensure_facet_table, grouped_rows
+from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
 
@@ -120,6 +121,7 @@ class SQLiteCatalogue(Catalogue):
             if self._db.execute("PRAGMA user_version").fetchone()[0] < _SEARCH_VERSION:
                 self._rebuild_search()
             self._migrate()
+            ensure_scan_tables(self._db)
 
     def _migrate(self) -> None:
         """Catalogues written before replicas recorded their content version and last check."""
@@ -405,6 +407,22 @@ class SQLiteCatalogue(Catalogue):
                            replicas=dict(sorted(reps[fid].items())), beamtime=bt)
                 for fid, ds, p, bt, size, a, x, m in rows]
 
+    # -- scans (sqlite_scans.py) ----------------------------------------------------------------
+    def upsert_scans(self, batch: Sequence[Scan]) -> None:
+        for s in batch:
+            check_scan(s)
+        if batch:
+            with self._tx() as db:
+                write_scans(db, batch)
+
+    def get_scan(self, uid: str) -> Scan | None:
+        with self._lock, self._edge():
+            return read_scan(self._db, uid)
+
+    def scans_of(self, pid: str, limit: int | None = None) -> list[Scan]:
+        with self._lock, self._edge():
+            return read_scans_of(self._db, pid, limit)
+
     def get_file(self, dataset: str, path: str) -> FileRecord | None:
         with self._lock, self._edge():
             rows = self._db.execute(f"SELECT {_FILE_COLS} FROM files f WHERE dataset=? AND path=?",
@@ -510,6 +528,7 @@ class SQLiteCatalogue(Catalogue):
             where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) "
                          f"OR d.pid IN (SELECT f.dataset FROM files f WHERE f.id IN "
                          f"(SELECT rowid FROM file_fts WHERE file_fts MATCH :w{i})) "
+                         f"OR {SCAN_MATCH.format(w=f'w{i}')} "
                          f"OR d.beamtime IN (SELECT bt.id FROM beamtimes bt WHERE bt.rowid IN "
                          f"(SELECT rowid FROM bt_fts WHERE bt_fts MATCH :w{i})))")
         if norm_id(query.beamtime):

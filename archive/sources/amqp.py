@@ -43,7 +43,6 @@ from .messages import (Document, FileClosed, annotation, parse, relative_to_root
 
 log = logging.getLogger("domas.archiver.amqp")
 RESULTS = ("committed", "dead_letter")
-MISSING = "none arrived"        # a run's "files" when none arrived within [source.amqp] files_grace
 
 
 @dataclass
@@ -261,16 +260,16 @@ class AmqpSource(Source):
 
                 self._cat = open_catalogue(self.catalogue_cfg, self.state_dir)
             for uid, dataset in (due if self._cat is not None else ()):
-                ds = self._cat.dataset_by_path("/" + dataset)
-                scan = ((ds.metadata.get("scans") or {}).get(uid) if ds else None)
+                scan = self._cat.get_scan(uid)
                 if scan is None:
                     continue                         # its start is not committed yet: next time
-                n = run_files(scan, ((f.path, f.mtime) for f in self._cat.files_of(ds.pid)), self.cfg.files_grace)
+                n = run_files(scan, ((f.path, f.mtime) for f in self._cat.files_of(scan.dataset)),
+                              self.cfg.files_grace)
                 if n == 0:
                     log.warning("run %s (scan %s, %s) stopped and no file of it arrived within %g s", uid,
-                                scan.get("scan_id", "?"), dataset, self.cfg.files_grace)
+                                "?" if scan.scan_id is None else scan.scan_id, dataset, self.cfg.files_grace)
                     self.runs_without_files += 1
-                batch.annotations.append(Annotation(dataset, {"scans": {uid: {"files": n or MISSING}}}))
+                batch.annotations.append(Annotation(dataset, {}, scans={uid: {"files": n}}))
                 checked.append(uid)
         except DomasError as e:
             log.warning("looking for the files of finished runs: %s", e)
