@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
 from domas.sqlite import open_db
 
-from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, beamtime_from,
-                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, dataset_from,
-                   file_from, plain_metadata, proposal_from, to_doc)
+from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, Scan, beamtime_from,
+                   check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, check_scan,
+                   dataset_from, file_from, plain_metadata, proposal_from, scan_doc, scan_from, to_doc)
 from .pid import dataset_pid
 
 SPOOL_FILE = "catalogue-spool.sqlite"
@@ -117,15 +117,15 @@ class SpooledCatalogue(Catalogue):
 
     def _renamed(self, op: str, args: dict) -> dict:
         """Point a spooled write at the PID the catalogue actually gave its dataset."""
-        if op not in ("files", "replicas", "state"):
+        if op not in ("files", "replicas", "scans", "state"):
             return args
         key = "pid" if op == "state" else "dataset"
-        pids = [f["dataset"] for f in args[op]] if op in ("files", "replicas") else [args[key]]
+        pids = [f["dataset"] for f in args[op]] if op in ("files", "replicas", "scans") else [args[key]]
         with self._edge():
             marks = ",".join("?" * len(set(pids)))
             renames = dict(self._db.execute(f"SELECT spooled, actual FROM renames WHERE spooled IN ({marks})",
                                             sorted(set(pids))).fetchall())
-        if op in ("files", "replicas"):
+        if op in ("files", "replicas", "scans"):
             args[op] = [{**f, "dataset": renames.get(f["dataset"], f["dataset"])} for f in args[op]]
         else:
             args[key] = renames.get(args[key], args[key])
@@ -151,6 +151,8 @@ class SpooledCatalogue(Catalogue):
                                        for u in args["replicas"]])
         if op == "state":
             return inner.set_dataset_state(**args)
+        if op == "scans":
+            return inner.upsert_scans([scan_from(s) for s in args["scans"]])
         raise DomasError(f"the catalogue spool {self.path} holds an unknown write {op!r}; it was written by a "
                          "newer domas")
 
@@ -208,6 +210,12 @@ class SpooledCatalogue(Catalogue):
         if batch:
             self._write("replicas", {"replicas": [to_doc(u) for u in batch]})
 
+    def upsert_scans(self, batch: Sequence[Scan]) -> None:
+        for s in batch:
+            check_scan(s)
+        if batch:
+            self._write("scans", {"scans": [scan_doc(s) for s in batch]})
+
     def set_dataset_state(self, pid: str, state: str, embargo_end: float | None = None) -> None:
         check_dataset_state(state)
         self._write("state", {"pid": pid, "state": state, "embargo_end": embargo_end})
@@ -245,6 +253,12 @@ class SpooledCatalogue(Catalogue):
 
     def get_file(self, dataset, path):
         return self.inner.get_file(dataset, path)
+
+    def get_scan(self, uid):
+        return self.inner.get_scan(uid)
+
+    def scans_of(self, pid, limit=None):
+        return self.inner.scans_of(pid, limit)
 
     def files_of(self, pid):
         return self.inner.files_of(pid)
