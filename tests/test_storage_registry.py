@@ -66,3 +66,16 @@ def test_remote_schemes_share_one_store_per_endpoint():
     assert isinstance(h, HTTPStorage) and hp == "/api/v1/f?x=1"
     with pytest.raises(UsageError, match="root://host:port//path"):
         resolve("root://127.0.0.1:1")
+
+
+def test_a_local_copy_loads_neither_httpx_nor_the_xrootd_client(tmp_path):
+    """The HTTP and XRootD backends are imported on their first URL (each then registers itself):
+    eager imports cost a local `domas copy` ~0.1 s each at start, and XRootD walks every object at exit."""
+    code = ("import sys; from domas.transfer.storage import resolve; resolve(sys.argv[1]); "
+            "print(sorted(m for m in ('httpx', 'XRootD') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x")], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+    out = subprocess.run([sys.executable, "-c", code, "root://127.0.0.1:1//x"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "['XRootD']"

@@ -1,18 +1,22 @@
 """Storage backends and the URL -> (backend, path) resolver.
 
-Importing this package imports every backend module, and each registers the URL schemes it serves
-(registry.py): local paths and file:// go to POSIX, root://host:port//path to XRootD (one instance,
-and one connection pool, per server), http(s):// to the read-only HTTP backend (a data service's
-download URLs). A new backend is a module that calls `register` plus one import line below.
+Every backend module registers the URL schemes it serves when it is imported (registry.py): local
+paths and file:// go to POSIX (imported here), root://host:port//path to XRootD (one instance, and
+one connection pool, per server), http(s):// to the read-only HTTP backend (a data service's
+download URLs); those two are imported on their first URL, so that a local copy loads neither
+httpx nor the XRootD client. A new backend is a module that calls `register` plus one `provide` line.
 """
 
 from __future__ import annotations
 
-from . import http, posix, xrootd  # noqa: F401  (each registers its URL schemes)
+from . import posix  # noqa: F401  (registers file:// and local paths)
 from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
 from .memory import MemoryStorage
 from .posix import PosixStorage
-from .registry import register, resolve, scheme_of, schemes
+from .registry import provide, register, resolve, scheme_of, schemes
+
+provide(f"{__name__}.xrootd", "root", "roots", "xroot", "xroots")
+provide(f"{__name__}.http", "http", "https")
 
 
 def is_remote(url: str) -> bool:
@@ -20,4 +24,4 @@ def is_remote(url: str) -> bool:
 
 
 __all__ = ["Capabilities", "ReadHandle", "Stat", "Storage", "WriteHandle", "MemoryStorage", "PosixStorage",
-           "register", "resolve", "schemes", "is_remote"]
+           "provide", "register", "resolve", "schemes", "is_remote"]
