@@ -26,8 +26,9 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
                    counter_delta, filled, inherit_embargo, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
-                     norm_id, query_words, sort_key, sort_title, words, year_of, year_range)
-from .sqlite_facets import bounded_rows, broad, ensure_facet_table, grouped_rows
+                     query_words, sort_key, sort_title, words, year_of)
+from .sqlite_facets import (ROWS, bounded_rows, broad, ensure_facet_table, filters, fts_word, grouped_rows,
+                            newest_of)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -75,7 +76,11 @@ CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, crea
 _SEARCH_VERSION = 1
 COUNT_CACHE_SIZE = 256
 COUNT_CACHE_SECONDS = 60
-_UNDER_EMBARGO = "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))"
+_UNDER_EMBARGO = ROWS.under_embargo
+# the ways a search word finds a dataset besides its own text (ds_fts) and its beamtime's (bt_fts):
+# conditions on datasets d, the word's FTS query as :{w} (sqlite_facets.grouped_rows counts through them)
+_WORD_SIDES = ("d.pid IN (SELECT f.dataset FROM files f WHERE f.id IN "
+               "(SELECT rowid FROM file_fts WHERE file_fts MATCH :{w}))", SCAN_MATCH)
 
 _DATASET_COLS = "d.pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, d.metadata, " \
                 "d.file_count, d.bytes, d.created_at"
@@ -150,8 +155,8 @@ class SQLiteCatalogue(Catalogue):
             ensure_facet_table(db)
 
     def _grouped_facets(self, query: SearchQuery) -> tuple[dict, list[tuple]] | None:
-        """(beamtimes, facet groups) from the counter table, or None (sqlite_facets.grouped_rows)."""
-        groups = grouped_rows(self._db, query)
+        """(beamtimes, facet groups) from the counter tables, or None (sqlite_facets.grouped_rows)."""
+        groups = grouped_rows(self._db, query, _WORD_SIDES)
         return None if groups is None else (self._beamtimes({g[0] for g in groups}), groups)
 
     @contextlib.contextmanager
@@ -521,27 +526,16 @@ class SQLiteCatalogue(Catalogue):
 
     @staticmethod
     def _search_where(query: SearchQuery) -> tuple[list[str], dict]:
+        """Conditions on datasets d: free text and time range here, the rest (identifiers, facet
+        filters, embargo scope) from sqlite_facets.filters, the same SQL the counter table uses."""
         where: list[str] = []
         args: dict = {"now": query.now}
         for i, w in enumerate(query_words(query.q)):
-            args[f"w{i}"] = '"' + w.replace('"', '""') + '"*'
-            where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) "
-                         f"OR d.pid IN (SELECT f.dataset FROM files f WHERE f.id IN "
-                         f"(SELECT rowid FROM file_fts WHERE file_fts MATCH :w{i})) "
-                         f"OR {SCAN_MATCH.format(w=f'w{i}')} "
+            args[f"w{i}"] = fts_word(w)
+            sides = " ".join(f"OR {side.format(w=f'w{i}')}" for side in _WORD_SIDES)
+            where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) {sides} "
                          f"OR d.beamtime IN (SELECT bt.id FROM beamtimes bt WHERE bt.rowid IN "
                          f"(SELECT rowid FROM bt_fts WHERE bt_fts MATCH :w{i})))")
-        if norm_id(query.beamtime):
-            where.append("d.beamtime = :beamtime COLLATE NOCASE")
-            args["beamtime"] = query.beamtime.strip()
-        if norm_id(query.proposal):
-            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE proposal = :proposal COLLATE NOCASE)")
-            args["proposal"] = query.proposal.strip()
-        if norm_id(query.pi):
-            where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE pi = :pi COLLATE NOCASE UNION "
-                         "SELECT bt.id FROM beamtimes bt JOIN proposals pr ON pr.id = bt.proposal "
-                         "WHERE pr.pi = :pi COLLATE NOCASE)")
-            args["pi"] = query.pi.strip()
         if query.start is not None or query.end is not None:
             # the beamtimes whose dates overlap, or (for a dataset whose beamtime has no dates) its
             # creation: two index lookups instead of a scan of every dataset
@@ -550,27 +544,8 @@ class SQLiteCatalogue(Catalogue):
                          ":end AND d.beamtime NOT IN (SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
             args["start"] = query.start if query.start is not None else -1e18
             args["end"] = query.end if query.end is not None else 1e18
-        if query.beamline is not None:
-            if query.beamline.casefold() == "unknown":
-                where.append("d.beamtime NOT IN (SELECT id FROM beamtimes WHERE beamline != '')")
-            else:
-                where.append("d.beamtime IN (SELECT id FROM beamtimes WHERE beamline = :beamline COLLATE NOCASE)")
-                args["beamline"] = query.beamline
-        if query.data_type is not None:
-            where.append("d.data_type = :data_type")
-            args["data_type"] = query.data_type
-        if query.year is not None:
-            args["y0"], args["y1"] = year_range(query.year)
-            where.append("(d.beamtime IN (SELECT id FROM beamtimes WHERE start >= :y0 AND start < :y1) OR "
-                         "(d.created_at >= :y0 AND d.created_at < :y1 AND d.beamtime NOT IN "
-                         "(SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
-        if query.access is not None:
-            where.append(_UNDER_EMBARGO if query.access == "embargoed" else f"NOT {_UNDER_EMBARGO}")
-        if not query.see_embargoed:
-            members = ",".join(f":m{i}" for i in range(len(query.member_of)))
-            args.update({f"m{i}": m for i, m in enumerate(query.member_of)})
-            where.append(f"(NOT {_UNDER_EMBARGO}" + (f" OR d.beamtime IN ({members}))" if members else ")"))
-        return where, args
+        grouped, grouped_args = filters(query, ROWS)
+        return where + grouped, {**args, **grouped_args}
 
     def search_datasets(self, query: SearchQuery) -> SearchResult:
         query = check_query(query)
@@ -580,45 +555,50 @@ class SQLiteCatalogue(Catalogue):
         page_where = list(where)
         by_title = query.sort == "title"
         if query.after is not None:
-            page_where.append("(d.sort_title > :ac OR (d.sort_title = :ac AND d.pid > :ap))" if by_title else
-                              "(d.created_at < :ac OR (d.created_at = :ac AND d.pid > :ap))")
+            # the first term gives the walk of the order's index its start
+            page_where.append("d.sort_title >= :ac AND (d.sort_title > :ac OR d.pid > :ap)" if by_title else
+                              "d.created_at <= :ac AND (d.created_at < :ac OR d.pid > :ap)")
             args.update(ac=query.after[0], ap=query.after[1])
-        page_cond = (" WHERE " + " AND ".join(page_where)) if page_where else ""
         order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
         limit = max(1, int(query.limit))
-        page = f"SELECT {_DATASET_COLS} {{base}}{page_cond} ORDER BY {order} LIMIT {limit + 1}"
         with self._lock, self._edge():
-            total, facets = self._counted(query, lambda: self._grouped_facets(query) or
-                                          self._facet_groups(base, cond, where, args))
+            total, facets, beamtimes = self._counted(query, lambda: self._grouped_facets(query) or
+                                                     self._facet_groups(base, cond, where, args))
             rows = None
             if broad(self._db, total):
                 # a broad query: walk the order's index and stop at the page, rather than let the
-                # planner collect every match by its filters' indexes and sort them all
+                # planner collect every match by its filters' indexes and sort them all; newest
+                # first, the walk starts at the newest dataset of a beamtime that has matches
+                top = None if by_title else newest_of(self._db, beamtimes)
+                walk = page_where + ([] if top is None else ["d.created_at <= :top"])
                 index = "datasets_title" if by_title else "datasets_created"
-                rows = bounded_rows(self._db, page.format(base=f"{base} INDEXED BY {index}"), args)
+                rows = bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
+                                    f"{' AND '.join(walk) or '1'} ORDER BY {order} LIMIT {limit + 1}",
+                                    {**args, "top": top})
             if rows is None:
-                rows = self._db.execute(page.format(base=base), args).fetchall()
+                rows = self._db.execute(f"SELECT {_DATASET_COLS} {base} WHERE {' AND '.join(page_where) or '1'} "
+                                        f"ORDER BY {order} LIMIT {limit + 1}", args).fetchall()
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
 
-    def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict]:
-        """Total and facets of a query, remembered until the database changes (any connection's
-        commit: data_version; this one's: total_changes) or the minute turns (embargo ends move
-        counts at most that late; the page of datasets itself is always exact). The next pages of
-        a query and the portal's front page cost only their page."""
+    def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict, tuple[str, ...]]:
+        """Total, facets and the beamtimes with matches of a query, remembered until the database
+        changes (any connection's commit: data_version; this one's: total_changes) or the minute
+        turns (embargo ends move counts at most that late; the page of datasets itself is always
+        exact). The next pages of a query and the portal's front page cost only their page."""
         stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes,
                  int(query.now // COUNT_CACHE_SECONDS))
         key = replace(query, after=None, limit=0, now=0.0, sort="newest")
         hit = self._counts.get(key)
         if hit is not None and hit[0] == stamp:
-            return hit[1], hit[2]
+            return hit[1:]
         beamtimes, groups = groups_of()
-        total, facets = sum(g[4] for g in groups), fold_facets(groups, beamtimes)
+        found = (sum(g[4] for g in groups), fold_facets(groups, beamtimes), tuple(sorted({g[0] for g in groups})))
         if len(self._counts) >= COUNT_CACHE_SIZE:
             self._counts.pop(next(iter(self._counts)))
-        self._counts[key] = (stamp, total, facets)
-        return total, facets
+        self._counts[key] = (stamp, *found)
+        return found
 
     def _facet_groups(self, base: str, cond: str, where: list[str], args: dict) -> tuple[dict, list[tuple]]:
         """(beamtimes, facet groups) of every match. Grouped in the covering index's order (beamtime,

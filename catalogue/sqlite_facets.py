@@ -1,90 +1,207 @@
-"""The SQLite catalogue's fast paths for broad searches: a facet counter table kept by triggers,
-and a bounded walk of an order's index for the page.
+"""The SQLite catalogue's fast paths for searches: facet counter tables kept by triggers, the one
+definition of the facet and identifier filters, and a bounded walk of an order's index for the page.
 
 Invariants:
-- ds_groups holds the number of datasets per (beamtime, data_type, year created, embargo end or
-  -1, embargoed without an end): triggers on datasets keep it exact after every insert, update
-  and delete, whichever code path (or raw SQL) makes it; it is filled once when it is new.
-- grouped_rows answers a query with nothing but facet filters and the embargo scope (the front
-  page, facet clicks) with the same groups a pass over the matching datasets gives; for any other
-  query it returns None and the caller counts the datasets.
+- ds_groups holds the number of datasets per group (beamtime, data_type, year created, embargo
+  end or -1, embargoed without an end), ds_grp the group of each dataset (by its rowid, shared with
+  ds_fts); triggers on datasets keep both exact after every insert, update and delete, whichever
+  code path (or raw SQL) makes it; they are filled once when they are new.
+- Every filter that is a function of a dataset's group (identifiers beamtime/proposal/pi, facets
+  beamline/data_type/year/access, the embargo scope) is written once, in `filters`, for datasets
+  (alias d) and for groups (alias g); the two agree by construction.
+- grouped_rows answers any query without a time range with the same groups a pass over the
+  matching datasets gives: without free text from ds_groups alone; with free text, a beamtime
+  whose own words (bt_fts) match some words lends them to all its datasets, so its datasets are
+  counted per group from the dataset index (ds_fts, ds_grp) for the remaining words only, and a
+  beamtime matching every word is counted from ds_groups. With a time range it returns None.
 - bounded_rows never runs longer than PAGE_SCAN_STEPS SQLite VM steps; it returns None instead.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import dataclass
 
 from .search import SearchQuery, norm_id, query_words, year_range
 
 BROAD_SHARE = 50                 # a query matching >= 1/50 of the datasets pages by walking its order's index
 PAGE_SCAN_STEPS = 4_000_000      # ... within this many SQLite VM steps (~tens of ms), else the planner's way
+_TICK = 10_000                   # the walk's steps are counted in ticks of this many
 
 _KEY = ("{t}.beamtime, {t}.data_type, strftime('%Y', {t}.created_at, 'unixepoch'), "
         "coalesce({t}.embargo_end, -1.0), ({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
-_MATCH = ("beamtime={t}.beamtime AND data_type={t}.data_type AND year=strftime('%Y', {t}.created_at, "
-          "'unixepoch') AND emb=coalesce({t}.embargo_end, -1.0) AND "
-          "st=({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
-_UNDER = "(g.emb > :now OR g.st = 1)"
+_MATCH = ("{g}beamtime={t}.beamtime AND {g}data_type={t}.data_type AND {g}year=strftime('%Y', {t}.created_at, "
+          "'unixepoch') AND {g}emb=coalesce({t}.embargo_end, -1.0) AND "
+          "{g}st=({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
+MAX_WORD_CLASSES = 8             # more distinct "which words a beamtime lacks" sets: count the datasets instead
+_TRIGGERS = ("ds_groups_insert", "ds_groups_delete", "ds_groups_update")
 
 
-def ensure_facet_table(db: sqlite3.Connection) -> None:
-    """Create ds_groups and its triggers (inside the caller's transaction); fill it when new."""
-    new = db.execute("SELECT 1 FROM sqlite_master WHERE name='ds_groups'").fetchone() is None
-    add = (f"INSERT INTO ds_groups VALUES ({_KEY.format(t='new')}, 1) "
-           "ON CONFLICT(beamtime, data_type, year, emb, st) DO UPDATE SET n = n + 1;")
-    drop = (f"UPDATE ds_groups SET n = n - 1 WHERE {_MATCH.format(t='old')}; "
-            f"DELETE FROM ds_groups WHERE n <= 0 AND {_MATCH.format(t='old')};")
-    db.execute("CREATE TABLE IF NOT EXISTS ds_groups (beamtime TEXT NOT NULL, data_type TEXT NOT NULL, "
-               "year TEXT NOT NULL, emb REAL NOT NULL, st INTEGER NOT NULL, n INTEGER NOT NULL, "
-               "PRIMARY KEY (beamtime, data_type, year, emb, st)) WITHOUT ROWID")
-    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
-    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} END")
-    db.execute("CREATE TRIGGER IF NOT EXISTS ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
-               f"embargo_end, state ON datasets WHEN ({_KEY.format(t='old')}) IS NOT ({_KEY.format(t='new')}) "
-               f"BEGIN {drop} {add} END")
-    if new:
-        db.execute(f"INSERT INTO ds_groups SELECT {_KEY.format(t='d')}, count(*) FROM datasets d GROUP BY 1, 2, 3, 4, 5")
+@dataclass(frozen=True)
+class Columns:
+    """How a filter names a dataset's group attributes: on datasets rows or on ds_groups rows."""
+    beamtime: str
+    data_type: str
+    in_year: str                 # created in the year [:y0, :y1) / named :year
+    under_embargo: str           # under embargo at :now
 
 
-def _group_where(query: SearchQuery) -> tuple[list[str], dict]:
-    where, args = [], {"now": query.now}
+ROWS = Columns("d.beamtime", "d.data_type", "(d.created_at >= :y0 AND d.created_at < :y1)",
+               "(coalesce(d.embargo_end > :now, 0) OR (d.embargo_end IS NULL AND d.state = 'embargoed'))")
+GROUPS = Columns("g.beamtime", "g.data_type", "g.year = :year", "(g.emb > :now OR g.st = 1)")
+
+
+def fts_word(word: str) -> str:
+    """An FTS5 prefix query for one search word."""
+    return '"' + word.replace('"', '""') + '"*'
+
+
+def filters(query: SearchQuery, c: Columns) -> tuple[list[str], dict]:
+    """The conditions of a query that depend only on a dataset's group: identifiers (beamtime,
+    proposal, pi: case ignored), facet filters and the embargo scope."""
+    where: list[str] = []
+    args: dict = {"now": query.now}
+    if norm_id(query.beamtime):
+        where.append(f"{c.beamtime} = :beamtime COLLATE NOCASE")
+        args["beamtime"] = query.beamtime.strip()
+    if norm_id(query.proposal):
+        where.append(f"{c.beamtime} IN (SELECT id FROM beamtimes WHERE proposal = :proposal COLLATE NOCASE)")
+        args["proposal"] = query.proposal.strip()
+    if norm_id(query.pi):
+        where.append(f"{c.beamtime} IN (SELECT id FROM beamtimes WHERE pi = :pi COLLATE NOCASE UNION "
+                     "SELECT bt.id FROM beamtimes bt JOIN proposals pr ON pr.id = bt.proposal "
+                     "WHERE pr.pi = :pi COLLATE NOCASE)")
+        args["pi"] = query.pi.strip()
     if query.beamline is not None:
         if query.beamline.casefold() == "unknown":
-            where.append("g.beamtime NOT IN (SELECT id FROM beamtimes WHERE beamline != '')")
+            where.append(f"{c.beamtime} NOT IN (SELECT id FROM beamtimes WHERE beamline != '')")
         else:
-            where.append("g.beamtime IN (SELECT id FROM beamtimes WHERE beamline = :beamline COLLATE NOCASE)")
+            where.append(f"{c.beamtime} IN (SELECT id FROM beamtimes WHERE beamline = :beamline COLLATE NOCASE)")
             args["beamline"] = query.beamline
     if query.data_type is not None:
-        where.append("g.data_type = :data_type")
+        where.append(f"{c.data_type} = :data_type")
         args["data_type"] = query.data_type
     if query.year is not None:
         args["y0"], args["y1"], args["year"] = *year_range(query.year), query.year
-        where.append("(g.beamtime IN (SELECT id FROM beamtimes WHERE start >= :y0 AND start < :y1) OR "
-                     "(g.year = :year AND g.beamtime NOT IN (SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
+        where.append(f"({c.beamtime} IN (SELECT id FROM beamtimes WHERE start >= :y0 AND start < :y1) OR "
+                     f"({c.in_year} AND {c.beamtime} NOT IN (SELECT id FROM beamtimes WHERE start IS NOT NULL)))")
     if query.access is not None:
-        where.append(_UNDER if query.access == "embargoed" else f"NOT {_UNDER}")
+        where.append(c.under_embargo if query.access == "embargoed" else f"NOT {c.under_embargo}")
     if not query.see_embargoed:
         members = ",".join(f":m{i}" for i in range(len(query.member_of)))
         args.update({f"m{i}": m for i, m in enumerate(query.member_of)})
-        where.append(f"(NOT {_UNDER}" + (f" OR g.beamtime IN ({members}))" if members else ")"))
+        where.append(f"(NOT {c.under_embargo}" + (f" OR {c.beamtime} IN ({members}))" if members else ")"))
     return where, args
 
 
-def grouped_rows(db: sqlite3.Connection, query: SearchQuery) -> list[tuple] | None:
-    """Facet groups (beamtime, data_type, year created, embargoed, count) of a query from
-    ds_groups, or None when the query has free text, identifiers or a time range."""
-    if (query_words(query.q) or norm_id(query.beamtime) or norm_id(query.proposal) or norm_id(query.pi)
-            or query.start is not None or query.end is not None):
+def ensure_facet_table(db: sqlite3.Connection) -> None:
+    """Create ds_groups, ds_grp and their triggers (inside the caller's transaction); fill them
+    when they are new or were left by an older version (ds_groups without ids, no ds_grp)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(ds_groups)")}
+    current = "id" in have and db.execute("SELECT 1 FROM sqlite_master WHERE name='ds_grp'").fetchone() is not None
+    if not current:
+        for trigger in _TRIGGERS:
+            db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        db.execute("DROP TABLE IF EXISTS ds_groups")
+        db.execute("DROP TABLE IF EXISTS ds_grp")
+    add = (f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) VALUES ({_KEY.format(t='new')}, 1) "
+           "ON CONFLICT(beamtime, data_type, year, emb, st) DO UPDATE SET n = n + 1; "
+           f"INSERT OR REPLACE INTO ds_grp VALUES (new.rowid, (SELECT id FROM ds_groups WHERE {_MATCH.format(t='new', g='')}));")
+    drop = (f"UPDATE ds_groups SET n = n - 1 WHERE {_MATCH.format(t='old', g='')}; "
+            f"DELETE FROM ds_groups WHERE n <= 0 AND {_MATCH.format(t='old', g='')};")
+    db.execute("CREATE TABLE IF NOT EXISTS ds_groups (id INTEGER PRIMARY KEY, beamtime TEXT NOT NULL, "
+               "data_type TEXT NOT NULL, year TEXT NOT NULL, emb REAL NOT NULL, st INTEGER NOT NULL, "
+               "n INTEGER NOT NULL, UNIQUE (beamtime, data_type, year, emb, st))")
+    db.execute("CREATE TABLE IF NOT EXISTS ds_grp (id INTEGER PRIMARY KEY, g INTEGER NOT NULL)")
+    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} "
+               "DELETE FROM ds_grp WHERE id = old.rowid; END")
+    db.execute("CREATE TRIGGER IF NOT EXISTS ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
+               f"embargo_end, state ON datasets WHEN ({_KEY.format(t='old')}) IS NOT ({_KEY.format(t='new')}) "
+               f"BEGIN {drop} {add} END")
+    if not current:
+        db.execute(f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) SELECT {_KEY.format(t='d')}, "
+                   "count(*) FROM datasets d GROUP BY 1, 2, 3, 4, 5")
+        db.execute(f"INSERT INTO ds_grp SELECT d.rowid, g.id FROM datasets d JOIN ds_groups g ON {_MATCH.format(t='d', g='g.')}")
+
+
+def grouped_rows(db: sqlite3.Connection, query: SearchQuery, sides: tuple[str, ...] = ()) -> list[tuple] | None:
+    """Facet groups (beamtime, data_type, year created, embargoed, count) of a query, or None when
+    it has a time range (or words that split the beamtimes too many ways) and the caller must count
+    the datasets. `sides` are the other ways a word finds a dataset (files, ...): conditions on
+    datasets d with the word's FTS query as the parameter :{w}."""
+    if query.start is not None or query.end is not None:
         return None
-    where, args = _group_where(query)
+    where, args = filters(query, GROUPS)
+    words = query_words(query.q)
+    if words:
+        parts = _text_parts(db, words, sides, args)
+        if parts is None:
+            return None
+        source, n = f"({' UNION ALL '.join(parts)}) x JOIN ds_groups g ON g.id = x.gid", "x.n"
+    else:
+        source, n = "ds_groups g", "g.n"
     cond = (" WHERE " + " AND ".join(where)) if where else ""
-    rows = db.execute(f"SELECT g.beamtime, g.data_type, g.year, sum(CASE WHEN {_UNDER} THEN g.n END), sum(g.n) "
-                      f"FROM ds_groups g{cond} GROUP BY 1, 2, 3", args).fetchall()
+    rows = db.execute(f"SELECT g.beamtime, g.data_type, g.year, sum(CASE WHEN {GROUPS.under_embargo} THEN {n} END), "
+                      f"sum({n}) FROM {source}{cond} GROUP BY 1, 2, 3", args).fetchall()
     groups = []
-    for bt, dt, year, embargoed, n in rows:
-        groups += [(bt, dt, year, True, embargoed or 0), (bt, dt, year, False, n - (embargoed or 0))]
+    for bt, dt, year, embargoed, total in rows:
+        groups += [(bt, dt, year, True, embargoed or 0), (bt, dt, year, False, total - (embargoed or 0))]
     return [g for g in groups if g[4]]
+
+
+def _text_parts(db: sqlite3.Connection, words: list[str], sides: tuple[str, ...], args: dict) -> list[str] | None:
+    """SELECTs of (gid, n): the matching datasets per group, each dataset in exactly one part. A
+    dataset matches when each word is in its own text (ds_fts or a side) or its beamtime's (bt_fts)."""
+    every = frozenset(range(len(words)))
+    found: list[set[str]] = []
+    side: set[int] = set()
+    for i, w in enumerate(words):
+        args[f"w{i}"] = fts_word(w)
+        found.append({r[0] for r in db.execute("SELECT id FROM beamtimes WHERE rowid IN "
+                                               "(SELECT rowid FROM bt_fts WHERE bt_fts MATCH ?)", (fts_word(w),))})
+        if any(db.execute(f"SELECT EXISTS (SELECT 1 FROM datasets d WHERE {s.format(w='w')})",
+                          {"w": fts_word(w)}).fetchone()[0] for s in sides):
+            side.add(i)
+    lacking: dict[frozenset, list[str]] = {}          # words a beamtime's own text lacks -> its beamtimes
+    for bt in set().union(*found):
+        lacking.setdefault(frozenset(i for i in every if bt not in found[i]), []).append(bt)
+    if len(lacking) > MAX_WORD_CLASSES:
+        return None
+    args["bt_any"] = json.dumps(sorted(set().union(*found)))
+    parts = []
+    for n, (rest, beamtimes) in enumerate([(every, None), *lacking.items()]):
+        if beamtimes is not None:
+            args[f"bt{n}"] = json.dumps(sorted(beamtimes))
+        if not rest:                                  # the beamtime has every word: all its datasets
+            parts.append(f"SELECT g.id AS gid, g.n AS n FROM ds_groups g WHERE g.beamtime IN "
+                         f"(SELECT value FROM json_each(:bt{n}))")
+            continue
+        plain = sorted(rest - side)
+        if plain:
+            args[f"e{n}"] = " AND ".join(fts_word(words[i]) for i in plain)
+        if beamtimes is None and not rest & side:     # most datasets: straight from the dataset index
+            parts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_fts m JOIN ds_grp k "
+                         f"ON k.id = m.rowid WHERE ds_fts MATCH :e{n} GROUP BY k.g) x JOIN ds_groups g "
+                         "ON g.id = x.gid WHERE g.beamtime NOT IN (SELECT value FROM json_each(:bt_any))")
+            continue
+        ids = ([f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :e{n}"] if plain else []) + [
+            f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i} UNION SELECT d.rowid FROM datasets d WHERE "
+            + " OR ".join(s.format(w=f"w{i}") for s in sides) for i in sorted(rest & side)]
+        if beamtimes is None:                         # every beamtime without these words, some by a side
+            within = " AND ".join(f"k.id IN ({sql})" for sql in ids)
+            parts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_grp k WHERE {within} "
+                         "GROUP BY k.g) x JOIN ds_groups g ON g.id = x.gid WHERE g.beamtime NOT IN "
+                         "(SELECT value FROM json_each(:bt_any))")
+            continue
+        # a few beamtimes: walk their datasets in the beamtime index (rowids only), test each against
+        # the words' rowid lists (the unary + keeps the planner from driving by those lists instead)
+        within = " AND ".join(f"+d.rowid IN ({sql})" for sql in ids)
+        parts.append(f"SELECT k.g AS gid, count(*) AS n FROM datasets d INDEXED BY datasets_beamtime JOIN ds_grp k "
+                     f"ON k.id = d.rowid WHERE d.beamtime IN (SELECT value FROM json_each(:bt{n})) AND {within} "
+                     "GROUP BY k.g")
+    return parts
 
 
 def broad(db: sqlite3.Connection, total: int) -> bool:
@@ -92,10 +209,23 @@ def broad(db: sqlite3.Connection, total: int) -> bool:
     return total * BROAD_SHARE >= (db.execute("SELECT max(rowid) FROM datasets").fetchone()[0] or 0)
 
 
+def newest_of(db: sqlite3.Connection, beamtimes: tuple[str, ...]) -> float | None:
+    """The newest created_at among the datasets of these beamtimes (one index seek each)."""
+    return db.execute("SELECT max((SELECT max(created_at) FROM datasets WHERE beamtime = j.value)) "
+                      "FROM json_each(?) j", (json.dumps(beamtimes),)).fetchone()[0]
+
+
 def bounded_rows(db: sqlite3.Connection, sql: str, args: dict) -> list[tuple] | None:
     """The rows of `sql`, or None when it needs more than PAGE_SCAN_STEPS virtual-machine steps
-    (matches bunched at the far end of the order: the caller then lets the planner choose)."""
-    db.set_progress_handler(lambda: 1, PAGE_SCAN_STEPS)
+    (matches bunched at the far end of the order: the caller then lets the planner choose). The
+    steps are counted here: SQLite's own count goes on across runs of a cached statement."""
+    calls = [0]
+
+    def tick() -> int:
+        calls[0] += 1
+        return calls[0] > PAGE_SCAN_STEPS // _TICK
+
+    db.set_progress_handler(tick, _TICK)
     try:
         return db.execute(sql, args).fetchall()
     except sqlite3.OperationalError as e:

@@ -1,7 +1,8 @@
-"""The SQLite catalogue's facet counter table (ds_groups, kept by triggers): a search with no free
-text, identifiers or time range takes its total and facets from it, and they equal the counts of a
-full pass over the datasets after every kind of write, on a new catalogue and on one opened from
-before the table existed."""
+"""The SQLite catalogue's facet counter tables (ds_groups and ds_grp, kept by triggers): a search
+without a time range (free text, identifiers, facet filters, embargo scope) takes its total and
+facets from them, and they equal the counts of a full pass over the datasets after every kind of
+write, on a new catalogue and on one opened from before the tables existed (or from the version
+whose ds_groups had no ids)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sqlite3
 
 import pytest
 
-from domas.catalogue.base import Beamtime, Dataset
+from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal
 from domas.catalogue.search import SearchQuery, fold_facets
 from domas.catalogue.sqlite import SQLiteCatalogue
+from domas.catalogue import sqlite_facets
+from domas.catalogue.sqlite_facets import GROUPS, ROWS, filters
 
 Y2024, Y2025 = 1_704_067_200.0, 1_735_689_600.0
 NOW = Y2025 + 30 * 86400
@@ -33,7 +36,18 @@ QUERIES = [SearchQuery(now=NOW), SearchQuery(now=NOW, see_embargoed=True),
            SearchQuery(now=NOW, member_of=("BT2",)), SearchQuery(now=NOW + 400 * 86400),
            SearchQuery(now=NOW, see_embargoed=True, beamline="B7"), SearchQuery(now=NOW, beamline="unknown"),
            SearchQuery(now=NOW, see_embargoed=True, year="2024", access="embargoed"),
-           SearchQuery(now=NOW, data_type="processed", access="open")]
+           SearchQuery(now=NOW, data_type="processed", access="open"),
+           # free text: words of the datasets, of their beamtimes and proposals, of their files, mixed
+           SearchQuery(q="raw", now=NOW), SearchQuery(q="ada", now=NOW, see_embargoed=True),
+           SearchQuery(q="lysozyme", now=NOW), SearchQuery(q="lysozyme", now=NOW, see_embargoed=True, year="2025"),
+           SearchQuery(q="ada raw", now=NOW, member_of=("BT1",)), SearchQuery(q="ad proc", now=NOW),
+           SearchQuery(q="lysozyme raw", now=NOW, see_embargoed=True), SearchQuery(q="lyso cy", now=NOW),
+           SearchQuery(q="bt9 1", now=NOW, see_embargoed=True), SearchQuery(q="b7 ada", now=NOW),
+           SearchQuery(q="nothing", now=NOW), SearchQuery(q="3", now=NOW, beamline="B1"),
+           # identifiers, alone and with words and facets
+           SearchQuery(beamtime=" bt1 ", now=NOW), SearchQuery(pi="ADA", now=NOW, see_embargoed=True),
+           SearchQuery(proposal="p-2", now=NOW, access="embargoed", see_embargoed=True),
+           SearchQuery(pi="cy", q="raw", now=NOW, member_of=("BT2",)), SearchQuery(beamtime="bt9", q="d", now=NOW)]
 
 
 def agree(cat: SQLiteCatalogue) -> None:
@@ -43,6 +57,7 @@ def agree(cat: SQLiteCatalogue) -> None:
 
 
 def world(cat: SQLiteCatalogue) -> list[str]:
+    cat.upsert_proposal(Proposal("P-2", "Lysozyme study", "Cy"))
     cat.upsert_beamtime(Beamtime("BT1", "B1", "P-1", "Ada", start=Y2024 + 86400))
     cat.upsert_beamtime(Beamtime("BT2", "B7", "P-2", "Bob"))                       # no dates: created year
     pids = []
@@ -51,6 +66,7 @@ def world(cat: SQLiteCatalogue) -> list[str]:
             "BT1" if i % 3 == 0 else "BT2" if i % 3 == 1 else "BT9", f"/d/{i}", "processed" if i % 4 == 0 else "raw",
             embargo_end=NOW + 86400 * (i + 1) if i % 5 == 0 else None, state="embargoed" if i == 7 else "open",
             created_at=(Y2024 if i < 6 else Y2025) + i * 3600)).pid)
+    cat.upsert_files([FileRecord(pids[i], f"lysozyme_{i:03d}.h5", 10) for i in (0, 3, 8)])
     return pids
 
 
@@ -90,19 +106,31 @@ def test_a_catalogue_from_before_the_table_gets_it_filled_on_open(tmp_path):
     cat.close()
 
 
-@pytest.mark.parametrize("query", [SearchQuery(q="x", now=NOW), SearchQuery(beamtime="BT1", now=NOW),
-                                   SearchQuery(pi="Ada", now=NOW), SearchQuery(start=Y2024, now=NOW)])
-def test_queries_that_need_the_datasets_do_not_use_the_table(tmp_path, query):
+def test_only_a_time_range_needs_a_pass_over_the_datasets(tmp_path):
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
-    assert cat._grouped_facets(query) is None
+    world(cat)
+    assert cat._grouped_facets(SearchQuery(start=Y2024, now=NOW)) is None
+    assert cat._grouped_facets(SearchQuery(q="ada", end=Y2025, now=NOW)) is None
+    for query in (SearchQuery(q="x", now=NOW), SearchQuery(beamtime="BT1", now=NOW), SearchQuery(pi="Ada", now=NOW)):
+        assert cat._grouped_facets(query) is not None
     cat.close()
+
+
+def test_group_filters_are_written_once_for_datasets_and_groups(tmp_path):
+    """The identifier, facet and scope conditions of the page (on datasets) and of the counts (on
+    groups) come from one function: the same clauses with the columns renamed."""
+    query = SearchQuery(now=NOW, beamtime="BT1", proposal="P", pi="Ada", beamline="B1", data_type="raw",
+                        year="2024", access="open", member_of=("BT2",))
+    rows, groups = filters(query, ROWS)[0], filters(query, GROUPS)[0]
+    assert len(rows) == len(groups) == 8 and rows != groups
+    where, _ = SQLiteCatalogue._search_where(query)
+    assert where == rows
 
 
 @pytest.mark.parametrize("steps", [4_000_000, 500])
 def test_broad_queries_page_by_walking_the_order_and_fall_back_when_it_is_long(tmp_path, monkeypatch, steps):
     """A broad query's page comes from a bounded walk of the order's index; a walk that runs out of
     steps (matches at the far end) falls back to the planner's plan: the pages are the same."""
-    from domas.catalogue import sqlite_facets
     monkeypatch.setattr(sqlite_facets, "PAGE_SCAN_STEPS", steps)
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
     cat.upsert_beamtime(Beamtime("OLD", "B1", "P", "Ada", start=Y2024))
@@ -123,3 +151,18 @@ def test_broad_queries_page_by_walking_the_order_and_fall_back_when_it_is_long(t
     assert [d.metadata["title"] for d in by_title.datasets] == ["t02001", "t02002", "t02003", "t02004", "t02005"]
     assert cat._db.execute("SELECT 1").fetchone() == (1,)          # the progress handler is gone
     cat.close()
+
+
+def test_a_walk_gets_its_whole_budget_each_time_its_statement_runs(monkeypatch):
+    """SQLite's step count goes on across runs of a cached statement, so a walk that counted on
+    the progress handler's own period was cut short from its second run on (and fell back to the
+    planner's plan: ~0.5 s at 10^6 datasets); the walk counts its steps itself."""
+    monkeypatch.setattr(sqlite_facets, "PAGE_SCAN_STEPS", 120_000)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (x INTEGER)")
+    db.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(20_000)))
+    sql = "SELECT count(*) FROM t WHERE x % 7 = :k"                   # ~83 000 steps a run
+    assert [sqlite_facets.bounded_rows(db, sql, {"k": k}) for k in range(4)] == [[(2858,)], [(2857,)], [(2857,)],
+                                                                                 [(2857,)]]
+    assert sqlite_facets.bounded_rows(db, "SELECT count(*) FROM t a, t b WHERE a.x < 50", {}) is None
+    db.close()
