@@ -62,6 +62,7 @@ def test_remote_schemes_share_one_store_per_endpoint():
     b, pb = resolve("root://127.0.0.1:1//other")
     assert isinstance(a, XRootDStorage) and a is b and (pa, pb) == ("/data/x", "/other")
     assert resolve("root://127.0.0.1:2//x")[0] is not a
+    assert resolve("ROOT://127.0.0.1:1//y")[0] is a                  # the scheme's case does not matter
     h, hp = resolve("http://127.0.0.1:1/api/v1/f?x=1")
     assert isinstance(h, HTTPStorage) and hp == "/api/v1/f?x=1"
     with pytest.raises(UsageError, match="root://host:port//path"):

@@ -60,7 +60,7 @@ _FILE_MODE = AccessMode.UR | AccessMode.UW | AccessMode.GR | AccessMode.OR      
 _DIR_MODE = _FILE_MODE | AccessMode.UX | AccessMode.GX | AccessMode.OX                         # 0755
 _READONLY_MODE = AccessMode.UR | AccessMode.GR | AccessMode.OR                                 # 0444
 _ENDPOINT = re.compile(r"^(root|roots|xroot|xroots)://[^/?#\s]+$")
-_URL = re.compile(r"^(?P<endpoint>(?:root|roots|xroot|xroots)://[^/?#\s]+)/(?P<path>/.*)?$", re.IGNORECASE)
+_URL = re.compile(r"^(?P<scheme>root|roots|xroot|xroots)://(?P<host>[^/?#\s]+)/(?P<path>/.*)?$", re.IGNORECASE)
 
 # -- the one mapping table ------------------------------------------------------------------
 
@@ -431,8 +431,7 @@ def open_url(url: str) -> tuple[XRootDStorage, str]:
     m = _URL.match(url)
     if not m:
         raise UsageError(f"{url}: not an XRootD location (expected root://host:port//path)")
-    endpoint = m.group("endpoint")
-    endpoint = endpoint[:endpoint.index(":")].lower() + endpoint[endpoint.index(":"):]
+    endpoint = f"{m.group('scheme').lower()}://{m.group('host')}"
     with _shared_lock:
         store = _shared.get(endpoint)
         if store is None:
