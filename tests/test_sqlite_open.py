@@ -8,7 +8,10 @@ Each store is the real class on a real file in tmp_path.
 from __future__ import annotations
 
 import ast
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,31 @@ def test_a_parent_that_is_not_a_directory_is_one_sentence(tmp_path, name, make, 
         make(tmp_path / "plain" / "db.sqlite")
     assert "plain" in str(err.value) and "\n" not in str(err.value)
     assert "Errno" not in str(err.value)
+
+
+_OPEN_IN = """
+import sys
+from domas.controller.state import StateStore
+from domas.errors import DomasError
+try:
+    StateStore(sys.argv[1])
+    print("opened")
+except DomasError as e:
+    print(type(e).__name__, e.exit_code, e)
+"""
+
+
+def test_an_unwritable_directory_is_one_sentence(tmp_path):
+    """Run where permission bits bind: as root, in a child without CAP_DAC_OVERRIDE."""
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    cmd = [sys.executable, "-c", _OPEN_IN, str(ro / "controller.sqlite")]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    ro.chmod(0o755)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.startswith("DatabaseError 74 the controller's state store ") and "not writable" in out.stdout
 
 
 def test_a_database_locked_by_another_process_is_retriable(tmp_path):
