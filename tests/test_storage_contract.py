@@ -269,6 +269,36 @@ def test_rename_then_sync_parent_directory(backend):
         store.sync_dir(f"{base}/no-such-dir")     # nothing to make durable: no I/O, no error
 
 
+_RENAME_AND_SYNC = """
+import sys
+from domas.transfer.storage import PosixStorage
+store = PosixStorage()
+store.rename(sys.argv[1], sys.argv[2])
+store.sync_dir(sys.argv[3])
+"""
+
+
+def test_posix_fsyncs_the_parent_directory_after_the_rename(tmp_path):
+    """What dir_sync promises, seen at the system calls (strace): rename, then an open of the parent
+    directory and an fsync of that descriptor, so the new name survives a power loss."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / ".f.part").write_bytes(b"payload")
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=rename,renameat,renameat2,openat,fsync", "-o", str(trace),
+                    sys.executable, "-c", _RENAME_AND_SYNC, str(out_dir / ".f.part"), str(out_dir / "f"),
+                    str(out_dir)], check=True, timeout=60)
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if str(out_dir) in line
+             or "fsync(" in line]
+    renamed = next(i for i, c in enumerate(calls) if c.startswith("rename") and f'"{out_dir}/f"' in c)
+    opened = next((i for i, c in enumerate(calls) if i > renamed and c.startswith("openat(")
+                   and f'"{out_dir}"' in c and "O_DIRECTORY" in c), None)
+    assert opened is not None, f"the parent directory was not opened after the rename: {calls}"
+    fd = calls[opened].rsplit("=", 1)[1].strip()
+    assert any(c.startswith(f"fsync({fd})") and c.rstrip().endswith("= 0") for c in calls[opened + 1:]), calls
+    assert PosixStorage.capabilities.dir_sync
+
+
 # -- mtime ---------------------------------------------------------------------------------------
 
 def test_mtime_set_and_read_back_to_the_backends_precision(backend):
