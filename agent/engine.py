@@ -263,6 +263,25 @@ class FileCopy:
         else:
             self.acct.add_chunk(self.stats, c.length, self.readback)
 
+    def whole(self) -> tuple[str, Exception | None]:
+        """A one-chunk file's prepare, chunk and finalize in one call (one trip to a worker thread
+        instead of three). Returns the step it stopped at and why: ("done", None), ("skipped",
+        None), or (step, error) for the caller to go on from there as the step-by-step path would."""
+        step = "prepare"
+        try:
+            self.prepare()
+            if self.skipped:
+                return "skipped", None
+            step = "copy"
+            if self.n != 1:                 # it grew since it was listed: chunk by chunk
+                return step, None
+            self.run_chunk(self.chunks()[0])
+            step = "finalize"
+            self.finalize()
+        except Exception as e:      # noqa: BLE001 - handed to the step-by-step path, which decides
+            return step, e
+        return "done", None
+
     def check_deferred(self) -> None:
         """After its group was made durable: read the one-chunk file back, as copy_range would."""
         c, xxh = self.deferred
@@ -447,14 +466,21 @@ class CopyEngine:
         fc.stats.status = "copying"
         interrupted = False
         try:
-            await self._retrying(fc, fc.prepare)
+            step, err = "prepare", None
+            if fc.n == 1 and not self.cfg.copy.group_sync:
+                async with self._chunk_slots:
+                    step, err = await self._io(fc.whole)
+            if step == "prepare":
+                await self._retrying(fc, fc.prepare, err)
+                step, err = "copy", None
             if fc.skipped:
                 fc.stats.status = "skipped"
                 fc.stats.done_bytes = fc.size
                 self.reporter.file_done(fc.stats)
                 return
             self.reporter.file_started(fc.stats)
-            await self._copy_file(fc)
+            if step != "done":
+                await self._copy_file(fc, step, err)
             fc.stats.status = "done"
             self.reporter.file_done(fc.stats)
         except DomasError as e:
@@ -470,14 +496,17 @@ class CopyEngine:
                 fc.close()        # (interrupted, a thread may still be in a chunk: run() closes
                 fc.unlock()       # them once its pool has drained)
 
-    async def _copy_file(self, fc: FileCopy) -> None:
+    async def _copy_file(self, fc: FileCopy, step: str = "copy", err: Exception | None = None) -> None:
+        """Copy the chunks and finalize; `step` ("copy" or "finalize") and `err`: where to go on
+        after a first attempt that failed (FileCopy.whole)."""
         while True:
             try:
-                await self._copy_chunks(fc)
+                if step == "copy":
+                    await self._copy_chunks(fc, err)
                 if fc.deferred is not None:
                     await self._durable(fc)
                     await self._retrying(fc, fc.check_deferred)
-                await self._retrying(fc, fc.finalize)
+                await self._retrying(fc, fc.finalize, err if step == "finalize" else None)
                 return
             except (SourceChanged, ChecksumMismatch) as e:
                 if isinstance(fc.core.restart(e.kind, str(e)), Fail):
@@ -485,14 +514,19 @@ class CopyEngine:
                 self.acct.add_retry(fc.stats, e.kind)
                 self.reporter.note(str(e))
                 await self._retrying(fc, fc.restart)
+            step, err = "copy", None
 
-    async def _retrying(self, fc: FileCopy, fn, *args):
-        """Run a blocking step in the pool, retried as the policy says. A changed source and a
-        checksum mismatch go up at once: they restart the file."""
+    async def _retrying(self, fc: FileCopy, fn, failed: Exception | None = None):
+        """Run a blocking step in the pool, retried as the policy says (`failed`: the error of a
+        first attempt made already). A changed source and a checksum mismatch go up at once: they
+        restart the file."""
         step = fn.__name__
         while True:
             try:
-                result = await self._io(fn, *args)
+                if failed is not None:
+                    e, failed = failed, None
+                    raise e
+                result = await self._io(fn)
                 fc.core.succeeded(step)
                 return result
             except (SourceChanged, ChecksumMismatch):
@@ -552,15 +586,16 @@ class CopyEngine:
         finally:
             self._sync_task = None
 
-    async def _copy_chunks(self, fc: FileCopy) -> None:
+    async def _copy_chunks(self, fc: FileCopy, failed: Exception | None = None) -> None:
         self._copying += 1
         try:
-            await self._copy_chunks_of(fc)
+            await self._copy_chunks_of(fc, failed)
         finally:
             self._copying -= 1
             self._sync_kick.set()
 
-    async def _copy_chunks_of(self, fc: FileCopy) -> None:
+    async def _copy_chunks_of(self, fc: FileCopy, failed: Exception | None = None) -> None:
+        """Copy the pending chunks; `failed`: the error of a first attempt at the first of them."""
         window = 2 * self.cfg.copy.streams
         tasks = []
         for c in fc.chunks():
@@ -571,16 +606,20 @@ class CopyEngine:
             if fc.error:
                 self._chunk_slots.release()
                 break
-            tasks.append(asyncio.create_task(self._chunk(fc, c)))
+            tasks.append(asyncio.create_task(self._chunk(fc, c, failed)))
+            failed = None
         await asyncio.gather(*tasks)
         if fc.error:
             err, fc.error = fc.error, None
             raise err
 
-    async def _chunk(self, fc: FileCopy, c: Chunk) -> None:
+    async def _chunk(self, fc: FileCopy, c: Chunk, failed: Exception | None = None) -> None:
         try:
             while not fc.error:
                 try:
+                    if failed is not None:
+                        e, failed = failed, None
+                        raise e
                     await self._io(fc.run_chunk, c)
                     return
                 except SourceChanged as e:
