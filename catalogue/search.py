@@ -75,7 +75,7 @@ def check_query(query: SearchQuery) -> SearchQuery:
     if query.sort not in SORTS:
         raise UsageError(f"sort: use one of {', '.join(SORTS)}")
     clean = {name: (getattr(query, name) or "").strip() or None for name in FILTERS}
-    if clean["year"] is not None and not (clean["year"].isdigit() and len(clean["year"]) == 4):
+    if clean["year"] is not None and not (re.fullmatch(r"[0-9]{4}", clean["year"]) and clean["year"] != "0000"):
         raise UsageError("year: give a year of four digits, e.g. 2025")
     if clean["access"] is not None:
         clean["access"] = clean["access"].casefold()
@@ -89,7 +89,8 @@ def check_query(query: SearchQuery) -> SearchQuery:
 def year_range(year: str) -> tuple[float, float]:
     """[first second, first second of the next year) of a four-digit year, UTC."""
     y = int(year)
-    return float(calendar.timegm((y, 1, 1, 0, 0, 0))), float(calendar.timegm((y + 1, 1, 1, 0, 0, 0)))
+    start = float(calendar.timegm((y, 1, 1, 0, 0, 0)))
+    return start, start + (366 if calendar.isleap(y) else 365) * 86400.0      # 9999 has no next year
 
 
 def display_title(path: str, metadata: Any) -> str:

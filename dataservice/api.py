@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -88,6 +88,11 @@ SESSION_SECONDS = 12 * 3600
 MAX_OFFSET = 2**31
 MAX_SECONDS = 1e11       # POSIX seconds beyond this (year 5138) are read as a date instead
 ACCESS = ("open", "embargoed")
+# A file path the service may serve (delivery.check_request_path): '/'-separated parts, none empty,
+# '.' or '..', no backslash or NUL.
+_PART = r"(?:[^/\\\x00.][^/\\\x00]*|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)"
+FILE_PATH = Path(description="The file's path inside the dataset, as the dataset lists it",
+                 json_schema_extra={"pattern": f"^{_PART}(?:/{_PART})*$"})
 YEAR_PATTERN = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"      # 0001 to 9999
 # What `from` and `to` take, as the OpenAPI document states it: POSIX seconds, an RFC 3339 date or
 # date-time, or empty (no bound).
@@ -200,7 +205,7 @@ def check_choices(*, sort: str, access: str | None, year: str | None) -> None:
         raise UsageError(f"sort: use {' or '.join(SORTS)}")
     if access is not None and access not in ACCESS:
         raise UsageError(f"access: use {' or '.join(ACCESS)}")
-    if year is not None and not re.fullmatch(YEAR_PATTERN, year):
+    if year is not None and not re.search(f"^{YEAR_PATTERN}$", year):     # as the document's pattern reads
         raise UsageError("year: give a year of four digits, e.g. 2025")
 
 
@@ -602,13 +607,14 @@ def add_api(app: FastAPI, svc: DataService) -> None:
     @app.head(content_route, operation_id="head_file_content", summary="The file's headers only", **content_doc)
     @app.get(content_route, operation_id="get_file_content", summary="The file's bytes (byte ranges, Digest: adler32)",
              **content_doc)
-    async def content(request: Request, pid: str, path: str, caller: Caller = Depends(api_caller)) -> Response:
+    async def content(request: Request, pid: str, path: str = FILE_PATH,
+                      caller: Caller = Depends(api_caller)) -> Response:
         check_params(request, ())
         return await serve_content(svc, request, caller, pid, path)
 
     @app.get(API + "/datasets/{pid:pid}/files/{path:filepath}", tags=["files"],
              summary="One file's record: size, checksums, replicas", response_model=FileOut, responses=ERRORS)
-    def file_record(request: Request, pid: str, path: str, caller: Caller = Depends(api_caller)) -> dict:
+    def file_record(request: Request, pid: str, path: str = FILE_PATH, caller: Caller = Depends(api_caller)) -> dict:
         check_params(request, ())
         delivery.check_request_path(path)
         ds, f = svc.file(pid, path, caller)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from domas import __version__
 from domas.catalogue import Catalogue
 
-from .api import DESCRIPTION, DataService, add_api, add_error_handlers
+from .api import DESCRIPTION, DataService, add_api, add_error_handlers, document_auth
 from .api_schema import ERRORS, Health
 from .httpedge import add_edge
 from .operator_api import add_operator_api
@@ -31,6 +31,7 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     add_api(app, svc)
     add_portal(app, svc)
     add_operator_api(app, svc)                     # proposals, beamtimes, embargoes (admin)
+    document_auth(app, required=bool(token))
 
     @app.get("/healthz", tags=["service"], summary="Liveness and catalogue reachability", response_model=Health,
              responses={503: ERRORS[503]})
