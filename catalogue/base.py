@@ -533,8 +533,15 @@ def check_scan(s: Scan) -> None:
 
 
 def scan_doc(s: Scan) -> dict:
-    """The scan as plain JSON (tuples become lists), as every backend and the spool store it."""
-    return plain_metadata(asdict(s))
+    """The scan as plain JSON (tuples become lists, keys safe as plain_metadata makes them), as
+    every backend and the spool store it; built field by field (it runs for every document)."""
+    doc = {name: getattr(s, name) for name in ("uid", "dataset", *SCAN_FIELDS)}
+    doc["detectors"], doc["motors"] = list(s.detectors), list(s.motors)
+    if not isinstance(s.sample, (str, int, float, type(None))):
+        doc["sample"] = plain_metadata({"sample": s.sample})["sample"]
+    for name in ("num_events", "streams"):
+        doc[name] = plain_metadata(doc[name]) if doc[name] else {}
+    return doc
 
 
 def scan_from(doc: dict) -> Scan:

@@ -61,13 +61,25 @@ class RunIndex:
         self._db.execute("CREATE TABLE IF NOT EXISTS runs (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS file_checks (uid TEXT PRIMARY KEY, dataset TEXT NOT NULL, "
                          "due REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS file_checks_due ON file_checks(due)")
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def _many(self, sql: str, rows) -> None:
+        """One transaction for a batch (the connection autocommits: executemany alone commits per row)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def put_many(self, runs: dict[str, str]) -> None:
         if runs:
+            self._many("INSERT OR IGNORE INTO runs VALUES (?, ?)", list(runs.items()))
             with self._lock:
-                self._db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?)", runs.items())
                 self._cache.update(runs)
 
     def get(self, uid: str) -> str | None:
@@ -82,9 +94,8 @@ class RunIndex:
     def add_checks(self, checks: dict[str, tuple[str, float]]) -> None:
         """Runs that stopped: look for their files once `due` has passed."""
         if checks:
-            with self._lock:
-                self._db.executemany("INSERT OR IGNORE INTO file_checks VALUES (?, ?, ?)",
-                                     [(uid, ds, due) for uid, (ds, due) in checks.items()])
+            self._many("INSERT OR IGNORE INTO file_checks VALUES (?, ?, ?)",
+                       [(uid, ds, due) for uid, (ds, due) in checks.items()])
 
     def due_checks(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         with self._lock:
@@ -93,8 +104,7 @@ class RunIndex:
 
     def checks_done(self, uids: list[str]) -> None:
         if uids:
-            with self._lock:
-                self._db.executemany("DELETE FROM file_checks WHERE uid = ?", [(u,) for u in uids])
+            self._many("DELETE FROM file_checks WHERE uid = ?", [(u,) for u in uids])
 
     def close(self) -> None:
         self._db.close()
