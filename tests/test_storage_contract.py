@@ -1,6 +1,7 @@
-"""One contract every Storage backend passes: memory, posix, faulty (no faults), xrootd, http.
+"""One contract every Storage backend passes: memory, posix, faulty (no faults), xrootd, http, https.
 
-Real servers: the xrootd fixture, and an HTTP file server with byte ranges (fixtures/httpfiles.py).
+Real servers: the xrootd fixture, and an HTTP file server with byte ranges, plain and over TLS
+(fixtures/httpfiles.py); the https store is the one the URL registry gives for its URL.
 Where backends differ (writes, listing, symlinks, directory sync, mtime, permission bits) each
 declares what it does in `capabilities`, and the test checks that answer: a case a backend does not
 support is refused as declared, never skipped.
@@ -19,11 +20,11 @@ import pytest
 
 from domas.checksum import adler32, format_adler32
 from domas.errors import DomasError, ImpossibleRange, NetworkTimeout, NotFound, PermissionDenied, Unsupported
-from domas.transfer.storage import MemoryStorage, PosixStorage, Storage
+from domas.transfer.storage import MemoryStorage, PosixStorage, Storage, resolve
 from domas.transfer.storage.faulty import FaultyStorage
 from domas.transfer.storage.http import HTTPStorage
 
-BACKENDS = ["memory", "posix", "faulty", "xrootd", "http"]
+BACKENDS = ["memory", "posix", "faulty", "xrootd", "http", "https"]
 WHEN = 1_600_000_000_123_456_789          # an mtime in ns with every digit significant
 
 
@@ -68,11 +69,16 @@ def backend(request, tmp_path):
         server = request.getfixturevalue("xrootd_server")
         store, base = request.getfixturevalue("xrootd_storage")
         yield Backend("xrootd", store, base, disk=server.local)
-    else:
+    elif request.param == "http":
         files = request.getfixturevalue("http_files")
         store = HTTPStorage(files.url, connect_timeout=5)
         yield Backend("http", store, "/contract", disk=files.local)
         store.close()
+    else:
+        files = request.getfixturevalue("https_files")
+        store, base = resolve(f"{files.url}/contract")
+        assert isinstance(store, HTTPStorage) and store.url(base).startswith("https://")
+        yield Backend("https", store, base, disk=files.local)
 
 
 def write(store, path, data: bytes) -> None:
