@@ -2,7 +2,9 @@
 
 The catalogue is the one the configuration names (`open_catalogue(cfg.catalogue, cfg.state_path())`):
 the embedded SQLite file under the state directory unless catalogue.url says otherwise.
-Human output is rich tables; `--json` prints one JSON document on stdout.
+On a terminal the output is rich tables; into a pipe or a file it is plain lines for scripts
+(PLAIN_HELP: tab-separated fields, no box characters, no wrapping, notes on stderr); `--json`
+prints one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from datetime import datetime, timezone
 from domas.catalogue.base import with_scans
 from domas.config import Config, parse_duration
 from domas.errors import ConfigError, NotFound, UsageError
+from domas.logsafe import one_line
 
 FIND_HELP = """\
 List datasets, newest first, filtered by beamtime, proposal, principal investigator (the
 beamtime's or the proposal's PI), creation time and/or directory.
+
+Into a pipe or a file: one line per dataset, tab-separated: PID, beamtime, type, state, files,
+bytes, created (UTC, ISO 8601), path.
 
 examples:
   domas catalogue find --beamtime 2025-0042
@@ -31,12 +37,22 @@ examples:
 
 SHOW_HELP = """\
 Show one dataset (by PID or by its directory) and its files with size, adler32 and replicas.
+
+Into a pipe or a file: the dataset's lines, then one line per file, tab-separated:
+"file", path, bytes, adler32, replicas (tier:state,...).
 """
 
 RECONCILE_HELP = """\
 Compare the files on disk under ROOT with the catalogue, for the dataset at ROOT or every
 catalogued dataset below it. Reports files missing from the catalogue, missing on disk, and files
 whose size (or, with --checksum, adler32) differs. Exit code 0 when all agree, 1 otherwise.
+
+Into a pipe or a file: tab-separated lines, every finding listed:
+  dataset          PID  path  matched  not-catalogued  not-on-disk  size-drift  checksum-drift
+  not-catalogued   PID  path
+  not-on-disk      PID  path
+  size-drift       PID  path  catalogue-size  disk-size
+  checksum-drift   PID  path  catalogue-adler32  disk-adler32
 
 With --tier NAME (beamline, central, tape), or a ROOT inside a tier root, the deployment's tier is
 compared: catalogue paths count from the tier root, and a file is expected on the tier when its
@@ -63,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print JSON on stdout")
     f.set_defaults(handler=run_find)
 
-    s = csub.add_parser("show", help="show a dataset and its files", description=SHOW_HELP)
+    s = csub.add_parser("show", help="show a dataset and its files", description=SHOW_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("pid", metavar="PID", help="the dataset's PID, or its directory")
     s.add_argument("--limit", type=int, default=1000, metavar="N", help="files to list (default 1000, 0: all)")
     s.add_argument("--json", action="store_true", help="print JSON on stdout")
@@ -131,7 +148,25 @@ def _print_json(doc) -> None:
 def _console():
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console()
+
+
+def _plain() -> bool:
+    """Output for scripts: stdout is a pipe or a file, not a terminal."""
+    return not sys.stdout.isatty()
+
+
+def _line(*fields) -> None:
+    """One tab-separated line; a tab or newline inside a field is written as its escape."""
+    print("\t".join(one_line("" if f is None else str(f)) for f in fields))
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_find(args: argparse.Namespace, cfg: Config) -> int:
@@ -141,6 +176,11 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
                                   path_prefix=os.path.abspath(args.path) if args.path else None, limit=args.limit)
     if args.json:
         _print_json([asdict(d) for d in found])
+        return 0
+    if _plain():
+        for d in found:
+            _line(d.pid, d.beamtime, d.data_type, d.state, d.file_count, d.bytes, _iso(d.created_at), d.path)
+        _note(f"{len(found)} dataset(s)")
         return 0
     from rich.table import Table
 
@@ -175,19 +215,16 @@ def run_show(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         _print_json({"dataset": asdict(ds), "files": [asdict(f) for f in files]})
         return 0
+    if _plain():
+        _show_plain(ds, files)
+        return 0
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{ds.pid}[/bold]  {ds.data_type}, {ds.state}, beamtime {ds.beamtime}\n"
-                  f"{ds.path}  {ds.file_count} file(s), {human_bytes(ds.bytes)}, created {_when(ds.created_at)} UTC")
-    for key, value in sorted(ds.metadata.items()):
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            console.print(f"  {key}:", markup=False, highlight=False)       # e.g. scans: one line each
-            for sub, fields in value.items():
-                console.print(f"    {sub}: " + ", ".join(f"{k}={v}" for k, v in sorted(fields.items())),
-                              markup=False, highlight=False, soft_wrap=True)
-        else:
-            console.print(f"  {key}: {value}", markup=False, highlight=False)
+    head, *rest = _described(ds)
+    console.print(head, style="bold", markup=False, highlight=False)
+    for text in rest:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
     table = Table("path", "size", "adler32", "replicas")
     for rec in files:
         reps = ", ".join(f"{tier}:{r.state}" for tier, r in rec.replicas.items())
@@ -196,6 +233,29 @@ def run_show(args: argparse.Namespace, cfg: Config) -> int:
     if len(files) < ds.file_count:
         console.print(f"(first {len(files)} of {ds.file_count} files; --limit 0 lists all)")
     return 0
+
+
+def _described(ds) -> list[str]:
+    """The dataset's lines above its files: PID, path and counts, then its metadata."""
+    lines = [f"{ds.pid}  {ds.data_type}, {ds.state}, beamtime {ds.beamtime}",
+             f"{ds.path}  {ds.file_count} file(s), {human_bytes(ds.bytes)}, created {_when(ds.created_at)} UTC"]
+    for key, value in sorted(ds.metadata.items()):
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append(f"  {key}:")                                    # e.g. scans: one line each
+            lines += [f"    {sub}: " + ", ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+                      for sub, fields in value.items()]
+        else:
+            lines.append(f"  {key}: {value}")
+    return lines
+
+
+def _show_plain(ds, files) -> None:
+    for text in _described(ds):
+        print(one_line(text))
+    for rec in files:
+        _line("file", rec.path, rec.size, rec.adler32, ",".join(f"{t}:{r.state}" for t, r in rec.replicas.items()))
+    if len(files) < ds.file_count:
+        _note(f"(first {len(files)} of {ds.file_count} files; --limit 0 lists all)")
 
 
 def file_adler32(path: str, block: int = 8 << 20) -> str:
@@ -255,13 +315,25 @@ def run_reconcile(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         _print_json({"clean": clean, "datasets": [{"pid": d.pid, "path": d.path, **r.to_dict()} for d, r in reports]})
         return 0 if clean else 1
-    _print_reconcile(reports)
+    (_reconcile_plain if _plain() else _print_reconcile)(reports)
     return 0 if clean else 1
 
 
-def _print_reconcile(reports) -> None:
-    from domas.logsafe import one_line      # a name with a newline stays on its line
+def _reconcile_plain(reports) -> None:
+    for d, r in reports:
+        _line("dataset", d.pid, d.path, r.matched, len(r.missing_in_catalogue), len(r.missing_on_disk),
+              len(r.size_drift), len(r.checksum_drift))
+        for e in r.missing_in_catalogue:
+            _line("not-catalogued", d.pid, d.path + "/" + e.path)
+        for p in r.missing_on_disk:
+            _line("not-on-disk", d.pid, d.path + "/" + p)
+        for x in r.size_drift:
+            _line("size-drift", d.pid, d.path + "/" + x.path, x.catalogue, x.disk)
+        for x in r.checksum_drift:
+            _line("checksum-drift", d.pid, d.path + "/" + x.path, x.catalogue, x.disk)
 
+
+def _print_reconcile(reports) -> None:
     from rich.table import Table
 
     console = _console()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import time
 
 import pytest
@@ -57,11 +61,55 @@ def test_find_filters(env, capsys):
     assert run_json(capsys, "catalogue", "find", "--proposal", "P9", "--json")[1] == []
 
 
-def test_find_table(env, capsys):
-    _, one, _ = env
-    assert main(["catalogue", "find", "--pi", "Grace"]) == 0
-    out = capsys.readouterr().out
-    assert one in out and "1 dataset(s)" in out and "30 B" in out
+def test_find_into_a_pipe_is_tab_separated_lines(env, capsys):
+    """Into a pipe the output was a rich box table (wrapped at 160 columns): scripts could not cut it."""
+    tmp, one, two = env
+    assert main(["catalogue", "find"]) == 0
+    got = capsys.readouterr()
+    rows = [line.split("\t") for line in got.out.splitlines()]
+    assert [r[:6] for r in rows] == [[one, "bt1", "raw", "open", "2", "30"], [two, "bt2", "raw", "open", "0", "0"]]
+    assert rows[0][7] == str(tmp / "data" / "bt1" / "scan1") and rows[0][6].endswith("Z")
+    assert not set(got.out) & BOX and got.err == "2 dataset(s)\n"
+
+
+BOX = set("┏┃┡│└━─╇┩┳┴")
+
+
+def _cli(*argv, tty: bool) -> str:
+    """`domas ...` as a process, its stdout a pseudo-terminal (tty) or a pipe; returns what it wrote."""
+    cmd = [sys.executable, "-m", "domas.cli", *argv]
+    if not tty:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    main_fd, child_fd = pty.openpty()
+    with subprocess.Popen(cmd, stdout=child_fd, stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"}) as p:
+        os.close(child_fd)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:                 # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert p.wait(timeout=60) == 0
+    os.close(main_fd)
+    return b"".join(chunks).decode()
+
+
+def test_a_terminal_gets_tables_a_pipe_gets_plain_lines(env):
+    tmp, one, _ = env
+    scan = str(tmp / "data" / "bt1" / "scan1")
+    for argv in (("catalogue", "find"), ("catalogue", "show", one), ("catalogue", "reconcile", scan)):
+        assert set(_cli(*argv, tty=True)) & BOX, argv
+        assert not set(_cli(*argv, tty=False)) & BOX, argv
+    shown = _cli("catalogue", "show", one, tty=False).splitlines()
+    assert [line.split("\t") for line in shown if line.startswith("file\t")] == [
+        ["file", "a.h5", "10", file_adler32(f"{scan}/a.h5"), "central:verified"],
+        ["file", "sub/b.h5", "20", file_adler32(f"{scan}/sub/b.h5"), ""]]
+    assert shown[0].startswith(one) and "  sample: {'name': 'Si'}" in shown
+    assert _cli("catalogue", "reconcile", scan, tty=False).split("\t") == ["dataset", one, scan, "2", "0", "0", "0",
+                                                                             "0\n"]
 
 
 def test_show_lists_files_with_replicas(env, capsys):
@@ -73,8 +121,8 @@ def test_show_lists_files_with_replicas(env, capsys):
                                   "checked_at": None}}),
         ("sub/b.h5", 20, {})]
     assert main(["catalogue", "show", str(tmp / "data" / "bt1" / "scan1"), "--limit", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "central:verified" in out and "first 1 of 2 files" in out and "sample" in out
+    got = capsys.readouterr()
+    assert "central:verified" in got.out and "first 1 of 2 files" in got.err and "sample" in got.out
 
 
 def test_show_unknown_pid_is_one_sentence(env, capsys):
@@ -97,8 +145,9 @@ def test_reconcile_clean_then_drift(env, capsys):
     assert [e["path"] for e in first["missing_in_catalogue"]] == ["new.h5"]
     assert first["missing_on_disk"] == ["a.h5"] and first["checksum_drift"][0]["path"] == "sub/b.h5"
     assert main(["catalogue", "reconcile", str(scan)]) == 1           # without --checksum: size only
-    out = capsys.readouterr().out
-    assert "not on disk" in out and "checksum drift:" not in out
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert lines == [["dataset", one, str(scan), "1", "1", "1", "0", "0"], ["not-catalogued", one, f"{scan}/new.h5"],
+                     ["not-on-disk", one, f"{scan}/a.h5"]]
 
 
 def test_reconcile_errors(env, capsys, tmp_path):
