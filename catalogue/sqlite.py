@@ -27,8 +27,8 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
 from .pid import dataset_pid, prefix_style
 from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
                      query_words, sort_key, sort_title, words, year_of)
-from .sqlite_facets import (ROWS, bounded_rows, broad, ensure_facet_table, filters, fts_word, grouped_rows,
-                            newest_of)
+from .sqlite_facets import (ROWS, TextPlan, bounded_rows, broad, ensure_facet_table, filters, fts_word, grouped_rows,
+                            newest_of, text_plan)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -76,6 +76,7 @@ CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, crea
 _SEARCH_VERSION = 1
 COUNT_CACHE_SIZE = 256
 COUNT_CACHE_SECONDS = 60
+_FEW_BEAMTIMES = 500             # a narrow query's page is looked up through the beamtimes of its matches
 _UNDER_EMBARGO = ROWS.under_embargo
 # the ways a search word finds a dataset besides its own text (ds_fts) and its beamtime's (bt_fts):
 # conditions on datasets d, the word's FTS query as :{w} (sqlite_facets.grouped_rows counts through them)
@@ -154,9 +155,13 @@ class SQLiteCatalogue(Catalogue):
         with self._tx() as db:
             ensure_facet_table(db)
 
-    def _grouped_facets(self, query: SearchQuery) -> tuple[dict, list[tuple]] | None:
+    def _text_plan(self, query: SearchQuery) -> TextPlan | None:
+        found = query_words(query.q)
+        return text_plan(self._db, found, _WORD_SIDES) if found else None
+
+    def _grouped_facets(self, query: SearchQuery, plan: TextPlan | None = None) -> tuple[dict, list[tuple]] | None:
         """(beamtimes, facet groups) from the counter tables, or None (sqlite_facets.grouped_rows)."""
-        groups = grouped_rows(self._db, query, _WORD_SIDES)
+        groups = grouped_rows(self._db, query, plan or self._text_plan(query))
         return None if groups is None else (self._beamtimes({g[0] for g in groups}), groups)
 
     @contextlib.contextmanager
@@ -525,12 +530,13 @@ class SQLiteCatalogue(Catalogue):
             db.execute(f"PRAGMA user_version={_SEARCH_VERSION}")
 
     @staticmethod
-    def _search_where(query: SearchQuery) -> tuple[list[str], dict]:
-        """Conditions on datasets d: free text and time range here, the rest (identifiers, facet
-        filters, embargo scope) from sqlite_facets.filters, the same SQL the counter table uses."""
-        where: list[str] = []
-        args: dict = {"now": query.now}
-        for i, w in enumerate(query_words(query.q)):
+    def _search_where(query: SearchQuery, plan: TextPlan | None = None) -> tuple[list[str], dict]:
+        """Conditions on datasets d: free text (word by word, or as a text plan's parts) and time
+        range here, the rest (identifiers, facet filters, embargo scope) from sqlite_facets.filters,
+        the same SQL the counter tables use."""
+        where: list[str] = [plan.page_condition()] if plan is not None else []
+        args: dict = {"now": query.now, **(plan.args if plan is not None else {})}
+        for i, w in enumerate(query_words(query.q) if plan is None else ()):
             args[f"w{i}"] = fts_word(w)
             sides = " ".join(f"OR {side.format(w=f'w{i}')}" for side in _WORD_SIDES)
             where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) {sides} "
@@ -549,23 +555,24 @@ class SQLiteCatalogue(Catalogue):
 
     def search_datasets(self, query: SearchQuery) -> SearchResult:
         query = check_query(query)
-        where, args = self._search_where(query)
         base = "FROM datasets d"
-        cond = (" WHERE " + " AND ".join(where)) if where else ""
-        page_where = list(where)
         by_title = query.sort == "title"
-        if query.after is not None:
-            # the first term gives the walk of the order's index its start
-            page_where.append("d.sort_title >= :ac AND (d.sort_title > :ac OR d.pid > :ap)" if by_title else
-                              "d.created_at <= :ac AND (d.created_at < :ac OR d.pid > :ap)")
-            args.update(ac=query.after[0], ap=query.after[1])
         order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
         limit = max(1, int(query.limit))
         with self._lock, self._edge():
-            total, facets, beamtimes = self._counted(query, lambda: self._grouped_facets(query) or
+            plan = self._text_plan(query)
+            where, args = self._search_where(query, plan)
+            cond = (" WHERE " + " AND ".join(where)) if where else ""
+            total, facets, beamtimes = self._counted(query, lambda: self._grouped_facets(query, plan) or
                                                      self._facet_groups(base, cond, where, args))
-            rows = None
-            if broad(self._db, total):
+            page_where = list(where)
+            if query.after is not None:
+                # the first term gives the walk of the order's index its start
+                page_where.append("d.sort_title >= :ac AND (d.sort_title > :ac OR d.pid > :ap)" if by_title else
+                                  "d.created_at <= :ac AND (d.created_at < :ac OR d.pid > :ap)")
+                args.update(ac=query.after[0], ap=query.after[1])
+            rows = None if total else []
+            if total and broad(self._db, total):
                 # a broad query: walk the order's index and stop at the page, rather than let the
                 # planner collect every match by its filters' indexes and sort them all; newest
                 # first, the walk starts at the newest dataset of a beamtime that has matches
@@ -575,6 +582,10 @@ class SQLiteCatalogue(Catalogue):
                 rows = bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
                                     f"{' AND '.join(walk) or '1'} ORDER BY {order} LIMIT {limit + 1}",
                                     {**args, "top": top})
+            elif total and len(beamtimes) <= _FEW_BEAMTIMES:
+                # a narrow query: every match is in one of these beamtimes, whose index the planner can use
+                page_where.append("d.beamtime IN (SELECT value FROM json_each(:page_bts))")
+                args["page_bts"] = json.dumps(beamtimes)
             if rows is None:
                 rows = self._db.execute(f"SELECT {_DATASET_COLS} {base} WHERE {' AND '.join(page_where) or '1'} "
                                         f"ORDER BY {order} LIMIT {limit + 1}", args).fetchall()

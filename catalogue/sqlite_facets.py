@@ -23,7 +23,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from .search import SearchQuery, norm_id, query_words, year_range
+from .search import SearchQuery, norm_id, query_words, words, year_range
 
 BROAD_SHARE = 50                 # a query matching >= 1/50 of the datasets pages by walking its order's index
 PAGE_SCAN_STEPS = 4_000_000      # ... within this many SQLite VM steps (~tens of ms), else the planner's way
@@ -35,6 +35,7 @@ _MATCH = ("{g}beamtime={t}.beamtime AND {g}data_type={t}.data_type AND {g}year=s
           "'unixepoch') AND {g}emb=coalesce({t}.embargo_end, -1.0) AND "
           "{g}st=({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
 MAX_WORD_CLASSES = 8             # more distinct "which words a beamtime lacks" sets: count the datasets instead
+TOKEN_BEAMTIMES = 200           # up to this many beamtimes, a part's FTS query names them
 _TRIGGERS = ("ds_groups_insert", "ds_groups_delete", "ds_groups_update")
 
 
@@ -126,20 +127,94 @@ def ensure_facet_table(db: sqlite3.Connection) -> None:
         db.execute(f"INSERT INTO ds_grp SELECT d.rowid, g.id FROM datasets d JOIN ds_groups g ON {_MATCH.format(t='d', g='g.')}")
 
 
-def grouped_rows(db: sqlite3.Connection, query: SearchQuery, sides: tuple[str, ...] = ()) -> list[tuple] | None:
+@dataclass(frozen=True)
+class TextPlan:
+    """The datasets matching the words of a query, split by what their beamtime's own words
+    (bt_fts) already give: each dataset falls in exactly one part. A part is SQL counting its
+    datasets per group (gid, n) and the same set as a condition on datasets d for the page."""
+    counts: tuple[str, ...]
+    pages: tuple[str, ...]
+    args: dict
+
+    def page_condition(self) -> str:
+        return "(" + " OR ".join(self.pages) + ")" if self.pages else "0"
+
+
+def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, ...]) -> TextPlan | None:
+    """Split the matches of `found_words` (at least one) by beamtime: a dataset matches when each
+    word is in its own text (ds_fts, or a side: files, scans... as conditions on d with the word's
+    FTS query as :{w}) or in its beamtime's. None when the beamtimes split too many ways."""
+    every = frozenset(range(len(found_words)))
+    args: dict = {}
+    by_word: list[set[str]] = []
+    side: set[int] = set()
+    for i, w in enumerate(found_words):
+        args[f"tw{i}"] = fts_word(w)
+        by_word.append({r[0] for r in db.execute("SELECT id FROM beamtimes WHERE rowid IN "
+                                                 "(SELECT rowid FROM bt_fts WHERE bt_fts MATCH ?)", (fts_word(w),))})
+        if any(db.execute(f"SELECT EXISTS (SELECT 1 FROM datasets d WHERE {s.format(w='w')})",
+                          {"w": fts_word(w)}).fetchone()[0] for s in sides):
+            side.add(i)
+    lacking: dict[frozenset, list[str]] = {}          # words a beamtime's own text lacks -> its beamtimes
+    for bt in set().union(*by_word):
+        lacking.setdefault(frozenset(i for i in every if bt not in by_word[i]), []).append(bt)
+    if len(lacking) > MAX_WORD_CLASSES:
+        return None
+    args["tbt_any"] = json.dumps(sorted(set().union(*by_word)))
+    counts, pages = [], []
+    for n, (rest, beamtimes) in enumerate([(every, None), *lacking.items()]):
+        if beamtimes is None:
+            in_scope, d_scope = "g.beamtime NOT IN (SELECT value FROM json_each(:tbt_any))", \
+                "d.beamtime NOT IN (SELECT value FROM json_each(:tbt_any))"
+        else:
+            args[f"tbt{n}"] = json.dumps(sorted(beamtimes))
+            in_scope, d_scope = f"g.beamtime IN (SELECT value FROM json_each(:tbt{n}))", \
+                f"d.beamtime IN (SELECT value FROM json_each(:tbt{n}))"
+        if not rest:                                  # the beamtime has every word: all its datasets
+            counts.append(f"SELECT g.id AS gid, g.n AS n FROM ds_groups g WHERE {in_scope}")
+            pages.append(d_scope)
+            continue
+        plain = sorted(rest - side)
+        expr = " AND ".join(fts_word(found_words[i]) for i in plain)
+        ids = [f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :te{n}"] if plain else []
+        ids += [f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :tw{i} UNION SELECT d.rowid FROM datasets d WHERE "
+                + " OR ".join(s.format(w=f"tw{i}") for s in sides) for i in sorted(rest & side)]
+        pages.append(f"({d_scope} AND " + " AND ".join(f"d.rowid IN ({sql})" for sql in ids) + ")")
+        if not rest & side:                           # straight from the dataset index, per group
+            tokens = [" ".join(words(bt)) for bt in beamtimes or ()]
+            if beamtimes is not None and len(beamtimes) <= TOKEN_BEAMTIMES and all(tokens):
+                # a few beamtimes: their ids are words of their datasets' text, so FTS narrows to them
+                # (a dataset of another beamtime whose text names one is dropped by in_scope)
+                expr = f"({expr}) AND (" + " OR ".join(f'"{t}"' for t in tokens) + ")"
+            args[f"te{n}"] = expr
+            counts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_fts m JOIN ds_grp k "
+                          f"ON k.id = m.rowid WHERE ds_fts MATCH :te{n} GROUP BY k.g) x JOIN ds_groups g "
+                          f"ON g.id = x.gid WHERE {in_scope}")
+            continue
+        if plain:
+            args[f"te{n}"] = expr
+        within = " AND ".join(f"k.id IN ({sql})" for sql in ids)
+        if beamtimes is None:                         # every beamtime without these words, some by a side
+            counts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_grp k WHERE {within} "
+                          f"GROUP BY k.g) x JOIN ds_groups g ON g.id = x.gid WHERE {in_scope}")
+        else:
+            # a few beamtimes: walk their datasets in the beamtime index (rowids only), test each against
+            # the words' rowid lists (the unary + keeps the planner from driving by those lists instead)
+            within = " AND ".join(f"+d.rowid IN ({sql})" for sql in ids)
+            counts.append(f"SELECT k.g AS gid, count(*) AS n FROM datasets d INDEXED BY datasets_beamtime "
+                          f"JOIN ds_grp k ON k.id = d.rowid WHERE {d_scope} AND {within} GROUP BY k.g")
+    return TextPlan(tuple(counts), tuple(pages), args)
+
+
+def grouped_rows(db: sqlite3.Connection, query: SearchQuery, plan: TextPlan | None) -> list[tuple] | None:
     """Facet groups (beamtime, data_type, year created, embargoed, count) of a query, or None when
-    it has a time range (or words that split the beamtimes too many ways) and the caller must count
-    the datasets. `sides` are the other ways a word finds a dataset (files, ...): conditions on
-    datasets d with the word's FTS query as the parameter :{w}."""
-    if query.start is not None or query.end is not None:
+    it has a time range, or words without a plan (text_plan), and the caller must count the datasets."""
+    if query.start is not None or query.end is not None or (plan is None and query_words(query.q)):
         return None
     where, args = filters(query, GROUPS)
-    words = query_words(query.q)
-    if words:
-        parts = _text_parts(db, words, sides, args)
-        if parts is None:
-            return None
-        source, n = f"({' UNION ALL '.join(parts)}) x JOIN ds_groups g ON g.id = x.gid", "x.n"
+    if plan is not None:
+        source, n = f"({' UNION ALL '.join(plan.counts)}) x JOIN ds_groups g ON g.id = x.gid", "x.n"
+        args.update(plan.args)
     else:
         source, n = "ds_groups g", "g.n"
     cond = (" WHERE " + " AND ".join(where)) if where else ""
@@ -149,59 +224,6 @@ def grouped_rows(db: sqlite3.Connection, query: SearchQuery, sides: tuple[str, .
     for bt, dt, year, embargoed, total in rows:
         groups += [(bt, dt, year, True, embargoed or 0), (bt, dt, year, False, total - (embargoed or 0))]
     return [g for g in groups if g[4]]
-
-
-def _text_parts(db: sqlite3.Connection, words: list[str], sides: tuple[str, ...], args: dict) -> list[str] | None:
-    """SELECTs of (gid, n): the matching datasets per group, each dataset in exactly one part. A
-    dataset matches when each word is in its own text (ds_fts or a side) or its beamtime's (bt_fts)."""
-    every = frozenset(range(len(words)))
-    found: list[set[str]] = []
-    side: set[int] = set()
-    for i, w in enumerate(words):
-        args[f"w{i}"] = fts_word(w)
-        found.append({r[0] for r in db.execute("SELECT id FROM beamtimes WHERE rowid IN "
-                                               "(SELECT rowid FROM bt_fts WHERE bt_fts MATCH ?)", (fts_word(w),))})
-        if any(db.execute(f"SELECT EXISTS (SELECT 1 FROM datasets d WHERE {s.format(w='w')})",
-                          {"w": fts_word(w)}).fetchone()[0] for s in sides):
-            side.add(i)
-    lacking: dict[frozenset, list[str]] = {}          # words a beamtime's own text lacks -> its beamtimes
-    for bt in set().union(*found):
-        lacking.setdefault(frozenset(i for i in every if bt not in found[i]), []).append(bt)
-    if len(lacking) > MAX_WORD_CLASSES:
-        return None
-    args["bt_any"] = json.dumps(sorted(set().union(*found)))
-    parts = []
-    for n, (rest, beamtimes) in enumerate([(every, None), *lacking.items()]):
-        if beamtimes is not None:
-            args[f"bt{n}"] = json.dumps(sorted(beamtimes))
-        if not rest:                                  # the beamtime has every word: all its datasets
-            parts.append(f"SELECT g.id AS gid, g.n AS n FROM ds_groups g WHERE g.beamtime IN "
-                         f"(SELECT value FROM json_each(:bt{n}))")
-            continue
-        plain = sorted(rest - side)
-        if plain:
-            args[f"e{n}"] = " AND ".join(fts_word(words[i]) for i in plain)
-        if beamtimes is None and not rest & side:     # most datasets: straight from the dataset index
-            parts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_fts m JOIN ds_grp k "
-                         f"ON k.id = m.rowid WHERE ds_fts MATCH :e{n} GROUP BY k.g) x JOIN ds_groups g "
-                         "ON g.id = x.gid WHERE g.beamtime NOT IN (SELECT value FROM json_each(:bt_any))")
-            continue
-        ids = ([f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :e{n}"] if plain else []) + [
-            f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i} UNION SELECT d.rowid FROM datasets d WHERE "
-            + " OR ".join(s.format(w=f"w{i}") for s in sides) for i in sorted(rest & side)]
-        if beamtimes is None:                         # every beamtime without these words, some by a side
-            within = " AND ".join(f"k.id IN ({sql})" for sql in ids)
-            parts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_grp k WHERE {within} "
-                         "GROUP BY k.g) x JOIN ds_groups g ON g.id = x.gid WHERE g.beamtime NOT IN "
-                         "(SELECT value FROM json_each(:bt_any))")
-            continue
-        # a few beamtimes: walk their datasets in the beamtime index (rowids only), test each against
-        # the words' rowid lists (the unary + keeps the planner from driving by those lists instead)
-        within = " AND ".join(f"+d.rowid IN ({sql})" for sql in ids)
-        parts.append(f"SELECT k.g AS gid, count(*) AS n FROM datasets d INDEXED BY datasets_beamtime JOIN ds_grp k "
-                     f"ON k.id = d.rowid WHERE d.beamtime IN (SELECT value FROM json_each(:bt{n})) AND {within} "
-                     "GROUP BY k.g")
-    return parts
 
 
 def broad(db: sqlite3.Connection, total: int) -> bool:

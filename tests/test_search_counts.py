@@ -53,7 +53,12 @@ QUERIES = [SearchQuery(now=NOW), SearchQuery(now=NOW, see_embargoed=True),
 def agree(cat: SQLiteCatalogue) -> None:
     for q in QUERIES:
         assert from_table(cat, q) == full_pass(cat, q), q
-        assert cat.search_datasets(q).total == full_pass(cat, q)[0]
+        found = cat.search_datasets(q)
+        assert found.total == full_pass(cat, q)[0]
+        where, args = cat._search_where(q)                    # the page: the same datasets, word by word
+        expected = [r[0] for r in cat._db.execute(f"SELECT d.pid FROM datasets d WHERE {' AND '.join(where) or '1'} "
+                                                  "ORDER BY d.created_at DESC, d.pid", args)]
+        assert [d.pid for d in found.datasets] == expected, q
 
 
 def world(cat: SQLiteCatalogue) -> list[str]:
@@ -166,3 +171,30 @@ def test_a_walk_gets_its_whole_budget_each_time_its_statement_runs(monkeypatch):
                                                                                  [(2857,)]]
     assert sqlite_facets.bounded_rows(db, "SELECT count(*) FROM t a, t b WHERE a.x < 50", {}) is None
     db.close()
+
+
+def test_a_narrow_page_is_looked_up_through_its_beamtimes_not_a_scan(tmp_path):
+    """The page of a query with few matches (an embargoed facet click: none for an anonymous
+    caller, a handful for a team member) scanned every dataset (0.3-0.8 s at 10^6); now a query
+    without matches reads no dataset, and one with few reads through its beamtimes' index."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    for b in range(30):
+        cat.upsert_beamtime(Beamtime(f"BT{b}", f"B{b % 3}", "P", "Ada", start=Y2024 + b * 86400))
+    cat.upsert_datasets([Dataset(f"BT{i % 30}", f"/d/{i:05d}", created_at=Y2024 + i,
+                                 embargo_end=NOW + 1 if i % 97 == 0 else None) for i in range(6000)])
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    for query, total in ((SearchQuery(now=NOW, access="embargoed"), 0),
+                         (SearchQuery(now=NOW, access="embargoed", member_of=("BT7",)), 3)):
+        cat.search_datasets(query)                                      # counts remembered: the page alone
+        cat._db.set_progress_handler(tick, 100)
+        steps[0] = 0
+        found = cat.search_datasets(query)
+        cat._db.set_progress_handler(None, 0)
+        assert found.total == total == len(found.datasets)
+        assert steps[0] * 100 < 6000, (query, steps[0])                 # far less than a step per dataset
+    cat.close()
