@@ -23,7 +23,7 @@ from domas.controller import convert
 from domas.controller import events as ev
 from domas.controller.scheduler import Scheduler
 from domas.controller.state import StateStore
-from domas.errors import DomasError, InvalidMessage, NotFound, TransientError, Unsupported
+from domas.errors import AlreadyEnded, DomasError, InvalidMessage, NotFound, TransientError, Unsupported
 from domas.transfer import filecore, validate
 from domas.transfer.expand import expand
 from domas.transfer.janitor import SweepSchedule, sweep
@@ -429,12 +429,15 @@ class ControllerService(pb_grpc.ControllerServicer):
 
     async def CancelTransfer(self, request, context):
         await self._admit(context, validate.cancel, request)
-        for a in self.event(ev.CancelTransfer(request.transfer_id, request.reason)):
-            if isinstance(a, ev.Rejected):
-                await context.abort(grpc.StatusCode.NOT_FOUND, a.reason)
+        rejected = [a.reason for a in self.event(ev.CancelTransfer(request.transfer_id, request.reason))
+                    if isinstance(a, ev.Rejected)]
         t = self.store.transfer(request.transfer_id)
         if t is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, rejected[0] if rejected else
+                                f"no transfer {request.transfer_id!r}")
+        if t["state"] in ("done", "failed"):    # a cancel ends a transfer as cancelled: it had ended before
+            raise AlreadyEnded(f"transfer {request.transfer_id!r} already finished ({t['state']}); "
+                               "there is nothing to cancel")
         return pb.CancelTransferResponse(transfer=_transfer_pb(t))
 
 

@@ -196,6 +196,12 @@ class TransferFailed(DomasError):
     exit_code = 1
 
 
+class AlreadyEnded(DomasError):
+    """The transfer has already finished; there is nothing to cancel."""
+
+    exit_code = 1
+
+
 class InternalError(DomasError):
     """domas hit an unexpected error; it was logged, and the work is retried or reported as failed."""
 
@@ -232,6 +238,7 @@ _KIND_NAMES: dict[type, str] = {
     DatabaseError: "database",
     DatabaseLocked: "database_locked",
     TransferFailed: "transfer_failed",
+    AlreadyEnded: "already_ended",
     InternalError: "internal",
 }
 
