@@ -28,7 +28,7 @@ RAW = f"B1/{YM}/Data/BT0001/raw"
 class FsUp:
     """`domas up` with [source] inotify on, a stability window far longer than the test."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, stability: float = 600, source: str = "", prefix: tuple = ()) -> None:
         self.tmp, self.data, self.metrics = tmp, tmp / "domas-data", free_port()
         self.beamline = self.data / "beamline"
         config = tmp / "domas.toml"
@@ -39,7 +39,7 @@ beamline = "{self.beamline}"
 central = "{self.data}/central"
 tape = "{self.data}/tape"
 [policy]
-stability_seconds = 600
+stability_seconds = {stability}
 [controller]
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:{self.metrics}"
@@ -49,9 +49,9 @@ metrics_listen = "127.0.0.1:0"
 [source]
 inotify = true
 full_scan_seconds = "1h"
-""")
+{source}""")
         self.log = open(tmp / "up.log", "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "--config", str(config), "up",
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "domas.cli", "--config", str(config), "up",
                                       "--data-dir", str(self.data)], stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=tmp)
         wait_until(lambda: (self.metric("domas_archiver_fs_watched_dirs") or 0) >= 1, 60, "domas up", self.proc)
@@ -179,3 +179,47 @@ def test_files_created_inside_a_new_directory_before_its_watch_settle(tmp_path):
         assert source.poll(102.0).found == []
     finally:
         source.inotify.close()
+
+
+def _in_user_namespace(watches: int) -> tuple:
+    """A command prefix running a process in a child user namespace whose inotify watch limit is
+    `watches` (the host's limit and other users' watches are untouched), or () when this kernel
+    does not allow unprivileged user namespaces."""
+    prefix = ("unshare", "--user", "--map-root-user", "sh", "-c",
+              f'echo {watches} > /proc/sys/user/max_inotify_watches && exec "$0" "$@"')
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return prefix if ok else ()
+
+
+def test_watch_limit_reached_the_unwatched_part_is_listed_instead(tmp_path):
+    """The real ENOSPC path: `domas up` in a user namespace allowing 6 inotify watches, a tree of 8
+    directories, no tree-scan source. The 2 directories left without a watch are listed every pass
+    (files there are taken after the stability window), the watched part goes on by events; said
+    once in the log, counted in the metrics."""
+    prefix = _in_user_namespace(6)
+    if not prefix:
+        pytest.skip("unprivileged user namespaces are not available (unshare --user --map-root-user)")
+    host_limit = Path("/proc/sys/user/max_inotify_watches").read_text()
+    beamline = tmp_path / "domas-data" / "beamline"
+    for run in ("run1", "run2"):            # beamline, B1, YYYYMM, Data, BT0001, raw: 6; run1, run2: 2 more
+        (beamline / RAW / run).mkdir(parents=True)
+    u = FsUp(tmp_path, stability=1, source="scan = false\n", prefix=prefix)
+    try:
+        wait_until(lambda: u.metric("domas_archiver_fs_unwatched_dirs") == 2, 20, "unwatched subtrees", u.proc)
+        assert u.metric("domas_archiver_fs_watched_dirs") == 6
+        assert u.metric("domas_archiver_fs_watch_failures_total") == 2
+        (beamline / RAW / "direct.h5").write_bytes(b"d" * 100)               # watched: by its event
+        (beamline / RAW / "run1" / "a.h5").write_bytes(b"a" * 100)           # unwatched: listed
+        (beamline / RAW / "run2" / "sub").mkdir()                            # new below the unwatched part
+        (beamline / RAW / "run2" / "sub" / "b.h5").write_bytes(b"b" * 100)
+        for name in ("direct.h5", "run1/a.h5", "run2/sub/b.h5"):
+            wait_until(lambda: u.catalogued(name), 20, f"{name} catalogued", u.proc)
+        assert u.metric("domas_archiver_tree_scans_total") is None         # no tree-scan source ran
+    finally:
+        u.stop()
+    log = (tmp_path / "up.log").read_text()
+    assert log.count("inotify cannot watch") == 1 and "No space left on device" in log, log[-2000:]
+    assert Path("/proc/sys/user/max_inotify_watches").read_text() == host_limit

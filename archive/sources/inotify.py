@@ -7,8 +7,14 @@ files that were moved in with it are reported at once, files created in it befor
 existed are kept "settling" (re-stat each pass) until they close or stay unchanged for the
 stability window. So a huge tree is not listed every pass; the tree scan (scan.py) stays as the
 safety net and runs every [source] full_scan_seconds, and at once when the kernel's event queue
-overflowed (IN_Q_OVERFLOW: events were lost) or a watch could not be added (the watch limit,
-fs.inotify.max_user_watches, was reached: the scan then runs every pass again).
+overflowed (IN_Q_OVERFLOW: events were lost).
+
+When a watch cannot be added (the watch limit, fs.inotify.max_user_watches, is reached: ENOSPC),
+that directory and everything below it is "unwatched": this source lists that part every pass and
+takes its files once they stayed unchanged for the stability window (the tree scan's rule), while
+the watched part goes on by events. It is said once in the log; the metrics
+domas_archiver_fs_unwatched_dirs (subtrees listed instead) and domas_archiver_fs_watch_failures
+count it. This holds with or without the tree-scan source ([source] scan = false).
 
 Symbolic links are never reported here (the scan applies its rule: links leaving the root are
 refused); nor are part files. The event
@@ -29,6 +35,7 @@ import time
 import inotify_simple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from domas.archive.discovery import StabilityTracker
 from domas.archive.sources.base import Batch, Found, Source
 from domas.transfer.parts import PART_SUFFIX
 
@@ -54,6 +61,9 @@ class InotifySource(Source):
         self.events = 0
         self.overflows = 0
         self.watch_failed = False
+        self.watch_failures = 0                  # directories whose watch could not be added
+        self.unwatched: set[str] = set()         # tops of the subtrees no watch covers (listed instead)
+        self.fallback = StabilityTracker(stability_seconds)    # the tree-scan rule for that part
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lock = threading.Lock()             # the loop reads events, the archiver's thread polls
 
@@ -94,11 +104,12 @@ class InotifySource(Source):
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 return False                     # gone (or replaced) meanwhile
             if not self.watch_failed:
-                log.warning("inotify cannot watch %r (%s): the tree scan runs every pass again "
-                            "(raise fs.inotify.max_user_watches)", path, os.strerror(e.errno or 0))
+                log.warning("inotify cannot watch %r (%s): from now on the directories without a watch are "
+                            "listed every pass instead (said once; the metric domas_archiver_fs_unwatched_dirs "
+                            "counts them); raise fs.inotify.max_user_watches", path, os.strerror(e.errno or 0))
             self.watch_failed = True
-            if self.scan is not None:
-                self.scan.every = 0.0
+            self.watch_failures += 1
+            self.unwatched.add(path)
             return False
         self.dirs[wd] = path
         return True
@@ -183,12 +194,36 @@ class InotifySource(Source):
                 del self.settling[rel]
                 self.offered[rel] = Found(rel, size, mtime)
 
+    def _unwatched_listing(self, tops: list[str]) -> dict[str, tuple[int, float]]:
+        """The tree scan of the part no watch covers: {relpath: (size, mtime)} of its regular files
+        (links are the tree scan's to judge, part files are not data)."""
+        listing: dict[str, tuple[int, float]] = {}
+        for top in tops:
+            for dirpath, _, filenames in os.walk(top):
+                for name in filenames:
+                    if name.endswith(PART_SUFFIX):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        listing[self._rel(path)] = (st.st_size, st.st_mtime)
+        return listing
+
     # -- the Source contract -------------------------------------------------------------------
     def poll(self, now: float) -> Batch:
+        with self.lock:
+            self.unwatched = {top for top in self.unwatched if os.path.isdir(top)}
+            tops = sorted(self.unwatched)
+        listing = self._unwatched_listing(tops) if tops else {}   # outside the lock: events go on meanwhile
         with self.lock:
             if self.inotify is not None:
                 self._drain(now)
                 self._settled(now)
+            for ready in self.fallback.observe(listing, now):
+                self.offered[ready.relpath] = Found(ready.relpath, ready.size, ready.mtime)
             return Batch(found=list(self.offered.values()), token=dict(self.offered))
 
     def committed(self, batch: Batch) -> None:
@@ -212,3 +247,7 @@ class InotifyCollector:
                                   "a full tree scan)", value=self.source.overflows)
         yield GaugeMetricFamily("domas_archiver_fs_watched_dirs", "directories watched with inotify",
                                 value=len(self.source.dirs))
+        yield GaugeMetricFamily("domas_archiver_fs_unwatched_dirs", "subtrees no inotify watch covers (the watch "
+                                "limit was reached): listed every pass instead", value=len(self.source.unwatched))
+        yield CounterMetricFamily("domas_archiver_fs_watch_failures", "directories whose inotify watch could not "
+                                  "be added (fs.inotify.max_user_watches)", value=self.source.watch_failures)
