@@ -70,6 +70,8 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
     def manifest(request: Request, pid: str, caller: Caller = Depends(portal_caller)) -> Response:
         ds = svc.dataset(pid, caller)
         chosen = [delivery.check_request_path(p) for p in request.query_params.getlist("path")]
+        for path in chosen:                      # a manifest names only files the dataset has (else 404)
+            svc.file(ds.pid, path, caller)
         paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
         text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
         name = quote(f"{ds.pid}.manifest".replace("/", "_"), safe="")

@@ -188,6 +188,15 @@ def test_selected_files_make_a_manifest_that_domas_get_downloads(service_open, t
     assert r.returncode == 2 and "not an http(s) URL" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_manifest_of_a_file_the_dataset_does_not_have_is_404(service_open):
+    """The README's manifest example named a file its dataset did not have, and the service wrote a
+    manifest with its URL anyway: the download failed later, with no hint at the manifest."""
+    base, world = service_open
+    pid = world.pids["open"]
+    r = httpx.get(f"{base}/datasets/{pid}/manifest", params=[("path", "big.bin"), ("path", "scan1.h5")])
+    assert r.status_code == 404 and "has no file scan1.h5" in r.text and "big.bin" not in r.text
+
+
 @pytest.fixture
 def service_open(data_world, serve_app):
     return serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now)), data_world

@@ -80,6 +80,7 @@ def _cursors(base: str, headers: dict[str, str]) -> dict[str, str]:
 
 
 def run_schemathesis(base: str, config: Path, headers: dict[str, str]) -> subprocess.CompletedProcess:
+    workdir = config.parent                  # schemathesis keeps its example database in the working directory
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT),
            "DOMAS_ST_CURSORS": json.dumps(_cursors(base, headers)), "NO_COLOR": "1"}
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{base}/openapi.json",
@@ -87,7 +88,7 @@ def run_schemathesis(base: str, config: Path, headers: dict[str, str]) -> subpro
            "--request-timeout", "10", "--no-color"]
     for name, value in headers.items():
         cmd += ["--header", f"{name}: {value}"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.slow
