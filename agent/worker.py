@@ -182,7 +182,9 @@ class Agent:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise Unauthenticated(f"the controller at {self.controller} refused this agent's token; "
                                           "set DOMAS_TOKEN to the controller's token") from None
-                log.warning("controller %s: %s; retrying", self.controller, e.details() or e.code().name)
+                unreachable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                log.warning("controller %s: %s; retrying", self.controller,     # never grpc core's own text
+                            "cannot be reached" if unreachable else e.details() or e.code().name)
                 self._unreachable()
             finally:
                 self.connected = False

@@ -35,3 +35,18 @@ def test_cancelling_a_finished_transfer_says_it_already_finished_even_after_a_re
         assert done.stderr == f"domas: transfer {tid!r} already finished (done); there is nothing to cancel\n"
         assert done.stdout == ""
     assert unknown.returncode != 0 and "unknown transfer 'nope'" in unknown.stderr
+
+
+def test_an_agent_waiting_for_its_controller_logs_one_sentence(tmp_path):
+    """An agent started before its controller logged grpc core's text: "failed to connect to all
+    addresses; last error: UNKNOWN: ipv4:127.0.0.1:7400: Failed to connect to remote host: ..."."""
+    port = free_port()
+    agent = _agent(tmp_path, port, "early")
+    log = tmp_path / "agent-early.log"
+    try:
+        wait_until(lambda: "retrying" in log.read_text(), 30, "the agent to try the controller", agent)
+    finally:
+        stop_process(agent)
+    text = log.read_text()
+    assert f"controller 127.0.0.1:{port}: cannot be reached; retrying" in text, text
+    assert "failed to connect" not in text.lower() and "ipv4:" not in text, text
