@@ -563,8 +563,8 @@ class SQLiteCatalogue(Catalogue):
             plan = self._text_plan(query)
             where, args = self._search_where(query, plan)
             cond = (" WHERE " + " AND ".join(where)) if where else ""
-            total, facets, beamtimes = self._counted(query, lambda: self._grouped_facets(query, plan) or
-                                                     self._facet_groups(base, cond, where, args))
+            total, facets, beamtimes, top = self._counted(query, lambda: self._grouped_facets(query, plan) or
+                                                          self._facet_groups(base, cond, where, args))
             page_where = list(where)
             if query.after is not None:
                 # the first term gives the walk of the order's index its start
@@ -576,8 +576,7 @@ class SQLiteCatalogue(Catalogue):
                 # a broad query: walk the order's index and stop at the page, rather than let the
                 # planner collect every match by its filters' indexes and sort them all; newest
                 # first, the walk starts at the newest dataset of a beamtime that has matches
-                top = None if by_title else newest_of(self._db, beamtimes)
-                walk = page_where + ([] if top is None else ["d.created_at <= :top"])
+                walk = page_where + ([] if top is None or by_title else ["d.created_at <= :top"])
                 index = "datasets_title" if by_title else "datasets_created"
                 rows = bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
                                     f"{' AND '.join(walk) or '1'} ORDER BY {order} LIMIT {limit + 1}",
@@ -593,11 +592,12 @@ class SQLiteCatalogue(Catalogue):
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
 
-    def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict, tuple[str, ...]]:
-        """Total, facets and the beamtimes with matches of a query, remembered until the database
-        changes (any connection's commit: data_version; this one's: total_changes) or the minute
-        turns (embargo ends move counts at most that late; the page of datasets itself is always
-        exact). The next pages of a query and the portal's front page cost only their page."""
+    def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict, tuple[str, ...], float | None]:
+        """Total, facets, the beamtimes with matches and the newest created_at among their datasets
+        (sqlite_facets.newest_of) of a query, remembered until the database changes (any
+        connection's commit: data_version; this one's: total_changes) or the minute turns (embargo
+        ends move counts at most that late; the page of datasets itself is always exact). The next
+        pages of a query and the portal's front page cost only their page."""
         stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes,
                  int(query.now // COUNT_CACHE_SECONDS))
         key = replace(query, after=None, limit=0, now=0.0, sort="newest")
@@ -605,7 +605,8 @@ class SQLiteCatalogue(Catalogue):
         if hit is not None and hit[0] == stamp:
             return hit[1:]
         beamtimes, groups = groups_of()
-        found = (sum(g[4] for g in groups), fold_facets(groups, beamtimes), tuple(sorted({g[0] for g in groups})))
+        having = tuple(sorted({g[0] for g in groups}))
+        found = (sum(g[4] for g in groups), fold_facets(groups, beamtimes), having, newest_of(self._db, having))
         if len(self._counts) >= COUNT_CACHE_SIZE:
             self._counts.pop(next(iter(self._counts)))
         self._counts[key] = (stamp, *found)

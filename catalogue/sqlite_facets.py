@@ -108,13 +108,15 @@ def ensure_facet_table(db: sqlite3.Connection) -> None:
         db.execute("DROP TABLE IF EXISTS ds_grp")
     add = (f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) VALUES ({_KEY.format(t='new')}, 1) "
            "ON CONFLICT(beamtime, data_type, year, emb, st) DO UPDATE SET n = n + 1; "
-           f"INSERT OR REPLACE INTO ds_grp VALUES (new.rowid, (SELECT id FROM ds_groups WHERE {_MATCH.format(t='new', g='')}));")
+           "INSERT OR REPLACE INTO ds_grp VALUES (new.rowid, "
+           f"(SELECT id FROM ds_groups WHERE {_MATCH.format(t='new', g='')}));")
     drop = (f"UPDATE ds_groups SET n = n - 1 WHERE {_MATCH.format(t='old', g='')}; "
             f"DELETE FROM ds_groups WHERE n <= 0 AND {_MATCH.format(t='old', g='')};")
     db.execute("CREATE TABLE IF NOT EXISTS ds_groups (id INTEGER PRIMARY KEY, beamtime TEXT NOT NULL, "
                "data_type TEXT NOT NULL, year TEXT NOT NULL, emb REAL NOT NULL, st INTEGER NOT NULL, "
                "n INTEGER NOT NULL, UNIQUE (beamtime, data_type, year, emb, st))")
     db.execute("CREATE TABLE IF NOT EXISTS ds_grp (id INTEGER PRIMARY KEY, g INTEGER NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS ds_groups_beamtime_nocase ON ds_groups(beamtime COLLATE NOCASE)")
     db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
     db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} "
                "DELETE FROM ds_grp WHERE id = old.rowid; END")
@@ -124,7 +126,8 @@ def ensure_facet_table(db: sqlite3.Connection) -> None:
     if not current:
         db.execute(f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) SELECT {_KEY.format(t='d')}, "
                    "count(*) FROM datasets d GROUP BY 1, 2, 3, 4, 5")
-        db.execute(f"INSERT INTO ds_grp SELECT d.rowid, g.id FROM datasets d JOIN ds_groups g ON {_MATCH.format(t='d', g='g.')}")
+        db.execute("INSERT INTO ds_grp SELECT d.rowid, g.id FROM datasets d JOIN ds_groups g "
+                   f"ON {_MATCH.format(t='d', g='g.')}")
 
 
 @dataclass(frozen=True)

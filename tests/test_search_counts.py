@@ -198,3 +198,23 @@ def test_a_narrow_page_is_looked_up_through_its_beamtimes_not_a_scan(tmp_path):
         assert found.total == total == len(found.datasets)
         assert steps[0] * 100 < 6000, (query, steps[0])                 # far less than a step per dataset
     cat.close()
+
+
+def test_a_remembered_query_runs_only_its_page_and_a_beamtime_is_found_by_index(tmp_path):
+    """With its counts remembered, the next page of a query runs its page's SELECT (the walk's
+    start, one index seek per beamtime, was recomputed on every page: 3 ms at 2 000 beamtimes); the
+    counts of beamtime=X (case ignored) seek ds_groups by index instead of reading every group."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    world(cat)
+    query = SearchQuery(now=NOW, limit=2)
+    first = cat.search_datasets(query)
+    ran: list[str] = []
+    cat._db.set_trace_callback(ran.append)
+    second = cat.search_datasets(SearchQuery(now=NOW, limit=2, after=first.next))
+    cat._db.set_trace_callback(None)
+    assert second.datasets and not [s for s in ran if "json_each" in s or "ds_groups" in s], ran
+    assert len([s for s in ran if s.startswith("SELECT")]) <= 2, ran          # max(rowid) and the page
+    where, args = filters(SearchQuery(now=NOW, beamtime="bt1", see_embargoed=True), GROUPS)
+    plan = cat._db.execute(f"EXPLAIN QUERY PLAN SELECT sum(n) FROM ds_groups g WHERE {' AND '.join(where)}", args)
+    assert "ds_groups_beamtime_nocase" in " ".join(str(r) for r in plan.fetchall())
+    cat.close()
