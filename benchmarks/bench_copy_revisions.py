@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MiB, drop_caches, load, median, write_random_file  # noqa: E402
+from common import drop_caches, load, median, small_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -66,11 +66,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=HERE / "work" / "revisions")
     args = ap.parse_args()
     src, dst = args.work / "src" / "small", args.work / "dst"
-    if not src.is_dir() or len(os.listdir(src)) != args.files:
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        for i in range(args.files):
-            write_random_file(src / f"f{i:05d}.bin", MiB)
+    small_files(src, args.files)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         sides = {"cp -r + sync": (["cp", "-r", str(src), f"{dst}/"], None)}
         for k, side in enumerate(args.sides):

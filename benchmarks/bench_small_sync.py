@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MiB, drop_caches, load, median, write_random_file  # noqa: E402
+from common import MiB, drop_caches, load, median, small_files  # noqa: E402
 
 from domas.agent.engine import CopyEngine  # noqa: E402
 from domas.transfer.expand import expand  # noqa: E402
@@ -38,11 +38,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=HERE / "work" / "small_sync")
     args = ap.parse_args()
     src, dst = args.work / "src" / "small", args.work / "dst"
-    if not src.is_dir() or len(os.listdir(src)) != args.files:
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        for i in range(args.files):
-            write_random_file(src / f"f{i:04d}.bin", MiB)
+    small_files(src, args.files)
 
     def engine(group: bool) -> None:
         cfg = Config(state_dir=str(args.work / "state"), copy=CopyConfig(group_sync=group))

@@ -76,6 +76,16 @@ def write_random_file(path: Path, size: int, block: int = 16 * MiB) -> None:
             left -= n
 
 
+def small_files(src: Path, files: int, size: int = MiB) -> None:
+    """`files` random files of `size` bytes in `src` (kept when a tree of that many is there)."""
+    if src.is_dir() and len(os.listdir(src)) == files:
+        return
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for i in range(files):
+        write_random_file(src / f"f{i:05d}.bin", size)
+
+
 def tree_size(path: Path) -> tuple[int, int]:
     """(regular files, total bytes) under path, or of path itself when it is a file."""
     if path.is_file():
