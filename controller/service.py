@@ -21,6 +21,7 @@ import grpc
 from domas.checksum import parse_adler32
 from domas.controller import convert
 from domas.controller import events as ev
+from domas.controller.rpc_errors import KIND_KEY
 from domas.controller.scheduler import Scheduler
 from domas.controller.state import StateStore
 from domas.errors import AlreadyEnded, DomasError, InvalidMessage, NotFound, TransientError, Unsupported
@@ -412,7 +413,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         size, offset, states = await self._admit(context, validate.get_status, request)
         t = self.store.transfer(request.transfer_id)
         if t is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no transfer {request.transfer_id!r}")
+            await _not_found(context, f"no transfer {request.transfer_id!r}")
         resp = pb.GetStatusResponse(transfer=_transfer_pb(t))
         if request.include_files:
             rows = self.store.files(request.transfer_id, states, size + 1, offset)
@@ -433,12 +434,17 @@ class ControllerService(pb_grpc.ControllerServicer):
                     if isinstance(a, ev.Rejected)]
         t = self.store.transfer(request.transfer_id)
         if t is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, rejected[0] if rejected else
-                                f"no transfer {request.transfer_id!r}")
+            await _not_found(context, rejected[0] if rejected else f"no transfer {request.transfer_id!r}")
         if t["state"] in ("done", "failed"):    # a cancel ends a transfer as cancelled: it had ended before
             raise AlreadyEnded(f"transfer {request.transfer_id!r} already finished ({t['state']}); "
                                "there is nothing to cancel")
         return pb.CancelTransferResponse(transfer=_transfer_pb(t))
+
+
+async def _not_found(context, message: str) -> None:
+    """NOT_FOUND with the kind not_found, so `domas status`/`cancel` exit 3 (NotFound), as documented."""
+    err = NotFound(message)
+    await context.abort(grpc.StatusCode.NOT_FOUND, str(err), trailing_metadata=((KIND_KEY, err.kind),))
 
 
 def _report_request(request: pb.ReportResultsRequest) -> None:

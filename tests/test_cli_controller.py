@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domas.errors import AlreadyEnded
+from domas.errors import AlreadyEnded, NotFound
 from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.controller import _agent, _cli, _controller, _make_tree, _status
 
@@ -34,7 +34,7 @@ def test_cancelling_a_finished_transfer_says_it_already_finished_even_after_a_re
         assert done.returncode == AlreadyEnded.exit_code, done.stdout + done.stderr
         assert done.stderr == f"domas: transfer {tid!r} already finished (done); there is nothing to cancel\n"
         assert done.stdout == ""
-    assert unknown.returncode != 0 and "unknown transfer 'nope'" in unknown.stderr
+    assert unknown.returncode == NotFound.exit_code and unknown.stderr == "domas: unknown transfer 'nope'\n"
 
 
 def test_an_agent_waiting_for_its_controller_logs_one_sentence(tmp_path):
