@@ -77,7 +77,9 @@ async def declare(url: str, exchange: str, queue: str) -> None:
             await q.bind(ex, key)
 
 
-async def docs_per_second(url: str, runs: int, events: int, tmp: Path) -> dict:
+async def docs_per_second(url: str, runs: int, events: int, tmp: Path, state: Path | None = None) -> dict:
+    """One stream drained into the catalogue in `state` (a fresh one when None: its dataset
+    gathers the stream's runs; an existing one: the runs join those it holds)."""
     from domas.config import AmqpSourceConfig, CatalogueConfig, Config, SourceConfig, StorageConfig
     from domas.archive.archiver import Archiver
     from domas.catalogue import open_catalogue
@@ -95,7 +97,7 @@ async def docs_per_second(url: str, runs: int, events: int, tmp: Path) -> dict:
     t_spool = time.perf_counter() - t0
     await drain(spool, url)
     t_publish = time.perf_counter() - t0
-    state = tmp / exchange
+    state = state or tmp / exchange
     cfg = Config(state_dir=str(state), storage=StorageConfig(beamline=str(tmp / "beamline"),
                                                              central=str(tmp / "central"), tape=str(tmp / "tape")),
                  source=SourceConfig(scan=False, amqp=replace(AmqpSourceConfig(), url=url, exchange=exchange, prefetch=PREFETCH,
@@ -122,7 +124,7 @@ async def docs_per_second(url: str, runs: int, events: int, tmp: Path) -> dict:
     return {"runs": runs, "events_per_run": events, "documents": len(docs), "spool_s": t_spool,
             "publish_s": t_publish, "publish_docs_per_s": len(docs) / t_publish, "consume_s": t_consume,
             "consume_docs_per_s": len(docs) / t_consume, "passes": passes, "runs_complete": complete,
-            "dead_letters": source.counts["dead_letter"]}
+            "dead_letters": source.counts["dead_letter"], "state": str(state)}
 
 
 def file_closed_latency(url: str, files: int, tmp: Path) -> dict:
@@ -223,12 +225,15 @@ def main() -> None:
         broker.start()
     url = args.url or broker.url
     try:
-        reps = {"with_events": [], "start_stop": []}
+        reps = {"with_events": [], "start_stop": [], "start_stop_more": []}
         for _ in range(args.reps):          # alternate the mixes: load drifts on a shared machine
             reps["with_events"].append(asyncio.run(docs_per_second(url, args.runs, args.events, tmp)))
             reps["start_stop"].append(asyncio.run(docs_per_second(url, args.runs * 10, 0, tmp)))
-            print(reps["with_events"][-1], reps["start_stop"][-1], flush=True)
-        with_events, start_stop = (median_run(reps[k]) for k in ("with_events", "start_stop"))
+            # sustained: the same number of runs again into the dataset that already holds them
+            reps["start_stop_more"].append(asyncio.run(docs_per_second(url, args.runs * 10, 0, tmp,
+                                                                       Path(reps["start_stop"][-1]["state"]))))
+            print(reps["with_events"][-1], reps["start_stop"][-1], reps["start_stop_more"][-1], flush=True)
+        with_events, start_stop, more = (median_run(reps[k]) for k in ("with_events", "start_stop", "start_stop_more"))
         latency = file_closed_latency(url, args.files, tmp)
         print(latency, flush=True)
     finally:
@@ -236,17 +241,18 @@ def main() -> None:
             broker.stop(keep_epmd=False)
     out = HERE / "results" / "bus.md"
     rows = []
-    for label, r in (("scans with events", with_events), ("start/stop only", start_stop)):
+    for label, r in (("scans with events", with_events), ("start/stop only", start_stop),
+                     (f"start/stop only, into the dataset already holding {start_stop['runs']} runs", more)):
         rows.append(f"| {label} | {r['runs']} runs x {r['events_per_run']} events = {r['documents']} | "
                     f"{r['publish_docs_per_s']:,.0f} | **{r['consume_docs_per_s']:,.0f}** ({', '.join(f'{x:,}' for x in r['all_consume_docs_per_s'])}) | {r['passes']} | "
-                    f"{r['runs_complete']}/{r['runs']} | {r['dead_letters']} |")
+                    f"{r['runs_complete']:,} | {r['dead_letters']} |")
     out.write_text(f"""# Bus to catalogue (`benchmarks/bench_bus.py`)
 
 Machine: {"; ".join(f"{k} {v}" for k, v in machine_info(HERE).items())}; {load()} at the end of the run.
 
 ## Documents per second, acknowledged after the catalogue commit (embedded SQLite catalogue)
 
-| mix | documents | publish docs/s (spool + confirms) | consume docs/s (ack after commit): median (each rep) | archiver passes | runs complete in catalogue | dead letters |
+| mix | documents | publish docs/s (spool + confirms) | consume docs/s (ack after commit): median (each rep) | archiver passes | runs complete in the dataset | dead letters |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
@@ -254,7 +260,7 @@ Machine: {"; ".join(f"{k} {v}" for k, v in machine_info(HERE).items())}; {load()
 
 {latency['files']} files: p50 **{latency['p50_s'] * 1000:.0f} ms**, p95 **{latency['p95_s'] * 1000:.0f} ms**, max {latency['max_s'] * 1000:.0f} ms.
 
-Raw: {json.dumps({"with_events": with_events, "start_stop": start_stop, "latency": latency})}
+Raw: {json.dumps({"with_events": with_events, "start_stop": start_stop, "start_stop_more": more, "latency": latency})}
 """)
     print(f"wrote {out}")
 
