@@ -121,8 +121,11 @@ def main(argv=None) -> int:
     where = Path(args.dir or tempfile.mkdtemp(prefix="domas-bench-search-"))
     cat = SQLiteCatalogue(where / "catalogue.sqlite")
     print(", ".join(f"{k} {v}" for k, v in machine_info(where).items()), "|", load())
+    held = cat._db.execute("SELECT count(*) FROM datasets").fetchone()[0]
     if args.reuse:
-        print(f"\nreusing the {cat._db.execute('SELECT count(*) FROM datasets').fetchone()[0]} datasets in {where}\n")
+        print(f"\nreusing the {held} datasets in {where}\n")
+    elif held:
+        sys.exit(f"{where} already holds {held} datasets: add --reuse to time them, or give an empty --dir")
     else:
         secs = fill(cat, args.datasets, args.beamtimes, args.batch, rng)
         print(f"\nfilled {args.datasets} datasets through upsert_datasets in {secs:.1f} s "
