@@ -218,3 +218,28 @@ def test_a_remembered_query_runs_only_its_page_and_a_beamtime_is_found_by_index(
     plan = cat._db.execute(f"EXPLAIN QUERY PLAN SELECT sum(n) FROM ds_groups g WHERE {' AND '.join(where)}", args)
     assert "ds_groups_beamtime_nocase" in " ".join(str(r) for r in plan.fetchall())
     cat.close()
+
+
+def test_a_catalogue_with_the_counter_table_of_the_previous_version_is_converted_on_open(tmp_path):
+    """The previous ds_groups (WITHOUT ROWID, no ids, no ds_grp) is replaced and refilled on open."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    world(cat)
+    cat.close()
+    with sqlite3.connect(tmp_path / "cat.sqlite") as db:
+        for trigger in ("insert", "delete", "update"):
+            db.execute(f"DROP TRIGGER ds_groups_{trigger}")
+        db.execute("DROP TABLE ds_groups")
+        db.execute("DROP TABLE ds_grp")
+        db.execute("CREATE TABLE ds_groups (beamtime TEXT NOT NULL, data_type TEXT NOT NULL, year TEXT NOT NULL, "
+                   "emb REAL NOT NULL, st INTEGER NOT NULL, n INTEGER NOT NULL, "
+                   "PRIMARY KEY (beamtime, data_type, year, emb, st)) WITHOUT ROWID")
+        db.execute("CREATE TRIGGER ds_groups_insert AFTER INSERT ON datasets BEGIN "
+                   "INSERT INTO ds_groups VALUES (new.beamtime, new.data_type, '1999', -1.0, 0, 1) "
+                   "ON CONFLICT(beamtime, data_type, year, emb, st) DO UPDATE SET n = n + 1; END")
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    assert "id" in {r[1] for r in cat._db.execute("PRAGMA table_info(ds_groups)")}
+    agree(cat)
+    cat.upsert_datasets([Dataset("BT1", f"/again/{i}", created_at=Y2025 + i) for i in range(3)])
+    agree(cat)
+    assert cat._db.execute("SELECT count(*) FROM ds_grp").fetchone()[0] == 15
+    cat.close()
