@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -239,6 +240,8 @@ def main() -> None:
     finally:
         if broker is not None:
             broker.stop(keep_epmd=False)
+            shutil.rmtree(broker.dir, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)       # catalogues, spools, copies: ~200 MB a run
     out = HERE / "results" / "bus.md"
     rows = []
     for label, r in (("scans with events", with_events), ("start/stop only", start_stop),
