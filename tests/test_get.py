@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import zlib
@@ -454,3 +455,17 @@ def test_a_finished_get_ends_the_process_without_the_interpreters_teardown(serve
     assert_tree(tmp_path / "dest", world.data)
     assert cli.main(["get", "-q", "--server", url, world.pids["open"], str(tmp_path / "again")]) == 0
     assert_tree(tmp_path / "again", world.data)
+
+
+def _tls_of(store: HTTPStorage):
+    return store._client._transport._pool._ssl_context      # httpx -> httpcore's pool: what TLS would use
+
+
+def test_an_http_data_service_costs_no_ca_bundle_and_https_keeps_verification():
+    """httpx loads certifi's CA bundle for every client (70-130 ms of domas get's start here) even
+    for http://: an http endpoint now gets an empty context that fails closed (verification stays
+    required, so a redirect to https is refused, not followed unverified); https keeps the bundle."""
+    plain, tls = _tls_of(HTTPStorage("http://127.0.0.1:9")), _tls_of(HTTPStorage("https://127.0.0.1:9"))
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert tls.cert_store_stats()["x509_ca"] > 0 and tls.verify_mode == ssl.CERT_REQUIRED
