@@ -206,3 +206,29 @@ def test_run_index_writes_a_batch_in_one_transaction(tmp_path):
         assert len(index.due_checks(T + 1, limit=5000)) == 1000
     finally:
         index.close()
+
+
+def test_pending_file_checks_of_runs_kept_the_old_way_are_closed(tmp_path):
+    """A catalogue from before scan records holds a run inside its dataset's metadata: its pending
+    file check is closed (not retried every pass, nor blocking the 100 oldest checks for good);
+    a run whose start is not committed yet is retried; a run with a record is checked."""
+    from domas.archive.sources.amqp import AmqpSource
+    from domas.archive.sources.base import Batch
+    from domas.catalogue import Dataset, open_catalogue
+    from domas.config import AmqpSourceConfig, CatalogueConfig
+
+    path = "B1/202611/Data/BT7/raw"
+    with open_catalogue(CatalogueConfig(), tmp_path) as cat:
+        ds = cat.upsert_dataset(Dataset(beamtime="BT7", path="/" + path, metadata={
+            "scans": {"old-run": {"plan_name": "scan", "exit_status": "success"}}}))
+        cat.upsert_scans([Scan("new-run", ds.pid, start_time=T, stop_time=T + 1)])
+    source = AmqpSource(AmqpSourceConfig(url="amqp://127.0.0.1:1/"), str(tmp_path / "beamline"), tmp_path,
+                        catalogue=CatalogueConfig())
+    try:
+        source.runs.add_checks({uid: (path, T) for uid in ("old-run", "new-run", "unstarted")})
+        batch = Batch()
+        assert sorted(source._check_files(T + 1, batch)) == ["new-run", "old-run"]
+        assert [a.scans for a in batch.annotations] == [{"new-run": {"files": 0}}]
+    finally:
+        source.runs.close()
+        source._cat.close()

@@ -272,7 +272,9 @@ class AmqpSource(Source):
             for uid, dataset in (due if self._cat is not None else ()):
                 scan = self._cat.get_scan(uid)
                 if scan is None:
-                    continue                         # its start is not committed yet: next time
+                    if self._recorded_in_metadata(uid, dataset):
+                        checked.append(uid)          # a run from before scan records: left as it was
+                    continue                         # else its start is not committed yet: next time
                 n = run_files(scan, ((f.path, f.mtime) for f in self._cat.files_of(scan.dataset)),
                               self.cfg.files_grace)
                 if n == 0:
@@ -284,6 +286,12 @@ class AmqpSource(Source):
         except DomasError as e:
             log.warning("looking for the files of finished runs: %s", e)
         return checked
+
+    def _recorded_in_metadata(self, uid: str, dataset: str) -> bool:
+        """The run is one a catalogue from before scan records keeps inside its dataset's metadata
+        (its pending check would otherwise wait for a record that never comes)."""
+        ds = self._cat.dataset_by_path("/" + dataset)
+        return ds is not None and uid in (ds.metadata.get("scans") or {})
 
     def _located(self, msg: FileClosed) -> Found:
         store, root = resolve(self.root)
