@@ -9,12 +9,18 @@ Invariants:
 - Every filter that is a function of a dataset's group (identifiers beamtime/proposal/pi, facets
   beamline/data_type/year/access, the embargo scope) is written once, in `filters`, for datasets
   (alias d) and for groups (alias g); the two agree by construction.
+- text_plan splits the matches of a query's words into disjoint parts by what each beamtime's own
+  words (bt_fts) give its datasets: a beamtime with every word is matched whole (counted from
+  ds_groups), the datasets of the others need the words their beamtime lacks in their own text
+  (ds_fts, or a side: files, scans), counted per group through ds_grp. The page uses the same
+  parts as conditions, so page and counts cannot disagree.
 - grouped_rows answers any query without a time range with the same groups a pass over the
-  matching datasets gives: without free text from ds_groups alone; with free text, a beamtime
-  whose own words (bt_fts) match some words lends them to all its datasets, so its datasets are
-  counted per group from the dataset index (ds_fts, ds_grp) for the remaining words only, and a
-  beamtime matching every word is counted from ds_groups. With a time range it returns None.
-- bounded_rows never runs longer than PAGE_SCAN_STEPS SQLite VM steps; it returns None instead.
+  matching datasets gives (tests/test_search_counts.py checks it after every kind of write);
+  with a time range, or words without a plan, it returns None and the caller counts datasets.
+- bounded_rows never runs longer than PAGE_SCAN_STEPS SQLite VM steps (counted by itself: SQLite's
+  count goes on across runs of a cached statement); it returns None instead.
+- The rowids of datasets are shared with ds_fts and ds_grp, as before this module: a VACUUM that
+  renumbered them would need the search tables rebuilt.
 """
 
 from __future__ import annotations
