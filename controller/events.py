@@ -100,8 +100,14 @@ class ChunkReport:
 
 @dataclass(frozen=True, slots=True)
 class TransferSubmitted:
+    """`first_file_id` 0: the scheduler numbers the files. A large submission is prepared off the
+    event loop: ids reserved (`Scheduler.reserve_file_ids`), `prepared` built from the same spec,
+    files and first id by the pure `Scheduler.prepare` (its owner hands it over with the event)."""
+
     transfer: TransferSpec
     files: tuple[FileSpec, ...]
+    first_file_id: int = 0
+    prepared: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +249,12 @@ class Persist:
 
 @dataclass(frozen=True, slots=True)
 class TransferAccepted(Persist):
+    """`staged`: the file rows were written ahead (StateStore.stage_files); this fact makes them visible."""
+
     transfer: TransferSpec
     first_file_id: int
     files: tuple[FileSpec, ...]
+    staged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +320,11 @@ def submission_error(spec: TransferSpec, files: tuple, exists: bool) -> str:
         return f"verify must be one of {', '.join(VERIFY_MODES)}, got {spec.verify!r}"
     if spec.max_attempts < 0:
         return f"max_attempts must not be negative, got {spec.max_attempts}"
+    return files_error(files)
+
+
+def files_error(files: tuple) -> str:
+    """Why these files cannot be queued (empty when they can)."""
     for fs in files:
         if fs.size < 0 or not fs.src or not fs.dst:
             return f"file {fs.src!r} -> {fs.dst!r} has no path or a negative size ({fs.size})"

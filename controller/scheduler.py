@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Iterable
 
 from domas.controller import events as ev
@@ -91,31 +91,59 @@ class Scheduler:
 
     # -- submission ----------------------------------------------------------------------------
 
+    def reserve_file_ids(self, n: int) -> int:
+        """The first of `n` file ids no other submission will get (for a TransferSubmitted that
+        carries `first_file_id`, prepared off the event loop)."""
+        first = self._next_file_id
+        self._next_file_id = first + n
+        return first
+
+    @staticmethod
+    def prepare(spec: ev.TransferSpec, files: tuple, first_file_id: int) -> tuple[str, Transfer | None]:
+        """Pure, and safe in another thread (touches no scheduler): the per-file checks and the file
+        records of a submission, O(files), so that accepting it on the event loop is O(1).
+        Returns (why it cannot be queued, None) or ("", the prepared transfer)."""
+        reason = ev.files_error(files)
+        if reason:
+            return reason, None
+        t = Transfer(spec, 0, first_file_id, None)
+        t.add_files(first_file_id, files)
+        return "", t
+
     def _submitted(self, e: ev.TransferSubmitted, now: float, out: list) -> None:
         spec = e.transfer
-        reason = ev.submission_error(spec, e.files, spec.transfer_id in self._transfers or spec.transfer_id in self._ended)
+        ready = e.prepared if e.prepared is not None and e.first_file_id else None
+        reason = ev.submission_error(spec, () if ready else e.files,
+                                     spec.transfer_id in self._transfers or spec.transfer_id in self._ended)
+        if ready and not reason:
+            reason = ready[0]
         if reason:
             out.append(ev.Rejected(reason))
             return
-        first = self._next_file_id
-        t = self._add_transfer(spec, first)
-        t.add_files(first, e.files)
-        self._next_file_id = first + len(e.files)
+        first = e.first_file_id or self._next_file_id
+        t = self._add_transfer(spec, first, ready[1] if ready else None)
+        if not ready:
+            t.add_files(first, e.files)
+        self._next_file_id = max(self._next_file_id, first + len(e.files))
         t.live = len(e.files)
         t.counts[QUEUED] = t.live
         self._count(t.beamline, QUEUED, t.live)
-        out.append(ev.TransferAccepted(spec, first, e.files))
+        out.append(ev.TransferAccepted(spec, first, e.files, staged=bool(ready)))
         if t.live:
             self.fair.add(t)
         else:
             self._end_transfer(t, out)
 
-    def _add_transfer(self, spec: ev.TransferSpec, first_id: int) -> Transfer:
+    def _add_transfer(self, spec: ev.TransferSpec, first_id: int, prepared: Transfer | None = None) -> Transfer:
         self._tseq += 1
         policy = self.cfg.retry
         if spec.max_attempts:
             policy = RetryPolicy(spec.max_attempts, policy.base, policy.cap, policy.per_kind)
-        t = self._transfers[spec.transfer_id] = Transfer(spec, self._tseq, first_id, policy)
+        if prepared is None:
+            t = Transfer(spec, self._tseq, first_id, policy)
+        else:
+            t, t.seq, t.policy = prepared, self._tseq, policy
+        self._transfers[spec.transfer_id] = t
         self.fair.beamline(spec.beamline)
         return t
 
@@ -550,6 +578,7 @@ class Scheduler:
         self.fair.remove(t)
         del self._transfers[t.id]
         self._ended[t.id] = state
+        t.files, t.opening, t.requeue = [], deque(), []   # no File -> Transfer -> File cycle left for the collector
 
     def _cancel(self, e: ev.CancelTransfer, now: float, out: list) -> None:
         t = self._transfers.get(e.transfer_id)

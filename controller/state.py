@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from domas.checksum import format_adler32
@@ -31,11 +32,13 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, state TEXT NOT NULL, adler32 TEXT NOT NULL DEFAULT '',
     error_kind TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS files_transfer ON files(transfer_id, id);
+CREATE TABLE IF NOT EXISTS staged (transfer_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS chunks (
     file_id INTEGER NOT NULL, idx INTEGER NOT NULL, adler32 INTEGER NOT NULL, xxh3 INTEGER NOT NULL,
     length INTEGER NOT NULL, PRIMARY KEY (file_id, idx)) WITHOUT ROWID;
 """
 
+_INSERT_FILE = "INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state, version) VALUES (?,?,?,?,?,?,?,?)"
 _TRANSFER_COLUMNS = ("id", "beamline", "priority", "state", "sources", "destination", "submitted_at",
                      "finished_at", "files_total", "bytes_total", "chunk_size", "verify", "max_attempts")
 
@@ -51,6 +54,8 @@ class StateStore:
             self._db.execute("ALTER TABLE files ADD COLUMN version TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
         self._pending: dict[str, tuple] = {}
+        for (tid,) in self._db.execute("SELECT transfer_id FROM staged").fetchall():   # a submission cut short
+            self.unstage(tid)
         row = self._db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
         self.epoch = (int(row[0]) if row else 0) + 1
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(self.epoch),))
@@ -70,9 +75,49 @@ class StateStore:
     # -- writes ------------------------------------------------------------------------------------
 
     def note_submission(self, transfer_id: str, sources: list[str], destination: str, request_id: str,
-                        now: float) -> None:
+                        now: float, bytes_total: int | None = None) -> None:
         """What a TransferAccepted for this id does not carry (kept until that action is applied)."""
-        self._pending[transfer_id] = (json.dumps(sources), destination, request_id or None, now)
+        self._pending[transfer_id] = (json.dumps(sources), destination, request_id or None, now, bytes_total)
+
+    def stage_files(self, transfer_id: str, first_file_id: int, files, rows_per_commit: int = 5_000) -> None:
+        """Blocking, for a worker thread: a submission's file rows written ahead of its TransferAccepted
+        in short transactions, so that the event loop's own writes wait for one slice at most. They
+        stay invisible until the TransferAccepted (`staged`) adds the transfer row: `load` and the
+        status queries reach files through it. A crash in between leaves the id in `staged`; the
+        next open deletes those rows (`unstage`)."""
+        for start in range(0, max(len(files), 1), rows_per_commit):
+            if start:
+                time.sleep(0.002)   # the lock is not fair: without a pause this thread takes it back first
+            with self._lock:
+                cur = self._db.cursor()
+                cur.execute("BEGIN")
+                try:
+                    if start == 0:
+                        cur.execute("INSERT OR REPLACE INTO staged VALUES (?)", (transfer_id,))
+                    cur.executemany(_INSERT_FILE, ((first_file_id + i, transfer_id, f.src, f.dst, f.size, f.mtime_ns,
+                                                    "queued", f.version)
+                                                   for i, f in enumerate(files[start:start + rows_per_commit], start)))
+                    cur.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        cur.execute("ROLLBACK")
+                    raise
+
+    def unstage(self, transfer_id: str) -> None:
+        """Drop the rows `stage_files` wrote for a submission that was not accepted."""
+        self._pending.pop(transfer_id, None)
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                cur.execute("DELETE FROM files WHERE transfer_id=? AND transfer_id NOT IN (SELECT id FROM transfers)",
+                            (transfer_id,))
+                cur.execute("DELETE FROM staged WHERE transfer_id=?", (transfer_id,))
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
 
     def apply(self, actions: list, now: float) -> None:
         facts = [a for a in actions if isinstance(a, ev.Persist)]
@@ -101,16 +146,17 @@ class StateStore:
 
     def _accepted(self, cur, a: ev.TransferAccepted, now: float) -> None:
         t = a.transfer
-        sources, destination, request_id, at = self._pending.pop(t.transfer_id, ("[]", "", None, now))
+        sources, destination, request_id, at, nbytes = self._pending.pop(t.transfer_id, ("[]", "", None, now, None))
         seq = cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transfers").fetchone()[0]
         cur.execute("INSERT INTO transfers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (t.transfer_id, seq, t.beamline, t.priority, t.chunk_size, t.verify, t.max_attempts,
                      sources, destination, request_id, "queued", at, None, len(a.files),
-                     sum(f.size for f in a.files)))
-        cur.executemany("INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state, version) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns, "queued", f.version)
-                         for i, f in enumerate(a.files)))
+                     sum(f.size for f in a.files) if nbytes is None else nbytes))
+        if a.staged:
+            cur.execute("DELETE FROM staged WHERE transfer_id=?", (t.transfer_id,))
+            return
+        cur.executemany(_INSERT_FILE, ((a.first_file_id + i, t.transfer_id, f.src, f.dst, f.size, f.mtime_ns,
+                                        "queued", f.version) for i, f in enumerate(a.files)))
 
     @staticmethod
     def _chunks(cur, chunks: list[ev.ChunkDone]) -> None:

@@ -106,3 +106,59 @@ def test_new_file_ids_after_a_restart_start_above_finished_transfers(tmp_path):
         assert acc.first_file_id == 4 + 2 * run
         assert [f["id"] for f in store.files(f"new{run}")] == [4 + 2 * run, 5 + 2 * run]
         store.close()
+
+
+def test_a_prepared_submission_is_invisible_until_accepted_and_a_cut_short_one_is_removed(tmp_path):
+    """A large submission is prepared off the event loop: ids reserved, file records built and the
+    file rows written in short transactions before the O(1) TransferAccepted. Until that fact is
+    stored the rows are nobody's (restore, status); a controller killed in between (the store is
+    reopened without the acceptance) leaves no row behind, and a later submission reuses nothing."""
+    files = tuple(ev.FileSpec(f"/src/d/{i}", f"/dst/d/{i}", CS + i, 7, f"v{i}") for i in range(12))
+    store = StateStore(tmp_path / "state.sqlite")
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    first = s.reserve_file_ids(len(files))
+    spec = ev.TransferSpec("big", "b1", 0, CS)
+    reason, prepared = Scheduler.prepare(spec, files, first)
+    assert reason == "" and [f.id for f in prepared.files] == list(range(first, first + 12))
+    store.stage_files("big", first, files, rows_per_commit=5)
+    assert store.transfer("big") is None and store.load()[1] == []
+    store.close()                                       # killed before the acceptance was stored
+
+    store = StateStore(tmp_path / "state.sqlite")
+    assert store._db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+    assert store._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0] == 0
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    first = s.reserve_file_ids(len(files))
+    store.stage_files("big", first, files, rows_per_commit=5)
+    store.note_submission("big", ["/src/d"], "/dst", "", 5.0, sum(f.size for f in files))
+    out = s.on_event(ev.TransferSubmitted(spec, files, first, Scheduler.prepare(spec, files, first)), 5.0)
+    assert [type(a) for a in out] == [ev.TransferAccepted] and out[0].staged
+    store.apply(out, 5.0)
+    t = store.transfer("big")
+    assert (t["files_total"], t["bytes_total"]) == (12, sum(f.size for f in files))
+    assert [(f.file_id, f.src, f.size, f.version) for f in store.load()[1]] == \
+        [(first + i, f.src, f.size, f.version) for i, f in enumerate(files)]
+    assert store._db.execute("SELECT COUNT(*) FROM staged").fetchone()[0] == 0
+    # the same queue as a submission accepted the plain way
+    plain = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    plain.on_event(ev.TransferSubmitted(spec, files), 5.0)
+    for sched in (s, plain):
+        sched.on_event(ev.AgentRegistered("a"), 5.0)
+    got = [_grants(x.on_event(ev.LeaseRequested("a", 20), 6.0)) for x in (s, plain)]
+    assert [(g.file_id, g.index, g.src_url, g.dst_url) for g in got[0]] == \
+        [(g.file_id, g.index, g.src_url, g.dst_url) for g in got[1]]
+
+
+def test_a_prepared_submission_with_a_bad_file_is_rejected_and_unstaged(tmp_path):
+    store = StateStore(tmp_path / "state.sqlite")
+    s = Scheduler(rng=random.Random(1), epoch=store.epoch)
+    files = (ev.FileSpec("/src/a", "/dst/a", 1), ev.FileSpec("/src/b", "", 1))
+    first = s.reserve_file_ids(2)
+    reason, prepared = Scheduler.prepare(ev.TransferSpec("t"), files, first)
+    assert "no path" in reason and prepared is None
+    out = s.on_event(ev.TransferSubmitted(ev.TransferSpec("t"), files, first, (reason, prepared)), 1.0)
+    assert isinstance(out[0], ev.Rejected) and "no path" in out[0].reason
+    store.stage_files("t", first, files)
+    store.unstage("t")
+    assert store._db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+    assert s.reserve_file_ids(1) == first + 2            # ids of a rejected submission are not handed out again
