@@ -305,7 +305,8 @@ def write_report(args, info: dict, tools: list[str], results: list) -> None:
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
              f"Tools: {first_line(['curl', '--version'])}; {first_line(['aria2c', '--version'])}; "
              f"{first_line(['iperf3', '--version'])}.", "",
-             "Server side in a network namespace (`domas serve` over SQLite, files on its central tier, page-cached; "
+             "Server side in a network namespace (`domas serve` over SQLite, files on its central tier (page-cached "
+             "only if the machine keeps them: check with `fincore`); "
              "`iperf3 -s`), client side here, joined by a veth pair shaped with tbf on both ends. Goodput of a "
              "download = dataset bytes / wall time of the client process from start to exit (Python start-up, "
              "listing, HEADs and every check included); iperf3's is its receiver figure for `-c -R -t N` "
