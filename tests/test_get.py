@@ -457,15 +457,35 @@ def test_a_finished_get_ends_the_process_without_the_interpreters_teardown(serve
     assert_tree(tmp_path / "again", world.data)
 
 
-def _tls_of(store: HTTPStorage):
-    return store._client._transport._pool._ssl_context      # httpx -> httpcore's pool: what TLS would use
+def test_get_downloads_without_importing_httpx(served, tmp_path):
+    """`domas get` reads over http.client (transfer/storage/httpwire.py): httpx, httpcore and h11
+    (0.1 s of its start, half its CPU per GiB) are not imported for a whole download."""
+    url, world, _ = served
+    probe = ("import sys\nfrom domas import cli\nrc = cli.main(sys.argv[1:])\n"
+             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'h11')))")
+    r = subprocess.run([sys.executable, "-c", probe, "get", "-q", "--server", url, world.pids["open"],
+                        str(tmp_path / "dest")], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "0 []", r.stdout + r.stderr
+    assert_tree(tmp_path / "dest", world.data)
 
 
-def test_an_http_data_service_costs_no_ca_bundle_and_https_keeps_verification():
-    """httpx loads certifi's CA bundle for every client (70-130 ms of domas get's start here) even
-    for http://: an http endpoint now gets an empty context that fails closed (verification stays
-    required, so a redirect to https is refused, not followed unverified); https keeps the bundle."""
-    plain, tls = _tls_of(HTTPStorage("http://127.0.0.1:9")), _tls_of(HTTPStorage("https://127.0.0.1:9"))
-    assert plain.cert_store_stats()["x509_ca"] == 0
-    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
-    assert tls.cert_store_stats()["x509_ca"] > 0 and tls.verify_mode == ssl.CERT_REQUIRED
+def test_an_http_data_service_costs_no_ca_bundle_and_https_keeps_verification(http_files, https_files,
+                                                                              monkeypatch):
+    """No TLS context (no CA bundle loaded) for an http:// endpoint; https verifies the server with
+    the system's trust (here SSL_CERT_FILE) and refuses an untrusted certificate (retriable
+    ConnectionLost, one sentence)."""
+    (http_files.root / "a.bin").write_bytes(b"x" * 1000)
+    plain = HTTPStorage(http_files.url)
+    assert plain.open_read("/a.bin").pread(0, 1000) == b"x" * 1000
+    assert plain._pool._tls is None
+    (https_files.root / "b.bin").write_bytes(b"y" * 1000)
+    tls = HTTPStorage(https_files.url)
+    assert tls.open_read("/b.bin").pread(0, 1000) == b"y" * 1000
+    ctx = tls._pool._tls
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname and ctx.cert_store_stats()["x509_ca"] > 0
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusted = HTTPStorage(https_files.url)
+    with pytest.raises(ConnectionLost, match="TLS.*CERTIFICATE_VERIFY_FAILED"):
+        untrusted.stat("/b.bin")
+    for store in (plain, tls, untrusted):
+        store.close()
