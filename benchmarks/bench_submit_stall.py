@@ -31,6 +31,7 @@ from domas.v1 import domas_pb2_grpc as pb_grpc
 
 WORK = Path(__file__).parent / "work"
 TOKEN = "bench"
+LIMIT = 1_100_000
 
 
 def make_tree(n: int) -> Path:
@@ -56,7 +57,8 @@ def free_port() -> int:
 
 
 def start_controller(tmp: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, DOMAS_TOKEN=TOKEN)
+    env = dict(os.environ, DOMAS_TOKEN=TOKEN,      # 10^6 files and their 1 000 directories in one transfer
+               DOMAS_CONTROLLER_MAX_FILES_PER_TRANSFER=str(LIMIT))
     env.pop("DOMAS_CONFIG", None)
     log = open(tmp / "controller.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "controller", "--listen", f"127.0.0.1:{port}",

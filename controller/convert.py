@@ -51,24 +51,31 @@ def transfer_state_to_pb(state: str) -> int:
     return _TRANSFER_STATE_TO_PB[state]
 
 
-def lease_to_pb(info: ev.LeaseInfo, now: float) -> pb.ChunkLease:
+def lease_to_pb(info: ev.LeaseInfo, now: float, expires_at: Timestamp | None = None) -> pb.ChunkLease:
     return pb.ChunkLease(
         lease_id=info.lease_id, transfer_id=info.transfer_id, file_id=info.file_id, chunk_index=info.index,
         offset=info.offset, length=info.length, src_url=info.src_url, dst_url=info.dst_url,
         file_size=info.file_size, source=pb.SourceIdentity(size=info.file_size, mtime_ns=info.mtime_ns,
                                                          version=info.version),
-        expires_at=timestamp(info.expires_at), ttl_seconds=max(0.0, info.expires_at - now),
-        verify=verify_to_pb(info.verify))
+        expires_at=expires_at or timestamp(info.expires_at), ttl_seconds=max(0.0, info.expires_at - now),
+        verify=_VERIFY_TO_PB[info.verify])
 
 
 def batch_to_pb(grants: list[ev.GrantLeases], revokes: list[ev.RevokeLeases], now: float) -> pb.LeaseBatch:
-    """One agent's batch from the actions addressed to it."""
-    return pb.LeaseBatch(leases=[lease_to_pb(x, now) for g in grants for x in g.leases],
-                         revoked_lease_ids=[i for r in revokes for i in r.lease_ids])
+    """One agent's batch from the actions addressed to it (leases granted together share an expiry)."""
+    stamps: dict[float, Timestamp] = {}
+    leases = []
+    for g in grants:
+        for x in g.leases:
+            ts = stamps.get(x.expires_at)
+            if ts is None:
+                ts = stamps[x.expires_at] = timestamp(x.expires_at)
+            leases.append(lease_to_pb(x, now, ts))
+    return pb.LeaseBatch(leases=leases, revoked_lease_ids=[i for r in revokes for i in r.lease_ids])
 
 
 def report_from_pb(msg: pb.ChunkResult) -> ev.ChunkReport:
-    observed = msg.HasField("observed_source")
+    observed = bool(msg.error_kind) and msg.HasField("observed_source")
     return ev.ChunkReport(
         report_id=msg.report_id, lease_id=msg.lease_id, transfer_id=msg.transfer_id, file_id=msg.file_id,
         index=msg.chunk_index, offset=msg.offset, length=msg.length, adler32=msg.adler32, xxh3=msg.xxh3,

@@ -117,7 +117,7 @@ def common_dir(paths: list[str]) -> str:
 
 class Progress:
     __slots__ = ("n", "cursor", "done", "adlers", "ndone", "leased", "fails", "eps", "lease_ids",
-                 "verify_tries")
+                 "verify_tries", "part")
 
     def __init__(self, n: int, eps: tuple) -> None:
         self.n, self.eps = n, eps
@@ -129,6 +129,7 @@ class Progress:
         self.fails: dict[int, int] = {}
         self.lease_ids: list[str] = []
         self.verify_tries = 0
+        self.part = ""                     # the part file's URL, once a lease needed it
 
 
 class Lease:

@@ -323,8 +323,10 @@ class Scheduler:
         self.leases_granted += 1
         self._active += 1
         t = f.t
+        if not p.part:
+            p.part = ev.part_url(f.dst)
         return ev.LeaseInfo(lid, t.id, f.id, chunk.index, chunk.offset, chunk.length, f.src,
-                            ev.part_url(f.dst), f.size, f.mtime_ns, expires, t.spec.verify, f.version)
+                            p.part, f.size, f.mtime_ns, expires, t.spec.verify, f.version)
 
     def _release(self, lease: Lease, state: int) -> None:
         if lease.state == L_ACTIVE:

@@ -127,6 +127,20 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     return isinstance(filecore.verdict(a.expected_adler32, _destination_adler32(a, store, final)), filecore.Rename)
 
 
+def _finalize_each(finalize: Callable[[ev.FinalizeFile], ev.DestinationVerified],
+                   actions: list[ev.FinalizeFile]) -> list[ev.DestinationVerified]:
+    """Blocking: `finalize` each file in turn. One that fails unexpectedly (a bug: `finalize` turns
+    every DomasError into a verdict) is logged and gets no verdict, as a failed task of its own did;
+    the others in the list still get theirs."""
+    verdicts = []
+    for a in actions:
+        try:
+            verdicts.append(finalize(a))
+        except Exception:       # noqa: BLE001 - a bug in one file's check must not lose the others'
+            log.exception("the destination check of %s failed", a.final_url)
+    return verdicts
+
+
 def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:
     """Blocking: the janitor over each directory (URLs); failures wait for the next sweep."""
     for d in dirs:
@@ -158,6 +172,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self.default_chunk_size = default_chunk_size
         self._finalize_fn = finalize
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
+        self._workers = workers
         self._streams: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
@@ -216,13 +231,18 @@ class ControllerService(pb_grpc.ControllerServicer):
     def _route(self, actions: list, now: float) -> None:
         grants: dict[str, list] = {}
         revokes: dict[str, list] = {}
+        finals: list[ev.FinalizeFile] = []
         for a in actions:
             if isinstance(a, ev.GrantLeases):
                 grants.setdefault(a.agent, []).append(a)
             elif isinstance(a, ev.RevokeLeases):
                 revokes.setdefault(a.agent, []).append(a)
             elif isinstance(a, ev.FinalizeFile):
-                self._spawn(self._finalize(a))
+                finals.append(a)
+        if finals:          # one pool call per worker, not one task and one thread hop per file
+            n = min(len(finals), self._workers)
+            for i in range(n):
+                self._spawn(self._finalize(finals[i::n]))
         for agent in grants.keys() | revokes.keys():
             queue = self._streams.get(agent)
             if queue is not None:
@@ -234,13 +254,15 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finalize(self, a: ev.FinalizeFile) -> None:
+    async def _finalize(self, actions: list[ev.FinalizeFile]) -> None:
         loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(self._pool, self._finalize_fn, a)
-        self._janitor.finalized(a.final_url.rsplit("/", 1)[0], self.clock())
+        verdicts = await loop.run_in_executor(self._pool, _finalize_each, self._finalize_fn, actions)
+        now = self.clock()
+        for a in actions:
+            self._janitor.finalized(a.final_url.rsplit("/", 1)[0], now)
         if not self._verdicts:
             loop.call_soon(self._flush_verdicts)
-        self._verdicts.append(verdict)
+        self._verdicts.extend(verdicts)
 
     def _flush_verdicts(self) -> None:
         """Checks that finished in the same loop turn go into the scheduler and the store together."""
@@ -356,11 +378,9 @@ class ControllerService(pb_grpc.ControllerServicer):
                         return
                     state["agent"] = msg.agent_id
                     self._streams[msg.agent_id] = queue
-                acks = self._reports(state["agent"], msg.results)
+                acks = self._reports(state["agent"], msg.results, msg.lease_request.want)
                 if acks:
                     queue.put_nowait(pb.LeasesResponse(acks=acks))
-                if msg.lease_request.want:
-                    self.event(ev.LeaseRequested(state["agent"], msg.lease_request.want))
         except grpc.aio.AioRpcError:
             pass
         except TransientError as e:     # the store failed: the stream ends, the agent reconnects
@@ -368,12 +388,16 @@ class ControllerService(pb_grpc.ControllerServicer):
         finally:
             queue.put_nowait(None)
 
-    def _reports(self, agent: str, results) -> list[pb.ReportAck]:
-        """One event per valid result, all committed together before any ack is returned; a result
-        that fails validation never reaches the scheduler and is acknowledged as rejected."""
+    def _reports(self, agent: str, results, want: int = 0) -> list[pb.ReportAck]:
+        """One event per valid result (then the credit `want`, if any), all committed together before
+        any ack is returned; a result that fails validation never reaches the scheduler and is
+        acknowledged as rejected."""
         problems = [validate.result_problem(r) for r in results]
         valid = [r for r, p in zip(results, problems) if not p]
-        outcomes = iter(self.events([ev.ChunkReported(agent, convert.report_from_pb(r)) for r in valid]))
+        events = [ev.ChunkReported(agent, convert.report_from_pb(r)) for r in valid]
+        if want:
+            events.append(ev.LeaseRequested(agent, want))
+        outcomes = iter(self.events(events) if events else ())
         return [pb.ReportAck(report_id=r.report_id, outcome=pb.REPORT_OUTCOME_REJECTED, message=p) if p
                 else convert.ack_from_actions(r.report_id, next(outcomes)) for r, p in zip(results, problems)]
 
