@@ -244,7 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=1_000_000)
     p.add_argument("--leases", type=int, default=200_000)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "scheduler.md"))
+    p.add_argument("--wire-only", type=int, default=0, metavar="REPS",
+                   help="only the gRPC figure (--leases leases, 100 000 queued files), REPS times")
     args = p.parse_args(argv)
+    if args.wire_only:
+        import tempfile
+
+        for _ in range(args.wire_only):
+            with tempfile.TemporaryDirectory() as tmp:
+                n, secs = over_the_wire(100_000, args.leases, tmp)
+            print(f"over gRPC: {n / secs:,.0f} leases/s ({n:,} in {secs:.2f} s), load {os.getloadavg()[0]:.2f}",
+                  flush=True)
+        return 0
 
     mem = measure_memory(args.files)
     s = mem.pop("scheduler")
