@@ -71,5 +71,5 @@ def test_factory_refuses_bad_urls(tmp_path, url):
 
 def test_a_file_that_is_not_a_catalogue_is_one_sentence(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(DomasError, match="is a domas catalogue"):
+    with pytest.raises(DomasError, match="junk.db is not an SQLite database or is damaged"):
         open_catalogue(CatalogueConfig(url=f"sqlite://{tmp_path}/junk.db"), tmp_path)
