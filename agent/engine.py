@@ -9,7 +9,11 @@ Invariants:
   and a destination with a checksum of its own (XRootD) must agree with the folded sum, as must a
   source whose checksum is authoritative (`checksum_authoritative`: a data service's Digest header).
 - A chunk is journaled only after its data is durable (and read back, when verifying), so a rerun
-  trusts journaled chunks that the part file's size covers without reading them again. The destination is written under a hidden
+  trusts journaled chunks that the part file's size covers without reading them again.
+- Durability comes in groups: a file of several chunks that is read back is made durable with one
+  fdatasync per group of chunks written -- DURABLE_GROUP bytes, or an eighth of the file if less, so
+  a killed copy loses at most that much -- and when a chunk fails and before the file is finalized,
+  not one per chunk; the group's chunks are then read back, compared and journaled. The destination is written under a hidden
   temporary name (transfer/parts.py) and renamed to its final name only when complete and verified.
 - One writer per destination: the part file is locked (where the backend has advisory locks;
   elsewhere, XRootD, a lock file beside the journal keeps out other copies on this host) before it
@@ -97,6 +101,7 @@ def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: 
     return adler, xxh, data
 
 
+DURABLE_GROUP = 8 * 1024 * 1024   # at most, bytes of a file written between two fdatasyncs (see the invariants)
 SYNC_GROUP_MAX = 128      # small files made durable together (each holds its part file open meanwhile)
 SYNC_LINGER = 0.25        # seconds a group waits for files still being copied to join it
 
@@ -155,6 +160,11 @@ class FileCopy:
         # A one-chunk file written but not yet durable: (chunk, xxh3 of what was written). Small
         # files are made durable in groups (CopyEngine._durable) and read back after that.
         self.deferred: tuple[Chunk, int] | None = None
+        # Chunks of a multi-chunk file written but not yet durable: (chunk, adler32, xxh3), made
+        # durable, read back and journaled together (_make_durable).
+        self.unsynced: list[tuple[Chunk, int, int]] = []
+        self.unsynced_bytes = 0
+        self.durable_lock = threading.Lock()
         self.release_slot = lambda: None
         self.skipped = False
         self.progress = asyncio.Event()
@@ -249,6 +259,9 @@ class FileCopy:
         self.copy_chunk(c)
 
     def copy_chunk(self, c: Chunk) -> None:
+        if self.readback and self.n > 1:
+            self._copy_grouped(c)
+            return
         defer = self.cfg.copy.group_sync and self.readback and self.n == 1 and self.journal is None
         adler, xxh, data = copy_range(self.reader, self.writer, c, self.readback and not defer,
                                       self.job.src_url, self.job.dst_url)
@@ -262,6 +275,47 @@ class FileCopy:
             self.deferred = (c, xxh)
         else:
             self.acct.add_chunk(self.stats, c.length, self.readback)
+
+    def _copy_grouped(self, c: Chunk) -> None:
+        """A chunk of a file read back in groups: written now; durable, read back and journaled
+        with its group (when DURABLE_GROUP bytes are pending, a chunk fails, or at finalize)."""
+        try:
+            adler, xxh, data = copy_range(self.reader, self.writer, c, False, self.job.src_url, self.job.dst_url)
+        except DomasError:
+            self._make_durable()          # what was written before the failure keeps its journal records
+            raise
+        self.core.chunk_done(c.index, adler, c.length)
+        self.hasher.offer(c.index, data)
+        with self.durable_lock:
+            self.unsynced.append((c, adler, xxh))
+            self.unsynced_bytes += c.length
+            full = self.unsynced_bytes >= max(min(DURABLE_GROUP, self.size // 8), self.cfg.copy.chunk_size)
+        if full:
+            self._make_durable()
+
+    def _make_durable(self) -> None:
+        """One fdatasync for the pending chunks, then each read back, compared and journaled. Any
+        failure restarts the file (fc.error; a non-retriable one fails it): a chunk that read back
+        differently, or a failed fdatasync, after which what reached the disk is unknown (a second
+        fdatasync may report success for pages that were never written)."""
+        with self.durable_lock:
+            group, self.unsynced, self.unsynced_bytes = self.unsynced, [], 0
+        if not group:
+            return
+        try:
+            self.writer.sync()
+            for c, adler, xxh in group:
+                if xxh3_64(self.writer.readback(c.offset, c.length)) != xxh:
+                    raise ChecksumMismatch(f"chunk {c.index} of {self.job.dst_url} read back differently from "
+                                           "what was written; copying the file again")
+                if self.journal is not None:
+                    self.journal.record(ChunkRecord(c.index, adler, xxh, c.length))
+                self.acct.add_chunk(self.stats, c.length, True)
+        except DomasError as e:
+            err = e if isinstance(e, ChecksumMismatch) or not e.retriable else ChecksumMismatch(
+                f"{self.job.dst_url} could not be made durable and read back ({e}); copying it again")
+            self.error = self.error or err          # the engine restarts (or fails) the file
+            raise err from None
 
     def whole(self) -> tuple[str, Exception | None]:
         """A one-chunk file's prepare, chunk and finalize in one call (one trip to a worker thread
@@ -321,6 +375,7 @@ class FileCopy:
 
     def _complete(self) -> int:
         job = self.job
+        self._make_durable()
         adler = self.core.finalize().expected_adler32
         now = job.src_store.stat_follow(job.src_path)
         if self.core.source_now(now.identity()) is not None:
@@ -367,6 +422,7 @@ class FileCopy:
                 pass
         self.folded = None
         self.deferred = None
+        self.unsynced, self.unsynced_bytes = [], 0
         self.hasher = OrderedHash()
         self.error = None
         self.acct.restart_file(self.stats)

@@ -17,6 +17,7 @@ from domas.transfer.storage import MemoryStorage
 from domas.transfer.storage.faulty import Fault, FaultyStorage
 
 KiB = 1024
+MiB = 1024 * KiB
 
 
 def make_cfg(tmp_path, **copy) -> Config:
@@ -218,3 +219,25 @@ def test_a_fault_at_each_step_of_a_one_chunk_file(event_loop_kind, tmp_path, sid
         assert f.error_kind == fault().error.kind
         with pytest.raises(NotFound):
             dst.inner.stat("/dst/a")
+
+
+def test_a_large_file_is_made_durable_per_group_of_chunks_not_per_chunk(event_loop_kind, tmp_path):
+    """One fdatasync per group of chunks (8 MiB, or an eighth of the file: 3 MiB here), not one per
+    chunk (24 here), and every chunk still read back once; a chunk that fails keeps the records of the chunks written
+    before it (made durable first), so a rerun resumes from them."""
+    src, dst = MemoryStorage(), FaultyStorage(MemoryStorage())
+    data = os.urandom(24 * MiB)
+    cfg = make_cfg(tmp_path, chunk_size=MiB)
+    acct = run(event_loop_kind, cfg, jobs_for(src, dst, {"a": data}))
+    f = acct.files[0]
+    assert f.status == "done" and dst.inner.get("/dst/a") == data
+    assert 1 <= dst.calls["sync"] <= 9, dst.calls                 # was 24: one per 1 MiB chunk
+    assert dst.calls["readback"] == 24 and acct.bytes_verified == len(data)
+    assert f.xxh3 == xxhash.xxh3_64_hexdigest(data)
+    dst2 = FaultyStorage(MemoryStorage())
+    dst2.add(Fault("pwrite", error=NoSpace("disk full"), offset=11 * MiB))
+    cfg1 = make_cfg(tmp_path / "one", chunk_size=MiB, streams=1)
+    assert run(event_loop_kind, cfg1, jobs_for(src, dst2, {"b": data})).files[0].status == "failed"
+    acct2 = run(event_loop_kind, cfg1, Expansion(jobs=[FileJob(src, "/src/b", src.stat("/src/b"), dst2, "/dst/b")]))
+    assert acct2.files[0].status == "done" and acct2.files[0].resumed_bytes == 11 * MiB     # 3 groups + 2 chunks
+    assert dst2.inner.get("/dst/b") == data
