@@ -149,22 +149,30 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 # -- the clients --------------------------------------------------------------------------------
-def run_client(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in bytes, stdout) of one client process, which must exit 0. The peak
-    RSS is GNU time's %M for that process (ru_maxrss of a child forked from this Python process
-    would start at this process's own RSS)."""
+def run_client(cmd: list[str]) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS in bytes, stdout, CPU seconds user + system) of one client process,
+    which must exit 0. The peak RSS is GNU time's %M for that process (ru_maxrss of a child forked
+    from this Python process would start at this process's own RSS)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
         start = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], stdout=out, stderr=err)
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", rss.name, *cmd], stdout=out, stderr=err)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.read().decode(errors='replace')[-800:]}")
         text = out.read().decode(errors="replace")
-        peak_kib = int(rss.read().split()[-1])
-    return wall, peak_kib * 1024, text
+        peak_kib, user, system = rss.read().split()[-3:]
+    return wall, int(peak_kib) * 1024, text, float(user) + float(system)
+
+
+def retransmitted() -> int:
+    """TCP segments retransmitted so far in the server's namespace (the sending side)."""
+    snmp = subprocess.run(["ip", "netns", "exec", NS, "cat", "/proc/net/snmp"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    names, values = [line.split() for line in snmp if line.startswith("Tcp:")][:2]
+    return int(values[names.index("RetransSegs")])
 
 
 def content_urls(ds: dict) -> list[str]:
@@ -199,8 +207,9 @@ def one_run(tool: str, ds: dict, scratch: Path, iperf_seconds: int) -> dict:
     dest = scratch / "dest"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    wall, rss, out = run_client(client_cmd(tool, ds, dest, iperf_seconds))
-    row = {"tool": tool, "wall_s": wall, "peak_rss": rss}
+    retrans = retransmitted()
+    wall, rss, out, cpu = run_client(client_cmd(tool, ds, dest, iperf_seconds))
+    row = {"tool": tool, "wall_s": wall, "peak_rss": rss, "cpu_s": cpu, "retrans": retransmitted() - retrans}
     if tool == "iperf3":
         doc = json.loads(out)
         row["goodput_bps"] = doc["end"]["sum_received"]["bits_per_second"]
@@ -229,6 +238,8 @@ def summarise(rows: list[dict], rate_mbit: int) -> dict[str, dict]:
                      "all": [r["goodput_bps"] for r in mine],
                      "rss": max(r["peak_rss"] for r in mine),
                      "wall": median([r["wall_s"] for r in mine]),
+                     "cpu_gib": median([r["cpu_s"] / (r["bytes"] / GiB) for r in mine]),
+                     "retrans": median([r["retrans"] for r in mine]),
                      "domas_s": median([r["domas_seconds"] for r in mine]) if "domas_seconds" in mine[0] else None}
     return out
 
@@ -236,13 +247,13 @@ def summarise(rows: list[dict], rate_mbit: int) -> dict[str, dict]:
 def table(summary: dict[str, dict], rate_mbit: int) -> list[str]:
     iperf, curl = summary["iperf3"]["goodput"], summary["curl"]["goodput"]
     lines = ["| client | goodput, median (Mbit/s) | % of link | × iperf3 | × curl | runs (Mbit/s) | "
-             "peak RSS | wall, median |", "|---|---|---|---|---|---|---|---|"]
+             "peak RSS | wall, median | client CPU s/GiB | TCP retransmits |", "|---|---|---|---|---|---|---|---|---|---|"]
     for tool, s in summary.items():
         runs = ", ".join(f"{x / 1e6:.0f}" for x in s["all"])
         extra = f" (own timer {s['domas_s']:.2f} s)" if s["domas_s"] else ""
         lines.append(f"| `{tool}` | {s['goodput'] / 1e6:.1f} | {100 * s['goodput'] / (rate_mbit * 1e6):.1f} % | "
                      f"{s['goodput'] / iperf:.3f} | {s['goodput'] / curl:.3f} | {runs} | "
-                     f"{s['rss'] / MiB:.1f} MiB | {s['wall']:.2f} s{extra} |")
+                     f"{s['rss'] / MiB:.1f} MiB | {s['wall']:.2f} s{extra} | {s['cpu_gib']:.2f} | {s['retrans']:.0f} |")
     return lines
 
 
@@ -289,7 +300,8 @@ def main() -> int:
                     row["rep"] = rep
                     rows.append(row)
                     print(f"{rate} Mbit/s rep {rep} {tool:10s} {row['goodput_bps'] / 1e6:7.1f} Mbit/s "
-                          f"rss {row['peak_rss'] / MiB:7.1f} MiB wall {row['wall_s']:.2f} s  ({load()})", flush=True)
+                          f"rss {row['peak_rss'] / MiB:7.1f} MiB wall {row['wall_s']:.2f} s cpu {row['cpu_s']:.2f} s "
+                          f"retrans {row['retrans']}  ({load()})", flush=True)
             results.append((rate, ds_name, ds, spec, iperf_seconds, rows))
     finally:
         stop(procs)
