@@ -89,3 +89,34 @@ def test_a_short_body_is_a_lost_connection(server):
             store.open_read("/f").pread(10, 1000)
     finally:
         store.close()
+
+
+class _OneShotHandler(_Handler):
+    """HTTP/1.1 without `Connection: close`, yet the server closes every connection after one
+    answer (as a keep-alive timeout does): the client's pooled connection is stale when reused."""
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+
+    def handle(self) -> None:
+        self.handle_one_request()           # then the socket is closed, without saying so
+
+
+def test_a_keep_alive_connection_the_server_closed_is_replaced_not_an_error():
+    from domas.transfer.storage.http import HTTPStorage
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _OneShotHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    store = HTTPStorage(f"http://127.0.0.1:{httpd.server_address[1]}")
+    try:
+        reader = store.open_read("/f")
+        for offset in (0, MiB, 5 * MiB):
+            assert reader.pread(offset, 1000) == BODY[offset:offset + 1000]
+        assert _OneShotHandler.connections == 4              # HEAD, then one new connection per range
+    finally:
+        store.close()
+        httpd.shutdown()
+        httpd.server_close()
