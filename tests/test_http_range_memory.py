@@ -8,10 +8,12 @@ bytes object made before tracing starts, and the real HTTPStorage reading from i
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -120,3 +122,58 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced_not_an_error():
         store.close()
         httpd.shutdown()
         httpd.server_close()
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy: takes the absolute URL, fetches it, answers with what it got."""
+    seen: list[str] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _forward(self) -> None:
+        type(self).seen.append(f"{self.command} {self.path}")
+        u = urlsplit(self.path)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.request(self.command, u.path, headers={k: v for k, v in self.headers.items()
+                                                    if k.lower() not in ("connection", "proxy-connection")})
+        r = conn.getresponse()
+        body = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "server", "date"):
+                self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        conn.close()
+
+    do_GET = do_HEAD = _forward
+
+
+def test_the_environments_http_proxy_is_used_unless_no_proxy_names_the_host(server, monkeypatch):
+    from domas.transfer.storage.http import HTTPStorage
+    from domas.transfer.storage.httpwire import proxy_for
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for var in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+    try:
+        store = HTTPStorage(server)
+        assert store.open_read("/f").pread(7, 1000) == BODY[7:1007]
+        assert _ForwardProxy.seen == [f"HEAD {server}/f", f"GET {server}/f"]
+        store.close()
+        monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+        store = HTTPStorage(server)
+        assert store.open_read("/f").pread(0, 10) == BODY[:10]
+        assert len(_ForwardProxy.seen) == 2                       # direct this time
+        store.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    env = {"https_proxy": "proxy.example:3128", "no_proxy": ".heps.example"}
+    assert proxy_for(("https", "data.other.org", 443), env) == ("proxy.example", 3128)
+    assert proxy_for(("https", "data.heps.example", 443), env) is None
+    assert proxy_for(("http", "data.other.org", 80), env) is None

@@ -14,6 +14,10 @@ Contract:
   checked, verification required), made the first time an https origin is connected, never for http.
 - Redirects (301/302/303/307/308) are followed, at most MAX_REDIRECTS; Authorization is sent only to
   the endpoint's own origin.
+- Proxies as curl and httpx take them from the environment: http_proxy / https_proxy (or upper
+  case), except for hosts in no_proxy (comma-separated names or domain suffixes, `*` for all). An
+  http URL goes to the proxy in absolute form; an https URL through a CONNECT tunnel, TLS verified
+  end to end with the origin.
 - Errors: socket timeouts become NetworkTimeout, refused or lost connections, TLS failures and
   malformed answers ConnectionLost (both retriable), an unsupported URL scheme UsageError. HTTP
   statuses are left to the caller (http.py maps them).
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
 import ssl
 import threading
@@ -43,6 +48,23 @@ def origin_of(url: str) -> Origin:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{url}: not an http:// or https:// URL with a host")
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def proxy_for(origin: Origin, env=os.environ) -> tuple[str, int] | None:
+    """(host, port) of the proxy the environment names for this origin, None to go direct."""
+    scheme, host, port = origin
+    proxy = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+    if not proxy:
+        return None
+    for entry in (env.get("no_proxy") or env.get("NO_PROXY") or "").split(","):
+        entry = entry.strip().lower().lstrip(".")
+        if entry == "*" or (entry and (host.lower() == entry or host.lower().endswith("." + entry)
+                                       or f"{host}:{port}".lower() == entry)):
+            return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"{scheme}_proxy={proxy}: only an http:// proxy is supported")
+    return parts.hostname, parts.port or 80
 
 
 @contextlib.contextmanager
@@ -138,11 +160,15 @@ class Pool:
 
     def _connect(self, origin: Origin) -> http.client.HTTPConnection:
         scheme, host, port = origin
+        proxy = proxy_for(origin)
+        to_host, to_port = proxy or (host, port)
         if scheme == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=self.connect_timeout, context=self.tls())
+                to_host, to_port, timeout=self.connect_timeout, context=self.tls())
+            if proxy:
+                conn.set_tunnel(host, port)          # TLS with the origin, inside the proxy's CONNECT
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+            conn = http.client.HTTPConnection(to_host, to_port, timeout=self.connect_timeout)
         conn.connect()
         conn.sock.settimeout(self.timeout)
         return conn
@@ -187,6 +213,8 @@ class Pool:
             origin = origin_of(url)
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if origin[0] == "http" and proxy_for(origin):
+                target = f"http://{parts.netloc}{target}"   # a plain-HTTP proxy takes the absolute URL
             sent = {**self.headers, **(headers or {})}
             if self.auth and origin == self.home:
                 sent["Authorization"] = self.auth
