@@ -31,7 +31,7 @@ from pathlib import Path
 import grpc
 
 from domas import __version__
-from domas.channel import auth_metadata, make_channel
+from domas.channel import auth_metadata, make_channel, own_sentence
 from domas.errors import DomasError, InternalError, LeaseExpired, SourceChanged, Unauthenticated
 from domas.retry import backoff_delay
 from domas.transfer import filecore
@@ -183,8 +183,9 @@ class Agent:
                     raise Unauthenticated(f"the controller at {self.controller} refused this agent's token; "
                                           "set DOMAS_TOKEN to the controller's token") from None
                 unreachable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                said = own_sentence(e)              # the controller's refusal (a busy state store) is shown;
                 log.warning("controller %s: %s; retrying", self.controller,     # never grpc core's own text
-                            "cannot be reached" if unreachable else e.details() or e.code().name)
+                            said or ("cannot be reached" if unreachable else e.details() or e.code().name))
                 self._unreachable()
             finally:
                 self.connected = False

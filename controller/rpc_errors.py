@@ -17,13 +17,13 @@ import sqlite3
 
 import grpc
 
+from domas.channel import KIND_KEY
 from domas.errors import (CatalogueUnavailable, ConfigError, ControllerUnavailable, DomasError, InternalError,
                           InvalidMessage, NotFound, PermissionDenied, SameFile, StorageError, TransientError,
                           Unauthenticated, UnsafePath, UsageError, from_kind)
 
 log = logging.getLogger("domas.controller")
 
-KIND_KEY = "domas-kind"
 
 # DomasError class -> status code; the first class in the error's MRO found here wins.
 STATUS_OF: dict[type, grpc.StatusCode] = {

@@ -8,6 +8,7 @@ import grpc
 
 from domas.config import read_setting_file
 
+KIND_KEY = "domas-kind"      # trailing metadata: the domas error kind of a refusal the controller wrote itself
 MAX_MESSAGE = 64 * 1024 * 1024     # an answer (a large transfer's file list) may exceed gRPC's default 4 MiB
 
 OPTIONS = (
@@ -40,3 +41,11 @@ def make_sync_channel(address: str, tls_ca: str = "") -> grpc.Channel:
 
 def auth_metadata(token: str) -> tuple:
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def own_sentence(e: grpc.RpcError) -> str:
+    """The controller's own one-sentence refusal carried by a failed call, or "" when the failure
+    came from gRPC itself (a connection refused or reset), whose text is never shown to a user."""
+    if dict(e.trailing_metadata() or ()).get(KIND_KEY):
+        return e.details() or ""
+    return ""
