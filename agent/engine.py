@@ -12,8 +12,8 @@ Invariants:
   trusts journaled chunks that the part file's size covers without reading them again.
 - Durability comes in groups: a file of several chunks that is read back is made durable with one
   fdatasync per group of chunks written -- DURABLE_GROUP bytes, or an eighth of the file if less, so
-  a killed copy loses at most that much -- and when a chunk fails and before the file is finalized,
-  not one per chunk; the group's chunks are then read back, compared and journaled. The destination is written under a hidden
+  a killed copy loses at most that much; chunk by chunk in the file's last group, so that its end
+  waits for one chunk -- and when a chunk fails and before the file is finalized, not one per chunk; the group's chunks are then read back, compared and journaled. The destination is written under a hidden
   temporary name (transfer/parts.py) and renamed to its final name only when complete and verified.
 - One writer per destination: the part file is locked (where the backend has advisory locks;
   elsewhere, XRootD, a lock file beside the journal keeps out other copies on this host) before it
@@ -289,7 +289,9 @@ class FileCopy:
         with self.durable_lock:
             self.unsynced.append((c, adler, xxh))
             self.unsynced_bytes += c.length
-            full = self.unsynced_bytes >= max(min(DURABLE_GROUP, self.size // 8), self.cfg.copy.chunk_size)
+            group = max(min(DURABLE_GROUP, self.size // 8), self.cfg.copy.chunk_size)
+            # The file's last group goes chunk by chunk: its end waits for one chunk's sync, not a group's.
+            full = self.unsynced_bytes >= group or c.offset + c.length > self.size - group
         if full:
             self._make_durable()
 

@@ -222,8 +222,8 @@ def test_a_fault_at_each_step_of_a_one_chunk_file(event_loop_kind, tmp_path, sid
 
 
 def test_a_large_file_is_made_durable_per_group_of_chunks_not_per_chunk(event_loop_kind, tmp_path):
-    """One fdatasync per group of chunks (8 MiB, or an eighth of the file: 3 MiB here), not one per
-    chunk (24 here), and every chunk still read back once; a chunk that fails keeps the records of the chunks written
+    """One fdatasync per group of chunks (8 MiB, or an eighth of the file: 3 MiB here; the last
+    group's chunks one by one), not one per chunk (24 here), and every chunk still read back once; a chunk that fails keeps the records of the chunks written
     before it (made durable first), so a rerun resumes from them."""
     src, dst = MemoryStorage(), FaultyStorage(MemoryStorage())
     data = os.urandom(24 * MiB)
@@ -231,7 +231,7 @@ def test_a_large_file_is_made_durable_per_group_of_chunks_not_per_chunk(event_lo
     acct = run(event_loop_kind, cfg, jobs_for(src, dst, {"a": data}))
     f = acct.files[0]
     assert f.status == "done" and dst.inner.get("/dst/a") == data
-    assert 1 <= dst.calls["sync"] <= 9, dst.calls                 # was 24: one per 1 MiB chunk
+    assert 1 <= dst.calls["sync"] <= 11, dst.calls                # was 24: one per 1 MiB chunk
     assert dst.calls["readback"] == 24 and acct.bytes_verified == len(data)
     assert f.xxh3 == xxhash.xxh3_64_hexdigest(data)
     dst2 = FaultyStorage(MemoryStorage())
