@@ -402,7 +402,7 @@ class FileCopy:
                                            "announces; copying it again")
         job.dst_store.set_mode(self.part, source_mode(self.src) if self.src.mode else 0o644)
         job.dst_store.rename(self.part, job.dst_path)     # durable with the run's sync_dirs()
-        job.dst_store.set_mtime(job.dst_path, self.src.mtime)
+        job.dst_store.set_mtime(job.dst_path, self.src.mtime, self.src.mtime_ns or None)
         if self.journal is not None:
             self.journal.discard()
         self.stats.adler32 = format_adler32(adler)

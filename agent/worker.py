@@ -108,7 +108,7 @@ def run_lease(lease: pb.ChunkLease, acct: Accounting, alive=None) -> pb.ChunkRes
 
 def _observe(res: pb.ChunkResult, st) -> None:
     res.observed_source.size = st.size
-    res.observed_source.mtime_ns = round(st.mtime * 1e9)
+    res.observed_source.mtime_ns = st.exact_mtime_ns()
     res.observed_source.version = st.version()
 
 

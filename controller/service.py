@@ -95,7 +95,7 @@ def _source_changed(a: ev.FinalizeFile, store, part: str) -> ev.DestinationVerif
         st = src_store.stat_follow(src)
     except NotFound:
         return None                   # the copy is verified; the source is gone since: keep it as it is
-    now = (st.size, round(st.mtime * 1e9), st.version())
+    now = (st.size, st.exact_mtime_ns(), st.version())
     if not filecore.same_version((a.size, a.mtime_ns, a.src_version), now):
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, "source_changed",
                                       f"{a.src_url} changed after its chunks were copied; copying it again",
@@ -123,7 +123,7 @@ def _already_renamed(a: ev.FinalizeFile, store, part: str, final: str) -> bool:
     if not a.verify:
         return True
     if store.chunk_readback:          # the rename set the source's mtime: another file rarely has it
-        return not a.mtime_ns or filecore.same_mtime_ns(round(st.mtime * 1e9), a.mtime_ns)
+        return not a.mtime_ns or filecore.same_mtime_ns(st.exact_mtime_ns(), a.mtime_ns)
     return isinstance(filecore.verdict(a.expected_adler32, _destination_adler32(a, store, final)), filecore.Rename)
 
 
@@ -582,7 +582,7 @@ def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Se
     for store, path in plan.dirs:
         store.makedirs(path)
     jobs = plan.jobs if overwrite else [j for j in plan.jobs if not _up_to_date(j)]
-    files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, round(j.src_stat.mtime * 1e9), j.src_stat.version())
+    files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, j.src_stat.exact_mtime_ns(), j.src_stat.version())
              for j in jobs]
     skipped = len(plan.jobs) - len(jobs)
     _drain(jobs)

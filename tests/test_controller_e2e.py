@@ -7,6 +7,7 @@ ports, found ready by polling, stopped by PID.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import zlib
 from pathlib import Path
@@ -16,10 +17,16 @@ import pytest
 from tests.fixtures.common import free_port, stop_process, wait_until
 from tests.fixtures.controller import DOMAS, _agent, _cli, _controller, _env, _make_tree, _metrics, _status
 
+# an mtime whose float of seconds rounds across a microsecond boundary (…123456896 ns reads back as
+# …123457024): the source's mtime went through st_mtime, and 1 run in 3 of this test saw its
+# destination a microsecond off
+AWKWARD_MTIME_NS = 1764450000_123456896
+
 
 def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
     src, dst = tmp_path / "scan001", tmp_path / "central"
     contents = _make_tree(src)
+    os.utime(src / "a.h5", ns=(AWKWARD_MTIME_NS, AWKWARD_MTIME_NS))
     port, metrics_port = free_port(), free_port()
     ctl = _controller(tmp_path, port, metrics_port)
     agents = [_agent(tmp_path, port, "a1"), _agent(tmp_path, port, "a2")]
@@ -33,7 +40,7 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         for rel, data in contents.items():
             assert (dst / "scan001" / rel).read_bytes() == data
         assert not list(dst.rglob("*.domas-part"))
-        assert (dst / "scan001" / "a.h5").stat().st_mtime_ns // 1000 == (src / "a.h5").stat().st_mtime_ns // 1000
+        assert (dst / "scan001" / "a.h5").stat().st_mtime_ns == AWKWARD_MTIME_NS     # to the nanosecond
         again = _cli(tmp_path, "submit", str(src), f"{dst}/", "--json", "--controller", f"127.0.0.1:{port}")
         assert (json.loads(again.stdout)["files"], json.loads(again.stdout)["skipped"]) == (0, 5), again.stderr
         forced = _cli(tmp_path, "submit", str(src), f"{dst}/", "--json", "--force", "--controller", f"127.0.0.1:{port}")

@@ -80,6 +80,17 @@ def test_copy_single_file_into_directory_and_to_name(tmp_path, state):
     assert (tmp_path / "newdir" / "a.bin").read_bytes() == b"abc"
 
 
+def test_copy_keeps_the_mtime_to_the_nanosecond(tmp_path, state):
+    """The mtime went through a float of seconds (~240 ns steps today): 1764450000.123456896 came
+    out as …123457024, a microsecond later than the source."""
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    awkward = 1764450000_123456896
+    os.utime(f, ns=(awkward, awkward))
+    domas("copy", f, tmp_path / "b.bin", check=True)
+    assert (tmp_path / "b.bin").stat().st_mtime_ns == awkward
+
+
 def test_missing_source_is_one_sentence_and_exit_code(tmp_path, state):
     r = domas("copy", tmp_path / "nope", tmp_path / "out")
     assert r.returncode == 3

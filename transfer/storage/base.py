@@ -44,6 +44,12 @@ class Stat:
     ident: str = ""          # device:inode, XRootD file id: with size and mtime, the source identity
     ctime: float = 0.0       # inode change time (0 where the backend has none)
     mode: int = 0            # permission bits (0 where the backend has none)
+    mtime_ns: int = 0        # the exact mtime where the backend keeps nanoseconds (0: only `mtime`)
+
+    def exact_mtime_ns(self) -> int:
+        """The mtime in nanoseconds: exact where the backend gave it, else from the float (whose
+        ~240 ns steps at today's epoch can move a value across a microsecond boundary)."""
+        return self.mtime_ns or round(self.mtime * 1e9)
 
     def version(self) -> str:
         """The identity beyond size and mtime as one token that other hosts compute alike: the

@@ -45,7 +45,8 @@ def _translated(path: str):
 def _to_stat(path: str, s: os.stat_result) -> Stat:
     return Stat(path=path, size=s.st_size if st.S_ISREG(s.st_mode) else 0, mtime=s.st_mtime,
                 is_dir=st.S_ISDIR(s.st_mode), is_link=st.S_ISLNK(s.st_mode),
-                ident=f"{s.st_dev}:{s.st_ino}", ctime=s.st_ctime, mode=st.S_IMODE(s.st_mode))
+                ident=f"{s.st_dev}:{s.st_ino}", ctime=s.st_ctime, mode=st.S_IMODE(s.st_mode),
+                mtime_ns=s.st_mtime_ns)
 
 
 class PosixStorage(Storage):
