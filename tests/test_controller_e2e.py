@@ -52,8 +52,11 @@ def test_two_agents_copy_a_tree_verified_and_renamed(tmp_path):
         lines = listing.stdout.splitlines()
         assert listing.returncode == 0 and len(lines) == 6, listing.stdout + listing.stderr
         assert all(line == line.rstrip() for line in lines), lines      # no trailing blanks after a clean file
-        wait_until(lambda: 'domas_controller_queue_files{beamline="b1",state="done"} 5.0' in _metrics(metrics_port),
-                   10, "metrics after the next tick")
+        # the forced resubmission (5 more files) runs on meanwhile: wait until it is done and both agents idle
+        wait_until(lambda: all(m in _metrics(metrics_port) for m in (
+            'domas_controller_queue_files{beamline="b1",state="done"} 5.0',
+            'domas_controller_queue_files{beamline="",state="done"} 5.0', 'domas_controller_agents{state="idle"} 2.0')),
+                   30, "metrics after the forced resubmission is done")
         text = _metrics(metrics_port)
         for name in ("domas_controller_concurrency_limit{endpoint=\"file\"}", "domas_controller_leases_total",
                      'domas_controller_agents{state="idle"} 2.0', "domas_controller_leases_active 0.0"):
