@@ -130,31 +130,17 @@ async def docs_per_second(url: str, runs: int, events: int, tmp: Path, state: Pa
 
 def file_closed_latency(url: str, files: int, tmp: Path) -> dict:
     from domas.publish import Spool, drain, file_closed_body
-    from tests.fixtures.common import free_port
+    from tests.fixtures.common import free_port, up_config
 
     data = tmp / "up"
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     metrics = free_port()
     config = tmp / "up.toml"
-    config.write_text(f"""
-state_dir = "{data}/state"
-[storage]
-beamline = "{data}/beamline"
-central = "{data}/central"
-tape = "{data}/tape"
-[policy]
-stability_seconds = 600
-[controller]
-listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:{metrics}"
-http_listen = "127.0.0.1:0"
-[agent]
-metrics_listen = "127.0.0.1:0"
-[source.amqp]
+    config.write_text(up_config(data, metrics=metrics, stability=600, extra=f"""[source.amqp]
 url = "{url}"
 exchange = "{exchange}"
 queue = "{exchange}.archiver"
-""")
+"""))
     log = open(tmp / "up.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "--config", str(config), "up", "--data-dir",
                              str(data)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp)

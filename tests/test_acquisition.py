@@ -24,7 +24,7 @@ import pytest
 from domas.catalogue import Dataset, open_catalogue
 from domas.catalogue.base import with_scans
 from domas.config import CatalogueConfig
-from tests.fixtures.common import free_port, stop_process, wait_until
+from tests.fixtures.common import free_port, stop_process, up_config, wait_until
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")
 RAW = f"B1/{YM}/Data/BT0001/raw"
@@ -40,26 +40,12 @@ class BusUp:
         self.queue = f"{self.exchange}.archiver"
         self.metrics = free_port()
         self.config = tmp / "domas.toml"
-        self.config.write_text(f"""
-state_dir = "{self.data}/state"
-[storage]
-beamline = "{self.data}/beamline"
-central = "{self.data}/central"
-tape = "{self.data}/tape"
-[policy]
-stability_seconds = {stability}
-[controller]
-listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:{self.metrics}"
-http_listen = "127.0.0.1:0"
-[agent]
-metrics_listen = "127.0.0.1:0"
-[source.amqp]
+        self.config.write_text(up_config(self.data, metrics=self.metrics, stability=stability, extra=f"""[source.amqp]
 url = "{broker.url}"
 exchange = "{self.exchange}"
 queue = "{self.queue}"
 files_grace = {files_grace}
-""")
+"""))
         self.beamline = self.data / "beamline"
         self.start()
 

@@ -19,7 +19,7 @@ from domas.archive.sources.inotify import InotifySource
 from domas.archive.sources.scan import ScanSource
 from domas.catalogue import open_catalogue
 from domas.config import CatalogueConfig
-from tests.fixtures.common import free_port, stop_process, wait_until
+from tests.fixtures.common import free_port, stop_process, up_config, wait_until
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")
 RAW = f"B1/{YM}/Data/BT0001/raw"
@@ -32,24 +32,10 @@ class FsUp:
         self.tmp, self.data, self.metrics = tmp, tmp / "domas-data", free_port()
         self.beamline = self.data / "beamline"
         config = tmp / "domas.toml"
-        config.write_text(f"""
-state_dir = "{self.data}/state"
-[storage]
-beamline = "{self.beamline}"
-central = "{self.data}/central"
-tape = "{self.data}/tape"
-[policy]
-stability_seconds = {stability}
-[controller]
-listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:{self.metrics}"
-http_listen = "127.0.0.1:0"
-[agent]
-metrics_listen = "127.0.0.1:0"
-[source]
+        config.write_text(up_config(self.data, metrics=self.metrics, stability=stability, extra=f"""[source]
 inotify = true
 full_scan_seconds = "1h"
-{source}""")
+{source}"""))
         self.log = open(tmp / "up.log", "a")
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "domas.cli", "--config", str(config), "up",
                                       "--data-dir", str(self.data)], stdout=self.log, stderr=subprocess.STDOUT,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import free_port, stop_process, wait_until
+from tests.fixtures.common import free_port, stop_process, up_config, wait_until
 from tests.fixtures.controller import _agent, _cli, _controller, _env, _make_tree, _metric_names, _metrics
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "controller" / "dashboards"
@@ -100,21 +100,9 @@ def up(cluster):
     data, metrics, http = tmp / "domas-data", free_port(), free_port()
     tmp.mkdir()
     config = tmp / "domas.toml"
-    config.write_text(f"""
-state_dir = "{data}/state"
-[storage]
-beamline = "{data}/beamline"
-central = "{data}/central"
-tape = "{data}/tape"
-[controller]
-listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:{metrics}"
-http_listen = "127.0.0.1:{http}"
-[agent]
-metrics_listen = "127.0.0.1:0"
-[source.amqp]
+    config.write_text(up_config(data, metrics=metrics, http=http, extra=f"""[source.amqp]
 url = "amqp://guest:guest@127.0.0.1:{free_port()}/"
-""")
+"""))
     env = {**os.environ}
     env.pop("DOMAS_CONFIG", None)
     log = open(tmp / "up.log", "ab")
