@@ -25,6 +25,7 @@ from domas.catalogue import Dataset, open_catalogue
 from domas.catalogue.base import with_scans
 from domas.config import CatalogueConfig
 from tests.fixtures.common import free_port, stop_process, up_config, wait_until
+from tests.fixtures.controller import _scrape
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")
 RAW = f"B1/{YM}/Data/BT0001/raw"
@@ -62,18 +63,7 @@ files_grace = {files_grace}
         self.log.close()
 
     def metric(self, name: str, labels: str = "") -> float | None:
-        import urllib.request
-
-        want = f"{name}{{{labels}}}" if labels else name
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(want + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        return _scrape(self.metrics, name, labels)
 
     def catalogue(self):
         return open_catalogue(CatalogueConfig(), self.data / "state")

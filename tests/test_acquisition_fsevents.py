@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from domas.archive.sources.scan import ScanSource
 from domas.catalogue import open_catalogue
 from domas.config import CatalogueConfig
 from tests.fixtures.common import free_port, stop_process, up_config, wait_until
+from tests.fixtures.controller import _scrape
 
 YM = datetime.now(timezone.utc).strftime("%Y%m")
 RAW = f"B1/{YM}/Data/BT0001/raw"
@@ -47,15 +47,7 @@ full_scan_seconds = "1h"
         self.log.close()
 
     def metric(self, name: str) -> float | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        return _scrape(self.metrics, name)
 
     def catalogued(self, name: str) -> bool:
         with open_catalogue(CatalogueConfig(), self.data / "state") as cat:
