@@ -82,8 +82,8 @@ def run_copy(args: argparse.Namespace, cfg: Config) -> int:
 def print_summary(args: argparse.Namespace, summary: dict, verb: str) -> None:
     """The end of a run: the JSON summary on stdout (--json), or one line on stderr."""
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")     # one write, not one per token
+        sys.stdout.flush()
     elif not args.quiet:
         from .progress import human_bytes
 

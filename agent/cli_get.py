@@ -23,6 +23,7 @@ import argparse
 import os
 import posixpath
 import sys
+import threading
 from urllib.parse import quote, unquote, urlsplit
 
 from domas.config import Config
@@ -109,23 +110,57 @@ def _destination(dest: str) -> tuple[Storage, str]:
     return store, root
 
 
-def expand_dataset(server: str, token: str, pid: str, dest: str) -> tuple[Expansion, dict, dict[str, dict]]:
+class _Background:
+    """One call run in a thread from now on; result() waits for it and returns or raises what it did."""
+
+    def __init__(self, fn, *args) -> None:
+        self._fn, self._args, self._value, self._error = fn, args, None, None
+        self._thread = threading.Thread(target=self._run, name="domas-get-listing", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as e:          # handed to the caller of result(), which raises it
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def expand_dataset(server: str, token: str, pid: str, dest: str,
+                   meanwhile=lambda: None) -> tuple[Expansion, dict, dict[str, dict]]:
     """One FileJob per file the service can serve (the others become problems, reported), the
-    dataset's record, and the catalogue's adler32 of each destination URL."""
+    dataset's record, and the catalogue's adler32 of each destination URL.
+
+    The dataset's record and its file listing are asked for at once, on two connections, and
+    `meanwhile` (the caller's own start-up: importing the engine) runs while they travel. What the
+    listing says of each file is remembered by the HTTP storage in place of a HEAD."""
     store, base = resolve_http(server, token)
     base = base.rstrip("/")
     dataset = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}"
-    info = {k: v for k, v in store.get_json(dataset, {"limit": 1}).items()
-            if k not in ("files", "next", "offset", "limit")}
+    dst_store, dst_root = _destination(dest)
+    info_call = _Background(store.get_json, dataset, {"limit": 1})
+    files_call = _Background(_list_files, store, base, pid, dataset, dst_store, dst_root)
+    meanwhile()
+    info = {k: v for k, v in info_call.result().items() if k not in ("files", "next", "offset", "limit")}
     if not info.get("downloadable", True):
         raise PermissionDenied(f"{info.get('embargo_reason') or f'dataset {pid} may not be downloaded'}; "
                                "nothing was downloaded")
-    dst_store, dst_root = _destination(dest)
+    out, sums = files_call.result()
+    return out, info, sums
+
+
+def _list_files(store: HTTPStorage, base: str, pid: str, dataset: str, dst_store: Storage,
+                dst_root: str) -> tuple[Expansion, dict[str, dict]]:
     out, sums = Expansion(dirs=[(dst_store, dst_root)]), {}
     for f in store.json_lines(f"{dataset}/files"):
-        _add_file(out, store, base, info.get("pid", pid), f, dst_store, dst_root, sums)
+        _add_file(out, store, base, pid, f, dst_store, dst_root, sums)
     out.dirs = list(dict.fromkeys(out.dirs))
-    return out, info, sums
+    return out, sums
 
 
 def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, dst_store: Storage,
@@ -151,6 +186,8 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
     known = {k: f[k].lower() for k in ("adler32", "xxh3") if isinstance(f.get(k), str) and f[k]}
     if known:
         sums[job.dst_url] = known
+    if st.ident and known.get("adler32"):       # the listing says all a HEAD would: none is sent
+        store.remember(st, known["adler32"])
 
 
 def url_file_name(path: str) -> str:
@@ -219,10 +256,16 @@ def expand_manifest(manifest: str, token: str, dest: str) -> Expansion:
     return out
 
 
-def run_get(args: argparse.Namespace, cfg: Config) -> int:
-    from .engine import CopyEngine
-    from .progress import make_reporter
+def _load_engine() -> None:
+    """Import the copy engine and the event loop: done while the dataset listing travels."""
+    from . import engine  # noqa: F401
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
 
+
+def run_get(args: argparse.Namespace, cfg: Config) -> int:
     if args.chunk_size is None:
         args.chunk_size = GET_CHUNK
     cfg = copy_config(args, cfg)
@@ -236,7 +279,10 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
     elif is_url(args.target):
         exp, info, sums = expand_url(args.target, token, args.dest), {}, {}
     else:
-        exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest)
+        exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest, _load_engine)
+    from .engine import CopyEngine
+    from .progress import make_reporter
+
     engine = CopyEngine(cfg, reporter=make_reporter(args.quiet, args.json), force=args.force)
     try:
         acct = run_async(engine.run(exp))
