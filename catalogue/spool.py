@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound
-from domas.sqlite import open_db
+from domas.sqlite import open_db, use_error
 
 from .base import (Beamtime, Catalogue, Dataset, FileRecord, Proposal, Replica, ReplicaUpdate, Scan, beamtime_from,
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, check_scan,
@@ -69,8 +69,7 @@ class SpooledCatalogue(Catalogue):
         try:
             yield
         except sqlite3.Error as e:
-            raise DomasError(f"the catalogue spool {self.path} failed: {e}; check the disk of the state "
-                             "directory") from e
+            raise use_error(e, self.path, "catalogue spool") from e
 
     # -- the spool -----------------------------------------------------------------------------
     def pending(self) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from domas.errors import CatalogueUnavailable, NotFound, UsageError
-from domas.sqlite import open_db
+from domas.sqlite import open_db, use_error
 
 from .access import Caller
 
@@ -88,9 +88,8 @@ class UserStore:
     def _edge(self):
         try:
             yield
-        except sqlite3.Error as e:
-            raise CatalogueUnavailable(f"the user list {self.path} cannot be used now ({e}); check that the "
-                                       "state directory is writable") from None
+        except sqlite3.Error as e:              # CatalogueUnavailable: the data service answers 503
+            raise CatalogueUnavailable(str(use_error(e, self.path, "user list"))) from None
         except OSError as e:
             raise CatalogueUnavailable(f"the user list {self.path} cannot be opened ({e.strerror or e})") from None
 

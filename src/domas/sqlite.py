@@ -10,7 +10,8 @@ the publisher's report spools, the message-bus source's journal) opens its file 
 - whatever goes wrong while opening (a directory that is missing or not writable, a file that is
   not a database, a lock another process holds) is one DatabaseError naming the file and what to
   do (DatabaseLocked, retriable, for the lock), never sqlite's own text or a traceback.
-Errors after the open are the store's to translate (each has its own edge).
+Errors after the open are translated at each store's edge with `use_error`: the same sentences (locked,
+damaged, read-only, disk), naming the file and what to do, never sqlite's text.
 """
 
 from __future__ import annotations
@@ -53,19 +54,43 @@ def open_db(path: str | os.PathLike, *, what: str = "database", wal: bool = True
     return db
 
 
-def open_error(err: BaseException, path: Path, what: str) -> DatabaseError:
-    """The one sentence for a database that could not be opened."""
+def _trouble(err: BaseException) -> str:
+    """What went wrong, in one word: locked, damaged, readonly, disk or other."""
     text = str(err).lower()
     if isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return "locked"
+    if isinstance(err, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+        return "damaged"
+    if isinstance(err, OSError) or "unable to open" in text or "readonly" in text or "read-only" in text:
+        return "readonly"
+    if "disk i/o" in text or "full" in text:
+        return "disk"
+    return "other"
+
+
+def _sentence(trouble: str, path: Path, what: str, verb: str) -> DatabaseError:
+    if trouble == "locked":
         return DatabaseLocked(f"the {what} {path} is locked by another process; wait for it to finish, "
                               "or stop it, and run again")
-    if isinstance(err, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+    if trouble == "damaged":
         return DatabaseError(f"the {what} {path} is not an SQLite database or is damaged; restore it from a "
                              "backup or move it aside to start an empty one")
-    if isinstance(err, OSError) or "unable to open" in text or "readonly" in text or "read-only" in text:
-        return DatabaseError(f"the {what} {path} cannot be opened for writing: the file or its "
+    if trouble == "readonly":
+        return DatabaseError(f"the {what} {path} cannot be {verb} for writing: the file or its "
                              "directory is missing or not writable; check the path and its permissions")
-    if "disk i/o" in text or "full" in text:
-        return DatabaseError(f"the {what} {path} cannot be opened: the disk failed or is full; free space "
+    if trouble == "disk":
+        return DatabaseError(f"the {what} {path} cannot be {verb}: the disk failed or is full; free space "
                              "and run again")
-    return DatabaseError(f"the {what} {path} cannot be opened ({err}); check that it is a domas database")
+    return DatabaseError(f"the {what} {path} cannot be {verb}: it does not hold what domas expects; check "
+                         "that it is a domas database of this version")
+
+
+def open_error(err: BaseException, path: Path, what: str) -> DatabaseError:
+    """The one sentence for a database that could not be opened."""
+    return _sentence(_trouble(err), path, what, "opened")
+
+
+def use_error(err: BaseException, path: str | os.PathLike, what: str) -> DatabaseError:
+    """The one sentence for a database that failed after it was opened (a store's edge): locked
+    (DatabaseLocked, retriable), damaged, read-only, disk failed or full; never sqlite's own text."""
+    return _sentence(_trouble(err), Path(path), what, "used")
