@@ -14,6 +14,12 @@ Invariants:
 - A report changes state at most once: a repeated report_id, a report for a closed lease or for
   a finished file is a Duplicate; a report that does not match its lease is Rejected.
 - A lease is granted only when both endpoints are under their AIMD limit and their breakers allow.
+- One destination is written by one file at a time: two unfinished transfers may name the same
+  destination (a resubmission after a controller crash, a rewritten source submitted again), and
+  both would write the one part file; chunks written after the first file's rename would land in
+  a new part file with holes that the second would then verify by its chunk sums and rename over
+  the good copy. A file whose destination another started file holds waits, and starts when that
+  one ends (it is then copied again in full into a part file of its own).
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class Scheduler:
         self._order = itertools.count()    # tie-breaker inside heaps
         self._next_file_id = 1
         self._rotation = 0
+        self._writing: dict[str, File] = {}          # destination -> the started file that writes it
+        self._waiting: dict[str, list[File]] = {}    # destination -> queued files waiting for it
         self.leases_granted = 0
         self._active = 0                   # leases in state L_ACTIVE
         self.errors: dict[str, int] = {}
@@ -276,6 +284,11 @@ class Scheduler:
             if f.state != QUEUED:
                 t.next_file += 1
                 continue
+            holder = self._writing.get(f.dst)
+            if holder is not None and holder is not f:
+                self._waiting.setdefault(f.dst, []).append(f)      # started by `_hand_over`
+                t.next_file += 1
+                continue
             eps = self._eps(f)
             if not self._gate(eps, now):
                 return _BLOCKED
@@ -306,6 +319,24 @@ class Scheduler:
         f.prog = Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
         self._set_state(f, ACTIVE)
         f.t.opening.append(f)
+        self._writing.setdefault(f.dst, f)
+
+    def _hand_over(self, f: File) -> None:
+        """`f` ended: the first file still queued for its destination starts (its transfer is put
+        back into the fair share), the others keep waiting for that one."""
+        dst = f.dst
+        if self._writing.get(dst) is not f:
+            return
+        del self._writing[dst]
+        waiting = self._waiting.get(dst)
+        while waiting:
+            w = waiting.pop(0)
+            if w.state == QUEUED:
+                self._start(w, self._eps(w))
+                self.fair.add(w.t)
+                break
+        if not waiting:
+            self._waiting.pop(dst, None)
 
     def _lease(self, agent: Agent, f: File, chunk, now: float) -> ev.LeaseInfo:
         self._seq += 1
@@ -549,6 +580,7 @@ class Scheduler:
     def _terminal(self, f: File, state: int, out: list) -> None:
         self._drop_progress(f, out)
         self._set_state(f, state)
+        self._hand_over(f)
         t = f.t
         t.live -= 1
         if t.live == 0:
