@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from domas.config import Config
-from domas.errors import NotFound, UsageError
+from domas.errors import NotFound, PermissionDenied, UsageError, from_oserror
 
 OPERATOR_HELP = """\
 examples:
@@ -128,6 +128,14 @@ def run_import(args: argparse.Namespace, cfg: Config) -> int:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise NotFound(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory; give the CSV or JSON file to import") from None
+    except PermissionError:
+        raise PermissionDenied(f"{path} cannot be read (permission denied); check its owner and mode") from None
+    except OSError as e:
+        raise from_oserror(e, str(path)) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; give a CSV file with a header line or a JSON list") from None
     rows = op.read_records(path.name, text)
     with _open(cfg) as cat:
         n_prop, n_bt = op.import_records(cat, rows, who=_who(args), now=time.time())

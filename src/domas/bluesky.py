@@ -22,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from domas.publish import Spool, default_spool, drain
+from domas.errors import UsageError
+from domas.publish import Spool, bus_url_problem, default_spool, drain, safe_url
 
 log = logging.getLogger("domas.bluesky")
 
@@ -39,6 +40,8 @@ def _jsonable(value):
 class Publisher:
     def __init__(self, url: str, exchange: str = "domas", *, spool: str | Path | None = None,
                  retry_seconds: float = 1.0) -> None:
+        if problem := bus_url_problem(url):
+            raise UsageError(f"Publisher: the message bus URL {safe_url(url)!r} {problem}")
         self.url, self.exchange = url, exchange
         self.spool_path = Path(spool or default_spool())
         self.spool = Spool(self.spool_path)

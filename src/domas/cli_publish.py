@@ -15,7 +15,7 @@ import re
 import sys
 
 from domas.config import Config
-from domas.errors import ConfigError, InvalidMessage, NotFound
+from domas.errors import ConfigError, InvalidMessage, NotFound, UsageError
 
 HELP = """\
 Tell the archiver that a file is closed (taken at once, no stability wait):
@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_publish(args: argparse.Namespace, cfg: Config) -> int:
-    from domas.publish import BusUnavailable, Spool, default_spool, drain, file_closed_body
+    from domas.publish import (BusUnavailable, Spool, safe_url, bus_url_problem, default_spool, drain,
+                               file_closed_body)
 
     logging.getLogger("aiormq").addHandler(logging.NullHandler())     # its errors become one sentence below
 
@@ -55,10 +56,17 @@ def run_publish(args: argparse.Namespace, cfg: Config) -> int:
     if not url:
         raise ConfigError("source.amqp.url: no message bus configured; give --url amqp://host:5672/ or set "
                           "[source.amqp] url")
+    problem = bus_url_problem(url)
+    if problem and args.url:
+        raise UsageError(f"--url {safe_url(url)!r} {problem}")
+    if problem:
+        raise ConfigError(f"source.amqp.url: {safe_url(url)!r} {problem}")
     spool = Spool(args.spool or default_spool(cfg.state_dir or None))
     try:
         if args.publish_command == "closed":
             path = os.path.abspath(args.path)
+            if os.path.isdir(path):
+                raise UsageError(f"{path} is a directory; announce each closed file of it")
             size = args.size
             if size is None:
                 try:

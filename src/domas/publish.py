@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from domas.errors import DomasError
 from domas.sqlite import open_db
@@ -92,9 +94,42 @@ async def drain(spool: Spool, url: str, *, timeout: float = 5.0, connection=None
             if connection is None:
                 await conn.close()
     except (OSError, RuntimeError, asyncio.TimeoutError, aio_pika.exceptions.AMQPException) as e:
-        raise BusUnavailable(f"the message bus at {_safe_url(url)} cannot be reached ({str(e) or type(e).__name__}); "
+        raise BusUnavailable(f"the message bus at {safe_url(url)} cannot be reached ({why_unreachable(e)}); "
                              f"{len(spool)} message(s) kept in the spool, sent by the next publish") from None
     return sent
+
+
+def bus_url_problem(url: str) -> str | None:
+    """What is wrong with a message bus URL (amqp[s]://user:password@host:port/vhost), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL (a port outside 1-65535, or a bracket left open)"
+    if parts.scheme not in ("amqp", "amqps"):
+        return "is not an amqp:// or amqps:// URL"
+    if not parts.hostname:
+        return "names no host (amqp://user:password@host:5672/)"
+    if port == 0:
+        return "has port 0; give the broker's port (5672 by default)"
+    return None
+
+
+def why_unreachable(err: BaseException) -> str:
+    """Why the broker could not be reached, in a few words (never the library's raw text)."""
+    import aio_pika
+
+    if isinstance(err, socket.gaierror) or (isinstance(err, OSError) and (err.errno or 0) < 0):
+        return "its host name cannot be resolved"          # getaddrinfo's codes are negative
+    if isinstance(err, (asyncio.TimeoutError, TimeoutError)):
+        return "no answer in time"
+    if isinstance(err, aio_pika.exceptions.ProbableAuthenticationError):
+        return "the broker refused the user name or password, or the virtual host"
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno).lower()
+    if isinstance(err, aio_pika.exceptions.AMQPException):
+        return "the broker closed the connection"
+    return type(err).__name__
 
 
 def file_closed_body(path: str, size: int, adler32: str = "") -> bytes:
@@ -104,7 +139,7 @@ def file_closed_body(path: str, size: int, adler32: str = "") -> bytes:
     return json.dumps(msg).encode()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,115 @@
+"""Careless and hostile input on the CLI, as a new user types it: every mistake is one sentence on
+stderr (`domas: ...`) with a documented exit code, never a traceback, an "unexpected internal error"
+or a library's raw text, and nothing is half done (no message spooled for a URL that can never work).
+
+Real processes (`python -m domas.cli`) on real files; permission bits bind only without
+CAP_DAC_OVERRIDE, so as root those commands run in a child without it (setpriv).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.common import free_port
+
+RAW = ("Traceback", "internal error", "Errno", "Connect call failed", "Name or service", "UnicodeDecodeError",
+       "ValueError")
+DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def domas(*args, cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "domas.cli", *map(str, args)]
+    if os.geteuid() == 0:
+        cmd = DROP_DAC + cmd
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOMAS_")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+
+
+def one_sentence(out: subprocess.CompletedProcess, code: int) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("domas: "), out.stderr
+    assert not any(t in lines[0] for t in RAW), lines[0]
+    assert out.returncode == code, (out.returncode, out.stderr)
+    return lines[0]
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    (tmp_path / "domas.toml").write_text('data_dir = "data"\n')
+    return tmp_path
+
+
+# -- domas catalogue import FILE --------------------------------------------------------------------
+
+def test_import_of_a_directory_says_give_the_file(deployment):
+    (deployment / "office").mkdir()
+    line = one_sentence(domas("--config", "domas.toml", "catalogue", "import", "office", cwd=deployment), 2)
+    assert "office is a directory" in line
+
+
+def test_import_of_a_binary_file_says_not_text(deployment):
+    (deployment / "export.csv").write_bytes(b"\xff\xfe\x00\x81 spreadsheet, not CSV")
+    line = one_sentence(domas("--config", "domas.toml", "catalogue", "import", "export.csv", cwd=deployment), 2)
+    assert "export.csv is not UTF-8 text" in line
+
+
+def test_import_of_an_unreadable_file_says_permission(deployment):
+    f = deployment / "office.csv"
+    f.write_text("proposal,title\nP-1,Foo\n")
+    f.chmod(0)
+    line = one_sentence(domas("--config", "domas.toml", "catalogue", "import", "office.csv", cwd=deployment), 4)
+    assert "office.csv cannot be read (permission denied)" in line
+
+
+# -- domas publish closed PATH --url URL ----------------------------------------------------------
+
+def spooled(spool: Path) -> int:
+    if not spool.exists():
+        return 0
+    db = sqlite3.connect(str(spool))
+    try:
+        return db.execute("SELECT count(*) FROM spool").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("url,said", [
+    ("http://127.0.0.1:5672/", "is not an amqp:// or amqps:// URL"),
+    ("amqp://[::1", "is not a valid URL"),
+    ("amqp://guest:secret@127.0.0.1:99999/", "is not a valid URL"),
+    ("amqp:///", "names no host"),
+])
+def test_publish_to_a_url_that_cannot_work_is_refused_before_anything_is_spooled(tmp_path, url, said):
+    f = tmp_path / "scan_0001.h5"
+    f.write_bytes(b"x" * 100)
+    spool = tmp_path / "spool.sqlite"
+    line = one_sentence(domas("publish", "closed", f, "--url", url, "--spool", spool, cwd=tmp_path), 2)
+    assert said in line and "secret" not in line
+    assert spooled(spool) == 0
+
+
+def test_publish_to_an_unreachable_bus_says_why_in_words_and_keeps_the_message(tmp_path):
+    f = tmp_path / "scan_0001.h5"
+    f.write_bytes(b"x" * 100)
+    spool = tmp_path / "spool.sqlite"
+    out = domas("publish", "closed", f, "--url", f"amqp://guest:secret@127.0.0.1:{free_port()}/",
+                "--spool", spool, "--timeout", "2", cwd=tmp_path)
+    line = one_sentence(out, 0)                       # kept on disk: the next publish sends it
+    assert "(connection refused)" in line and "1 message(s) kept in the spool" in line and "secret" not in line
+    assert spooled(spool) == 1
+
+
+def test_publish_of_a_directory_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    spool = tmp_path / "spool.sqlite"
+    line = one_sentence(domas("publish", "closed", raw, "--url", "amqp://127.0.0.1:5672/", "--spool", spool,
+                              cwd=tmp_path), 2)
+    assert f"{raw} is a directory" in line
+    assert spooled(spool) == 0
