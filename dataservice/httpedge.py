@@ -1,4 +1,5 @@
-"""The data service's HTTP edge: HEAD for every GET, request metrics, and API docs served locally.
+"""The data service's HTTP edge: HEAD for every GET, request metrics, security headers, and API
+docs served locally.
 
 - HEAD: a route declaring only GET is run as GET for a HEAD request and its body is dropped here,
   so the headers (Content-Length, ETag, ...) are exactly those of the GET. Routes that declare HEAD
@@ -11,7 +12,13 @@
   HEAD operation beside every GET.
 - /docs: Swagger UI from the swagger-ui-bundle package's files, served by this service, so it works
   on a facility network without internet; without that package /docs is off (404) and
-  /openapi.json still describes the API.
+  /openapi.json still describes the API. Its start script is a file too (/docs/init.js), so no
+  page needs an inline script.
+- Security headers on every response (a route's own value is kept): X-Content-Type-Options:
+  nosniff, Referrer-Policy: same-origin, X-Frame-Options: DENY, and a Content-Security-Policy
+  that allows only this service's own files: the portal has no script at all and one stylesheet
+  (/assets/style.css); /docs runs Swagger UI's script from /docs/assets (its inline styles
+  allowed); no page may be framed (frame-ancestors 'none') or post a form elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +33,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.staticfiles import StaticFiles
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DOCS = "/docs"
 DOCS_ASSETS = "/docs/assets"
+_CSP_COMMON = ("default-src 'none'; img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+               "frame-ancestors 'none'; base-uri 'none'")
+PAGE_CSP = f"{_CSP_COMMON}; style-src 'self'"
+DOCS_CSP = f"{_CSP_COMMON}; script-src 'self'; style-src 'self' 'unsafe-inline'"
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"))
+
+
+def security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` (ASGI form) with the security headers added where the response has none of its own."""
+    have = {name.lower() for name, _ in headers}
+    csp = DOCS_CSP if path == DOCS or path.startswith(DOCS + "/") else PAGE_CSP
+    extra = [*SECURITY_HEADERS, (b"content-security-policy", csp.encode())]
+    return list(headers) + [(name, value) for name, value in extra if name not in have]
 
 
 class ServiceMetrics:
@@ -47,7 +69,8 @@ class ServiceMetrics:
 
 
 class HttpEdge:
-    """ASGI middleware: HEAD as GET without a body, and one metrics observation per request."""
+    """ASGI middleware: HEAD as GET without a body, security headers, and one metrics observation
+    per request."""
 
     def __init__(self, app, metrics: ServiceMetrics, head_routes: tuple[str, ...] = ("/content",)) -> None:
         self.app, self.metrics, self.head_routes = app, metrics, head_routes
@@ -65,6 +88,7 @@ class HttpEdge:
         async def edge_send(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message = {**message, "headers": security_headers(scope["path"], message.get("headers", []))}
             elif message["type"] == "http.response.body":
                 if head:
                     message = {**message, "body": b""}
@@ -128,20 +152,29 @@ def add_edge(app: FastAPI) -> ServiceMetrics:
     if assets is not None:
         app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
 
-        @app.get("/docs", include_in_schema=False)
+        @app.get(DOCS, include_in_schema=False)
         def docs() -> HTMLResponse:
-            return HTMLResponse(swagger_page(app.title, app.openapi_url or "/openapi.json"))
+            return HTMLResponse(swagger_page(app.title))
+
+        @app.get(f"{DOCS}/init.js", include_in_schema=False)
+        def docs_init() -> Response:
+            return Response(swagger_init(app.openapi_url or "/openapi.json"), media_type="text/javascript")
 
     return metrics
 
 
-def swagger_page(title: str, openapi_url: str) -> str:
+def swagger_page(title: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} - API</title>
 <link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: {json.dumps(openapi_url)}, dom_id: "#swagger-ui"}});</script>
+<script src="{DOCS}/init.js"></script>
 </body></html>
 """
+
+
+def swagger_init(openapi_url: str) -> str:
+    return f'SwaggerUIBundle({{url: {json.dumps(openapi_url)}, dom_id: "#swagger-ui"}});\n'
+

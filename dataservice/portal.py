@@ -7,11 +7,13 @@ Invariants:
   and are left out for files no verified replica serves and for datasets under embargo.
 - No JavaScript: every page works as a plain server-rendered document (folder tree: <details>;
   file selection: a GET form of checkboxes that returns a manifest for `domas get --manifest`).
-- Every asset is served by the service itself (inline CSS, local Swagger UI): no CDN.
+- Every asset is served by the service itself (the stylesheet at STYLE_PATH, local Swagger UI): no
+  CDN, and nothing inline, so the Content-Security-Policy (httpedge.py) allows only 'self'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import time
@@ -26,7 +28,9 @@ from domas.catalogue.search import FILTERS, SORTS, display_title
 _WEB = Path(__file__).with_name("web")
 _TEMPLATES = {name: Template((_WEB / f"{name}.html").read_text(encoding="utf-8"))
               for name in ("base", "index", "dataset", "error", "login")}
-_STYLE = (_WEB / "style.css").read_text(encoding="utf-8")
+STYLE = (_WEB / "style.css").read_text(encoding="utf-8")
+STYLE_TAG = hashlib.sha256(STYLE.encode()).hexdigest()[:12]     # in its link: a changed stylesheet is fetched anew
+STYLE_PATH = "/assets/style.css"
 
 
 def human_size(n: int) -> str:
@@ -72,7 +76,8 @@ def _who(user: str) -> str:
 
 
 def _page(title: str, body: str, user: str = "") -> str:
-    return _TEMPLATES["base"].substitute(title=escape(title), style=_STYLE, body=body, root="/", who=_who(user))
+    return _TEMPLATES["base"].substitute(title=escape(title), style=f"{STYLE_PATH}?v={STYLE_TAG}", body=body, root="/",
+                                         who=_who(user))
 
 
 def _access_badge(ds: Dataset, now: float) -> str:

@@ -42,6 +42,10 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
                                                 facets=found.facets, next_cursor=encode_cursor(found.next),
                                                 user=caller.name))
 
+    @app.get(portal.STYLE_PATH, include_in_schema=False)
+    def stylesheet() -> Response:
+        return Response(portal.STYLE, media_type="text/css", headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form() -> HTMLResponse:
         return HTMLResponse(portal.render_login())

@@ -133,7 +133,7 @@ def test_dataset_page_shows_people_metadata_table_and_a_folder_tree(service_open
     assert re.search(r"<details open><summary>sub/ <span class=\"count\">\(1 file\)</span>", r.text)
     assert 'type="checkbox" name="path" value="sub/scan ü 1.h5"' in r.text
     assert f'action="/datasets/{world.pids["open"]}/manifest"' in r.text
-    assert '@media (max-width: 700px)' in r.text and 'class="scroll"' in r.text   # phone width
+    assert 'class="scroll"' in r.text and "@media (max-width: 700px)" in httpx.get(f"{base}/assets/style.css").text
 
 
 def test_dataset_page_and_api_show_the_scan_records_of_a_dataset(service_open):
