@@ -650,12 +650,12 @@ class Scheduler:
         key = (beamline, ev.STATES[state])
         self.counts[key] = self.counts.get(key, 0) + n
 
-    def unfinished_destinations(self, directories: set[str]) -> set[str]:
-        """Final names (URLs) directly inside `directories` of files not finished yet: the part-file
-        janitor leaves theirs alone. Queued ones too: after a restore (or a rebuild after a failed
-        write) a queued file's part file may hold chunks whose reports agents are still replaying."""
-        return {f.dst for t in self._transfers.values() for f in t.files
-                if f.state in (QUEUED, ACTIVE, VERIFYING) and f.dst.rsplit("/", 1)[0] in directories}
+    def unfinished_view(self) -> list[tuple[str, list]]:
+        """What the part-file janitor needs to know which destinations are still being copied, taken
+        on the event loop in O(transfers), not O(files): each unfinished transfer's destination
+        prefix and its list of files. `unfinished_in` reads it, in a worker thread and only when a
+        directory holds a part file old enough to be an orphan."""
+        return [(t.dst_prefix, t.files) for t in self._transfers.values()]
 
     def snapshot(self, now: float) -> dict:
         """Figures for metrics: files per (beamline, state) (terminal states count since start),
@@ -686,6 +686,25 @@ class Scheduler:
         s = cls(config, rng, epoch)
         rebuild(s, transfers, files, done_chunks, next_file_id)
         return s
+
+
+def unfinished_in(view: list[tuple[str, list]], directories: set[str]) -> set[str]:
+    """Final names (URLs) directly inside `directories` of the files in `view` (`unfinished_view`)
+    not finished yet: the part-file janitor leaves theirs alone. Queued ones too: after a restore (or
+    a rebuild after a failed write) a queued file's part file may hold chunks whose reports agents
+    are still replaying. Safe in another thread: it only reads, and a file it sees unfinished that
+    ends meanwhile is merely kept one sweep longer; transfers accepted after the view write part
+    files younger than any orphan. Walks only the transfers whose prefix holds one of `directories`."""
+    out: set[str] = set()
+    for prefix, files in view:
+        if not any((d + "/").startswith(prefix) for d in directories):
+            continue
+        for f in files:
+            if f.state in (QUEUED, ACTIVE, VERIFYING):
+                dst = prefix + f.dst_rel
+                if dst.rsplit("/", 1)[0] in directories:
+                    out.add(dst)
+    return out
 
 
 def _epoch_of(lease_id: str) -> int:

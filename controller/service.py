@@ -24,7 +24,7 @@ from domas.checksum import parse_adler32
 from domas.controller import convert
 from domas.controller import events as ev
 from domas.controller.rpc_errors import KIND_KEY
-from domas.controller.scheduler import Scheduler
+from domas.controller.scheduler import Scheduler, unfinished_in
 from domas.controller.state import StateStore
 from domas.errors import AlreadyEnded, DomasError, InvalidMessage, NotFound, TransientError, Unsupported
 from domas.transfer import filecore, validate
@@ -141,12 +141,17 @@ def _finalize_each(finalize: Callable[[ev.FinalizeFile], ev.DestinationVerified]
     return verdicts
 
 
-def _sweep_dirs(dirs: list[str], keep_urls: set[str], now: float, max_age: float) -> None:
-    """Blocking: the janitor over each directory (URLs); failures wait for the next sweep."""
+def _sweep_dirs(dirs: list[str], unfinished: list, now: float, max_age: float) -> None:
+    """Blocking: the janitor over each directory (URLs); failures wait for the next sweep. The part
+    files of files still unfinished (`unfinished`: Scheduler.unfinished_view) are left alone; which
+    those are is worked out here, off the event loop, and only for a directory with an old part file."""
     for d in dirs:
         try:
             store, path = resolve(d)
-            keep = {resolve(u)[1] for u in keep_urls if u.rsplit("/", 1)[0] == d}
+
+            def keep(d: str = d) -> set[str]:
+                return {resolve(ev.part_url(u))[1] for u in unfinished_in(unfinished, {d})}
+
             for p in sweep(store, path, now=now, max_age=max_age, keep=keep):
                 log.info("removed the orphan part file %r", store.url(p))
         except DomasError as e:
@@ -290,9 +295,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         late chunk, a killed copy): older than the lease time and of no file still in progress."""
         now = self.clock()
         due = self._janitor.due(now)
-        if due:
-            keep = {ev.part_url(d) for d in self.s.unfinished_destinations(set(due))}
-            self._pool.submit(_sweep_dirs, due, keep, now, self.s.cfg.lease_seconds)
+        if due:     # O(transfers) here; the walk over their files, if any, in the pool
+            self._pool.submit(_sweep_dirs, due, self.s.unfinished_view(), now, self.s.cfg.lease_seconds)
 
     def end_streams(self, reason: str = "the controller is stopping; reconnect to it when it is back") -> None:
         """End every open Leases stream with UNAVAILABLE (agents reconnect), so that a stopping

@@ -3,7 +3,8 @@
 Invariants:
 - Only part names (transfer/parts.py) are ever removed, never a finished file or anything else.
 - A part file is an orphan when it has not been written for `max_age` seconds (its mtime; every
-  chunk written moves it), it is not one the caller still copies (`keep`, part paths), and no
+  chunk written moves it), it is not one the caller still copies (`keep`, part paths, or a
+  function giving them that is called only when there is an old part file), and no
   writer holds its lock (backends with advisory locks: a running `domas copy` is never touched).
   `max_age` is at least the lease time: a writer whose lease is alive has written since.
 - A removed part file's resume journal (in the caller's state directory) goes with it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from domas.errors import DestinationBusy, DomasError, NotFound
 
@@ -30,15 +32,24 @@ def orphans(entries, now: float, max_age: float, keep: frozenset[str] | set[str]
             and now - e.mtime >= max_age and e.path not in keep]
 
 
-def sweep(store, directory: str, *, now: float, max_age: float, keep=frozenset(),
+def sweep(store, directory: str, *, now: float, max_age: float,
+          keep: frozenset[str] | set[str] | Callable[[], set[str]] = frozenset(),
           state_dir: Path | None = None) -> list[str]:
-    """Remove the orphan part files directly inside `directory`; returns the paths removed."""
+    """Remove the orphan part files directly inside `directory`; returns the paths removed. `keep`
+    is the part paths to leave alone, or a function giving them, called only when the directory
+    holds a part file old enough to be an orphan (finding what is still in progress may be a walk
+    over every queued file; most sweeps find nothing old)."""
     try:
         entries = store.listdir(directory)
     except NotFound:
         return []
+    candidates = orphans(entries, now, max_age)
+    if candidates and callable(keep):
+        keep = keep()
     removed = []
-    for path in orphans(entries, now, max_age, keep):
+    for path in candidates:
+        if path in keep:
+            continue
         if _remove_unlocked(store, path):
             removed.append(path)
             _drop_journal(store, path, state_dir)
