@@ -12,6 +12,11 @@ What it builds:
   `domas get PID DEST` (default streams, and --streams 16), `curl` with every file's content URL in
   one process, `aria2c -x4 -s4` with the same URLs, and `iperf3 -c -R` (server to client, the
   direction the downloads use).
+- `domas` is this checkout as installed here (editable; its modules byte-compiled first, as
+  scripts/install does), started by this interpreter, whose site-packages runs .pth hooks at
+  every start (the editable finder, and on this machine a CA hook of the sandbox). `domas-venv` is
+  the same code as a scientist installs it: `pip install` of the checkout into a fresh venv
+  (built once per run under --work), whose interpreter starts without those hooks.
 
 Goodput of a download = bytes of the dataset / wall time of the client process, start to exit
 (startup, listing and verification included). iperf3's goodput is its receiver figure. Peak RSS of
@@ -182,9 +187,37 @@ def content_urls(ds: dict) -> list[str]:
     return [f"{base}/{quote(rel)}/content" for rel in ds["files"]]
 
 
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE_DIRS = ("src", "agent", "archive", "catalogue", "controller", "dataservice", "ext", "proto", "transfer")
+
+
+def compile_checkout() -> None:
+    """Byte-compile the checkout, as scripts/install does (an editable install is not compiled by pip,
+    and PYTHONDONTWRITEBYTECODE would make every client start compile its modules again)."""
+    sh(sys.executable, "-m", "compileall", "-q", "-j", "0", *(str(REPO / d) for d in PACKAGE_DIRS))
+
+
+def build_venv(work: Path) -> Path:
+    """A fresh venv holding this checkout's files installed by pip (not editable): its python.
+    `work` is a temporary directory outside the checkout (a copy of tests/ inside it would be collected)."""
+    src, venv = work / "src", work / "venv"
+    files = sh("git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard").stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
+    sh(sys.executable, "-m", "venv", str(venv))
+    sh(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src))
+    return venv / "bin" / "python"
+
+
+CLIENT_PYTHON = {"domas": sys.executable}
+
+
 def client_cmd(tool: str, ds: dict, dest: Path, iperf_seconds: int) -> list[str]:
     if tool.startswith("domas"):
-        cmd = [sys.executable, "-m", "domas.cli", "get", "--server", f"http://{NS_IP}:{HTTP_PORT}", ds["pid"],
+        python = CLIENT_PYTHON["domas-venv" if tool == "domas-venv" else "domas"]
+        cmd = [python, "-m", "domas.cli", "get", "--server", f"http://{NS_IP}:{HTTP_PORT}", ds["pid"],
                str(dest), "--json", "--no-resume"]
         return cmd + (["--streams", tool.removeprefix("domas-s")] if tool.startswith("domas-s") else [])
     if tool == "curl":
@@ -278,6 +311,11 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     info = machine_info(work)
+    compile_checkout()
+    venv_dir = tempfile.mkdtemp(prefix="domas-bench-venv-")
+    if "domas-venv" in tools:
+        print("installing the checkout into a venv ...", flush=True)
+        CLIENT_PYTHON["domas-venv"] = str(build_venv(Path(venv_dir)))
     print("building the datasets ...", flush=True)
     datasets = build_catalogue(work)
     procs: list[subprocess.Popen] = []
@@ -306,6 +344,7 @@ def main() -> int:
     finally:
         stop(procs)
         link_down()
+        shutil.rmtree(venv_dir, ignore_errors=True)
     write_report(args, info, tools, results)
     return 0
 
@@ -324,7 +363,10 @@ def write_report(args, info: dict, tools: list[str], results: list) -> None:
              "listing, HEADs and every check included); iperf3's is its receiver figure for `-c -R -t N` "
              "(one TCP stream, server to client). Tools alternate, the order rotated each repetition. Peak RSS is "
              "the client process's ru_maxrss (GNU time %M). `domas` uses the default streams (4 per core = 8 here), "
-             "`domas-s16` `--streams 16`; both with the default 1 MiB chunks and --no-resume.", ""]
+             "`domas-s16` `--streams 16`; both with the default 1 MiB chunks and --no-resume. `domas` runs this "
+             "checkout as installed here (editable, byte-compiled, this interpreter with its site-packages' .pth "
+             "hooks); `domas-venv` the same files pip-installed into a fresh venv, as a scientist installs the "
+             "client.", ""]
     for rate, ds_name, ds, spec, iperf_seconds, rows in results:
         s = summarise(rows, rate)
         lines += [f"## {rate} Mbit/s (`tc qdisc ... {spec}`), dataset `{ds_name}`: {len(ds['files'])} files, "

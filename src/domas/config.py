@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -342,6 +341,8 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
     path = path or env.get("DOMAS_CONFIG") or _instance_config()
     cfg = Config(config_file=str(path or ""))
     if path:
+        import tomllib      # only with a file to read: 3 ms of every start of a short command without one
+
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from . import posix  # noqa: F401  (registers file:// and local paths)
 from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
-from .memory import MemoryStorage
 from .posix import PosixStorage
 from .registry import provide, register, resolve, scheme_of, schemes
 
 provide(f"{__name__}.xrootd", "root", "roots", "xroot", "xroots")
 provide(f"{__name__}.http", "http", "https")
+
+
+def __getattr__(name: str):
+    """MemoryStorage (tests, the contract suite) is imported on first use, not by every command."""
+    if name == "MemoryStorage":
+        from .memory import MemoryStorage
+
+        return MemoryStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_remote(url: str) -> bool:

@@ -24,7 +24,6 @@ Contract (the Storage contract, read side only):
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import threading
 import time
@@ -104,6 +103,8 @@ def _mtime(resp: Response) -> float:
     value = resp.headers.get("last-modified")
     if not value:
         return 0.0
+    import email.utils       # here, not at the top: 5 ms of `domas get`'s start, which sends no HEAD
+
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
