@@ -27,9 +27,8 @@ import json
 import re
 import time
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from domas.errors import UsageError
 
@@ -163,17 +162,34 @@ def year_of(t: float | None) -> str:
     return time.strftime("%Y", time.gmtime(t)) if t is not None else "unknown"
 
 
+class BeamtimeFacets(NamedTuple):
+    """What the facets read of a beamtime: its beamline and the start that gives its year."""
+    beamline: str
+    start: float | None
+
+
 def fold_facets(groups: Iterable[tuple[str, str, str, bool, int]], beamtimes: dict) -> dict:
     """Facet counts from (beamtime, data_type, year created, embargoed, count) groups; `beamtimes`
-    maps id -> Beamtime (the beamline, and the year of its start when known)."""
-    facets: dict[str, Counter] = {"beamline": Counter(), "data_type": Counter(), "year": Counter(),
-                                  "access": Counter()}
-    for bt_id, data_type, created, embargoed, n in groups:
-        bt = beamtimes.get(bt_id)
-        facets["beamline"][(bt.beamline if bt and bt.beamline else "unknown")] += n
-        facets["data_type"][data_type] += n
-        facets["year"][year_of(bt.start) if bt and bt.start is not None else (created or "unknown")] += n
-        facets["access"]["embargoed" if embargoed else "open"] += n
+    maps id -> Beamtime or BeamtimeFacets (the beamline, and the year of its start when known).
+    A beamtime's beamline and year are worked out once, however many groups it has."""
+    beamline: dict[str, int] = {}
+    data_type: dict[str, int] = {}
+    year: dict[str, int] = {}
+    access = {"embargoed": 0, "open": 0}
+    known: dict[str, tuple[str, str | None]] = {}
+    for bt_id, dt, created, embargoed, n in groups:
+        line_year = known.get(bt_id)
+        if line_year is None:
+            bt = beamtimes.get(bt_id)
+            line_year = known[bt_id] = (bt.beamline if bt and bt.beamline else "unknown",
+                                        year_of(bt.start) if bt and bt.start is not None else None)
+        beamline[line_year[0]] = beamline.get(line_year[0], 0) + n
+        data_type[dt] = data_type.get(dt, 0) + n
+        y = line_year[1] or created or "unknown"
+        year[y] = year.get(y, 0) + n
+        access["embargoed" if embargoed else "open"] += n
+    facets = {"beamline": beamline, "data_type": data_type, "year": year,
+              "access": {k: n for k, n in access.items() if n}}
     return {name: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for name, c in facets.items()}
 
 

@@ -25,10 +25,10 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
                    check_dataset, check_dataset_state, check_file, check_id, check_replica_updates, check_scan,
                    counter_delta, filled, inherit_embargo, kept_dataset, merged_file, plain_metadata)
 from .pid import dataset_pid, prefix_style
-from .search import (SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words, fold_facets,
-                     query_words, sort_key, sort_title, words, year_of)
-from .sqlite_facets import (ROWS, TextPlan, bounded_rows, broad, ensure_facet_table, filters, fts_word, grouped_rows,
-                            newest_of, text_plan)
+from .search import (BeamtimeFacets, SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words,
+                     fold_facets, query_words, sort_key, sort_title, words, year_of)
+from .sqlite_facets import (DS_FTS_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ensure_facet_table, filters, fts_ids,
+                            fts_key, fts_word, grouped_rows, newest_of, recent_window, rekey_fts, text_plan)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -64,18 +64,20 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_target ON changes(target, seq);
 """
 
-# Free-text search (search.py): pre-split words, rowids shared with datasets, files and beamtimes.
-_SEARCH_SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS ds_fts USING fts5(body, tokenize='unicode61');
+# Free-text search (search.py): pre-split words, rowids shared with files and beamtimes; a dataset's
+# ds_fts rowid carries its rowid and its facet group (sqlite_facets.fts_key).
+_SEARCH_SCHEMA = f"""
+{DS_FTS_SCHEMA};
 CREATE VIRTUAL TABLE IF NOT EXISTS file_fts USING fts5(body, tokenize='unicode61');
 CREATE VIRTUAL TABLE IF NOT EXISTS bt_fts USING fts5(body, tokenize='unicode61');
 CREATE INDEX IF NOT EXISTS datasets_beamtime_nocase ON datasets(beamtime COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, created_at, embargo_end, state);
 """
-_SEARCH_VERSION = 1
+_SEARCH_VERSION = 2             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key
 COUNT_CACHE_SIZE = 256
 COUNT_CACHE_SECONDS = 60
+_RECENT_MAX = 100_000          # the most datasets a free-text page tries first (sqlite_facets.recent_window)
 _FEW_BEAMTIMES = 500             # a narrow query's page is looked up through the beamtimes of its matches
 _UNDER_EMBARGO = ROWS.under_embargo
 # the ways a search word finds a dataset besides its own text (ds_fts) and its beamtime's (bt_fts):
@@ -124,13 +126,19 @@ class SQLiteCatalogue(Catalogue):
             self._db = open_db(self.path, what="catalogue database", synchronous=synchronous, cache_kib=65536)
             self._db.executescript(_SCHEMA)
             self._db.executescript(_SEARCH_SCHEMA)
-            if self._db.execute("PRAGMA user_version").fetchone()[0] < _SEARCH_VERSION:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            regrouped = self._migrate()
+            if version < 1:
                 self._rebuild_search()
-            self._migrate()
+            elif version < _SEARCH_VERSION or regrouped:
+                with self._tx() as db:
+                    rekey_fts(db, keyed=version >= 2)
+                    db.execute(f"PRAGMA user_version={_SEARCH_VERSION}")
             ensure_scan_tables(self._db)
 
-    def _migrate(self) -> None:
-        """Catalogues written before replicas recorded their content version and last check."""
+    def _migrate(self) -> bool:
+        """Catalogues written before replicas recorded their content version and last check, the
+        title order or the facet counter tables; True when the facet groups were (re)made."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(replicas)")}
         for column, decl in (("version", "TEXT NOT NULL DEFAULT ''"), ("checked_at", "REAL")):
             if column not in have:
@@ -146,14 +154,12 @@ class SQLiteCatalogue(Catalogue):
                     (sort_title(path, json.loads(meta)), pid)
                     for pid, path, meta in db.execute("SELECT pid, path, metadata FROM datasets").fetchall()))
         self._db.execute("CREATE INDEX IF NOT EXISTS datasets_title ON datasets(sort_title, pid)")
-        self._facet_table()
+        with self._tx() as db:
+            regrouped = ensure_facet_table(db)
         # an embargo kept on a beamtime, for its datasets catalogued later (inherit_embargo)
         self._db.execute("CREATE TABLE IF NOT EXISTS beamtime_embargoes (beamtime TEXT PRIMARY KEY, "
                          "embargo_end REAL NOT NULL)")
-
-    def _facet_table(self) -> None:
-        with self._tx() as db:
-            ensure_facet_table(db)
+        return regrouped
 
     def _text_plan(self, query: SearchQuery) -> TextPlan | None:
         found = query_words(query.q)
@@ -249,7 +255,7 @@ class SQLiteCatalogue(Catalogue):
                        "file_count, bytes, created_at, sort_title) VALUES (?,?,?,?,?,?,?,0,0,?,?)",
                        (pid, d.beamtime, d.path, d.data_type, d.state, d.embargo_end, meta, created,
                         sort_title(d.path, plain_metadata(d.metadata))))
-        self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata))
+        self._index_dataset(db, pid, d.beamtime, d.path, d.data_type, plain_metadata(d.metadata), new=not row)
         return pid
 
     def upsert_files(self, batch: Sequence[FileRecord]) -> None:
@@ -499,11 +505,15 @@ class SQLiteCatalogue(Catalogue):
     # -- search (search.py states the contract) ------------------------------------------------
     @staticmethod
     def _index_dataset(db: sqlite3.Connection, pid: str, beamtime: str, path: str, data_type: str,
-                       metadata: dict) -> None:
-        rowid = db.execute("SELECT rowid FROM datasets WHERE pid=?", (pid,)).fetchone()[0]
-        db.execute("DELETE FROM ds_fts WHERE rowid=?", (rowid,))
+                       metadata: dict, *, new: bool = False) -> None:
+        """(Re)write a dataset's text under its key (rowid and facet group, kept by the triggers);
+        a dataset just inserted has none to replace (its delete trigger removed any before)."""
+        rowid, group = db.execute("SELECT d.rowid, k.g FROM datasets d JOIN ds_grp k ON k.id = d.rowid "
+                                  "WHERE d.pid=?", (pid,)).fetchone()
+        if not new:
+            db.execute("DELETE FROM ds_fts WHERE rowid BETWEEN ? AND ?", (fts_key(rowid, 0), fts_key(rowid, 2**32 - 1)))
         body = " ".join(words(dataset_text(beamtime, path, data_type, metadata)))
-        db.execute("INSERT INTO ds_fts(rowid, body) VALUES (?,?)", (rowid, body))
+        db.execute("INSERT INTO ds_fts(rowid, body) VALUES (?,?)", (fts_key(rowid, group), body))
 
     def _index_beamtime(self, db: sqlite3.Connection, beamtime_id: str) -> None:
         row = db.execute("SELECT rowid, * FROM beamtimes WHERE id=?", (beamtime_id,)).fetchone()
@@ -522,7 +532,7 @@ class SQLiteCatalogue(Catalogue):
             db.execute("DELETE FROM bt_fts")
             for pid, bt, path, dt, meta in db.execute(
                     "SELECT pid, beamtime, path, data_type, metadata FROM datasets").fetchall():
-                self._index_dataset(db, pid, bt, path, dt, json.loads(meta))
+                self._index_dataset(db, pid, bt, path, dt, json.loads(meta), new=True)
             for (bt,) in db.execute("SELECT id FROM beamtimes").fetchall():
                 self._index_beamtime(db, bt)
             db.executemany("INSERT INTO file_fts(rowid, body) VALUES (?,?)",
@@ -535,11 +545,11 @@ class SQLiteCatalogue(Catalogue):
         range here, the rest (identifiers, facet filters, embargo scope) from sqlite_facets.filters,
         the same SQL the counter tables use."""
         where: list[str] = [plan.page_condition()] if plan is not None else []
-        args: dict = {"now": query.now, **(plan.args if plan is not None else {})}
+        args: dict = {"now": query.now, "fts_lo": 0, **(plan.args if plan is not None else {})}
         for i, w in enumerate(query_words(query.q) if plan is None else ()):
             args[f"w{i}"] = fts_word(w)
             sides = " ".join(f"OR {side.format(w=f'w{i}')}" for side in _WORD_SIDES)
-            where.append(f"(d.rowid IN (SELECT rowid FROM ds_fts WHERE ds_fts MATCH :w{i}) {sides} "
+            where.append(f"(d.rowid IN ({fts_ids(f'w{i}')}) {sides} "
                          f"OR d.beamtime IN (SELECT bt.id FROM beamtimes bt WHERE bt.rowid IN "
                          f"(SELECT rowid FROM bt_fts WHERE bt_fts MATCH :w{i})))")
         if query.start is not None or query.end is not None:
@@ -578,9 +588,15 @@ class SQLiteCatalogue(Catalogue):
                 # first, the walk starts at the newest dataset of a beamtime that has matches
                 walk = page_where + ([] if top is None or by_title else ["d.created_at <= :top"])
                 index = "datasets_title" if by_title else "datasets_created"
-                rows = bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
-                                    f"{' AND '.join(walk) or '1'} ORDER BY {order} LIMIT {limit + 1}",
-                                    {**args, "top": top})
+
+                def walked(conds: list[str], more: dict) -> list[tuple] | None:
+                    return bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
+                                        f"{' AND '.join(conds) or '1'} ORDER BY {order} LIMIT {limit + 1}",
+                                        {**args, "top": top, **more})
+                if query_words(query.q) and not by_title:
+                    rows = self._recent_page(walked, walk, top if query.after is None else min(
+                        query.after[0], top if top is not None else query.after[0]), total, limit)
+                rows = rows if rows is not None else walked(walk, {})
             elif total and len(beamtimes) <= _FEW_BEAMTIMES:
                 # a narrow query: every match is in one of these beamtimes, whose index the planner can use
                 page_where.append("d.beamtime IN (SELECT value FROM json_each(:page_bts))")
@@ -591,6 +607,19 @@ class SQLiteCatalogue(Catalogue):
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
+
+    def _recent_page(self, walked, walk: list[str], start: float | None, total: int, limit: int) -> list[tuple] | None:
+        """The page of a broad free-text query, newest first, from the newest datasets alone (a few
+        times the walk a page of `total` matches needs): their words are a short tail of each
+        word's FTS rowids (sqlite_facets.recent_window), where the plain walk reads all of them.
+        None when that window holds no full page: the caller walks without it."""
+        size = min(_RECENT_MAX, 4 * (limit + 1) * (self._db.execute("SELECT max(rowid) FROM datasets").fetchone()[0]
+                                                   or 0) // total + 1000)
+        window = recent_window(self._db, start, size)
+        if window is None:
+            return None
+        rows = walked([*walk, "d.created_at > :c_lo"], {"c_lo": window[0], "fts_lo": window[1] << 32})
+        return rows if rows is not None and len(rows) > limit else None
 
     def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict, tuple[str, ...], float | None]:
         """Total, facets, the beamtimes with matches and the newest created_at among their datasets
@@ -633,14 +662,14 @@ class SQLiteCatalogue(Catalogue):
             groups += [(bt, dt, year, True, embargoed), (bt, dt, year, False, n - embargoed)]
         return beamtimes, [g for g in groups if g[4]]
 
-    def _beamtimes(self, ids: set[str]) -> dict[str, Beamtime]:
-        out, ids_list = {}, sorted(ids)
-        for start in range(0, len(ids_list), 500):
-            part = ids_list[start:start + 500]
-            for i, beamline, proposal, pi, team, bstart, bend in self._db.execute(
-                    f"SELECT * FROM beamtimes WHERE id IN ({','.join('?' * len(part))})", part):
-                out[i] = Beamtime(i, beamline, proposal, pi, tuple(json.loads(team)), bstart, bend)
-        return out
+    def _beamtimes(self, ids: set[str]) -> dict[str, BeamtimeFacets]:
+        """What the facets read of these beamtimes (search.fold_facets); one pass over the table when
+        they are many."""
+        if len(ids) > 500:
+            return {i: BeamtimeFacets(line, start) for i, line, start in
+                    self._db.execute("SELECT id, beamline, start FROM beamtimes") if i in ids}
+        return {i: BeamtimeFacets(line, start) for i, line, start in self._db.execute(
+            f"SELECT id, beamline, start FROM beamtimes WHERE id IN ({','.join('?' * len(ids))})", sorted(ids))}
 
     def beamtimes_of_person(self, name: str) -> list[str]:
         name = name.strip()

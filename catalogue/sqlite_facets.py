@@ -19,8 +19,12 @@ Invariants:
   with a time range, or words without a plan, it returns None and the caller counts datasets.
 - bounded_rows never runs longer than PAGE_SCAN_STEPS SQLite VM steps (counted by itself: SQLite's
   count goes on across runs of a cached statement); it returns None instead.
-- The rowids of datasets are shared with ds_fts and ds_grp, as before this module: a VACUUM that
-  renumbered them would need the search tables rebuilt.
+- A ds_fts row's rowid is (dataset rowid << 32) | its group id (fts_key): a word's matches are
+  counted per group from the FTS doclist alone, with no lookup per match, and stay in dataset
+  order (a rowid bound on ds_fts is a bound on datasets). The triggers re-key a dataset's ds_fts
+  row when its group changes and drop it with the dataset; rekey_fts converts a whole table.
+- The rowids of datasets are shared with ds_grp and (shifted) ds_fts, as before this module: a
+  VACUUM that renumbered them would need the search tables rebuilt.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ _MATCH = ("{g}beamtime={t}.beamtime AND {g}data_type={t}.data_type AND {g}year=s
 MAX_WORD_CLASSES = 8             # more distinct "which words a beamtime lacks" sets: count the datasets instead
 TOKEN_BEAMTIMES = 200           # up to this many beamtimes, a part's FTS query names them
 _TRIGGERS = ("ds_groups_insert", "ds_groups_delete", "ds_groups_update")
+DS_FTS_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS ds_fts USING fts5(body, tokenize='unicode61')"
+FTS_DATASET = "rowid >> 32"      # the dataset rowid of a ds_fts row
+FTS_GROUP = "rowid & 4294967295"  # ... and its group id
+_FTS_ROWS = "rowid BETWEEN ({t}.rowid << 32) AND ({t}.rowid << 32) + 4294967295"   # every ds_fts row of dataset t
+_FTS_KEY = "(({t}.rowid << 32) | (SELECT g FROM ds_grp WHERE id = {t}.rowid))"
 
 
 @dataclass(frozen=True)
@@ -102,14 +111,27 @@ def filters(query: SearchQuery, c: Columns) -> tuple[list[str], dict]:
     return where, args
 
 
-def ensure_facet_table(db: sqlite3.Connection) -> None:
+def fts_key(rowid: int, group: int) -> int:
+    """The ds_fts rowid of a dataset's text: its rowid and its group id in one integer."""
+    return (rowid << 32) | group
+
+
+def fts_ids(param: str) -> str:
+    """The rowids of the datasets whose text matches the FTS query :param, from the dataset rowid
+    :fts_lo << 32 on (0: all; a page that needs only recent datasets sets it, see recent_window)."""
+    return f"SELECT {FTS_DATASET} FROM ds_fts WHERE ds_fts MATCH :{param} AND rowid >= :fts_lo"
+
+
+def ensure_facet_table(db: sqlite3.Connection) -> bool:
     """Create ds_groups, ds_grp and their triggers (inside the caller's transaction); fill them
-    when they are new or were left by an older version (ds_groups without ids, no ds_grp)."""
+    when they are new or were left by an older version (ds_groups without ids, no ds_grp). The
+    triggers are always replaced by this version's. True when the group ids were (re)made, so
+    ds_fts must be re-keyed (rekey_fts)."""
     have = {r[1] for r in db.execute("PRAGMA table_info(ds_groups)")}
     current = "id" in have and db.execute("SELECT 1 FROM sqlite_master WHERE name='ds_grp'").fetchone() is not None
+    for trigger in _TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     if not current:
-        for trigger in _TRIGGERS:
-            db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         db.execute("DROP TABLE IF EXISTS ds_groups")
         db.execute("DROP TABLE IF EXISTS ds_grp")
     add = (f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) VALUES ({_KEY.format(t='new')}, 1) "
@@ -118,22 +140,41 @@ def ensure_facet_table(db: sqlite3.Connection) -> None:
            f"(SELECT id FROM ds_groups WHERE {_MATCH.format(t='new', g='')}));")
     drop = (f"UPDATE ds_groups SET n = n - 1 WHERE {_MATCH.format(t='old', g='')}; "
             f"DELETE FROM ds_groups WHERE n <= 0 AND {_MATCH.format(t='old', g='')};")
+    # the dataset's text moves to the key of its new group (if the key is another number)
+    rekey = (f"INSERT INTO ds_fts (rowid, body) SELECT {_FTS_KEY.format(t='new')}, body FROM ds_fts "
+             f"WHERE {_FTS_ROWS.format(t='old')} AND rowid != {_FTS_KEY.format(t='new')}; "
+             f"DELETE FROM ds_fts WHERE {_FTS_ROWS.format(t='old')} AND rowid != {_FTS_KEY.format(t='new')};")
     db.execute("CREATE TABLE IF NOT EXISTS ds_groups (id INTEGER PRIMARY KEY, beamtime TEXT NOT NULL, "
                "data_type TEXT NOT NULL, year TEXT NOT NULL, emb REAL NOT NULL, st INTEGER NOT NULL, "
                "n INTEGER NOT NULL, UNIQUE (beamtime, data_type, year, emb, st))")
     db.execute("CREATE TABLE IF NOT EXISTS ds_grp (id INTEGER PRIMARY KEY, g INTEGER NOT NULL)")
     db.execute("CREATE INDEX IF NOT EXISTS ds_groups_beamtime_nocase ON ds_groups(beamtime COLLATE NOCASE)")
-    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
-    db.execute(f"CREATE TRIGGER IF NOT EXISTS ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} "
-               "DELETE FROM ds_grp WHERE id = old.rowid; END")
-    db.execute("CREATE TRIGGER IF NOT EXISTS ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
+    db.execute(f"CREATE TRIGGER ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} "
+               f"DELETE FROM ds_grp WHERE id = old.rowid; DELETE FROM ds_fts WHERE {_FTS_ROWS.format(t='old')}; END")
+    db.execute("CREATE TRIGGER ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
                f"embargo_end, state ON datasets WHEN ({_KEY.format(t='old')}) IS NOT ({_KEY.format(t='new')}) "
-               f"BEGIN {drop} {add} END")
+               f"BEGIN {drop} {add} {rekey} END")
     if not current:
         db.execute(f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) SELECT {_KEY.format(t='d')}, "
                    "count(*) FROM datasets d GROUP BY 1, 2, 3, 4, 5")
         db.execute("INSERT INTO ds_grp SELECT d.rowid, g.id FROM datasets d JOIN ds_groups g "
                    f"ON {_MATCH.format(t='d', g='g.')}")
+    return not current
+
+
+def rekey_fts(db: sqlite3.Connection, keyed: bool) -> None:
+    """Give every ds_fts row the key of its dataset's current group (fts_key), inside the caller's
+    transaction: from plain dataset rowids (a catalogue of search version 1, keyed False) or from
+    keys whose group ids were remade (keyed True). Rows of datasets that are gone are dropped."""
+    dataset = "(f.rowid >> 32)" if keyed else "f.rowid"
+    db.execute("DROP TABLE IF EXISTS temp.fts_rekey")
+    db.execute(f"CREATE TEMP TABLE fts_rekey AS SELECT (k.id << 32) | k.g AS key, f.body AS body "
+               f"FROM ds_fts f JOIN ds_grp k ON k.id = {dataset}")
+    db.execute("DROP TABLE ds_fts")              # far faster than deleting each row's words
+    db.execute(DS_FTS_SCHEMA)
+    db.execute("INSERT INTO ds_fts (rowid, body) SELECT key, body FROM temp.fts_rekey ORDER BY key")
+    db.execute("DROP TABLE temp.fts_rekey")
 
 
 @dataclass(frozen=True)
@@ -154,7 +195,7 @@ def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, 
     word is in its own text (ds_fts, or a side: files, scans... as conditions on d with the word's
     FTS query as :{w}) or in its beamtime's. None when the beamtimes split too many ways."""
     every = frozenset(range(len(found_words)))
-    args: dict = {}
+    args: dict = {"fts_lo": 0}
     by_word: list[set[str]] = []
     side: set[int] = set()
     for i, w in enumerate(found_words):
@@ -185,8 +226,8 @@ def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, 
             continue
         plain = sorted(rest - side)
         expr = " AND ".join(fts_word(found_words[i]) for i in plain)
-        ids = [f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :te{n}"] if plain else []
-        ids += [f"SELECT rowid FROM ds_fts WHERE ds_fts MATCH :tw{i} UNION SELECT d.rowid FROM datasets d WHERE "
+        ids = [fts_ids(f"te{n}")] if plain else []
+        ids += [f"{fts_ids(f'tw{i}')} UNION SELECT d.rowid FROM datasets d WHERE "
                 + " OR ".join(s.format(w=f"tw{i}") for s in sides) for i in sorted(rest & side)]
         pages.append(f"({d_scope} AND " + " AND ".join(f"d.rowid IN ({sql})" for sql in ids) + ")")
         if not rest & side:                           # straight from the dataset index, per group
@@ -196,9 +237,8 @@ def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, 
                 # (a dataset of another beamtime whose text names one is dropped by in_scope)
                 expr = f"({expr}) AND (" + " OR ".join(f'"{t}"' for t in tokens) + ")"
             args[f"te{n}"] = expr
-            counts.append(f"SELECT x.gid, x.n FROM (SELECT k.g AS gid, count(*) AS n FROM ds_fts m JOIN ds_grp k "
-                          f"ON k.id = m.rowid WHERE ds_fts MATCH :te{n} GROUP BY k.g) x JOIN ds_groups g "
-                          f"ON g.id = x.gid WHERE {in_scope}")
+            counts.append(f"SELECT x.gid, x.n FROM (SELECT {FTS_GROUP} AS gid, count(*) AS n FROM ds_fts "
+                          f"WHERE ds_fts MATCH :te{n} GROUP BY 1) x JOIN ds_groups g ON g.id = x.gid WHERE {in_scope}")
             continue
         if plain:
             args[f"te{n}"] = expr
@@ -244,6 +284,17 @@ def newest_of(db: sqlite3.Connection, beamtimes: tuple[str, ...]) -> float | Non
     """The newest created_at among the datasets of these beamtimes (one index seek each)."""
     return db.execute("SELECT max((SELECT max(created_at) FROM datasets WHERE beamtime = j.value)) "
                       "FROM json_each(?) j", (json.dumps(beamtimes),)).fetchone()[0]
+
+
+def recent_window(db: sqlite3.Connection, start: float | None, size: int) -> tuple[float, int] | None:
+    """(c, r) for the `size` newest datasets created at or before `start`: every dataset of them
+    created after c has a rowid >= r. A page of the newest matches that finds enough of them
+    after c is exact while the FTS lookups read only rowids >= r (a short tail when datasets are
+    catalogued roughly in creation order). None when there are no more than `size` of them."""
+    row = db.execute("SELECT count(*), min(created_at), min(rowid) FROM (SELECT created_at, rowid FROM datasets "
+                     "INDEXED BY datasets_created WHERE created_at <= :start ORDER BY created_at DESC LIMIT :size)",
+                     {"start": 1e300 if start is None else start, "size": size}).fetchone()
+    return (row[1], row[2]) if row[0] == size else None
 
 
 def bounded_rows(db: sqlite3.Connection, sql: str, args: dict) -> list[tuple] | None:

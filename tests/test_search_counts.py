@@ -13,7 +13,7 @@ import pytest
 from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal
 from domas.catalogue.search import SearchQuery, fold_facets
 from domas.catalogue.sqlite import SQLiteCatalogue
-from domas.catalogue import sqlite_facets
+from domas.catalogue import sqlite as sqlite_mod, sqlite_facets
 from domas.catalogue.sqlite_facets import GROUPS, ROWS, filters
 
 Y2024, Y2025 = 1_704_067_200.0, 1_735_689_600.0
@@ -51,6 +51,9 @@ QUERIES = [SearchQuery(now=NOW), SearchQuery(now=NOW, see_embargoed=True),
 
 
 def agree(cat: SQLiteCatalogue) -> None:
+    keys = {r[0] for r in cat._db.execute("SELECT rowid FROM ds_fts")}       # each text keyed by its group
+    assert keys == {r[0] for r in cat._db.execute("SELECT (d.rowid << 32) | k.g FROM datasets d "
+                                                  "JOIN ds_grp k ON k.id = d.rowid")}
     for q in QUERIES:
         assert from_table(cat, q) == full_pass(cat, q), q
         found = cat.search_datasets(q)
@@ -242,4 +245,101 @@ def test_a_catalogue_with_the_counter_table_of_the_previous_version_is_converted
     cat.upsert_datasets([Dataset("BT1", f"/again/{i}", created_at=Y2025 + i) for i in range(3)])
     agree(cat)
     assert cat._db.execute("SELECT count(*) FROM ds_grp").fetchone()[0] == 15
+    cat.close()
+
+
+def test_a_words_counts_come_from_the_fts_rowids_alone(tmp_path):
+    """A common word cost a ds_grp lookup per matching dataset (~0.2 us each, half the time of a
+    common word at 10^6 datasets); its ds_fts rowids now carry each dataset's group, so the
+    per-group counts of a word read the FTS index and nothing per match."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    world(cat)
+    plan = cat._text_plan(SearchQuery(q="raw", now=NOW))
+    read: set[str] = set()
+
+    def tables(action, table, *_):
+        if action == sqlite3.SQLITE_READ:
+            read.add(table)
+        return sqlite3.SQLITE_OK
+
+    cat._db.set_authorizer(tables)
+    for sql in plan.counts:
+        cat._db.execute(sql, plan.args).fetchall()
+    cat._db.set_authorizer(None)
+    assert "ds_fts" in read and not read & {"ds_grp", "datasets"}, read
+    cat.close()
+
+
+def test_a_catalogue_with_plain_fts_rowids_is_rekeyed_on_open(tmp_path):
+    """Search version 1 keyed ds_fts by the dataset's rowid alone; opening such a catalogue gives
+    every row its group key (and drops rows of datasets deleted by raw SQL back then)."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    pids = world(cat)
+    cat.close()
+    with sqlite3.connect(tmp_path / "cat.sqlite") as db:
+        rows = db.execute("SELECT rowid >> 32, body FROM ds_fts").fetchall()
+        db.execute("DELETE FROM ds_fts")
+        db.executemany("INSERT INTO ds_fts (rowid, body) VALUES (?, ?)", rows + [(999, "lysozyme orphan")])
+        db.execute("PRAGMA user_version=1")
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    assert cat._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    agree(cat)
+    cat.set_dataset_state(pids[4], "embargoed", NOW + 60)                          # re-keyed by the trigger
+    agree(cat)
+    cat.close()
+
+
+def newest_matches(cat: SQLiteCatalogue, query: SearchQuery) -> list[str]:
+    where, args = cat._search_where(query)
+    if query.after is not None:
+        where.append("(d.created_at < :ac OR (d.created_at = :ac AND d.pid > :ap))")
+        args.update(ac=query.after[0], ap=query.after[1])
+    return [r[0] for r in cat._db.execute(f"SELECT d.path FROM datasets d WHERE {' AND '.join(where)} "
+                                          f"ORDER BY d.created_at DESC, d.pid LIMIT {query.limit}", args)]
+
+
+@pytest.mark.parametrize("order", ["created", "reversed", "shuffled"])
+def test_a_broad_word_pages_from_the_newest_datasets_and_stays_exact(tmp_path, order):
+    """The page of a broad free-text query is looked for among the newest datasets first, reading
+    only their tail of the FTS rowids; whatever the order datasets were catalogued in, and when the
+    matches are bunched among the oldest (the window falls short), the pages are exact."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    stamps = list(range(3000))
+    if order == "reversed":
+        stamps.reverse()
+    elif order == "shuffled":
+        stamps = stamps[::7] + [t for t in stamps if t % 7]
+    cat.upsert_datasets([Dataset("BT1", f"/d/{t:05d}", metadata={"title": ("common" if t % 3 else "other") +
+                                                                   (" ancient" if t < 900 else "")},
+                                 created_at=Y2024 + t // 2, embargo_end=NOW + 1 if t % 11 == 0 else None)
+                         for t in stamps])
+    for words in ("common", "ancient", "common ancient", "other"):
+        query = SearchQuery(q=words, now=NOW, limit=20)
+        for _ in range(3):
+            found = cat.search_datasets(query)
+            assert [d.path for d in found.datasets] == newest_matches(cat, query), (words, query.after)
+            query = SearchQuery(q=words, now=NOW, limit=20, after=found.next)
+    cat.close()
+
+
+def test_a_broad_words_page_reads_only_the_newest_rowids(tmp_path, monkeypatch):
+    """The page of a word matching 20 000 datasets read every one of its FTS rowids into a
+    temporary index before walking the newest datasets (~15 ms at 10^6 datasets); now it reads
+    the rowids of the newest few thousand datasets alone: its walk fits in fewer SQLite steps
+    than there are matches."""
+    monkeypatch.setattr(sqlite_facets, "PAGE_SCAN_STEPS", 20_000)
+    walks: list[bool] = []
+
+    def recorded(*args):
+        rows = sqlite_facets.bounded_rows(*args)
+        walks.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(sqlite_mod, "bounded_rows", recorded)
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite", synchronous="OFF")
+    cat.upsert_datasets([Dataset("BT1", f"/d/{i:05d}", metadata={"title": "common"}, created_at=Y2024 + i)
+                         for i in range(20_000)])
+    found = cat.search_datasets(SearchQuery(q="common", now=NOW, limit=50))
+    assert found.total == 20_000 and [d.path for d in found.datasets] == [f"/d/{i:05d}" for i in range(19_999, 19_949, -1)]
+    assert walks and walks[0], walks                                   # the first walk finished within its steps
     cat.close()
