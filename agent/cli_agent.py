@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_agent(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
+    from domas.channel import controller_address
     from domas.loop import run_async
     from .metrics import AgentCollector
     from domas.metrics import serve_metrics
@@ -43,7 +44,7 @@ def run_agent(args: argparse.Namespace, cfg: Config) -> int:
 
     setup_logging()       # one line per event: names with a newline are escaped
     name = args.name or cfg.agent.name or socket.gethostname()
-    controller = args.controller or cfg.agent.controller
+    controller = controller_address(args.controller, cfg.agent.controller)
     streams = args.streams or cfg.copy.streams
 
     async def main() -> None:

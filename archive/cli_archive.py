@@ -59,6 +59,7 @@ def prepare_tiers(cfg: Config) -> None:
 
 
 def run_archive(args: argparse.Namespace, cfg: Config) -> int:
+    from domas.channel import controller_address
     from domas.loop import run_async
 
     for tier in ("beamline", "central", "tape"):
@@ -66,7 +67,8 @@ def run_archive(args: argparse.Namespace, cfg: Config) -> int:
             raise ConfigError(f"storage.{tier}: domas archive needs every tier; set it (or data_dir) in the "
                               "configuration")
     setup_logging()       # one line per event: names with a newline are escaped
-    run_async(archive(cfg, args.controller or cfg.agent.controller, args.metrics_listen or ""))
+    controller = controller_address(args.controller, cfg.agent.controller)
+    run_async(archive(cfg, controller, args.metrics_listen or ""))
     return 0
 
 

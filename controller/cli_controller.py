@@ -83,10 +83,10 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _stub(args: argparse.Namespace, cfg: Config):
-    from domas.channel import auth_metadata, make_sync_channel
+    from domas.channel import auth_metadata, controller_address, make_sync_channel
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
-    address = args.controller or cfg.agent.controller
+    address = controller_address(args.controller, cfg.agent.controller)
     channel = make_sync_channel(address, cfg.agent.tls_ca)
     return pb_grpc.ControllerStub(channel), auth_metadata(cfg.controller.token), address
 

@@ -23,12 +23,12 @@ RAW = ("Traceback", "internal error", "Errno", "Connect call failed", "Name or s
 DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
 
 
-def domas(*args, cwd: Path) -> subprocess.CompletedProcess:
+def domas(*args, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "domas.cli", *map(str, args)]
     if os.geteuid() == 0:
         cmd = DROP_DAC + cmd
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOMAS_")}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 def one_sentence(out: subprocess.CompletedProcess, code: int) -> str:
@@ -113,3 +113,29 @@ def test_publish_of_a_directory_is_refused(tmp_path):
                               cwd=tmp_path), 2)
     assert f"{raw} is a directory" in line
     assert spooled(spool) == 0
+
+
+# -- --controller ADDRESS (submit, status, cancel, agent, archive) and agent.controller ----------------
+
+@pytest.mark.parametrize("address,said", [
+    ("http://127.0.0.1:7400", "is a URL; give host:port"),
+    ("ctl.example", "is not host:port"),
+    ("127.0.0.1:99999", "is not host:port"),
+])
+@pytest.mark.parametrize("command", [
+    ["status"], ["cancel", "d8a1307c78d64d07"], ["submit", "/data/a", "/data/b/"],
+    ["agent", "--name", "dtn01", "--metrics-listen", "127.0.0.1:0"],
+    ["archive", "--metrics-listen", "127.0.0.1:0"],
+], ids=lambda c: c[0])
+def test_a_controller_address_that_cannot_work_is_refused_at_once(deployment, command, address, said):
+    """Was: 'cannot be reached; check that it runs' (exit 69) for a URL or a missing port, and the
+    agent and archive retried such an address forever."""
+    out = domas("--config", "domas.toml", *command, "--controller", address, cwd=deployment, timeout=20)
+    line = one_sentence(out, 2)
+    assert f"--controller {address!r} {said}" in line
+
+
+def test_a_configured_controller_url_names_the_key(deployment):
+    (deployment / "domas.toml").write_text('data_dir = "data"\n[agent]\ncontroller = "grpc://ctl.example:7400"\n')
+    line = one_sentence(domas("--config", "domas.toml", "status", cwd=deployment), 78)
+    assert line.startswith("domas: agent.controller: 'grpc://ctl.example:7400' is a URL")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 
 from domas.config import read_setting_file
+from domas.errors import ConfigError, UsageError
 
 KIND_KEY = "domas-kind"      # trailing metadata: the domas error kind of a refusal the controller wrote itself
 MAX_MESSAGE = 64 * 1024 * 1024     # an answer (a large transfer's file list) may exceed gRPC's default 4 MiB
@@ -23,6 +24,29 @@ def credentials(tls_ca: str) -> grpc.ChannelCredentials | None:
     if not tls_ca:
         return None
     return grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with a controller address (host:port; gRPC's own unix: and dns: forms pass), or None."""
+    if address.startswith(("unix:", "dns:")):
+        return None
+    if "://" in address:
+        return "is a URL; give host:port, e.g. 127.0.0.1:7400"
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "is not host:port with a port from 1 to 65535, e.g. 127.0.0.1:7400"
+    return None
+
+
+def controller_address(given: str | None, configured: str) -> str:
+    """The controller to dial: `--controller` if given, else agent.controller; one sentence naming
+    the one at fault if it cannot be an address (instead of retrying it forever)."""
+    address = given or configured
+    if problem := address_problem(address):
+        if given:
+            raise UsageError(f"--controller {address!r} {problem}")
+        raise ConfigError(f"agent.controller: {address!r} {problem}")
+    return address
 
 
 def make_channel(address: str, tls_ca: str = "") -> grpc.aio.Channel:
