@@ -27,8 +27,9 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
 from .pid import dataset_pid, prefix_style
 from .search import (BeamtimeFacets, SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words,
                      fold_facets, query_words, sort_key, sort_title, words, year_of)
-from .sqlite_facets import (DS_FTS_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ensure_facet_table, filters, fts_ids,
-                            fts_key, fts_word, grouped_rows, newest_of, recent_window, rekey_fts, text_plan)
+from .sqlite_facets import (DS_FTS_SCHEMA, DS_VOCAB_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ensure_facet_table,
+                            filters, fts_ids, fts_key, fts_word, grouped_rows, newest_of, recent_window, rekey_fts,
+                            text_plan)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -134,6 +135,7 @@ class SQLiteCatalogue(Catalogue):
                 with self._tx() as db:
                     rekey_fts(db, keyed=version >= 2)
                     db.execute(f"PRAGMA user_version={_SEARCH_VERSION}")
+            self._db.execute(DS_VOCAB_SCHEMA)
             ensure_scan_tables(self._db)
 
     def _migrate(self) -> bool:
@@ -567,7 +569,6 @@ class SQLiteCatalogue(Catalogue):
         query = check_query(query)
         base = "FROM datasets d"
         by_title = query.sort == "title"
-        order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
         limit = max(1, int(query.limit))
         with self._lock, self._edge():
             plan = self._text_plan(query)
@@ -581,40 +582,50 @@ class SQLiteCatalogue(Catalogue):
                 page_where.append("d.sort_title >= :ac AND (d.sort_title > :ac OR d.pid > :ap)" if by_title else
                                   "d.created_at <= :ac AND (d.created_at < :ac OR d.pid > :ap)")
                 args.update(ac=query.after[0], ap=query.after[1])
-            rows = None if total else []
-            if total and broad(self._db, total):
-                # a broad query: walk the order's index and stop at the page, rather than let the
-                # planner collect every match by its filters' indexes and sort them all; newest
-                # first, the walk starts at the newest dataset of a beamtime that has matches
-                walk = page_where + ([] if top is None or by_title else ["d.created_at <= :top"])
-                index = "datasets_title" if by_title else "datasets_created"
-
-                def walked(conds: list[str], more: dict) -> list[tuple] | None:
-                    return bounded_rows(self._db, f"SELECT {_DATASET_COLS} {base} INDEXED BY {index} WHERE "
-                                        f"{' AND '.join(conds) or '1'} ORDER BY {order} LIMIT {limit + 1}",
-                                        {**args, "top": top, **more})
-                if query_words(query.q) and not by_title:
-                    rows = self._recent_page(walked, walk, top if query.after is None else min(
-                        query.after[0], top if top is not None else query.after[0]), total, limit)
-                rows = rows if rows is not None else walked(walk, {})
-            elif total and len(beamtimes) <= _FEW_BEAMTIMES:
-                # a narrow query: every match is in one of these beamtimes, whose index the planner can use
-                page_where.append("d.beamtime IN (SELECT value FROM json_each(:page_bts))")
-                args["page_bts"] = json.dumps(beamtimes)
-            if rows is None:
-                rows = self._db.execute(f"SELECT {_DATASET_COLS} {base} WHERE {' AND '.join(page_where) or '1'} "
-                                        f"ORDER BY {order} LIMIT {limit + 1}", args).fetchall()
+            rows = self._page(query, page_where, args, total, beamtimes, top) if total else []
         found = [self._dataset(r) for r in rows[:limit]]
         nxt = sort_key(found[-1], query.sort) if len(rows) > limit else None
         return SearchResult(found, total, facets, nxt)
 
+    def _page(self, query: SearchQuery, where: list[str], args: dict, total: int, beamtimes: tuple[str, ...],
+              top: float | None) -> list[tuple]:
+        """The rows of a page, one more than the limit (to tell whether a next page exists), of a
+        query with `total` matches in `beamtimes`. Free text, newest first: from the newest
+        datasets alone when a window of them should hold a page (_recent_page). A broad query: walk
+        the order's index and stop at the page, rather than let the planner collect every match by
+        its filters' indexes and sort them all (newest first, from the newest dataset of a beamtime
+        with matches). A narrow one: the planner, through the beamtimes' index."""
+        by_title, limit = query.sort == "title", max(1, int(query.limit))
+        order = "d.sort_title, d.pid" if by_title else "d.created_at DESC, d.pid"
+        walk = where + ([] if top is None or by_title else ["d.created_at <= :top"])
+        index = "datasets_title" if by_title else "datasets_created"
+
+        def walked(conds: list[str], more: dict) -> list[tuple] | None:
+            return bounded_rows(self._db, f"SELECT {_DATASET_COLS} FROM datasets d INDEXED BY {index} WHERE "
+                                f"{' AND '.join(conds) or '1'} ORDER BY {order} LIMIT {limit + 1}",
+                                {**args, "top": top, **more})
+        rows = None
+        if query_words(query.q) and not by_title:
+            start = [t for t in (top, query.after[0] if query.after else None) if t is not None]
+            rows = self._recent_page(walked, walk, min(start) if start else None, total, limit)
+        if rows is None and broad(self._db, total):
+            rows = walked(walk, {})
+        elif rows is None and len(beamtimes) <= _FEW_BEAMTIMES:
+            where, args = [*where, "d.beamtime IN (SELECT value FROM json_each(:page_bts))"], \
+                {**args, "page_bts": json.dumps(beamtimes)}
+        if rows is None:
+            rows = self._db.execute(f"SELECT {_DATASET_COLS} FROM datasets d WHERE {' AND '.join(where) or '1'} "
+                                    f"ORDER BY {order} LIMIT {limit + 1}", args).fetchall()
+        return rows
+
     def _recent_page(self, walked, walk: list[str], start: float | None, total: int, limit: int) -> list[tuple] | None:
-        """The page of a broad free-text query, newest first, from the newest datasets alone (a few
-        times the walk a page of `total` matches needs): their words are a short tail of each
-        word's FTS rowids (sqlite_facets.recent_window), where the plain walk reads all of them.
-        None when that window holds no full page: the caller walks without it."""
-        size = min(_RECENT_MAX, 4 * (limit + 1) * (self._db.execute("SELECT max(rowid) FROM datasets").fetchone()[0]
-                                                   or 0) // total + 1000)
+        """The page of a free-text query, newest first, from the newest datasets alone (a few times
+        the walk a page of `total` matches needs): their words are a short tail of each word's FTS
+        rowids (sqlite_facets.recent_window), where the plain walk, or the planner, read all of
+        them. None when the window would be too long or holds no full page."""
+        size = 4 * (limit + 1) * (self._db.execute("SELECT max(rowid) FROM datasets").fetchone()[0] or 0) // total + 1000
+        if size > _RECENT_MAX:
+            return None
         window = recent_window(self._db, start, size)
         if window is None:
             return None

@@ -48,6 +48,8 @@ MAX_WORD_CLASSES = 8             # more distinct "which words a beamtime lacks" 
 TOKEN_BEAMTIMES = 200           # up to this many beamtimes, a part's FTS query names them
 _TRIGGERS = ("ds_groups_insert", "ds_groups_delete", "ds_groups_update")
 DS_FTS_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS ds_fts USING fts5(body, tokenize='unicode61')"
+DS_VOCAB_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.ds_vocab USING fts5vocab(main, ds_fts, 'row')"
+MAX_TERMS = 8                    # a search word that begins at most this many words of ds_fts is asked as those words
 FTS_DATASET = "rowid >> 32"      # the dataset rowid of a ds_fts row
 FTS_GROUP = "rowid & 4294967295"  # ... and its group id
 _FTS_ROWS = "rowid BETWEEN ({t}.rowid << 32) AND ({t}.rowid << 32) + 4294967295"   # every ds_fts row of dataset t
@@ -114,6 +116,19 @@ def filters(query: SearchQuery, c: Columns) -> tuple[list[str], dict]:
 def fts_key(rowid: int, group: int) -> int:
     """The ds_fts rowid of a dataset's text: its rowid and its group id in one integer."""
     return (rowid << 32) | group
+
+
+def ds_match(db: sqlite3.Connection, word: str) -> str:
+    """The FTS5 query of one search word over ds_fts: the words of the index it begins, when they
+    are few ("lyso" -> "lysozyme"), else the prefix query. Both match the same rows; FTS5 builds a
+    prefix query's whole list of matches before its first row (twice the cost of one word, and a
+    rowid bound cannot skip), while words are read lazily and seek to a rowid bound. The lookup
+    (temp.ds_vocab) reads the lists of at most MAX_TERMS + 1 words."""
+    terms = [r[0] for r in db.execute("SELECT term FROM temp.ds_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                                      (word, word + "\U0010ffff", MAX_TERMS + 1))]
+    if not terms or len(terms) > MAX_TERMS:
+        return fts_word(word)
+    return "(" + " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) + ")"
 
 
 def fts_ids(param: str) -> str:
@@ -193,13 +208,15 @@ class TextPlan:
 def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, ...]) -> TextPlan | None:
     """Split the matches of `found_words` (at least one) by beamtime: a dataset matches when each
     word is in its own text (ds_fts, or a side: files, scans... as conditions on d with the word's
-    FTS query as :{w}) or in its beamtime's. None when the beamtimes split too many ways."""
+    FTS query as :{w}) or in its beamtime's. None when the beamtimes split too many ways. Needs
+    temp.ds_vocab (DS_VOCAB_SCHEMA) on the connection."""
     every = frozenset(range(len(found_words)))
     args: dict = {"fts_lo": 0}
     by_word: list[set[str]] = []
     side: set[int] = set()
+    exact = [ds_match(db, w) for w in found_words]
     for i, w in enumerate(found_words):
-        args[f"tw{i}"] = fts_word(w)
+        args[f"tw{i}"], args[f"td{i}"] = fts_word(w), exact[i]
         by_word.append({r[0] for r in db.execute("SELECT id FROM beamtimes WHERE rowid IN "
                                                  "(SELECT rowid FROM bt_fts WHERE bt_fts MATCH ?)", (fts_word(w),))})
         if any(db.execute(f"SELECT EXISTS (SELECT 1 FROM datasets d WHERE {s.format(w='w')})",
@@ -225,9 +242,9 @@ def text_plan(db: sqlite3.Connection, found_words: list[str], sides: tuple[str, 
             pages.append(d_scope)
             continue
         plain = sorted(rest - side)
-        expr = " AND ".join(fts_word(found_words[i]) for i in plain)
+        expr = " AND ".join(exact[i] for i in plain)
         ids = [fts_ids(f"te{n}")] if plain else []
-        ids += [f"{fts_ids(f'tw{i}')} UNION SELECT d.rowid FROM datasets d WHERE "
+        ids += [f"{fts_ids(f'td{i}')} UNION SELECT d.rowid FROM datasets d WHERE "
                 + " OR ".join(s.format(w=f"tw{i}") for s in sides) for i in sorted(rest & side)]
         pages.append(f"({d_scope} AND " + " AND ".join(f"d.rowid IN ({sql})" for sql in ids) + ")")
         if not rest & side:                           # straight from the dataset index, per group
