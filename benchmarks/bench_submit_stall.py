@@ -34,9 +34,9 @@ TOKEN = "bench"
 LIMIT = 1_100_000
 
 
-def make_tree(n: int) -> Path:
-    root = WORK / f"stall_tree_{n}"
-    done = WORK / f"stall_tree_{n}.complete"
+def make_tree(n: int, name: str = "stall_tree") -> Path:
+    root = WORK / f"{name}_{n}"
+    done = WORK / f"{name}_{n}.complete"
     if done.exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
