@@ -21,6 +21,10 @@ the catalogue and the storage tiers and speaks HTTP:
   when controller.oidc_issuer is set). A wrong token is 401 everywhere; no token is an anonymous caller, refused
   (401) only when the service has a facility token. What a caller may see is decided by the one
   policy in access.py: a dataset under embargo is 404 for anyone outside its team and staff.
+- Cross-site requests cannot change anything: a portal session cookie identifies its holder for
+  GET and HEAD only (a write needs the Authorization header, which no other site can make a
+  browser send), and a POST, PUT, PATCH or DELETE that a browser says comes from another site
+  (Sec-Fetch-Site, else Origin) is refused (403) before any route runs (`refuse_cross_site`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -146,6 +150,30 @@ class _FilePathConvertor(Convertor):
 
 
 register_url_convertor("filepath", _FilePathConvertor())
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def is_cross_site(method: str, host: str, origin: str | None, fetch_site: str | None) -> bool:
+    """Whether a browser sent this unsafe request from a page of another site (or another origin
+    of this site): the browser's Sec-Fetch-Site when it sends one, else its Origin against the
+    Host. Requests no browser made (scripts, curl) carry neither and pass."""
+    if method.upper() in SAFE_METHODS:
+        return False
+    if fetch_site:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
+    if origin is None:
+        return False
+    return origin.strip().lower() == "null" or urlsplit(origin.strip()).netloc.lower() != host.strip().lower()
+
+
+def refuse_cross_site(request: Request) -> None:
+    """The app-wide guard against cross-site request forgery (see the module docstring)."""
+    if is_cross_site(request.method, request.headers.get("host", ""), request.headers.get("origin"),
+                     request.headers.get("sec-fetch-site")):
+        raise PermissionDenied(f"{request.method} from a page of another site is refused; use this service's "
+                               "own pages, or send the request with your token from a script")
 
 
 def status_for(err: DomasError) -> int:
@@ -269,8 +297,11 @@ class DataService:
             self.users.end_session(sid)
 
     def caller(self, request: Request) -> Caller:
+        """Who sends this request: its Authorization header, else (GET and HEAD only: a session
+        never authorises a change) its portal session cookie, else anonymous."""
         header = request.headers.get("authorization")
-        session = None if header else self.session_caller(request)
+        safe = request.method in ("GET", "HEAD")
+        session = None if header or not safe else self.session_caller(request)
         who = session or self.caller_of(header)
         if access.must_authenticate(who, bool(self.token)):
             raise Unauthenticated("this data service needs a token: send 'Authorization: Bearer <token>' "

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from domas import __version__
 from domas.catalogue import Catalogue
 
-from .api import DESCRIPTION, DataService, add_api, add_error_handlers, document_auth
+from .api import DESCRIPTION, DataService, add_api, add_error_handlers, document_auth, refuse_cross_site
 from .api_schema import ERRORS, Health
 from .httpedge import add_edge
 from .operator_api import add_operator_api
@@ -24,7 +24,7 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
     svc = DataService(catalogue, tiers, token, now, users, oidc)
     app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, dependencies=[Depends(refuse_cross_site)])
     app.state.service = svc
     app.state.metrics = add_edge(app)
     add_error_handlers(app)

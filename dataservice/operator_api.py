@@ -51,6 +51,9 @@ def add_operator_api(app: FastAPI, svc) -> None:
 
     def admin(request: Request) -> str:
         who = svc.caller(request)
+        if who.role == "anonymous":
+            raise PermissionDenied("changes to the catalogue need an admin's token in the Authorization header "
+                                   "(a portal login does not authorise changes)")
         if who.role != "admin":
             raise PermissionDenied("only an admin (the facility token, or a user with role admin) may change "
                                    "the catalogue's proposals, beamtimes and embargoes")

@@ -68,16 +68,23 @@ def manifest_path(pid: str) -> str:
     return f"{page_path(pid)}/manifest"
 
 
-def _who(user: str) -> str:
+FORM_TOKEN = "csrf"       # the hidden field of every form that posts (checked against its cookie)
+
+
+def _token_field(form_token: str) -> str:
+    return f'<input type="hidden" name="{FORM_TOKEN}" value="{escape(form_token, quote=True)}">'
+
+
+def _who(user: str, form_token: str) -> str:
     if not user:
         return '<a href="/login">Log in</a>'
     return (f'<span class="user">{escape(user)}</span> <form method="post" action="/logout">'
-            '<button type="submit">Log out</button></form>')
+            f'{_token_field(form_token)}<button type="submit">Log out</button></form>')
 
 
-def _page(title: str, body: str, user: str = "") -> str:
+def _page(title: str, body: str, user: str = "", form_token: str = "") -> str:
     return _TEMPLATES["base"].substitute(title=escape(title), style=f"{STYLE_PATH}?v={STYLE_TAG}", body=body, root="/",
-                                         who=_who(user))
+                                         who=_who(user, form_token))
 
 
 def _access_badge(ds: Dataset, now: float) -> str:
@@ -144,7 +151,8 @@ def _sorts(form: dict[str, str]) -> str:
 
 
 def render_index(datasets: list[Dataset], form: dict[str, str], now: float, *, total: int,
-                 facets: dict[str, dict[str, int]], next_cursor: str | None, user: str = "") -> str:
+                 facets: dict[str, dict[str, int]], next_cursor: str | None, user: str = "",
+                 form_token: str = "") -> str:
     """The dataset list with its search form, facet links, the filters in force and the sort;
     `form` holds the query as typed (SEARCH_FIELDS), the facet filters (FILTERS) and `sort`."""
     rows = "\n".join(_dataset_row(ds, now) for ds in datasets) or \
@@ -161,7 +169,7 @@ def render_index(datasets: list[Dataset], form: dict[str, str], now: float, *, t
         root="/", rows=rows, count=escape(count), facets=_facets(facets, form), more=more, active=_active(form),
         hidden=hidden, sorts=_sorts(form),
         **{k: escape(form.get(k, "") or "", quote=True) for k in SEARCH_FIELDS})
-    return _page("Datasets", body, user)
+    return _page("Datasets", body, user, form_token)
 
 
 def _replica_badges(f: FileRecord) -> str:
@@ -254,7 +262,8 @@ def _pager(ds: Dataset, offset: int, limit: int, shown: int, more: bool) -> str:
 
 
 def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: float, server: str, offset: int,
-                   limit: int, more: bool, people: dict[str, str], state: str, user: str = "") -> str:
+                   limit: int, more: bool, people: dict[str, str], state: str, user: str = "",
+                   form_token: str = "") -> str:
     """One dataset: facts (with proposal, PI and team), metadata table and a folder tree of a page
     of files; `files` pairs each with 'a verified copy serves it'."""
     notice = ""
@@ -271,7 +280,7 @@ def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: fl
         created=escape(utc(ds.created_at)), server=escape(server), metadata=_metadata_block(ds),
         tree=render_tree(ds, files), manifest_url=escape(manifest_path(ds.pid)),
         pager=_pager(ds, offset, limit, len(files), more))
-    return _page(title_of(ds), body, user)
+    return _page(title_of(ds), body, user, form_token)
 
 
 def render_manifest(ds: Dataset, server: str, paths: list[str]) -> str:
@@ -281,9 +290,10 @@ def render_manifest(ds: Dataset, server: str, paths: list[str]) -> str:
     return "\n".join(head + [server + content_path(ds.pid, p) for p in paths]) + "\n"
 
 
-def render_login(message: str = "", user: str = "") -> str:
+def render_login(message: str = "", user: str = "", form_token: str = "") -> str:
     notice = f'<p class="notice bad">{escape(message)}</p>' if message else ""
-    return _page("Log in", _TEMPLATES["login"].substitute(root="/", notice=notice), user)
+    body = _TEMPLATES["login"].substitute(root="/", notice=notice, token_field=_token_field(form_token))
+    return _page("Log in", body, user, form_token)
 
 
 def render_error(heading: str, message: str, user: str = "") -> str:

@@ -4,17 +4,26 @@ The pages are rendered by portal.py (pure); who may see what is the data service
 through DataService). A login exchanges an API token for a random session id (SESSION_SECONDS)
 kept hashed in users.sqlite (users.py: it survives a restart; without a user store, in memory),
 sent in an HttpOnly, SameSite=Lax cookie, Secure behind HTTPS. The form posts are parsed here (no multipart dependency).
+
+Forms that post (log in, log out) carry a random form token that must equal the one in the
+browser's HttpOnly, SameSite=Lax `domas_form` cookie (set with the first page that needs it):
+another site can make a browser post, but cannot read or set that cookie, so it cannot log a
+visitor in under its own token or log them out. (Cross-site posts are also refused by the app-wide
+Sec-Fetch-Site/Origin check, api.refuse_cross_site; the token covers browsers that send neither.)
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from domas.catalogue.search import FILTERS, encode_cursor
-from domas.errors import Unauthenticated
+from domas.errors import PermissionDenied, Unauthenticated
 
 from . import access, delivery, portal
 from .access import Caller
@@ -22,6 +31,37 @@ from .api import (MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SE
                   parse_time)
 
 PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "sort", *FILTERS)
+FORM_COOKIE = "domas_form"
+FORM_SECONDS = 7 * 86400
+
+
+def form_token(request: Request) -> str:
+    """The browser's form token (its cookie), or a new one when it has none."""
+    have = request.cookies.get(FORM_COOKIE, "")
+    return have if 20 <= len(have) <= 100 and have.isascii() else secrets.token_urlsafe(24)
+
+
+def html_page(request: Request, page: str, token: str, status: int = 200) -> HTMLResponse:
+    """A portal page whose forms carry `token`, setting the form cookie when the browser lacks it."""
+    resp = HTMLResponse(page, status)
+    if request.cookies.get(FORM_COOKIE) != token:
+        resp.set_cookie(FORM_COOKIE, token, max_age=FORM_SECONDS, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+    return resp
+
+
+def check_form(request: Request, fields: dict[str, list[str]]) -> None:
+    """A posted form's token must equal the browser's form cookie (timing-safe comparison)."""
+    sent = (fields.get(portal.FORM_TOKEN) or [""])[0]
+    have = request.cookies.get(FORM_COOKIE, "")
+    if not (sent and have and hmac.compare_digest(sent.encode(), have.encode())):
+        raise PermissionDenied("this form is out of date or was sent from another site; open the page again "
+                               "and send it from there")
+
+
+async def posted_form(request: Request) -> dict[str, list[str]]:
+    body = (await request.body())[:10_000].decode("utf-8", "replace")
+    return parse_qs(body)
 
 
 def add_portal(app: FastAPI, svc: DataService) -> None:
@@ -38,36 +78,45 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
                            limit=PORTAL_PAGE, sort=form["sort"] or "newest",
                            **{k: form[k] or None for k in FILTERS})
         del form["cursor"]
-        return HTMLResponse(portal.render_index(found.datasets, form, svc.now(), total=found.total,
-                                                facets=found.facets, next_cursor=encode_cursor(found.next),
-                                                user=caller.name))
+        token = form_token(request)
+        return html_page(request, portal.render_index(found.datasets, form, svc.now(), total=found.total,
+                                                      facets=found.facets, next_cursor=encode_cursor(found.next),
+                                                      user=caller.name, form_token=token), token)
 
     @app.get(portal.STYLE_PATH, include_in_schema=False)
     def stylesheet() -> Response:
         return Response(portal.STYLE, media_type="text/css", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form() -> HTMLResponse:
-        return HTMLResponse(portal.render_login())
+    def login_form(request: Request) -> HTMLResponse:
+        token = form_token(request)
+        return html_page(request, portal.render_login(form_token=token), token)
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        body = (await request.body())[:10_000].decode("utf-8", "replace")
-        token = (parse_qs(body).get("token") or [""])[0]
+        fields = await posted_form(request)
+        again = form_token(request)
+        try:
+            check_form(request, fields)
+        except PermissionDenied as e:
+            return html_page(request, portal.render_login(str(e), form_token=again), again, 403)
+        token = (fields.get("token") or [""])[0]
         try:
             sid = svc.login(token)
         except Unauthenticated as e:
-            return HTMLResponse(portal.render_login(str(e)), 401)
+            return html_page(request, portal.render_login(str(e), form_token=again), again, 401)
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=request.url.scheme == "https", path="/")
         return resp
 
     @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> Response:
-        svc.logout(request.cookies.get(SESSION_COOKIE, ""))
+    async def logout(request: Request) -> Response:
+        check_form(request, await posted_form(request))
+        await run_in_threadpool(svc.logout, request.cookies.get(SESSION_COOKIE, ""))
         resp = RedirectResponse("/", status_code=303)
-        resp.delete_cookie(SESSION_COOKIE, path="/")
+        resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
+                           secure=request.url.scheme == "https")
         return resp
 
     @app.get("/datasets/{pid:pid}/manifest", response_class=PlainTextResponse, include_in_schema=False)
@@ -86,9 +135,10 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
                      offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> HTMLResponse:
         ds = svc.described(svc.dataset(pid, caller))
         files, more = svc.files_page(ds.pid, offset, PORTAL_FILES_PAGE)
+        token = form_token(request)
         page = portal.render_dataset(ds, [(f, svc.available(ds, f)) for f in files], now=svc.now(),
                                      server=str(request.base_url).rstrip("/"), offset=offset,
                                      limit=PORTAL_FILES_PAGE, more=more, people=svc.people(ds),
                                      state=access.public_state(ds.state, ds.embargo_end, svc.now()),
-                                     user=caller.name)
-        return HTMLResponse(page)
+                                     user=caller.name, form_token=token)
+        return html_page(request, page, token)

@@ -5,6 +5,8 @@ write, and 5xx answers that do not show the server's paths."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 from urllib.parse import quote
 
 import httpx
@@ -12,6 +14,8 @@ import pytest
 
 from domas.dataservice.app import create_app
 from domas.dataservice.users import UserStore
+from tests.fixtures.common import wait_until
+from tests.fixtures.dataservice import portal_login, portal_logout
 
 API = "/api/v1"
 JS_POLL = ("new Promise(done => { const t0 = Date.now(); (function poll() {"
@@ -70,3 +74,125 @@ def test_the_portal_and_docs_work_under_their_csp_in_a_browser(browser, site):
     title = browser.evaluate(JS_POLL % "document.querySelector('.swagger-ui .info .title')?.textContent")
     assert title and "domas data service" in title
     assert browser.evaluate("document.querySelectorAll('.opblock').length") >= 5
+
+
+# -- cross-site request forgery --------------------------------------------------------------------
+
+@pytest.fixture
+def attacker_site():
+    """Another site's pages: http://localhost:PORT is a different site from the service's
+    127.0.0.1 for the browser. `serve(html)` returns the URL of a page with that body."""
+    pages: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def serve(html: str) -> str:
+        name = f"/page{len(pages)}.html"
+        pages[name] = html.encode()
+        return f"http://localhost:{server.server_address[1]}{name}"
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def _auto_post(action: str, fields: dict[str, str]) -> str:
+    inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in fields.items())
+    return (f'<!doctype html><form id="f" method="post" action="{action}">{inputs}</form>'
+            '<script>document.getElementById("f").submit()</script>')
+
+
+def _landed_on(browser, base: str) -> None:
+    """Wait until the attacker's page has posted its form and the service's answer has loaded."""
+    wait_until(lambda: browser.evaluate("location.origin + '|' + document.readyState") == base + "|complete",
+               timeout=10, what="the cross-site post to be answered")
+
+
+def _who_is_logged_in(browser, base: str) -> str | None:
+    browser.navigate(base + "/")
+    return browser.evaluate("document.querySelector('nav .user')?.textContent ?? null")
+
+
+def test_another_site_cannot_log_a_visitor_in_or_out_in_a_browser(browser, site, attacker_site):
+    """Login CSRF: a page elsewhere auto-posted the attacker's token to /login, and the visitor's
+    browser was then logged in as the attacker (their searches and downloads under his name).
+    Logout CSRF: a page elsewhere logged the visitor out. Both posts are refused now."""
+    base, world, tokens = site
+    browser.viewport(1280, 900)
+    browser.navigate(attacker_site(_auto_post(base + "/login", {"token": tokens["admin"]})))
+    _landed_on(browser, base)
+    assert _who_is_logged_in(browser, base) is None
+    browser.navigate(base + "/login")                         # the visitor logs in, on the service's own page
+    browser.evaluate(f"document.querySelector('input[name=token]').value = {tokens['grace']!r};"
+                     "document.querySelector('form.login').submit()", navigates=True)
+    assert _who_is_logged_in(browser, base) == "Grace Hopper"
+    browser.navigate(attacker_site(_auto_post(base + "/logout", {})))
+    _landed_on(browser, base)
+    assert _who_is_logged_in(browser, base) == "Grace Hopper"
+    browser.evaluate("document.querySelector('nav form button').click()", navigates=True)   # her own button works
+    assert _who_is_logged_in(browser, base) is None
+
+
+def test_a_portal_session_never_authorises_a_change(site):
+    """An admin logged in to the portal: the operator API (embargo, release, import) took the
+    session cookie as the admin, so any page that could make the browser send the request changed
+    the catalogue. A change now needs the Authorization header."""
+    base, world, tokens = site
+    pid = world.pids["open"]
+    with httpx.Client(base_url=base) as client:
+        assert portal_login(client, tokens["admin"]).status_code == 303
+        assert "Root" in client.get("/").text                                # the session works for pages
+        r = client.put(f"{API}/datasets/{pid}/embargo", json={"until": "2099-01-01"})
+        assert r.status_code == 403 and "Authorization" in r.json()["error"], r.text
+        r = client.put(f"{API}/datasets/{pid}/embargo", json={"until": "2099-01-01"},
+                       headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert r.status_code == 200 and r.json()["embargo_end"] > 4e9
+    assert world.catalogue.get_dataset(pid).embargo_end > 4e9
+
+
+@pytest.mark.parametrize("headers,refused", [
+    ({}, False),                                                          # a script: no browser headers
+    ({"Sec-Fetch-Site": "same-origin"}, False), ({"Sec-Fetch-Site": "none"}, False),
+    ({"Sec-Fetch-Site": "cross-site"}, True), ({"Sec-Fetch-Site": "same-site"}, True),
+    ({"Origin": "null"}, True), ({"Origin": "http://evil.example"}, True),
+    ({"Origin": "{base}"}, False),
+    ({"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, True),
+])
+def test_writes_from_another_site_are_refused_before_any_route(site, headers, refused):
+    base, world, tokens = site
+    sent = {k: v.format(base=base) for k, v in headers.items()}
+    r = httpx.put(f"{base}{API}/datasets/{world.pids['open']}/embargo", json={"until": "2099-01-01"},
+                  headers={"Authorization": f"Bearer {tokens['admin']}", **sent})
+    assert r.status_code == (403 if refused else 200), r.text
+    if refused:
+        assert "another site" in r.json()["error"]
+        assert world.catalogue.get_dataset(world.pids["open"]).embargo_end is None
+    assert httpx.get(f"{base}{API}/datasets", headers=sent).status_code == 200       # reading is never refused
+
+
+def test_login_and_logout_forms_need_their_form_token(site):
+    base, _, tokens = site
+    with httpx.Client(base_url=base) as client:
+        r = client.post("/login", data={"token": tokens["grace"]})                      # no form token
+        assert r.status_code == 403 and "domas_session" not in r.headers.get("set-cookie", "")
+        assert "out of date" in r.text and 'name="csrf"' in r.text                     # a fresh form to try again
+        assert portal_login(client, tokens["grace"]).status_code == 303
+        assert client.post("/logout", data={"csrf": "forged-forged-forged-forged"}).status_code == 403
+        assert "Grace Hopper" in client.get("/").text                                   # still logged in
+        assert portal_logout(client).status_code == 303
+        assert "Grace Hopper" not in client.get("/").text

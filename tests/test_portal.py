@@ -15,7 +15,7 @@ from domas.catalogue import Beamtime, Dataset
 from domas.dataservice import portal
 from domas.dataservice.app import create_app
 from domas.dataservice.users import UserStore
-from tests.fixtures.dataservice import TITLE
+from tests.fixtures.dataservice import TITLE, portal_login, portal_logout
 
 
 @pytest.fixture
@@ -38,10 +38,10 @@ def test_login_form_sets_a_session_cookie_that_opens_the_portal(private):
         assert len(r.headers.get_list("www-authenticate")) == 2
         form = browser.get("/login")
         assert form.status_code == 200 and 'type="password" name="token"' in form.text
-        bad = browser.post("/login", data={"token": "domas_wrong"})
+        bad = portal_login(browser, "domas_wrong")
         assert bad.status_code == 401 and "not valid" in bad.text and "domas_session" not in bad.headers.get(
             "set-cookie", "")
-        r = browser.post("/login", data={"token": token})
+        r = portal_login(browser, token)
         assert r.status_code == 303 and r.headers["location"] == "/"
         cookie = r.headers["set-cookie"]
         assert "domas_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
@@ -49,7 +49,7 @@ def test_login_form_sets_a_session_cookie_that_opens_the_portal(private):
         assert page.status_code == 200 and "Grace Hopper" in page.text and "Log out" in page.text
         assert world.pids["embargoed"] in page.text                   # her team's dataset, under embargo
         assert browser.get(f"/datasets/{world.pids['embargoed']}").status_code == 200
-        assert browser.post("/logout").status_code == 303
+        assert portal_logout(browser).status_code == 303
         assert browser.get("/").status_code == 401                     # the session is gone
 
 
@@ -238,7 +238,7 @@ def test_a_portal_login_survives_a_restart_of_the_service_and_logout_ends_it(dat
     proc = _serve(env, port)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
-            assert browser.post("/login", data={"token": token}).status_code == 303
+            assert portal_login(browser, token).status_code == 303
             sid = browser.cookies["domas_session"]
             assert "Grace Hopper" in browser.get("/").text
             stop_process(proc)
@@ -248,7 +248,7 @@ def test_a_portal_login_survives_a_restart_of_the_service_and_logout_ends_it(dat
             assert data_world.pids["embargoed"] in page.text                # still her team's view
             with sqlite3.connect(state / "users.sqlite") as db:                # only a hash is stored
                 assert sid not in repr(db.execute("SELECT * FROM sessions").fetchall())
-            assert browser.post("/logout").status_code == 303
+            assert portal_logout(browser).status_code == 303
             assert browser.get("/").status_code == 401
             stale = httpx.get(f"http://127.0.0.1:{port}/", cookies={"domas_session": sid})
             assert stale.status_code == 401                                   # the old cookie is dead too
