@@ -17,6 +17,8 @@ DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 @dataclass
 class FileStats:
+    """One file of a run: its outcome, sums, bytes and timing, as the summary reports it."""
+
     source: str
     destination: str
     size: int
@@ -47,6 +49,8 @@ class FileStats:
 
 @dataclass
 class Accounting:
+    """A run's files and totals, shared by the engine and the progress display."""
+
     files: list[FileStats] = field(default_factory=list)
     bytes_read: int = 0
     bytes_written: int = 0

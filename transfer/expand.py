@@ -25,6 +25,8 @@ from .storage import Stat, Storage, resolve
 
 @dataclass(frozen=True)
 class FileJob:
+    """One file to copy: source and destination, each a storage and a path, and the source's stat."""
+
     src_store: Storage
     src_path: str
     src_stat: Stat
@@ -42,6 +44,8 @@ class FileJob:
 
 @dataclass
 class Expansion:
+    """What a copy request expands to: file jobs, directories to create, and problems to report."""
+
     jobs: list[FileJob] = field(default_factory=list)
     dirs: list[tuple[Storage, str]] = field(default_factory=list)     # destination dirs to create
     problems: list[tuple[str, DomasError]] = field(default_factory=list)  # (source url, error)

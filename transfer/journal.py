@@ -25,6 +25,8 @@ from domas.errors import from_oserror
 
 @dataclass(frozen=True)
 class ChunkRecord:
+    """One journaled chunk: made durable (and read back) before this line was written."""
+
     index: int
     adler32: int
     xxh3: int
@@ -33,6 +35,8 @@ class ChunkRecord:
 
 @dataclass(frozen=True)
 class Header:
+    """A journal's first line: the copy it belongs to and the source identity it started from."""
+
     source: str
     destination: str
     size: int

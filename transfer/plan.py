@@ -15,6 +15,8 @@ from domas.errors import ImpossibleRange
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
+    """One chunk of a file: its index and byte range."""
+
     index: int
     offset: int
     length: int

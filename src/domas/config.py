@@ -61,6 +61,8 @@ def default_streams(cpu_count: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class CopyConfig:
+    """How copies run: streams, chunk size, verification, retries, resume ([copy])."""
+
     streams: int = field(default_factory=default_streams)
     chunk_size: int = 8 * MiB
     verify: str = "default"          # "default" | "none"
@@ -92,6 +94,8 @@ class CopyConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
+    """The storage tiers' roots ([storage])."""
+
     beamline: str = ""
     central: str = ""
     tape: str = ""
@@ -105,6 +109,8 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """The data policy: retention per tier and the stability window ([policy])."""
+
     beamline_retention: float = 7 * 86400.0
     central_retention: float = 90 * 86400.0
     stability_seconds: float = 30.0
@@ -116,12 +122,16 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class CatalogueConfig:
+    """Where the catalogue lives and how PIDs are minted ([catalogue])."""
+
     url: str = ""                    # sqlite:///path or mongodb://host:port/db ; "" = embedded default
     pid_prefix: str = "CSTR:17058.11.HEPS"
 
 
 @dataclass(frozen=True)
 class ControllerConfig:
+    """The control node: listen addresses, token, TLS and OIDC, lease length, submission limits ([controller])."""
+
     listen: str = "127.0.0.1:7400"
     metrics_listen: str = "127.0.0.1:9400"
     http_listen: str = "127.0.0.1:8400"
@@ -143,6 +153,8 @@ class ControllerConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
+    """A transfer agent: its controller, name and metrics address ([agent])."""
+
     controller: str = "127.0.0.1:7400"
     name: str = ""
     metrics_listen: str = "127.0.0.1:9401"
@@ -152,6 +164,8 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class AmqpSourceConfig:
+    """The message-bus source of closed-file and scan documents ([source.amqp])."""
+
     url: str = ""                    # amqp://user:password@host:5672/vhost ; "" = this source is off
     exchange: str = "domas"
     queue: str = "domas.archiver"
@@ -181,6 +195,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration: one frozen tree, loaded once by load() and passed explicitly."""
+
     state_dir: str = ""
     data_dir: str = ""               # one base directory: state_dir and empty tiers derive from it
     config_file: str = ""            # the TOML file this was loaded from ("" = none)
