@@ -174,6 +174,11 @@ class Archiver:
                     log.warning("controller %s: %s", self.controller, e.details() or e.code().name)
                 except DomasError as e:
                     log.warning("archiver: %s", e)
+                except Exception as e:      # a bug must not end archiving in silence: said once, next pass
+                    if (seen := f"{type(e).__name__}: {e}") not in self.problems_seen:
+                        self.problems_seen.add(seen)
+                        log.error("archiver: unexpected %s in a pass; the next pass tries again",
+                                  type(e).__name__, exc_info=e)
                 await wait_for_news(stop, self.sources, interval)
 
     async def run_pass(self) -> None:

@@ -2,7 +2,8 @@
 
 Pure core (no I/O, no clock; `now` is passed in):
 - `parse_location(rel)` reads `<Beamline>/<YearMonth>/Data/<BeamtimeID>/<area>/<path>`; anything
-  else is not a beamtime file. `..`, empty and absolute components are refused (UnsafePath).
+  else is not a beamtime file. `..`, empty and absolute components, and names that are not UTF-8,
+  are refused (UnsafePath).
 - `StabilityTracker` emits a file once its (size, mtime) has stayed the same for the stability
   window: detectors append to HDF5 files for minutes, and a growing file must not be taken.
   A file is emitted once; if it changes after that it is emitted again as changed.
@@ -43,6 +44,12 @@ def check_relative(rel: str) -> list[str]:
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise UnsafePath(f"{rel!r} has an empty, '.' or '..' component; refused")
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:        # undecodable bytes (os.fsdecode's surrogates): no catalogue can hold it
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise UnsafePath(f"{shown!r} is not a UTF-8 file name, which the catalogue cannot hold; it is not "
+                         "archived: rename it in UTF-8 (e.g. convmv -f latin1 -t utf8)") from None
     return parts
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import free_port
+from tests.fixtures.common import free_port, stop_process, up_config, wait_until
 
 RAW = ("Traceback", "internal error", "Errno", "Connect call failed", "Name or service", "UnicodeDecodeError",
        "ValueError")
@@ -139,3 +139,40 @@ def test_a_configured_controller_url_names_the_key(deployment):
     (deployment / "domas.toml").write_text('data_dir = "data"\n[agent]\ncontroller = "grpc://ctl.example:7400"\n')
     line = one_sentence(domas("--config", "domas.toml", "status", cwd=deployment), 78)
     assert line.startswith("domas: agent.controller: 'grpc://ctl.example:7400' is a URL")
+
+
+# -- file names a beamline writes: `domas up` goes on archiving --------------------------------------
+
+def test_a_file_name_that_is_not_utf8_is_refused_and_archiving_goes_on(tmp_path):
+    """Was: the catalogue refused the batch (UnicodeEncodeError), the archiver's loop ended without a
+    word, and no file was archived any more, in any dataset, while `domas up` kept running."""
+    data = tmp_path / "domas-data"
+    (tmp_path / "domas.toml").write_text(up_config(data, metrics=0, stability=1))
+    log = open(tmp_path / "up.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "--config", "domas.toml", "up"], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Stop with Ctrl-C." in (tmp_path / "up.log").read_text(), 60, "domas up", proc=proc)
+        raw = data / "beamline" / "B1" / "202611" / "Data" / "BT0001" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "plain.dat").write_bytes(b"a" * 100)
+        with open(os.path.join(os.fsencode(raw), b"lat\xe9.dat"), "wb") as f:     # a Latin-1 name
+            f.write(b"b" * 100)
+        later = data / "beamline" / "B1" / "202611" / "Data" / "BT0002" / "raw"
+
+        def archived() -> str:
+            found = domas("--config", "domas.toml", "catalogue", "find", cwd=tmp_path).stdout
+            return "".join(domas("--config", "domas.toml", "catalogue", "show", line.split("\t")[0],
+                                 cwd=tmp_path).stdout for line in found.splitlines())
+
+        wait_until(lambda: "plain.dat" in archived(), 60, "plain.dat catalogued", proc=proc)
+        later.mkdir(parents=True)                                     # archiving goes on after it
+        (later / "next.dat").write_bytes(b"c" * 100)
+        wait_until(lambda: "next.dat\t100\t" in archived() and archived().count("tape:verified") == 2, 60,
+                   "next.dat catalogued and on tape", proc=proc)
+        text = (tmp_path / "up.log").read_text()
+        assert "lat\ufffd.dat' is not a UTF-8 file name" in text and "rename it" in text, text
+        assert "lat" not in archived() and "Traceback" not in text
+    finally:
+        stop_process(proc, timeout=30)
+        log.close()
