@@ -1,7 +1,8 @@
 """Prometheus collector of the controller: reads the scheduler snapshot the tick loop publishes.
 
 Invariants: collect() never touches the scheduler (it runs on the HTTP server's thread); it reads
-the last published snapshot, at most one tick old. No label names a file, path or transfer.
+the last published snapshot, at most one tick old. No label names a file or transfer (a tier
+label names a --root by its location: a few, fixed at start).
 """
 
 from __future__ import annotations
@@ -62,7 +63,27 @@ class ControllerCollector:
         for kind in sorted(set(STORAGE_KINDS) | set(CONTROLLER_KINDS) | set(counted)):
             errors.add_metric([kind], counted.get(kind, 0))
         yield errors
+        yield from _tier_families(snap.get("tiers", {}))
         for other in self._extra:
             yield from other.collect()
 
 
+def _tier_families(tiers: dict) -> list:
+    """Per storage tier (controller/tiers.py), once probed: up (1/0), outages and seconds down
+    since the controller started, and when it was last probed."""
+    up = GaugeMetricFamily("domas_storage_tier_up", "1 when the tier's root answered the last probe as a "
+                           "directory, 0 when it is missing, failing or not answering", labels=["tier"])
+    outages = CounterMetricFamily("domas_storage_tier_outages", "Times the tier went down (since the controller "
+                                  "started)", labels=["tier"])
+    down = CounterMetricFamily("domas_storage_tier_down_seconds", "Seconds the tier has been down (since the "
+                               "controller started)", labels=["tier"])
+    probed = GaugeMetricFamily("domas_storage_tier_last_probe_timestamp_seconds", "When the tier last answered "
+                               "a probe or failed it (Unix time)", labels=["tier"])
+    for name, t in sorted(tiers.items()):
+        if t["up"] is None:
+            continue
+        up.add_metric([name], 1.0 if t["up"] else 0.0)
+        outages.add_metric([name], t["outages"])
+        down.add_metric([name], t["down_seconds"])
+        probed.add_metric([name], t["last_probe"])
+    return [up, outages, down, probed]

@@ -26,6 +26,7 @@ from domas.controller import events as ev
 from domas.controller.rpc_errors import KIND_KEY
 from domas.controller.scheduler import Scheduler, unfinished_in
 from domas.controller.state import StateStore
+from domas.controller.tiers import TierHealth, probe_root, tier_label
 from domas.errors import AlreadyEnded, DomasError, InvalidMessage, NotFound, TransientError, Unsupported
 from domas.transfer import filecore, validate
 from domas.transfer.expand import expand
@@ -182,7 +183,10 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
-        self.latest: dict = scheduler.snapshot(clock())   # published for the metrics thread
+        self._tiers = [TierHealth(tier_label(r), r.location.url) for r in self.roots]   # see controller/tiers.py
+        self._probe_pool = ThreadPoolExecutor(max_workers=min(4, len(self._tiers)), thread_name_prefix="domas-tier-probe")
+        self.latest: dict = {}
+        self._publish()                                     # for the metrics thread
         lease = scheduler.cfg.lease_seconds                 # orphan part files: see transfer/janitor.py
         self._janitor = SweepSchedule(every=lease, window=10 * lease)
 
@@ -229,7 +233,7 @@ class ControllerService(pb_grpc.ControllerServicer):
             raise TransientError(_STORE_FAILED) from None
         self._stale = False
         self.end_streams(_STORE_FAILED)
-        self.latest = self.s.snapshot(self.clock())
+        self._publish()
         log.info("scheduler rebuilt from the state store (epoch %d, %d unfinished transfers)", self.s.epoch,
                  len(specs))
 
@@ -283,12 +287,39 @@ class ControllerService(pb_grpc.ControllerServicer):
                 self.event(ev.Tick())
             except TransientError:
                 pass        # the store failed (logged, scheduler rebuilt); the next tick tries again
-            self.latest = self.s.snapshot(self.clock())
+            self._probe_tiers()
+            self._publish()
             self._sweep_parts()
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:
                 pass
+
+    def _publish(self) -> None:
+        """The figures /metrics serves (read on its own thread): the scheduler's, and each tier's."""
+        now = self.clock()
+        self.latest = {**self.s.snapshot(now), "tiers": {h.tier: h.figures(now) for h in self._tiers}}
+
+    def _probe_tiers(self) -> None:
+        """Each storage root is probed every few seconds, off the loop (controller/tiers.py); a
+        change between up and down is logged once."""
+        now = self.clock()
+        for h in self._tiers:
+            if h.check_hung(now):
+                log.warning("storage tier %s (%s) is down: %s", h.tier, h.url, h.reason)
+            if h.due(now):
+                h.started(now)
+                self._spawn(self._probe(h))
+
+    async def _probe(self, h: TierHealth) -> None:
+        ok, why = await asyncio.get_running_loop().run_in_executor(self._probe_pool, probe_root, h.url)
+        now = self.clock()
+        was_down = h.down_seconds(now) - h.down_closed
+        if h.observe(ok, now, why):
+            if ok:
+                log.warning("storage tier %s (%s) is back after %.0f s down", h.tier, h.url, was_down)
+            else:
+                log.warning("storage tier %s (%s) is down: %s", h.tier, h.url, why)
 
     def _sweep_parts(self) -> None:
         """Directories finalized into lately get their orphan part files removed (a hung agent's
@@ -309,6 +340,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         for task in list(self._tasks):
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _auth(self, context) -> None:
         if not self.token:
