@@ -14,7 +14,9 @@ the catalogue and the storage tiers and speaks HTTP:
 - Blocking catalogue and storage calls run in worker threads; a file's bytes are streamed in
   PIECE-sized preads and never held whole.
 - Every DomasError becomes one sentence with the status from _STATUS: JSON {"error", "kind"} under
-  /api, an HTML page elsewhere.
+  /api, an HTML page elsewhere. A 5xx is the service's own trouble, and its sentence may name the
+  server's files (the catalogue database, a copy's path on a tier) or a library's text: the log
+  keeps it, the caller reads one sentence per kind of trouble (`client_sentence`).
 - Who is asking: `Authorization: Bearer <token>` (or HTTP Basic with the token as password, for
   browsers) carrying the facility token (admin) or a personal token from the user store
   (dataservice/users.py), or an OpenID Connect JWT from the facility's sign-on (dataservice/oidc.py,
@@ -174,6 +176,21 @@ def refuse_cross_site(request: Request) -> None:
                      request.headers.get("sec-fetch-site")):
         raise PermissionDenied(f"{request.method} from a page of another site is refused; use this service's "
                                "own pages, or send the request with your token from a script")
+
+
+_PATH_FREE = (UnsafePath, SourceChanged, ChecksumMismatch)     # _open_on_tier's own sentences about a copy
+
+
+def client_sentence(err: DomasError, status: int) -> str:
+    """What the caller reads of an error (see the module docstring): a 4xx's own sentence, else one
+    that names no server path. open_source's ServerRefused is built without one."""
+    if status < 500 or isinstance(err, ServerRefused):
+        return str(err)
+    if isinstance(err, CatalogueUnavailable):
+        return "the catalogue cannot be used now; try again in a moment (the service's log says why)"
+    if isinstance(err, StorageError):
+        return "the storage behind this service failed; try again later (the service's log says why)"
+    return "the service failed to answer this request; try again later (the service's log says why)"
 
 
 def status_for(err: DomasError) -> int:
@@ -406,9 +423,11 @@ class DataService:
                 reader, mtime, key = self._open_on_tier(src, f, whole)
                 return reader, src, mtime, key
             except DomasError as e:
-                log.warning("cannot serve %s from %s: %s", f.path, src.tier, e)
-                problems.append(f"{src.tier}: {e}")
-        raise ServerRefused(f"no verified copy of {f.path} can be read now ({'; '.join(problems)}); try again later")
+                log.warning("cannot serve %s of dataset %s from %s: %s", f.path, ds.pid, src.tier, e)
+                # the service's own sentences name no server path; a storage library's may: the log has it
+                problems.append(f"{src.tier}: {e if isinstance(e, _PATH_FREE) else 'cannot be read'}")
+        raise ServerRefused(f"no verified copy of {f.path} can be read now ({'; '.join(problems)}; the service's "
+                            "log says why); try again later")
 
     def _open_on_tier(self, src: delivery.Source, f: FileRecord, whole: bool) -> tuple[ReadHandle, float, tuple | None]:
         try:
@@ -730,7 +749,7 @@ def add_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _error_response(request, status, str(exc), exc.kind)
+        return _error_response(request, status, client_sentence(exc, status), exc.kind)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> Response:

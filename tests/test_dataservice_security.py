@@ -196,3 +196,27 @@ def test_login_and_logout_forms_need_their_form_token(site):
         assert "Grace Hopper" in client.get("/").text                                   # still logged in
         assert portal_logout(client).status_code == 303
         assert "Grace Hopper" not in client.get("/").text
+
+
+# -- what errors tell ------------------------------------------------------------------------------
+
+def test_5xx_answers_name_no_server_path_and_the_log_keeps_why(data_world, serve_app, caplog):
+    """A copy missing from its tier answered 503 with the copy's full path on the server, and a
+    failing catalogue 500 with the database's path and SQLite's own text; now the caller reads what
+    failed and what to do, and the service's log has the details."""
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, now=data_world.now))
+    pid = data_world.pids["open"]
+    data_world.on_tier("central", "big.bin").unlink()                   # its only verified copy
+    caplog.set_level("WARNING", logger="domas.dataservice")
+    r = httpx.get(_content(base, pid, "big.bin"))
+    assert r.status_code == 503 and "no verified copy of big.bin can be read now (central: cannot be read;" in r.json()["error"]
+    data_world.catalogue._db.close()                                   # the catalogue fails from now on
+    answers = [httpx.get(base + path) for path in (f"{API}/datasets", "/", f"{API}/datasets/{pid}")]
+    assert [a.status_code for a in answers] == [500, 500, 500]
+    assert "try again later" in answers[0].json()["error"] and "Something went wrong" in answers[1].text
+    root = str(data_world.root)
+    for answer in (r, *answers):
+        assert root not in answer.text and root not in answer.headers.get("x-domas-error", "")
+        assert "closed database" not in answer.text and "sqlite" not in answer.text.lower()
+    logged = caplog.text
+    assert str(data_world.on_tier("central", "big.bin")) in logged and "catalogue.sqlite" in logged
