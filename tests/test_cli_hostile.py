@@ -176,3 +176,22 @@ def test_a_file_name_that_is_not_utf8_is_refused_and_archiving_goes_on(tmp_path)
     finally:
         stop_process(proc, timeout=30)
         log.close()
+
+
+def test_domas_copy_takes_a_file_name_that_is_not_utf8(tmp_path):
+    """Was: 'unexpected internal error (UnicodeEncodeError)', exit 70, nothing copied (the part-file
+    name and the journal key encoded the name as UTF-8)."""
+    src = tmp_path / "scan"
+    src.mkdir()
+    name = b"lat\xe9.dat"                                     # a Latin-1 name, as old writers make them
+    with open(os.path.join(os.fsencode(src), name), "wb") as f:
+        f.write(b"x" * 5000)
+    (src / "plain.dat").write_bytes(b"y" * 10)
+    env_dir = tmp_path / "state"
+    for expect in ("2 copied", "2 up to date"):
+        out = subprocess.run([sys.executable, "-m", "domas.cli", "copy", "scan", "dst/"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "DOMAS_STATE_DIR": str(env_dir)})
+        assert out.returncode == 0 and expect in out.stdout + out.stderr, out.stderr
+    with open(os.path.join(os.fsencode(tmp_path / "dst" / "scan"), name), "rb") as f:
+        assert f.read() == b"x" * 5000

@@ -47,7 +47,7 @@ class Header:
 
 
 def journal_path(state_dir: Path, destination_url: str) -> Path:
-    key = hashlib.sha256(destination_url.encode()).hexdigest()[:32]
+    key = hashlib.sha256(os.fsencode(destination_url)).hexdigest()[:32]      # any name's bytes
     return state_dir / "journal" / f"{key}.jsonl"
 
 

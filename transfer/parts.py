@@ -10,6 +10,7 @@ and on URLs (root://host:port//dir/name) alike. Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 
 PART_SUFFIX = ".domas-part"
@@ -20,8 +21,8 @@ def part_path(dst: str) -> str:
     """The hidden temporary name `dst` (a path or a URL) is written under until it is complete."""
     parent, name = posixpath.split(dst)
     hidden = f".{name}{PART_SUFFIX}"
-    if len(hidden.encode()) > _NAME_MAX:
-        hidden = f".{hashlib.sha1(name.encode()).hexdigest()}{PART_SUFFIX}"
+    if len(os.fsencode(hidden)) > _NAME_MAX:          # the name's bytes, also when they are not UTF-8
+        hidden = f".{hashlib.sha1(os.fsencode(name)).hexdigest()}{PART_SUFFIX}"
     return posixpath.join(parent, hidden) if parent else hidden
 
 
