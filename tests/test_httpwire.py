@@ -14,12 +14,11 @@ from domas.transfer.storage.httpwire import Pool
 from tests.fixtures.httpfiles import http_files, https_files, loopback_certificate  # noqa: F401
 
 
-class RawServer:
-    """Answers the n-th request on any connection with answers[n] (bytes), then keeps the connection
-    open (or closes it after the answer when the entry is a tuple (bytes, "close"))."""
+class LoopbackServer:
+    """A listening socket on a free loopback port; each connection is handed to `_serve` in a thread."""
 
-    def __init__(self, answers: list) -> None:
-        self.answers, self.requests, self.connections = list(answers), [], 0
+    def __init__(self) -> None:
+        self.connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -32,6 +31,21 @@ class RawServer:
                 return
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawServer(LoopbackServer):
+    """Answers the n-th request on any connection with answers[n] (bytes), then keeps the connection
+    open (or closes it after the answer when the entry is a tuple (bytes, "close"))."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers, self.requests = list(answers), []
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
@@ -49,9 +63,6 @@ class RawServer:
                 conn.sendall(answer[0] if close else answer)
                 if close:
                     return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def pool(url: str) -> Pool:
@@ -155,24 +166,14 @@ def test_head_204_and_304_have_no_body_and_keep_the_connection():
         srv.close()
 
 
-class ConnectProxy:
+class ConnectProxy(LoopbackServer):
     """A real CONNECT tunnel proxy: splices bytes between the client and the host it names."""
 
     def __init__(self) -> None:
         self.tunnels: list[str] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
+    def _serve(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             head += client.recv(4096)
@@ -197,9 +198,6 @@ class ConnectProxy:
 
         threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
         pump(client, upstream)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_https_goes_through_the_proxys_connect_tunnel_verified_end_to_end(https_files, monkeypatch):  # noqa: F811
