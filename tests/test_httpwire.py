@@ -15,10 +15,10 @@ from tests.fixtures.httpfiles import http_files, https_files, loopback_certifica
 
 
 class LoopbackServer:
-    """A listening socket on a free loopback port; each connection is handed to `_serve` in a thread."""
+    """A listening socket on a free loopback port; each connection is handed to `serve` in a thread."""
 
-    def __init__(self) -> None:
-        self.connections = 0
+    def __init__(self, serve) -> None:
+        self.connections, self._serve = 0, serve
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -32,9 +32,6 @@ class LoopbackServer:
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
-
     def close(self) -> None:
         self.sock.close()
 
@@ -45,9 +42,9 @@ class RawServer(LoopbackServer):
 
     def __init__(self, answers: list) -> None:
         self.answers, self.requests = list(answers), []
-        super().__init__()
+        super().__init__(self._answer)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _answer(self, conn: socket.socket) -> None:
         buf = b""
         with conn:
             while self.answers:
@@ -171,9 +168,9 @@ class ConnectProxy(LoopbackServer):
 
     def __init__(self) -> None:
         self.tunnels: list[str] = []
-        super().__init__()
+        super().__init__(self._tunnel)
 
-    def _serve(self, client: socket.socket) -> None:
+    def _tunnel(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             head += client.recv(4096)
