@@ -141,6 +141,19 @@ def test_a_configured_controller_url_names_the_key(deployment):
     assert line.startswith("domas: agent.controller: 'grpc://ctl.example:7400' is a URL")
 
 
+# -- domas up --data-dir DIR ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["/dev/null", "/proc/1"])
+@pytest.mark.parametrize("config,key", [("", "state_dir"), ("state_dir = 'state'", "data_dir")])
+def test_up_with_a_data_dir_where_nothing_can_live_names_the_key(tmp_path, where, config, key):
+    """Was: 'unexpected internal error (NotADirectoryError / FileExistsError / ...)', exit 70: the
+    state directory, or (with state_dir set) the instance's domas.toml, could not be made."""
+    (tmp_path / "domas.toml").write_text(config + "\n" + up_config(tmp_path / "unused", metrics=0).split("\n", 1)[1])
+    out = domas("--config", "domas.toml", "up", "--data-dir", where, cwd=tmp_path, timeout=20)
+    line = one_sentence(out, 78)
+    assert line.startswith(f"domas: {key}: cannot ") and f" {where}" in line and "choose another --data-dir" in line
+
+
 # -- file names a beamline writes: `domas up` goes on archiving --------------------------------------
 
 def test_a_file_name_that_is_not_utf8_is_refused_and_archiving_goes_on(tmp_path):

@@ -140,13 +140,18 @@ queue = {q(a.queue)}
 prefetch = {a.prefetch}
 files_grace = {a.files_grace}
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_place(path.parent, "data_dir")
     tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    # the bus URL may hold a password: then only the owner reads the file
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if "@" in a.url else 0o644), "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        tmp.unlink(missing_ok=True)
+        # the bus URL may hold a password: then only the owner reads the file
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if "@" in a.url else 0o644),
+                       "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"data_dir: cannot write {path} ({e.strerror or type(e).__name__}); choose another "
+                          "--data-dir, or set data_dir in the configuration") from None
 
 
 def run_up(args: argparse.Namespace, cfg: Config) -> int:
@@ -154,8 +159,21 @@ def run_up(args: argparse.Namespace, cfg: Config) -> int:
 
     setup_logging()       # one line per event: names with a newline are escaped
     cfg, instance = effective_config(cfg, args.data_dir)
+    make_place(Path(cfg.state_dir), "state_dir")
+    if instance is not None:
+        make_place(instance.parent, "data_dir")        # before anything starts (writing it may still fail)
     run_async(up(cfg, instance))
     return 0
+
+
+def make_place(path: Path, key: str) -> None:
+    """Create a directory `domas up` keeps its own files in; one sentence naming `key` if it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "not a directory" if path.exists() else (e.strerror or type(e).__name__).lower()
+        raise ConfigError(f"{key}: cannot create {path} ({why}); choose another --data-dir, or set {key} in the "
+                          "configuration") from None
 
 
 async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = None) -> None:
