@@ -257,12 +257,8 @@ def expand_manifest(manifest: str, token: str, dest: str) -> Expansion:
 
 
 def _load_engine() -> None:
-    """Import the copy engine and the event loop: done while the dataset listing travels."""
+    """Import the copy engine (and asyncio with it): done while the dataset listing travels."""
     from . import engine  # noqa: F401
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
 
 
 def run_get(args: argparse.Namespace, cfg: Config) -> int:
@@ -285,7 +281,7 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
 
     engine = CopyEngine(cfg, reporter=make_reporter(args.quiet, args.json), force=args.force)
     try:
-        acct = run_async(engine.run(exp))
+        acct = run_async(engine.run(exp), fast_loop=False)
     except KeyboardInterrupt:
         summary = engine.acct.summary()
         summary["interrupted"] = True
