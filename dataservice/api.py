@@ -123,6 +123,26 @@ The command-line client is `domas get PID DEST` (parallel, resumable, verified).
 """
 
 
+FORM_COOKIE = "domas_form"
+FORM_SECONDS = 7 * 86400
+
+
+def form_token(request: Request) -> str:
+    """The browser's form token (its cookie), or a new one when it has none (see portal_routes)."""
+    have = request.cookies.get(FORM_COOKIE, "")
+    return have if 20 <= len(have) <= 100 and have.isascii() else secrets.token_urlsafe(24)
+
+
+def html_page(request: Request, page: str, token: str, status: int = 200,
+              headers: dict[str, str] | None = None) -> HTMLResponse:
+    """A portal page whose forms carry `token`, setting the form cookie when the browser lacks it."""
+    resp = HTMLResponse(page, status, headers=headers)
+    if request.cookies.get(FORM_COOKIE) != token:
+        resp.set_cookie(FORM_COOKIE, token, max_age=FORM_SECONDS, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+    return resp
+
+
 class _PidConvertor(Convertor):
     """A PID in a URL: CSTR ids have no '/', DOI ids exactly one, right after '10.<digits>'."""
 
@@ -734,8 +754,20 @@ def _error_response(request: Request, status: int, message: str, kind: str,
     headers = {"X-Domas-Error": header_safe(message), **(extra or {})}
     if _wants_json(request):
         resp: Response = JSONResponse({"error": message, "kind": kind}, status, headers=headers)
+    elif status == 401:
+        # A portal page a browser may not see yet: the login form, back to this page afterwards. Only
+        # the Bearer challenge: a Basic one makes the browser ask for a user name and password in its
+        # own dialog (or, headless, show nothing) instead of this page.
+        token = form_token(request)
+        ended = request.cookies.get(SESSION_COOKIE) and not request.headers.get("authorization")
+        note = "Your session has ended; log in again." if ended else message
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        resp = html_page(request, portal.render_login(note, form_token=token, next_path=target), token, 401,
+                         headers)
+        resp.headers.append("WWW-Authenticate", _CHALLENGES[0])
+        return resp
     else:
-        heading = {401: "Token needed", 403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
+        heading = {403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
         resp = HTMLResponse(portal.render_error(heading, message), status, headers=headers)
     if status == 401:
         for challenge in _CHALLENGES:

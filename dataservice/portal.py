@@ -290,9 +290,11 @@ def render_manifest(ds: Dataset, server: str, paths: list[str]) -> str:
     return "\n".join(head + [server + content_path(ds.pid, p) for p in paths]) + "\n"
 
 
-def render_login(message: str = "", user: str = "", form_token: str = "") -> str:
+def render_login(message: str = "", user: str = "", form_token: str = "", next_path: str = "/") -> str:
+    """The login form; after logging in the browser goes to `next_path` (checked again when posted)."""
     notice = f'<p class="notice bad">{escape(message)}</p>' if message else ""
-    body = _TEMPLATES["login"].substitute(root="/", notice=notice, token_field=_token_field(form_token))
+    fields = _token_field(form_token) + f'<input type="hidden" name="next" value="{escape(next_path, quote=True)}">'
+    body = _TEMPLATES["login"].substitute(root="/", notice=notice, token_field=fields)
     return _page("Log in", body, user, form_token)
 
 

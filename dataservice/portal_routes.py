@@ -15,7 +15,6 @@ Sec-Fetch-Site/Origin check, api.refuse_cross_site; the token covers browsers th
 from __future__ import annotations
 
 import hmac
-import secrets
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -27,29 +26,10 @@ from domas.errors import PermissionDenied, Unauthenticated
 
 from . import access, delivery, portal
 from .access import Caller
-from .api import (MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SESSION_SECONDS, DataService,
-                  parse_time)
+from .api import (FORM_COOKIE, MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SESSION_SECONDS,
+                  DataService, form_token, html_page, parse_time)
 
 PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "sort", *FILTERS)
-FORM_COOKIE = "domas_form"
-FORM_SECONDS = 7 * 86400
-
-
-def form_token(request: Request) -> str:
-    """The browser's form token (its cookie), or a new one when it has none."""
-    have = request.cookies.get(FORM_COOKIE, "")
-    return have if 20 <= len(have) <= 100 and have.isascii() else secrets.token_urlsafe(24)
-
-
-def html_page(request: Request, page: str, token: str, status: int = 200) -> HTMLResponse:
-    """A portal page whose forms carry `token`, setting the form cookie when the browser lacks it."""
-    resp = HTMLResponse(page, status)
-    if request.cookies.get(FORM_COOKIE) != token:
-        resp.set_cookie(FORM_COOKIE, token, max_age=FORM_SECONDS, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https", path="/")
-    return resp
-
-
 def check_form(request: Request, fields: dict[str, list[str]]) -> None:
     """A posted form's token must equal the browser's form cookie (timing-safe comparison)."""
     sent = (fields.get(portal.FORM_TOKEN) or [""])[0]
@@ -57,6 +37,13 @@ def check_form(request: Request, fields: dict[str, list[str]]) -> None:
     if not (sent and have and hmac.compare_digest(sent.encode(), have.encode())):
         raise PermissionDenied("this form is out of date or was sent from another site; open the page again "
                                "and send it from there")
+
+
+def local_path(target: str) -> str:
+    """Where to go after logging in: a path on this service (never another site: '//host',
+    'http://...' or a backslash trick), else the front page."""
+    ok = target.startswith("/") and not target.startswith("//") and "\\" not in target and target.isprintable()
+    return target if ok and len(target) < 4000 else "/"
 
 
 async def posted_form(request: Request) -> dict[str, list[str]]:
@@ -100,12 +87,12 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
             check_form(request, fields)
         except PermissionDenied as e:
             return html_page(request, portal.render_login(str(e), form_token=again), again, 403)
-        token = (fields.get("token") or [""])[0]
+        token, then = (fields.get("token") or [""])[0], local_path((fields.get("next") or ["/"])[0])
         try:
             sid = svc.login(token)
         except Unauthenticated as e:
-            return html_page(request, portal.render_login(str(e), form_token=again), again, 401)
-        resp = RedirectResponse("/", status_code=303)
+            return html_page(request, portal.render_login(str(e), form_token=again, next_path=then), again, 401)
+        resp = RedirectResponse(then, status_code=303)
         resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=request.url.scheme == "https", path="/")
         return resp

@@ -220,3 +220,38 @@ def test_5xx_answers_name_no_server_path_and_the_log_keeps_why(data_world, serve
         assert "closed database" not in answer.text and "sqlite" not in answer.text.lower()
     logged = caplog.text
     assert str(data_world.on_tier("central", "big.bin")) in logged and "catalogue.sqlite" in logged
+
+
+# -- a private portal in a browser -----------------------------------------------------------------
+
+def test_an_ended_session_shows_the_login_form_and_returns_to_the_page(browser, private_service):
+    """A scientist's session ended (12 h) on a private portal: the next page was a 401 with a Basic
+    challenge, so Chromium showed a blank page (a headed one asks for a user name and password in
+    its own dialog). Now the page is the login form, saying why, and logging in returns to it."""
+    from domas.dataservice.api import SESSION_SECONDS
+
+    base, world, token = private_service
+    page = f"{base}/datasets/{world.pids['embargoed']}"
+    browser.viewport(1280, 900)
+    browser.navigate(base + "/login")
+    browser.evaluate(f"document.querySelector('input[name=token]').value = {token!r};"
+                     "document.querySelector('form.login').submit()", navigates=True)
+    browser.navigate(page)
+    assert browser.evaluate("document.querySelector('h1').textContent") == "Embargoed scan"
+    world.clock[0] += SESSION_SECONDS + 1
+    browser.navigate(page)
+    assert "Your session has ended; log in again." in browser.evaluate("document.body.innerText")
+    browser.screenshot("session-ended")
+    browser.evaluate(f"document.querySelector('input[name=token]').value = {token!r};"
+                     "document.querySelector('form.login').submit()", navigates=True)
+    assert browser.evaluate("location.href") == page
+    assert browser.evaluate("document.querySelector('h1').textContent") == "Embargoed scan"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "http://evil.example/", "/\\evil.example", "javascript:x"])
+def test_login_never_sends_the_browser_to_another_site(private_service, target):
+    base, _, token = private_service
+    with httpx.Client(base_url=base) as client:
+        client.get("/login")
+        r = client.post("/login", data={"token": token, "csrf": client.cookies["domas_form"], "next": target})
+        assert r.status_code == 303 and r.headers["location"] == "/"

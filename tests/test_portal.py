@@ -18,24 +18,12 @@ from domas.dataservice.users import UserStore
 from tests.fixtures.dataservice import TITLE, portal_login, portal_logout
 
 
-@pytest.fixture
-def private(data_world, serve_app, tmp_path):
-    """A service with a facility token (anonymous callers refused) and a user in the embargoed team."""
-    store = UserStore(tmp_path / "users.sqlite")
-    store.add("Grace Hopper")
-    token = store.issue_token("Grace Hopper")
-    base = serve_app(create_app(data_world.catalogue, data_world.tiers, token="facility", users=store,
-                                now=data_world.now))
-    yield base, data_world, token
-    store.close()
-
-
-def test_login_form_sets_a_session_cookie_that_opens_the_portal(private):
-    base, world, token = private
+def test_login_form_sets_a_session_cookie_that_opens_the_portal(private_service):
+    base, world, token = private_service
     with httpx.Client(base_url=base) as browser:
         r = browser.get("/")
-        assert r.status_code == 401 and 'href="/login"' in r.text
-        assert len(r.headers.get_list("www-authenticate")) == 2
+        assert r.status_code == 401 and 'href="/login"' in r.text and 'form class="login"' in r.text
+        assert r.headers.get_list("www-authenticate") == ['Bearer realm="domas data"']
         form = browser.get("/login")
         assert form.status_code == 200 and 'type="password" name="token"' in form.text
         bad = portal_login(browser, "domas_wrong")

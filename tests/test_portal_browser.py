@@ -9,23 +9,10 @@ import zlib
 import httpx
 import pytest
 
-from domas.dataservice.app import create_app
-from domas.dataservice.users import UserStore
 
 
-@pytest.fixture
-def portal_site(data_world, serve_app, tmp_path):
-    store = UserStore(tmp_path / "users.sqlite")
-    store.add("Grace Hopper")
-    token = store.issue_token("Grace Hopper")
-    base = serve_app(create_app(data_world.catalogue, data_world.tiers, token="facility", users=store,
-                                now=data_world.now))
-    yield base, data_world, token
-    store.close()
-
-
-def test_login_search_select_and_download_in_a_browser(browser, portal_site):
-    base, world, token = portal_site
+def test_login_search_select_and_download_in_a_browser(browser, private_service):
+    base, world, token = private_service
     browser.viewport(1280, 900)
     assert httpx.get(base + "/").status_code == 401                           # private: log in first
     browser.navigate(base + "/login")
@@ -70,8 +57,8 @@ def test_login_search_select_and_download_in_a_browser(browser, portal_site):
 
 
 @pytest.mark.parametrize("page", ["/", "/datasets/{pid}", "/login"])
-def test_pages_fit_a_phone_screen(browser, portal_site, page):
-    base, world, token = portal_site
+def test_pages_fit_a_phone_screen(browser, private_service, page):
+    base, world, token = private_service
     browser.viewport(390, 844, mobile=True)
     browser.navigate(base + "/login")
     browser.evaluate(f"document.querySelector('input[name=token]').value = {token!r};"
