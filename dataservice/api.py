@@ -581,12 +581,19 @@ async def _stream(reader: ReadHandle, start: int, end: int, what: str,
         reader.close()
 
 
+def attachment(name: str) -> str:
+    """Content-Disposition for a download named `name` (RFC 6266): the exact name as UTF-8 in
+    filename*, which browsers and wget use, and a printable-ASCII stand-in in filename for clients
+    that read only that one (curl -OJ saved every file as "content", the URL's last part)."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def _content_headers(f: FileRecord, mtime: float) -> dict[str, str]:
-    name = posixpath.basename(f.path)
     headers = {"Accept-Ranges": "bytes", "ETag": delivery.etag(f.size, f.adler32, f.xxh3),
                "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
                "Content-Type": "application/octet-stream",
-               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"}
+               "Content-Disposition": attachment(posixpath.basename(f.path))}
     digest = delivery.digest_header(f.adler32)
     if digest:
         headers["Digest"] = digest

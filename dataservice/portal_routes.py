@@ -15,7 +15,7 @@ Sec-Fetch-Site/Origin check, api.refuse_cross_site; the token covers browsers th
 from __future__ import annotations
 
 import hmac
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -27,7 +27,7 @@ from domas.errors import PermissionDenied, Unauthenticated
 from . import access, delivery, portal
 from .access import Caller
 from .api import (FORM_COOKIE, MAX_OFFSET, PORTAL_FILES_PAGE, PORTAL_PAGE, SESSION_COOKIE, SESSION_SECONDS,
-                  DataService, form_token, html_page, parse_time)
+                  DataService, attachment, form_token, html_page, parse_time)
 
 PORTAL_PARAMS = ("q", "beamtime", "proposal", "pi", "from", "to", "cursor", "sort", *FILTERS)
 def check_form(request: Request, fields: dict[str, list[str]]) -> None:
@@ -114,8 +114,8 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
             svc.file(ds.pid, path, caller)
         paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
         text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
-        name = quote(f"{ds.pid}.manifest".replace("/", "_"), safe="")
-        return PlainTextResponse(text, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
+        name = f"{ds.pid}.manifest".replace("/", "_")
+        return PlainTextResponse(text, headers={"Content-Disposition": attachment(name)})
 
     @app.get("/datasets/{pid:pid}", response_class=HTMLResponse, include_in_schema=False)
     def dataset_page(request: Request, pid: str, caller: Caller = Depends(portal_caller),

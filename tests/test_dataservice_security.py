@@ -6,6 +6,8 @@ write, and 5xx answers that do not show the server's paths."""
 from __future__ import annotations
 
 import http.server
+import shutil
+import subprocess
 import threading
 from urllib.parse import quote
 
@@ -209,7 +211,8 @@ def test_5xx_answers_name_no_server_path_and_the_log_keeps_why(data_world, serve
     data_world.on_tier("central", "big.bin").unlink()                   # its only verified copy
     caplog.set_level("WARNING", logger="domas.dataservice")
     r = httpx.get(_content(base, pid, "big.bin"))
-    assert r.status_code == 503 and "no verified copy of big.bin can be read now (central: cannot be read;" in r.json()["error"]
+    assert r.status_code == 503
+    assert "no verified copy of big.bin can be read now (central: cannot be read;" in r.json()["error"]
     data_world.catalogue._db.close()                                   # the catalogue fails from now on
     answers = [httpx.get(base + path) for path in (f"{API}/datasets", "/", f"{API}/datasets/{pid}")]
     assert [a.status_code for a in answers] == [500, 500, 500]
@@ -255,3 +258,33 @@ def test_login_never_sends_the_browser_to_another_site(private_service, target):
         client.get("/login")
         r = client.post("/login", data={"token": token, "csrf": client.cookies["domas_form"], "next": target})
         assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+# -- downloads as scientists' tools name them -----------------------------------------------------
+
+@pytest.mark.parametrize("rel,saved_as", [("big.bin", "big.bin"), ("sub/scan ü 1.h5", "scan _ 1.h5")])
+def test_curl_oj_saves_a_file_under_its_name(site, tmp_path, rel, saved_as):
+    """`curl -OJ LINK` (the portal's download link) saved every file as "content": curl reads only
+    the plain filename parameter, and the service sent only filename* (RFC 5987)."""
+    base, world, _ = site
+    into = tmp_path / "downloads"
+    into.mkdir()
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is not installed (Debian: apt-get install curl); scripts/test installs it")
+    done = subprocess.run([curl, "-sSfOJ", _content(base, world.pids["open"], rel)], cwd=into,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in into.iterdir()] == [saved_as]
+    assert (into / saved_as).read_bytes() == world.data[rel]
+
+
+def test_a_browser_saves_a_download_link_under_its_unicode_name(browser, site, tmp_path):
+    base, world, _ = site
+    into = tmp_path / "downloads"
+    into.mkdir()
+    browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(into)})
+    browser.navigate(f"{base}/datasets/{world.pids['open']}")
+    browser.evaluate("[...document.querySelectorAll('a[download]')].find(a => a.href.includes('scan')).click()")
+    wait_until(lambda: [p.name for p in into.iterdir()] == ["scan ü 1.h5"], timeout=10, what="the download")
+    assert (into / "scan ü 1.h5").read_bytes() == world.data["sub/scan ü 1.h5"]
