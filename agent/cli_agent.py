@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_agent(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
-    from domas.channel import controller_address
+    from domas.channel import checked_ca, controller_address
     from domas.loop import run_async
     from .metrics import AgentCollector
     from domas.metrics import serve_metrics
@@ -46,11 +46,14 @@ def run_agent(args: argparse.Namespace, cfg: Config) -> int:
     name = args.name or cfg.agent.name or socket.gethostname()
     controller = controller_address(args.controller, cfg.agent.controller)
     streams = args.streams or cfg.copy.streams
+    tls_ca = args.tls_ca or cfg.agent.tls_ca
+    if tls_ca:
+        checked_ca("--tls-ca" if args.tls_ca else "agent.tls_ca", tls_ca)     # before the banner says it runs
 
     async def main() -> None:
         agent = Agent(controller=controller, name=name, streams=streams,
                       state_dir=Path(args.state_dir or cfg.state_path()), token=cfg.controller.token,
-                      tls_ca=args.tls_ca or cfg.agent.tls_ca)
+                      tls_ca=tls_ca)
         server, port = serve_metrics(args.metrics_listen or cfg.agent.metrics_listen,
                                      AgentCollector(agent.acct, lambda: len(agent.spool), lambda: agent.connected),
                                      "agent.metrics_listen")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from domas.channel import check_key_pair, checked_ca
 from domas.config import Config, read_setting_file
 from domas.controller.metrics import ControllerCollector
 from domas.controller.rpc_errors import ErrorMapping
@@ -46,10 +47,11 @@ def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
     if c.tls_cert or c.tls_key:
         if not (c.tls_cert and c.tls_key):
             raise ConfigError("controller.tls_cert and controller.tls_key must be given together")
-        ca = read_setting_file("controller.tls_client_ca", c.tls_client_ca) if c.tls_client_ca else None
-        creds = grpc.ssl_server_credentials([(read_setting_file("controller.tls_key", c.tls_key),
-                                              read_setting_file("controller.tls_cert", c.tls_cert))],
-                                            root_certificates=ca, require_client_auth=bool(ca))
+        ca = checked_ca("controller.tls_client_ca", c.tls_client_ca) if c.tls_client_ca else None
+        pair = (read_setting_file("controller.tls_key", c.tls_key),
+                read_setting_file("controller.tls_cert", c.tls_cert))
+        check_key_pair(c.tls_cert, c.tls_key)
+        creds = grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=bool(ca))
         port = _add_port(lambda: server.add_secure_port(listen, creds), listen)
     else:
         port = _add_port(lambda: server.add_insecure_port(listen), listen)

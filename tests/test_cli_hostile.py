@@ -208,3 +208,39 @@ def test_domas_copy_takes_a_file_name_that_is_not_utf8(tmp_path):
         assert out.returncode == 0 and expect in out.stdout + out.stderr, out.stderr
     with open(os.path.join(os.fsencode(tmp_path / "dst" / "scan"), name), "rb") as f:
         assert f.read() == b"x" * 5000
+
+
+# -- TLS files that are not what their setting says -----------------------------------------------------
+
+GRPC_CORE = ("add_port.cc", "tls_security_connector", "E11", "another process holds the port")
+
+
+@pytest.mark.parametrize("pair", ["garbage", "certificate as key"])
+def test_a_controller_tls_pair_that_is_not_one_names_both_keys(deployment, loopback_certificate, pair):
+    """Was: gRPC's own log line on stderr, then 'cannot listen on 127.0.0.1:0 (another process holds
+    the port ...)', which sent the operator after a port."""
+    cert, key = loopback_certificate
+    if pair == "garbage":
+        cert = key = deployment / "junk.pem"
+        cert.write_text("not a certificate\n")
+    else:
+        key = cert
+    (deployment / "domas.toml").write_text(f'data_dir = "data"\n[controller]\ntls_cert = "{cert}"\n'
+                                           f'tls_key = "{key}"\n')
+    out = domas("--config", "domas.toml", "controller", "--listen", "127.0.0.1:0", "--metrics-listen",
+                "127.0.0.1:0", "--root", deployment, cwd=deployment, timeout=30)
+    line = one_sentence(out, 78)
+    assert line.startswith("domas: controller.tls_cert, controller.tls_key: ") and "private key" in line
+    assert not any(t in out.stderr for t in GRPC_CORE), out.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["agent", "--name", "dtn01", "--metrics-listen", "127.0.0.1:0"]],
+                         ids=lambda c: c[0])
+def test_a_tls_ca_that_holds_no_certificate_names_the_key(deployment, command):
+    """Was: gRPC's log line and 'the controller ... cannot be reached' (exit 69); the agent retried forever."""
+    (deployment / "junk.pem").write_text("not a certificate\n")
+    (deployment / "domas.toml").write_text(f'data_dir = "data"\n[agent]\ntls_ca = "{deployment / "junk.pem"}"\n')
+    out = domas("--config", "domas.toml", *command, cwd=deployment, timeout=20)
+    line = one_sentence(out, 78)
+    assert line.startswith(f"domas: agent.tls_ca: {deployment / 'junk.pem'} holds no PEM certificate")
+    assert not any(t in out.stderr for t in GRPC_CORE), out.stderr

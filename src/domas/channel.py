@@ -4,6 +4,8 @@ controller commands `make_sync_channel`; both get the same options and credentia
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
 
 from domas.config import read_setting_file
@@ -23,7 +25,32 @@ def credentials(tls_ca: str) -> grpc.ChannelCredentials | None:
     """TLS credentials trusting the CA file `tls_ca` (agent.tls_ca); None for a plain channel."""
     if not tls_ca:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=read_setting_file("agent.tls_ca", tls_ca))
+    return grpc.ssl_channel_credentials(root_certificates=checked_ca("agent.tls_ca", tls_ca))
+
+
+def checked_ca(key: str, path: str) -> bytes:
+    """The PEM certificates in the file setting `key` names; one sentence naming the setting if it holds
+    none (gRPC would only log a line of its own and report the controller unreachable)."""
+    pem = read_setting_file(key, path)
+    try:
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError(path)
+        ssl.create_default_context(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, ValueError):            # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{key}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA "
+                          "certificate that signed the controller's") from None
+    return pem
+
+
+def check_key_pair(cert: str, key: str) -> None:
+    """controller.tls_cert and tls_key must be a PEM certificate and its unencrypted private key (gRPC
+    would log a line of its own and fail to listen, which reads as a taken port)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError:
+        raise ConfigError(f"controller.tls_cert, controller.tls_key: {cert} and {key} are not a PEM certificate "
+                          "and its unencrypted private key; give the pair the controller's certificate was "
+                          "made with") from None
 
 
 def address_problem(address: str) -> str | None:
