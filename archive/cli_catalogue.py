@@ -75,14 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--pi", metavar="NAME")
     f.add_argument("--since", metavar="T", help="ISO date/time (2025-03-01), POSIX seconds, or an age (7d, 12h)")
     f.add_argument("--path", metavar="DIR", help="only datasets in this directory or below it")
-    f.add_argument("--limit", type=int, metavar="N")
+    f.add_argument("--limit", type=_count, metavar="N")
     f.add_argument("--json", action="store_true", help="print JSON on stdout")
     f.set_defaults(handler=run_find)
 
     s = csub.add_parser("show", help="show a dataset and its files", description=SHOW_HELP,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("pid", metavar="PID", help="the dataset's PID, or its directory")
-    s.add_argument("--limit", type=int, default=1000, metavar="N", help="files to list (default 1000, 0: all)")
+    s.add_argument("--limit", type=_count, default=1000, metavar="N", help="files to list (default 1000, 0: all)")
     s.add_argument("--json", action="store_true", help="print JSON on stdout")
     s.set_defaults(handler=run_show)
 
@@ -97,6 +97,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .cli_operator import register_operator      # proposal, beamtime, import, embargo, release, history
 
     register_operator(csub)
+
+
+def _count(text: str) -> int:
+    """--limit N: a whole number from 0 to 2^31 - 1 (argparse says so in one line otherwise)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count from 0 to {2**31 - 1}")
+    return n
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -70,7 +70,8 @@ def set_beamtime(cat: Catalogue, beamtime_id: str, changes: dict, *, who: str, n
     before = cat.get_beamtime(beamtime_id)
     after = replace(before or Beamtime(beamtime_id), **changes)
     if after.start is not None and after.end is not None and after.end < after.start:
-        raise InvalidMessage(f"beamtime {beamtime_id}: end {after.end} is before start {after.start}")
+        raise InvalidMessage(f"beamtime {beamtime_id}: end {_utc(after.end)} is before start {_utc(after.start)} "
+                             "(UTC); give an end after the start")
     if after.proposal and cat.get_proposal(after.proposal) is None:
         set_proposal(cat, after.proposal, {}, who=who, now=now)
     cat.upsert_beamtime(after, overwrite=True)
@@ -191,3 +192,7 @@ def import_records(cat: Catalogue, rows: Iterable[dict], *, who: str, now: float
             set_beamtime(cat, beamtime, bc, who=who, now=now)
             n_bt += 1
     return n_prop, n_bt
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")

@@ -244,3 +244,23 @@ def test_a_tls_ca_that_holds_no_certificate_names_the_key(deployment, command):
     line = one_sentence(out, 78)
     assert line.startswith(f"domas: agent.tls_ca: {deployment / 'junk.pem'} holds no PEM certificate")
     assert not any(t in out.stderr for t in GRPC_CORE), out.stderr
+
+
+# -- domas catalogue: numbers and dates as a user types them ----------------------------------------------
+
+@pytest.mark.parametrize("args", [["find", "--limit", "99999999999999999999"], ["find", "--limit", "-1"],
+                                  ["show", "CSTR:X", "--limit", "99999999999999999999"]])
+def test_a_limit_out_of_range_is_a_usage_error(deployment, args):
+    """Was: 'the catalogue refused the record: datatype mismatch' (sqlite's text) for a huge --limit, and
+    every dataset for a negative one."""
+    out = domas("--config", "domas.toml", "catalogue", *args, cwd=deployment)
+    assert out.returncode == 2 and "is not a count from 0 to 2147483647" in out.stderr, out.stderr
+    assert "datatype" not in out.stderr and out.stdout == ""
+
+
+def test_a_beamtime_ending_before_it_starts_says_the_dates(deployment):
+    """Was: 'end 1793491200.0 is before start 1793836800.0' (POSIX seconds)."""
+    out = domas("--config", "domas.toml", "catalogue", "beamtime", "set", "BT1", "--start", "2026-11-05",
+                "--end", "2026-11-01", cwd=deployment)
+    line = one_sentence(out, 2)
+    assert "end 2026-11-01 00:00 is before start 2026-11-05 00:00 (UTC)" in line
