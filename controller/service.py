@@ -183,6 +183,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
+        self._stale_since, self._told = 0.0, False           # while stale: since when, and whether it was logged
         self._tiers = [TierHealth(tier_label(r), r.location.url) for r in self.roots]   # see controller/tiers.py
         self._probe_pool = ThreadPoolExecutor(max_workers=min(4, len(self._tiers)), thread_name_prefix="domas-tier-probe")
         self.latest: dict = {}
@@ -198,8 +199,9 @@ class ControllerService(pb_grpc.ControllerServicer):
     def events(self, events: list) -> list[list]:
         """Apply events in order; their facts are committed in one transaction, then routed.
         When the store cannot commit them (locked by another process, disk full) the scheduler has
-        run ahead of the disk: it is rebuilt from the stored facts (`_recover`), nothing is routed,
-        and the caller gets TransientError (UNAVAILABLE, retriable)."""
+        run ahead of the disk: nothing is routed, the caller gets TransientError (UNAVAILABLE,
+        retriable), and so does every later call until the store takes a write again; then the
+        scheduler is rebuilt from the stored facts once (`_recover`)."""
         if self._stale:
             self._recover()
         now = self.clock()
@@ -208,28 +210,44 @@ class ControllerService(pb_grpc.ControllerServicer):
         try:
             self.store.apply(everything, now)
         except Exception as e:      # noqa: BLE001 - sqlite3 errors of any kind: memory must follow the disk
-            log.warning("the state store did not take a write (%s: %s); rebuilding the scheduler from the "
-                        "stored state, agents will reconnect and replay their reports", type(e).__name__, e)
-            self._stale = True
+            log.warning("the state store did not take a write (%s: %s); refusing requests until it does, then "
+                        "rebuilding the scheduler from the stored state (agents reconnect and replay their "
+                        "reports)", type(e).__name__, e)
+            self._went_stale()
             self._recover()
             raise TransientError(_STORE_FAILED) from None
         self._route(everything, now)
         return results
 
+    def _went_stale(self) -> None:
+        """A write failed: the scheduler is ahead of the store until `_recover` succeeds. The lease
+        streams end now (UNAVAILABLE), so agents stop working on leases the store never recorded."""
+        if not self._stale:
+            self._stale, self._told = True, False
+            self._stale_since = time.monotonic()
+            self.store.next_epoch()          # the rebuilt scheduler's, stored by the write that ends this
+            self.end_streams(_STORE_FAILED)
+
     def _recover(self) -> None:
-        """Memory equals disk again: a scheduler rebuilt from the stored facts (controller/restore.py)
-        with a new epoch, so no lease id repeats and reports for earlier leases are accepted once.
-        Lease streams are ended (UNAVAILABLE): their agents register again and replay their spooled
-        reports, as after a restart. If the store cannot be read either, the next event tries again."""
+        """Memory equals disk again: once the store takes a write (the new epoch, tried at each call
+        without waiting on a lock: a refusal costs microseconds), a scheduler rebuilt from the
+        stored facts (controller/restore.py) with that epoch, so no lease id repeats and reports for
+        earlier leases are accepted once. Agents register again and replay their spooled reports, as
+        after a restart. Until then every call is refused at once (TransientError): a store locked or
+        full for minutes costs no rebuild and no busy-timeout wait per call."""
         try:
+            self.store.try_write()
             specs, files, chunks = self.store.load()
             next_file_id = self.store.next_file_id()
             old = self.s
             self.s = Scheduler.restore(specs, files, chunks, config=old.cfg, rng=old.rng,
-                                       epoch=self.store.next_epoch(), next_file_id=next_file_id)
+                                       epoch=self.store.epoch, next_file_id=next_file_id)
         except Exception as e:      # noqa: BLE001
-            log.warning("cannot read the state store either (%s: %s); refusing requests until it can be read",
-                        type(e).__name__, e)
+            t = time.monotonic()
+            if not self._told and t - self._stale_since >= 5.0:      # once per outage, not once per try
+                self._told = True
+                log.warning("the state store still takes no write after %.0f s (%s: %s); refusing requests until "
+                            "it does", t - self._stale_since, type(e).__name__, e)
             raise TransientError(_STORE_FAILED) from None
         self._stale = False
         self.end_streams(_STORE_FAILED)
@@ -324,6 +342,8 @@ class ControllerService(pb_grpc.ControllerServicer):
     def _sweep_parts(self) -> None:
         """Directories finalized into lately get their orphan part files removed (a hung agent's
         late chunk, a killed copy): older than the lease time and of no file still in progress."""
+        if self._stale:
+            return          # the scheduler may hold files as ended that the store keeps unfinished
         now = self.clock()
         due = self._janitor.due(now)
         if due:     # O(transfers) here; the walk over their files, if any, in the pool
@@ -509,9 +529,8 @@ class ControllerService(pb_grpc.ControllerServicer):
             except Exception as e:      # noqa: BLE001 - sqlite3 errors of any kind: nothing was accepted
                 log.warning("the state store did not take a submission's files (%s: %s); rebuilding the scheduler "
                             "from the stored state", type(e).__name__, e)
-                self._stale = True          # as after any failed write: memory follows the disk (ids reserved)
+                self._went_stale()          # as after any failed write: memory follows the disk (ids reserved)
                 await self._unstage(spec.transfer_id)
-                self._recover()
                 raise TransientError(_STORE_FAILED) from None
             if self.s is s:
                 return submitted, nbytes

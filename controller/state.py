@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     length INTEGER NOT NULL, PRIMARY KEY (file_id, idx)) WITHOUT ROWID;
 """
 
+_BUSY_MS = 2000         # see StateStore.__init__
 _INSERT_FILE = "INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state, version) VALUES (?,?,?,?,?,?,?,?)"
 _TRANSFER_COLUMNS = ("id", "beamline", "priority", "state", "sources", "destination", "submitted_at",
                      "finished_at", "files_total", "bytes_total", "chunk_size", "verify", "max_attempts")
@@ -47,7 +48,7 @@ class StateStore:
     def __init__(self, path: str | Path) -> None:
         # busy_timeout 2 s: a write waits on the event loop, so a longer wait stalls every agent's
         # stream; a store still busy after it is recovered from (service.events)
-        self._db = open_db(path, what="controller's state store", busy_timeout=2.0)
+        self._db = open_db(path, what="controller's state store", busy_timeout=_BUSY_MS / 1000)
         self._db.executescript(SCHEMA)
         if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
             # the source's identity beyond size and mtime (FileSpec.version); '' for older stores
@@ -71,6 +72,25 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def try_write(self) -> None:
+        """Store the epoch (as the next `apply` would) without waiting for another process's lock:
+        raises at once while the store cannot be written (locked, full, read-only), so a controller
+        waiting for its store can try often without stalling its event loop."""
+        with self._lock:
+            self._db.execute("PRAGMA busy_timeout=0")
+            cur = self._db.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(self.epoch),))
+                cur.execute("COMMIT")
+                self._epoch_unsaved = False
+            except BaseException:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
 
     # -- writes ------------------------------------------------------------------------------------
 
