@@ -756,6 +756,19 @@ def header_safe(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:500]
 
 
+def _session_name(request: Request) -> str:
+    """The name of the portal user whose page this error is (shown in the page's header as on every
+    page, with "Log out"), or "" when no session is open or it cannot be read now."""
+    svc = getattr(request.app.state, "service", None)
+    if svc is None or request.headers.get("authorization") or not request.cookies.get(SESSION_COOKIE):
+        return ""
+    try:
+        found = svc.session_caller(request)
+    except DomasError:
+        return ""
+    return found.name if found else ""
+
+
 def _error_response(request: Request, status: int, message: str, kind: str,
                     extra: dict[str, str] | None = None) -> Response:
     headers = {"X-Domas-Error": header_safe(message), **(extra or {})}
@@ -775,7 +788,9 @@ def _error_response(request: Request, status: int, message: str, kind: str,
         return resp
     else:
         heading = {403: "Not available", 404: "Not found"}.get(status, "Something went wrong")
-        resp = HTMLResponse(portal.render_error(heading, message), status, headers=headers)
+        token = form_token(request)
+        page = portal.render_error(heading, message, _session_name(request), token)
+        resp = html_page(request, page, token, status, headers)
     if status == 401:
         for challenge in _CHALLENGES:
             resp.headers.append("WWW-Authenticate", challenge)

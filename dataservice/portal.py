@@ -298,6 +298,6 @@ def render_login(message: str = "", user: str = "", form_token: str = "", next_p
     return _page("Log in", body, user, form_token)
 
 
-def render_error(heading: str, message: str, user: str = "") -> str:
+def render_error(heading: str, message: str, user: str = "", form_token: str = "") -> str:
     body = _TEMPLATES["error"].substitute(root="/", heading=escape(heading), message=escape(message))
-    return _page(heading, body, user)
+    return _page(heading, body, user, form_token)

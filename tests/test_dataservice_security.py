@@ -288,3 +288,18 @@ def test_a_browser_saves_a_download_link_under_its_unicode_name(browser, site, t
     browser.evaluate("[...document.querySelectorAll('a[download]')].find(a => a.href.includes('scan')).click()")
     wait_until(lambda: [p.name for p in into.iterdir()] == ["scan ü 1.h5"], timeout=10, what="the download")
     assert (into / "scan ü 1.h5").read_bytes() == world.data["sub/scan ü 1.h5"]
+
+
+def test_an_error_page_still_shows_who_is_logged_in(private_service):
+    """A logged-in scientist who followed a dead link got a 404 page whose header offered "Log in",
+    as if the session had gone; it shows her name and "Log out" like every other page."""
+    base, _, token = private_service
+    with httpx.Client(base_url=base) as client:
+        assert portal_login(client, token).status_code == 303
+        for path in ("/datasets/CSTR:nope", "/no/such/page", "/?year=0000"):
+            r = client.get(path)
+            assert r.status_code in (400, 404), path
+            assert 'class="user">Grace Hopper<' in r.text and "Log out" in r.text and ">Log in<" not in r.text, path
+        assert portal_logout(client).status_code == 303
+    r = httpx.get(base + "/no/such/page")
+    assert r.status_code == 404 and ">Log in<" in r.text and "Grace Hopper" not in r.text
