@@ -203,23 +203,26 @@ def _count(node: dict) -> int:
     return len(node["files"]) + sum(_count(d) for d in node["dirs"].values())
 
 
-def _tree_html(node: dict, items: list[str], depth: int = 0) -> str:
+def _tree_html(node: dict, items: list[str], depth: int = 0, where: str = "") -> str:
+    """`where`: " on this page" when the dataset's files span several pages (a folder's count is
+    then what this page holds of it, not the folder's total)."""
     out = []
     for name in sorted(node["dirs"]):
         sub = node["dirs"][name]
-        inner = _tree_html(sub, items, depth + 1)
+        inner = _tree_html(sub, items, depth + 1, where)
+        n = _count(sub)
         out.append(f'<details{" open" if depth == 0 else ""}><summary>{escape(name)}/ '
-                   f'<span class="count">({_count(sub)} file{"s" if _count(sub) != 1 else ""})</span></summary>{inner}</details>')
+                   f'<span class="count">({n} file{"s" if n != 1 else ""}{where})</span></summary>{inner}</details>')
     if node["files"]:
         out.append("<ul>" + "".join(items[i] for i in node["files"]) + "</ul>")
     return "\n".join(out)
 
 
-def render_tree(ds: Dataset, files: list[tuple[FileRecord, bool]]) -> str:
+def render_tree(ds: Dataset, files: list[tuple[FileRecord, bool]], paged: bool = False) -> str:
     if not files:
         return "<p>This dataset has no files yet.</p>"
     items = [_file_item(ds, f, ok) for f, ok in files]
-    return _tree_html(folder_tree([f.path for f, _ in files]), items)
+    return _tree_html(folder_tree([f.path for f, _ in files]), items, where=" on this page" if paged else "")
 
 
 def _flat(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -278,7 +281,7 @@ def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: fl
         path=escape(ds.path), data_type=escape(ds.data_type),
         state=escape(state), file_count=str(ds.file_count), size=human_size(ds.bytes),
         created=escape(utc(ds.created_at)), server=escape(server), metadata=_metadata_block(ds),
-        tree=render_tree(ds, files), manifest_url=escape(manifest_path(ds.pid)),
+        tree=render_tree(ds, files, paged=offset > 0 or more), manifest_url=escape(manifest_path(ds.pid)),
         pager=_pager(ds, offset, limit, len(files), more))
     return _page(title_of(ds), body, user, form_token)
 

@@ -258,3 +258,25 @@ def test_sessions_expire_and_end_when_the_token_is_revoked(tmp_path):
     store.revoke("Ada")
     assert store.session_caller(other, 1002.0) is None
     store.close()
+
+
+def test_a_dataset_of_many_files_says_its_folder_counts_are_per_page(service_open):
+    """A dataset of 1 200 files in one folder: its page (500 files) read "d0/ (500 files)", and the
+    next page "d0/ (500 files)" again, as if the folder held 500; the pager was only below the
+    tree. Now the counts say "on this page" and the pager is above the tree too."""
+    from domas.catalogue import FileRecord, Replica
+
+    base, world = service_open
+    ds = world.catalogue.upsert_dataset(Dataset(beamtime="2025-0042", path="/B1/202611/Data/2025-0042/many",
+                                                metadata={"title": "many"}))
+    world.catalogue.upsert_files([FileRecord(ds.pid, f"d0/f{i:05d}.h5", 10, "00000001", mtime=1.7e9,
+                                             replicas={"central": Replica("verified", verified_at=world.now())})
+                                  for i in range(1200)])
+    first = httpx.get(f"{base}/datasets/{ds.pid}").text
+    assert '<summary>d0/ <span class="count">(500 files on this page)</span>' in first
+    tree_at = first.index('<div class="tree">')
+    assert "files 1–500 of 1200" in first[:tree_at] and "files 1–500 of 1200" in first[tree_at:]
+    last = httpx.get(f"{base}/datasets/{ds.pid}", params={"offset": 1000}).text
+    assert '(200 files on this page)' in last and "files 1001–1200 of 1200" in last
+    small = httpx.get(f"{base}/datasets/{world.pids['open']}").text                  # one page: plain counts
+    assert '<summary>sub/ <span class="count">(1 file)</span>' in small and "on this page" not in small
