@@ -6,9 +6,9 @@ Every OSError is translated by domas.errors.from_oserror, here and nowhere else.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
+import functools
 import os
 import stat as st
 
@@ -20,16 +20,23 @@ from .registry import register
 _HAS_FADVISE = hasattr(os, "posix_fadvise")
 
 
-def _load_syncfs():
+@functools.cache
+def _syncfs():
+    """libc's syncfs (None where there is none: each file is then synced on its own), looked up on
+    the first group sync: ctypes is not imported by commands that never make one (`domas get`)."""
+    import ctypes
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
-        return None               # not Linux: each file is synced on its own
+        return None
     fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-    return fn
 
-
-_syncfs = _load_syncfs()
+    def syncfs(fd: int) -> None:
+        if fn(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    return syncfs
 
 
 @contextlib.contextmanager
@@ -59,14 +66,14 @@ class PosixStorage(Storage):
         fdatasync of each file after it then has nothing left to write, and reports that file's
         own write-back errors (the kernel keeps them per file)."""
         done: set[int] = set()
+        syncfs = _syncfs()
         for w in writers:
-            if isinstance(w, _PosixWriter) and _syncfs is not None:
+            if isinstance(w, _PosixWriter) and syncfs is not None:
                 dev = os.fstat(w._fd).st_dev
                 if dev not in done:
                     done.add(dev)
-                    if _syncfs(w._fd) != 0:
-                        e = ctypes.get_errno()
-                        raise from_oserror(OSError(e, os.strerror(e)), w._path)
+                    with _translated(w._path):
+                        syncfs(w._fd)
         for w in writers:
             w.sync()
 
