@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.concurrency import run_in_threadpool
 
 from domas.catalogue.search import FILTERS, encode_cursor
-from domas.errors import PermissionDenied, Unauthenticated
+from domas.errors import PermissionDenied, Unauthenticated, UsageError
 
 from . import access, delivery, portal
 from .access import Caller
@@ -110,6 +110,9 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
     def manifest(request: Request, pid: str, caller: Caller = Depends(portal_caller)) -> Response:
         ds = svc.dataset(pid, caller)
         chosen = [delivery.check_request_path(p) for p in request.query_params.getlist("path")]
+        if request.query_params.get("selected") and not chosen:     # the button pressed with no file ticked
+            raise UsageError("no file is ticked: tick the files you want, or take the manifest of every file "
+                             f"({portal.manifest_path(ds.pid)})")
         for path in chosen:                      # a manifest names only files the dataset has (else 404)
             svc.file(ds.pid, path, caller)
         paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]

@@ -9,6 +9,8 @@ import zlib
 import httpx
 import pytest
 
+from tests.fixtures.common import wait_until
+
 
 
 def test_login_search_select_and_download_in_a_browser(browser, private_service):
@@ -69,3 +71,25 @@ def test_pages_fit_a_phone_screen(browser, private_service, page):
     browser.screenshot(name)
     assert overflow <= 0, f"{page} is {overflow} px wider than the phone"
     assert httpx.get(base + "/healthz").status_code == 200
+
+
+def test_the_selection_button_with_nothing_ticked_says_so(browser, private_service, tmp_path):
+    """"Manifest of the selected files" with no file ticked saved the manifest of EVERY file (for a
+    dataset of 10 000 files, 10 000 downloads the scientist never chose); it now says to tick some."""
+    base, world, token = private_service
+    into = tmp_path / "downloads"
+    into.mkdir()
+    browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(into)})
+    browser.navigate(base + "/login")
+    browser.evaluate(f"document.querySelector('input[name=token]').value = {token!r};"
+                     "document.querySelector('form.login').submit()", navigates=True)
+    browser.navigate(f"{base}/datasets/{world.pids['open']}")
+    browser.evaluate("document.querySelector('form .tools button').click()", navigates=True)
+    assert "no file is ticked" in browser.evaluate("document.body.innerText")
+    assert list(into.iterdir()) == []
+    browser.navigate(f"{base}/datasets/{world.pids['open']}")                  # one ticked: its manifest
+    browser.evaluate("document.querySelector('input[name=path][value=\"big.bin\"]').checked = true;"
+                     "document.querySelector('form .tools button').click()")
+    wait_until(lambda: [p.suffix for p in into.iterdir()] == [".manifest"], timeout=10, what="the manifest")
+    urls = [line for line in next(into.iterdir()).read_text().splitlines() if not line.startswith("#")]
+    assert len(urls) == 1 and urls[0].endswith("/files/big.bin/content")
