@@ -162,6 +162,25 @@ def _console():
     return Console()
 
 
+def _print_table(console, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table when it fits the terminal; else one block per row, its first cell (a PID, a path) on a
+    line of its own and the rest below, so nothing is cut to '…' (a PID must stay whole to be copied).
+    Cells are shown as they are, never read as rich markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*map(Text, row))          # Text: a name like 'scan[/x].h5' is not rich markup
+    if console.measure(table, options=console.options.update_width(1 << 20)).maximum <= console.width:
+        console.print(table)
+        return
+    for first, *rest in rows:
+        console.print(first, markup=False, highlight=False, soft_wrap=True)
+        console.print("  " + ", ".join(f"{h} {v}" for h, v in zip(headers[1:], rest)), markup=False,
+                      highlight=False, soft_wrap=True)
+
+
 def _plain() -> bool:
     """Output for scripts: stdout is a pipe or a file, not a terminal."""
     return not sys.stdout.isatty()
@@ -193,14 +212,10 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
             _line(d.pid, d.beamtime, d.data_type, d.state, d.file_count, d.bytes, _iso(d.created_at), d.path)
         _note(f"{len(found)} dataset(s)")
         return 0
-    from rich.table import Table
-
-    table = Table("PID", "beamtime", "type", "state", "files", "size", "created (UTC)", "path")
-    for d in found:
-        table.add_row(d.pid, d.beamtime, d.data_type, d.state, str(d.file_count), human_bytes(d.bytes),
-                      _when(d.created_at), d.path)
     console = _console()
-    console.print(table)
+    _print_table(console, ("PID", "beamtime", "type", "state", "files", "size", "created (UTC)", "path"),
+                 [(d.pid, d.beamtime, d.data_type, d.state, str(d.file_count), human_bytes(d.bytes),
+                   _when(d.created_at), d.path) for d in found])
     console.print(f"{len(found)} dataset(s)")
     return 0
 
@@ -229,18 +244,14 @@ def run_show(args: argparse.Namespace, cfg: Config) -> int:
     if _plain():
         _show_plain(ds, files)
         return 0
-    from rich.table import Table
-
     console = _console()
     head, *rest = _described(ds)
     console.print(head, style="bold", markup=False, highlight=False)
     for text in rest:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
-    table = Table("path", "size", "adler32", "replicas")
-    for rec in files:
-        reps = ", ".join(f"{tier}:{r.state}" for tier, r in rec.replicas.items())
-        table.add_row(rec.path, str(rec.size), rec.adler32 or "-", reps or "-")
-    console.print(table)
+    _print_table(console, ("path", "size", "adler32", "replicas"),
+                 [(rec.path, str(rec.size), rec.adler32 or "-",
+                   ", ".join(f"{tier}:{r.state}" for tier, r in rec.replicas.items()) or "-") for rec in files])
     if len(files) < ds.file_count:
         console.print(f"(first {len(files)} of {ds.file_count} files; --limit 0 lists all)")
     return 0
@@ -345,14 +356,10 @@ def _reconcile_plain(reports) -> None:
 
 
 def _print_reconcile(reports) -> None:
-    from rich.table import Table
-
     console = _console()
-    table = Table("PID", "path", "matched", "not catalogued", "not on disk", "size drift", "checksum drift")
-    for d, r in reports:
-        table.add_row(d.pid, d.path, str(r.matched), str(len(r.missing_in_catalogue)), str(len(r.missing_on_disk)),
-                      str(len(r.size_drift)), str(len(r.checksum_drift)))
-    console.print(table)
+    _print_table(console, ("PID", "path", "matched", "not catalogued", "not on disk", "size drift", "checksum drift"),
+                 [(d.pid, d.path, str(r.matched), str(len(r.missing_in_catalogue)), str(len(r.missing_on_disk)),
+                   str(len(r.size_drift)), str(len(r.checksum_drift))) for d, r in reports])
     for d, r in reports:
         for e in r.missing_in_catalogue[:20]:
             console.print(f"not catalogued: {one_line(d.path + '/' + e.path)}", markup=False, highlight=False)

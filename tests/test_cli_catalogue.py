@@ -75,13 +75,15 @@ def test_find_into_a_pipe_is_tab_separated_lines(env, capsys):
 BOX = set("┏┃┡│└━─╇┩┳┴")
 
 
-def _cli(*argv, tty: bool) -> str:
-    """`domas ...` as a process, its stdout a pseudo-terminal (tty) or a pipe; returns what it wrote."""
+def _cli(*argv, tty: bool, columns: int = 300) -> str:
+    """`domas ...` as a process, its stdout a pseudo-terminal (tty, `columns` wide) or a pipe; returns
+    what it wrote."""
     cmd = [sys.executable, "-m", "domas.cli", *argv]
     if not tty:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     main_fd, child_fd = pty.openpty()
-    with subprocess.Popen(cmd, stdout=child_fd, stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"}) as p:
+    with subprocess.Popen(cmd, stdout=child_fd, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "COLUMNS": str(columns)}) as p:
         os.close(child_fd)
         chunks = []
         while True:
@@ -95,6 +97,30 @@ def _cli(*argv, tty: bool) -> str:
         assert p.wait(timeout=60) == 0
     os.close(main_fd)
     return b"".join(chunks).decode()
+
+
+def test_an_80_column_terminal_shows_every_pid_and_path_whole(env):
+    """Was: the table squeezed into 80 columns cut the PID to 'CSTR:170…' and the path to '/B1/202…',
+    so the PID the README's next step needs could not be copied. Too wide for the terminal, each row
+    is a block instead: the PID (or file path) on its own line, the other columns below it."""
+    tmp, one, _ = env
+    scan = str(tmp / "data" / "bt1" / "scan1")
+    for argv, whole in ((("catalogue", "find"), (one, scan)), (("catalogue", "reconcile", scan), (one, scan))):
+        shown = _cli(*argv, tty=True, columns=80)
+        assert "…" not in shown and all(w in shown for w in whole), shown
+        assert not set(shown) & BOX, shown
+    assert set(_cli("catalogue", "find", tty=True)) & BOX       # fits: still a table
+
+
+def test_names_in_a_table_are_shown_as_they_are_never_as_markup(env):
+    """Was: a file 'x].h5' in a directory 'a[' (path 'a[/x].h5') made `domas catalogue show` on a terminal
+    fail with 'unexpected internal error (MarkupError)', and '[red]x.h5' was shown as 'x.h5'."""
+    tmp, one, _ = env
+    cat = open_catalogue(CatalogueConfig(), tmp / "state")
+    cat.upsert_files([FileRecord(one, "a[/x].h5", 3, "00000001"), FileRecord(one, "[red]x.h5", 4, "00000002")])
+    cat.close()
+    shown = _cli("catalogue", "show", one, tty=True)
+    assert "a[/x].h5" in shown and "[red]x.h5" in shown, shown
 
 
 def test_a_terminal_gets_tables_a_pipe_gets_plain_lines(env):
