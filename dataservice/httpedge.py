@@ -14,6 +14,10 @@ docs served locally.
   on a facility network without internet; without that package /docs is off (404) and
   /openapi.json still describes the API. Its start script is a file too (/docs/init.js), so no
   page needs an inline script.
+- Cache-Control: private, no-cache on every response that sets none (what the service answers
+  depends on who asks: an embargoed file fetched with a session cookie, which a shared proxy
+  would otherwise be free to keep, Last-Modified being there, and hand to the next caller).
+  Browsers keep their own copy and revalidate it (ETag, 304); the stylesheet is public.
 - Security headers on every response (a route's own value is kept): X-Content-Type-Options:
   nosniff, Referrer-Policy: same-origin, X-Frame-Options: DENY, and a Content-Security-Policy
   that allows only this service's own files: the portal has no script at all and one stylesheet
@@ -40,7 +44,7 @@ _CSP_COMMON = ("default-src 'none'; img-src 'self' data:; connect-src 'self'; fo
 PAGE_CSP = f"{_CSP_COMMON}; style-src 'self'"
 DOCS_CSP = f"{_CSP_COMMON}; script-src 'self'; style-src 'self' 'unsafe-inline'"
 SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
-                    (b"x-frame-options", b"DENY"))
+                    (b"x-frame-options", b"DENY"), (b"cache-control", b"private, no-cache"))
 
 
 def security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

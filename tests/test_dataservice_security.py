@@ -303,3 +303,20 @@ def test_an_error_page_still_shows_who_is_logged_in(private_service):
         assert portal_logout(client).status_code == 303
     r = httpx.get(base + "/no/such/page")
     assert r.status_code == 404 and ">Log in<" in r.text and "Grace Hopper" not in r.text
+
+
+def test_answers_that_depend_on_the_caller_are_not_for_shared_caches(private_service):
+    """An embargoed file fetched with a portal session (no Authorization header) went out with
+    Last-Modified and no Cache-Control: a facility proxy may keep such a response and hand it to
+    the next person asking. Every answer now says private (the stylesheet alone is public)."""
+    base, world, token = private_service
+    pid = world.pids["embargoed"]
+    with httpx.Client(base_url=base) as client:
+        assert portal_login(client, token).status_code == 303
+        for path in (f"{API}/datasets/{pid}/files/secret.h5/content", f"/datasets/{pid}", f"{API}/datasets", "/"):
+            r = client.get(path)
+            assert r.status_code == 200 and r.headers["cache-control"] == "private, no-cache", path
+        tag = client.get(f"{API}/datasets/{pid}/files/secret.h5/content").headers["etag"]
+        assert client.get(f"{API}/datasets/{pid}/files/secret.h5/content",
+                          headers={"If-None-Match": tag}).status_code == 304          # the browser's copy revalidates
+    assert httpx.get(base + "/assets/style.css").headers["cache-control"].startswith("public")
