@@ -5,6 +5,7 @@ query type of GET /api/v1/datasets (with its total and facets) timed through the
     python benchmarks/bench_search.py --datasets 100000       # a smoke run
     python benchmarks/bench_search.py --dir benchmarks/work/search1m            # fill once, keep the file
     python benchmarks/bench_search.py --dir benchmarks/work/search1m --reuse    # time again on it
+    python benchmarks/bench_search.py --dir benchmarks/work/search1m --reuse --busy 2   # ... beside 2 busy loops
 
 Invariants:
 - Datasets go in through `upsert_datasets` in batches (one transaction each, search index included);
@@ -13,6 +14,8 @@ Invariants:
   figures are p50 and p95 over `--reps` runs with varied keys, each cold: the catalogue's
   remembered counts are forgotten first (as after any write); every query type runs for an
   anonymous caller and for a team member of one beamtime (who also sees its embargoed datasets).
+- `--busy N` starts N CPU-bound processes before the timings and stops them after: the share of a
+  CPU a query gets on a machine shared with other work (load ~N+1), reproducibly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dir", default=None, help="where the catalogue goes (default: a temporary directory)")
     p.add_argument("--reuse", action="store_true", help="time the queries on the catalogue a previous run left "
                                                          "in --dir (same --datasets and --beamtimes)")
+    p.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run beside the timings")
     return p.parse_args(argv)
 
 
@@ -130,6 +135,18 @@ def main(argv=None) -> int:
         secs = fill(cat, args.datasets, args.beamtimes, args.batch, rng)
         print(f"\nfilled {args.datasets} datasets through upsert_datasets in {secs:.1f} s "
               f"({args.datasets / secs:,.0f} datasets/s, batches of {args.batch})\n")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        time_queries(cat, args, rng)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    cat.close()
+    return 0
+
+
+def time_queries(cat: SQLiteCatalogue, args: argparse.Namespace, rng: random.Random) -> None:
     now = YEAR0 + 6 * 365 * 86400
     kinds = queries(rng, args.beamtimes, args.datasets, now)
     for make in kinds.values():                           # warm-up: the file's pages into memory, untimed
@@ -158,8 +175,6 @@ def main(argv=None) -> int:
     cat.search_datasets(SearchQuery(now=now, limit=100, after=res.next))
     print(f"the same again (counts remembered): {(time.perf_counter() - t0) * 1000:.1f} ms")
     print("|", load())
-    cat.close()
-    return 0
 
 
 if __name__ == "__main__":
