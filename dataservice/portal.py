@@ -264,6 +264,14 @@ def _pager(ds: Dataset, offset: int, limit: int, shown: int, more: bool) -> str:
     return " · ".join(parts)
 
 
+def _manifest_tools(ds: Dataset) -> str:
+    """The selection's buttons; left out for a dataset with no files (an empty manifest is one
+    that `domas get --manifest` refuses)."""
+    url = escape(manifest_path(ds.pid))
+    return ('<p class="tools"><button type="submit" name="selected" value="1">Manifest of the selected files</button>\n'
+            f'<a href="{url}">manifest of every file</a> · then <code>domas get --manifest FILE DEST</code></p>')
+
+
 def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: float, server: str, offset: int,
                    limit: int, more: bool, people: dict[str, str], state: str, user: str = "",
                    form_token: str = "") -> str:
@@ -281,7 +289,8 @@ def render_dataset(ds: Dataset, files: list[tuple[FileRecord, bool]], *, now: fl
         path=escape(ds.path), data_type=escape(ds.data_type),
         state=escape(state), file_count=str(ds.file_count), size=human_size(ds.bytes),
         created=escape(utc(ds.created_at)), server=escape(server), metadata=_metadata_block(ds),
-        tree=render_tree(ds, files, paged=offset > 0 or more), manifest_url=escape(manifest_path(ds.pid)),
+        tree=render_tree(ds, files, paged=offset > 0 or more), tools=_manifest_tools(ds) if files or offset else "",
+        manifest_url=escape(manifest_path(ds.pid)),
         pager=_pager(ds, offset, limit, len(files), more))
     return _page(title_of(ds), body, user, form_token)
 

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.concurrency import run_in_threadpool
 
 from domas.catalogue.search import FILTERS, encode_cursor
-from domas.errors import PermissionDenied, Unauthenticated, UsageError
+from domas.errors import NotFound, PermissionDenied, Unauthenticated, UsageError
 
 from . import access, delivery, portal
 from .access import Caller
@@ -116,6 +116,8 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
         for path in chosen:                      # a manifest names only files the dataset has (else 404)
             svc.file(ds.pid, path, caller)
         paths = chosen or [f.path for f in svc.catalogue.files_of(ds.pid)]
+        if not paths:
+            raise NotFound(f"dataset {ds.pid} has no files yet, so there is nothing to download")
         text = portal.render_manifest(ds, str(request.base_url).rstrip("/"), paths)
         name = f"{ds.pid}.manifest".replace("/", "_")
         return PlainTextResponse(text, headers={"Content-Disposition": attachment(name)})

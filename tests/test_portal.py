@@ -280,3 +280,17 @@ def test_a_dataset_of_many_files_says_its_folder_counts_are_per_page(service_ope
     assert '(200 files on this page)' in last and "files 1001–1200 of 1200" in last
     small = httpx.get(f"{base}/datasets/{world.pids['open']}").text                  # one page: plain counts
     assert '<summary>sub/ <span class="count">(1 file)</span>' in small and "on this page" not in small
+
+
+def test_a_dataset_with_no_files_offers_no_manifest(service_open, tmp_path):
+    """An empty dataset's page offered "manifest of every file", which saved a manifest listing
+    nothing, and `domas get --manifest` refuses that file ("lists no file")."""
+    base, world = service_open
+    ds = world.catalogue.upsert_dataset(Dataset(beamtime="2025-0042", path="/B1/202611/Data/2025-0042/empty",
+                                                metadata={"title": "nothing yet"}))
+    page = httpx.get(f"{base}/datasets/{ds.pid}").text
+    assert "This dataset has no files yet." in page
+    assert "manifest of every file" not in page and "Manifest of the selected files" not in page
+    r = httpx.get(f"{base}/datasets/{ds.pid}/manifest")
+    assert r.status_code == 404 and "has no files yet" in r.text
+    assert "manifest of every file" in httpx.get(f"{base}/datasets/{world.pids['open']}").text
