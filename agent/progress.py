@@ -83,8 +83,11 @@ class RichReporter(PlainReporter):
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
         from rich.text import Text
+
+        self._esc = escape          # names are shown as they are: '[red]x.h5' is no markup, 'a[/x].h5' no error
 
         class BinarySpeed(ProgressColumn):
             def render(self, task) -> Text:
@@ -125,7 +128,7 @@ class RichReporter(PlainReporter):
 
     def file_started(self, fs: FileStats) -> None:
         self._numbers += 1
-        self._tasks[id(fs)] = self.progress.add_task(file_label(fs, self._numbers), total=fs.size or 1)
+        self._tasks[id(fs)] = self.progress.add_task(self._esc(file_label(fs, self._numbers)), total=fs.size or 1)
 
     def _finish(self, fs: FileStats) -> None:
         tid = self._tasks.pop(id(fs), None)
@@ -135,16 +138,17 @@ class RichReporter(PlainReporter):
     def file_done(self, fs: FileStats) -> None:
         self._finish(fs)
         if fs.status == "skipped":
-            self.progress.console.print(f"[dim]up to date[/] {fs.destination}")
+            self.progress.console.print(f"[dim]up to date[/] {self._esc(fs.destination)}")
         elif fs.status == "done":
-            self.progress.console.print(f"[green]copied[/] {fs.destination}  {human_bytes(fs.size)}  adler32 {fs.adler32}")
+            self.progress.console.print(f"[green]copied[/] {self._esc(fs.destination)}  {human_bytes(fs.size)}  "
+                                        f"adler32 {fs.adler32}")
 
     def file_failed(self, fs: FileStats) -> None:
         self._finish(fs)
-        self.progress.console.print(f"[red]FAILED[/] {fs.source}: {fs.error}")
+        self.progress.console.print(f"[red]FAILED[/] {self._esc(f'{fs.source}: {fs.error}')}")
 
     def note(self, message: str) -> None:
-        self.progress.console.print(message)
+        self.progress.console.print(message, markup=False, highlight=False)
 
     def stop(self) -> None:
         self._running = False

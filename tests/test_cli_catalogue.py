@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from domas.catalogue.base import Beamtime, Dataset, FileRecord, Proposal, Replic
 from domas.cli import main
 from domas.config import CatalogueConfig
 from domas.errors import UsageError
-from tests.fixtures.common import free_port
+from tests.fixtures.common import free_port, on_terminal
 
 
 @pytest.fixture
@@ -78,25 +77,12 @@ BOX = set("┏┃┡│└━─╇┩┳┴")
 def _cli(*argv, tty: bool, columns: int = 300) -> str:
     """`domas ...` as a process, its stdout a pseudo-terminal (tty, `columns` wide) or a pipe; returns
     what it wrote."""
-    cmd = [sys.executable, "-m", "domas.cli", *argv]
     if not tty:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
-    main_fd, child_fd = pty.openpty()
-    with subprocess.Popen(cmd, stdout=child_fd, stderr=subprocess.DEVNULL,
-                          env={**os.environ, "COLUMNS": str(columns)}) as p:
-        os.close(child_fd)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main_fd, 65536)
-            except OSError:                 # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert p.wait(timeout=60) == 0
-    os.close(main_fd)
-    return b"".join(chunks).decode()
+        return subprocess.run([sys.executable, "-m", "domas.cli", *argv], capture_output=True, text=True, timeout=60,
+                              check=True).stdout
+    code, shown = on_terminal(*argv, columns=columns)
+    assert code == 0, shown
+    return shown
 
 
 def test_an_80_column_terminal_shows_every_pid_and_path_whole(env):

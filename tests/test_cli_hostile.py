@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import free_port, stop_process, up_config, wait_until
+from tests.fixtures.common import free_port, on_terminal, stop_process, up_config, wait_until
 
 RAW = ("Traceback", "internal error", "Errno", "Connect call failed", "Name or service", "UnicodeDecodeError",
        "ValueError")
@@ -264,3 +264,21 @@ def test_a_beamtime_ending_before_it_starts_says_the_dates(deployment):
                 "--end", "2026-11-01", cwd=deployment)
     line = one_sentence(out, 2)
     assert "end 2026-11-01 00:00 is before start 2026-11-05 00:00 (UTC)" in line
+
+
+
+# -- names with brackets on a terminal -----------------------------------------------------------------------
+
+def test_domas_copy_on_a_terminal_shows_names_as_they_are(tmp_path, monkeypatch):
+    """Was: the live display read names as rich markup: 'a[/x].h5' (a file 'x].h5' in a folder 'a[')
+    ended the copy with 'unexpected internal error (MarkupError)', exit 70, and '[red]y.h5' was shown
+    as a red 'y.h5'."""
+    src = tmp_path / "scan"
+    (src / "a[").mkdir(parents=True)
+    (src / "a[" / "x].h5").write_bytes(b"x" * 10)
+    (src / "[red]y.h5").write_bytes(b"y" * 10)
+    monkeypatch.setenv("DOMAS_STATE_DIR", str(tmp_path / "state"))
+    code, shown = on_terminal("copy", src, f"{tmp_path}/out/", cwd=tmp_path)
+    assert code == 0, shown
+    assert "out/scan/a[/x].h5" in shown and "out/scan/[red]y.h5" in shown and "MarkupError" not in shown
+    assert (tmp_path / "out" / "scan" / "a[" / "x].h5").read_bytes() == b"x" * 10
