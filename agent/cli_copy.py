@@ -70,6 +70,8 @@ def run_copy(args: argparse.Namespace, cfg: Config) -> int:
 
     if len(args.paths) < 2:
         raise UsageError("give at least one source and a destination: domas copy SRC... DST")
+    if "" in args.paths:            # '' would mean the current directory, on either side
+        raise UsageError("a source or the destination is empty (''); give a path or a URL")
     cfg = copy_config(args, cfg)
     exp = expand(args.paths[:-1], args.paths[-1])
     reporter = make_reporter(args.quiet, args.json)
@@ -101,6 +103,8 @@ def exit_code(acct) -> int:
 
 
 def run_checksum(args: argparse.Namespace, cfg: Config) -> int:
+    if "" in args.paths:
+        raise UsageError("a path is empty (''); give files or URLs")
     status = 0
     for url in args.paths:
         try:

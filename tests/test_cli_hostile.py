@@ -282,3 +282,12 @@ def test_domas_copy_on_a_terminal_shows_names_as_they_are(tmp_path, monkeypatch)
     assert code == 0, shown
     assert "out/scan/a[/x].h5" in shown and "out/scan/[red]y.h5" in shown and "MarkupError" not in shown
     assert (tmp_path / "out" / "scan" / "a[" / "x].h5").read_bytes() == b"x" * 10
+
+
+@pytest.mark.parametrize("args", [["copy", "f.dat", ""], ["copy", "", "out/"], ["checksum", ""]])
+def test_an_empty_path_is_a_usage_error(tmp_path, args):
+    """Was: '' read as the current directory: 'f.dat and f.dat are the same file', 'cannot copy the
+    directory ... into itself', ' is a directory'."""
+    (tmp_path / "f.dat").write_bytes(b"x")
+    line = one_sentence(domas(*args, cwd=tmp_path), 2)
+    assert "empty ('')" in line
