@@ -227,6 +227,13 @@ class FinalizeFile:
 
 
 @dataclass(frozen=True, slots=True)
+class PartLeft:
+    """Shell: a started file ended without its part file being renamed (failed, cancelled): the
+    part-file janitor visits its directory, or the part file would stay there for good."""
+    part_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """An invalid event; the servicer answers INVALID_ARGUMENT with `reason`. Nothing changed."""
 

@@ -578,6 +578,8 @@ class Scheduler:
         self._terminal(f, FAILED, out)
 
     def _terminal(self, f: File, state: int, out: list) -> None:
+        if state != DONE and f.prog is not None:
+            out.append(ev.PartLeft(ev.part_url(f.dst)))
         self._drop_progress(f, out)
         self._set_state(f, state)
         self._hand_over(f)

@@ -266,6 +266,8 @@ class ControllerService(pb_grpc.ControllerServicer):
                 revokes.setdefault(a.agent, []).append(a)
             elif isinstance(a, ev.FinalizeFile):
                 finals.append(a)
+            elif isinstance(a, ev.PartLeft):        # swept from a lease time on (transfer/janitor.py)
+                self._janitor.finalized(a.part_url.rsplit("/", 1)[0], now)
         if finals:          # one pool call per worker, not one task and one thread hop per file
             n = min(len(finals), self._workers)
             for i in range(n):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from domas.controller.state import StateStore
 from domas.transfer.parts import part_path
 from domas.transfer.paths import parse_roots
 from tests.fixtures.common import wait_until
+from tests.fixtures.facility import Facility
 from tests.test_scheduler import ask, of, ok, report, sched, whole_adler
 
 CS = 4096
@@ -98,3 +100,45 @@ def test_a_due_sweep_costs_the_loop_the_same_at_any_queue_length_and_keeps_unfin
             store.close()
     # the loop's share does not grow with the queue (the old code: one call per queued file, and more)
     assert calls[30_000] == calls[100] and calls[100] < 100, calls
+
+
+def test_a_started_file_that_fails_or_is_cancelled_sends_the_janitor_to_its_directory():
+    s = sched()
+    _transfer(s, "t1", ["/d/a/0", "/d/a/1"], size=3 * CS)
+    _transfer(s, "t2", ["/d/b/0"], size=3 * CS)
+    ask(s, "ag", 4)                                  # /d/a/0 and /d/a/1 started, /d/b/0 queued
+    out = s.on_event(ev.CancelTransfer("t1", "operator"), 1.0)
+    assert sorted(a.part_url for a in of(out, ev.PartLeft)) == [part_path("/d/a/0"), part_path("/d/a/1")]
+    got = ask(s, "ag", 3, 2.0)
+    assert {x.file_id for x in got} == {3}
+    out = report(s, ok(got[0], error_kind="permission_denied", error_message="no", retriable=False, nbytes=0), 3.0)
+    assert of(out, ev.FileFailed) and [a.part_url for a in of(out, ev.PartLeft)] == [part_path("/d/b/0")]
+    _transfer(s, "t3", ["/d/c/0"])
+    assert not of(s.on_event(ev.CancelTransfer("t3", "operator"), 4.0), ev.PartLeft)   # never started
+
+
+def test_the_part_file_of_a_cancelled_transfer_is_removed_after_a_lease_time(tmp_path):
+    """An agent killed mid-file, then the transfer cancelled: nothing was finalized into that
+    directory, and the old controller never swept it; the partial copy stayed for good."""
+    fac = Facility(tmp_path, lease=2.0)
+    src = tmp_path / "beamline" / "scan"
+    src.mkdir(parents=True)
+    (src / "big.h5").write_bytes(os.urandom(64 << 20))
+    part = Path(part_path(str(tmp_path / "central" / "scan" / "big.h5")))
+    try:
+        fac.start_controller()
+        sub = fac.cli("submit", str(src), f"{tmp_path}/central/", "--chunk-size", "256KiB")
+        assert sub.returncode == 0, sub.stderr
+        tid = sub.stdout.split()[0]
+        fac.start_agents(n=1, streams=1)
+        wait_until(lambda: part.exists() and part.stat().st_size > 0, 30, "the part file being written")
+        os.kill(fac.agents[0].pid, signal.SIGKILL)       # dies mid-file
+        fac.agents[0].wait(10)
+        cancelled = fac.cli("cancel", tid)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert part.exists()
+        wait_until(lambda: not part.exists(), 30, "the janitor to remove the cancelled file's part file")
+        assert not (tmp_path / "central" / "scan" / "big.h5").exists()
+    finally:
+        fac.stop()
+    assert fac.tracebacks() == {}

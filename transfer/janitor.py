@@ -9,7 +9,8 @@ Invariants:
   `max_age` is at least the lease time: a writer whose lease is alive has written since.
 - A removed part file's resume journal (in the caller's state directory) goes with it.
 - `SweepSchedule` is the pure part: which directories to sweep at `now`, each at most once per
-  `every` seconds and only while a file was finalized into it within `window` seconds.
+  `every` seconds and only while a file was finalized into it (or left a part file there: failed,
+  cancelled) within `window` seconds.
 """
 
 from __future__ import annotations
