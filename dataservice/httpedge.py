@@ -14,6 +14,10 @@ docs served locally.
   on a facility network without internet; without that package /docs is off (404) and
   /openapi.json still describes the API. Its start script is a file too (/docs/init.js), so no
   page needs an inline script.
+- Request bodies are capped at MAX_BODY: one declared larger is refused (413) before a byte of it
+  is read, and one sent in chunks is cut off there. FastAPI reads a route's whole body before
+  its dependencies run, so without the cap anyone could make the service hold gigabytes (an
+  anonymous POST to an admin route, or to /login).
 - Cache-Control: private, no-cache on every response that sets none (what the service answers
   depends on who asks: an embargoed file fetched with a session cookie, which a shared proxy
   would otherwise be free to keep, Last-Modified being there, and hand to the next caller).
@@ -45,6 +49,22 @@ PAGE_CSP = f"{_CSP_COMMON}; style-src 'self'"
 DOCS_CSP = f"{_CSP_COMMON}; script-src 'self'; style-src 'self' 'unsafe-inline'"
 SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                     (b"x-frame-options", b"DENY"), (b"cache-control", b"private, no-cache"))
+
+
+MAX_BODY = 16 * 1024 * 1024          # the largest request body (an operator's import of proposals and beamtimes)
+
+
+class BodyTooLarge(Exception):
+    """A request body went past MAX_BODY while it was read."""
+
+
+def _too_large_response() -> tuple[dict, dict]:
+    body = json.dumps({"error": f"the request body is larger than {MAX_BODY // (1024 * 1024)} MiB; send less",
+                       "kind": "usage"}).encode()
+    start = {"type": "http.response.start", "status": 413,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"connection", b"close")]}
+    return start, {"type": "http.response.body", "body": body}
 
 
 def security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -87,11 +107,12 @@ class HttpEdge:
         head = method == "HEAD" and not scope["path"].endswith(self.head_routes)
         if head:
             scope = dict(scope, method="GET")
-        started, status, sent = time.perf_counter(), [500], [0]
+        started, status, sent, answered = time.perf_counter(), [500], [0], [False]
 
         async def edge_send(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                answered[0] = True
                 message = {**message, "headers": security_headers(scope["path"], message.get("headers", []))}
             elif message["type"] == "http.response.body":
                 if head:
@@ -99,8 +120,25 @@ class HttpEdge:
                 sent[0] += len(message.get("body", b""))
             await send(message)
 
+        received = [0]
+
+        async def edge_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > MAX_BODY:
+                    raise BodyTooLarge()
+            return message
+
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         try:
-            await self.app(scope, receive, edge_send)
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise BodyTooLarge()
+            await self.app(scope, edge_receive, edge_send)
+        except BodyTooLarge:
+            if not answered[0]:                          # nothing sent yet: say why
+                for message in _too_large_response():
+                    await edge_send(message)
         finally:
             route = scope.get("route")
             self.metrics.observe(getattr(route, "path_format", None) or "unmatched", method, status[0], sent[0],

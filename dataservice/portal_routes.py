@@ -46,9 +46,17 @@ def local_path(target: str) -> str:
     return target if ok and len(target) < 4000 else "/"
 
 
+FORM_LIMIT = 10_000        # bytes: a login form is a token and two hidden fields
+
+
 async def posted_form(request: Request) -> dict[str, list[str]]:
-    body = (await request.body())[:10_000].decode("utf-8", "replace")
-    return parse_qs(body)
+    """The fields of a posted form, read only up to FORM_LIMIT bytes (no more is ever held)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise UsageError(f"the form sent is larger than {FORM_LIMIT} bytes; send the page's own form")
+    return parse_qs(body.decode("utf-8", "replace"))
 
 
 def add_portal(app: FastAPI, svc: DataService) -> None:

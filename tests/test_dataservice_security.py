@@ -6,10 +6,13 @@ write, and 5xx answers that do not show the server's paths."""
 from __future__ import annotations
 
 import http.server
+import select
 import shutil
+import socket
 import subprocess
 import threading
-from urllib.parse import quote
+import tracemalloc
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -320,3 +323,49 @@ def test_answers_that_depend_on_the_caller_are_not_for_shared_caches(private_ser
         assert client.get(f"{API}/datasets/{pid}/files/secret.h5/content",
                           headers={"If-None-Match": tag}).status_code == 304          # the browser's copy revalidates
     assert httpx.get(base + "/assets/style.css").headers["cache-control"].startswith("public")
+
+
+# -- request bodies ----------------------------------------------------------------------------------
+
+def _post_huge(base: str, path: str, size: int) -> tuple[int, int]:
+    """POST `size` declared bytes of zeros (sent until the service answers) over a raw socket:
+    (the status answered, bytes sent before it answered)."""
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    with socket.create_connection((host, port), timeout=20) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-www-form-urlencoded"
+                     f"\r\nContent-Length: {size}\r\n\r\n".encode())
+        chunk, sent = b"0" * (1 << 20), 0
+        sock.setblocking(False)
+        answer = b""
+        while b"\r\n" not in answer:
+            try:
+                answer += sock.recv(65536)
+                continue
+            except BlockingIOError:
+                pass
+            if sent < size:
+                try:
+                    sent += sock.send(chunk[:size - sent])
+                except BlockingIOError:
+                    select.select([sock], [sock], [], 1)
+            else:
+                select.select([sock], [], [], 20)
+        return int(answer.split()[1]), sent
+
+
+@pytest.mark.parametrize("path", ["/login", f"{API}/import"])
+def test_a_huge_body_is_refused_without_being_held(site, path):
+    """POST /login read the whole body before looking at 10 kB of it, and FastAPI reads an admin
+    route's whole JSON body before checking who sends it: anyone could make the service hold a
+    body of any size in memory. Now a declared size over the cap is 413 before a byte is read."""
+    base, _, _ = site
+    tracemalloc.start()
+    try:
+        status, _ = _post_huge(base, path, 200 * 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 413 and peak < 20 * 1024 * 1024, (status, peak)
+    r = httpx.post(base + "/login", content=b"token=" + b"x" * 20_000)       # over the form's own 10 kB
+    assert r.status_code == 400 and "larger than 10000 bytes" in r.text
+    assert httpx.get(base + "/healthz").status_code == 200
