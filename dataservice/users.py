@@ -88,8 +88,11 @@ class UserStore:
     def _edge(self):
         try:
             yield
-        except sqlite3.Error as e:              # CatalogueUnavailable: the data service answers 503
-            raise CatalogueUnavailable(str(use_error(e, self.path, "user list"))) from None
+        except sqlite3.Error as e:
+            err = use_error(e, self.path, "user list")
+            if err.retriable:                 # locked for now: the data service answers 503, try again
+                raise CatalogueUnavailable(str(err)) from None
+            raise err from None               # read-only or damaged: exit 74, the service's 500
         except OSError as e:
             raise CatalogueUnavailable(f"the user list {self.path} cannot be opened ({e.strerror or e})") from None
 

@@ -66,7 +66,7 @@ def test_a_read_only_user_list_is_one_sentence_naming_the_file(users_deployment)
     users.chmod(0o444)                                  # e.g. copied in by another account
     out = domas_as_user("--config", "domas.toml", "user", "add", "Grace Hopper", cwd=users_deployment)
     line = one_sentence(out.stderr)
-    assert out.returncode == 69, out.stderr
+    assert out.returncode == 74, out.stderr
     assert str(users) in line and "not writable" in line and "permissions" in line
     listed = domas_as_user("--config", "domas.toml", "user", "list", cwd=users_deployment)
     assert listed.returncode == 0 and listed.stdout.startswith("Ada Lovelace\tuser")   # nothing lost
@@ -77,7 +77,7 @@ def test_a_damaged_user_list_is_one_sentence_naming_the_file(users_deployment):
     damage_table(users, "users")
     out = domas_as_user("--config", "domas.toml", "user", "list", cwd=users_deployment)
     line = one_sentence(out.stderr)
-    assert out.returncode == 69, out.stderr
+    assert out.returncode == 74, out.stderr
     assert str(users) in line and "damaged" in line and "backup" in line
 
 
