@@ -54,6 +54,7 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         found = None
         if _already_renamed(a, store, part, final):
             return ev.DestinationVerified(a.transfer_id, a.file_id, a.expected_adler32 if a.verify else None)
+        _cut_to_size(store, part, a.size)
         if a.verify:
             if store.stat_follow(part).size != a.size:
                 return ev.DestinationVerified(a.transfer_id, a.file_id, None)
@@ -70,6 +71,17 @@ def verify_and_rename(a: ev.FinalizeFile) -> ev.DestinationVerified:
         return ev.DestinationVerified(a.transfer_id, a.file_id, found)
     except DomasError as e:
         return ev.DestinationVerified(a.transfer_id, a.file_id, None, e.kind, str(e), e.retriable)
+
+
+def _cut_to_size(store, part: str, size: int) -> None:
+    """Every chunk of the file's current version is written (a finalize comes after the last one);
+    bytes past its end belong to a larger earlier version of the source or to an earlier writer of
+    this destination (a failed or cancelled transfer), and are cut off before anything is checked
+    or renamed: no check would pass with them, and an unverified rename would keep them."""
+    if store.stat_follow(part).size > size:
+        with store.open_write(part, create=False) as w:
+            w.truncate(size)
+            w.sync()
 
 
 def _destination_adler32(a: ev.FinalizeFile, store, path: str) -> int:
