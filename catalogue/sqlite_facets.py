@@ -46,7 +46,6 @@ _MATCH = ("{g}beamtime={t}.beamtime AND {g}data_type={t}.data_type AND {g}year=s
           "{g}st=({t}.embargo_end IS NULL AND {t}.state = 'embargoed')")
 MAX_WORD_CLASSES = 8             # more distinct "which words a beamtime lacks" sets: count the datasets instead
 TOKEN_BEAMTIMES = 200           # up to this many beamtimes, a part's FTS query names them
-_TRIGGERS = ("ds_groups_insert", "ds_groups_delete", "ds_groups_update")
 DS_FTS_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS ds_fts USING fts5(body, tokenize='unicode61')"
 DS_VOCAB_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS temp.ds_vocab USING fts5vocab(main, ds_fts, 'row')"
 MAX_TERMS = 8                    # a search word that begins at most this many words of ds_fts is asked as those words
@@ -140,12 +139,10 @@ def fts_ids(param: str) -> str:
 def ensure_facet_table(db: sqlite3.Connection) -> bool:
     """Create ds_groups, ds_grp and their triggers (inside the caller's transaction); fill them
     when they are new or were left by an older version (ds_groups without ids, no ds_grp). The
-    triggers are always replaced by this version's. True when the group ids were (re)made, so
-    ds_fts must be re-keyed (rekey_fts)."""
+    triggers of another version are replaced by this one's. True when the group ids were (re)made,
+    so ds_fts must be re-keyed (rekey_fts)."""
     have = {r[1] for r in db.execute("PRAGMA table_info(ds_groups)")}
     current = "id" in have and db.execute("SELECT 1 FROM sqlite_master WHERE name='ds_grp'").fetchone() is not None
-    for trigger in _TRIGGERS:
-        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     if not current:
         db.execute("DROP TABLE IF EXISTS ds_groups")
         db.execute("DROP TABLE IF EXISTS ds_grp")
@@ -164,12 +161,17 @@ def ensure_facet_table(db: sqlite3.Connection) -> bool:
                "n INTEGER NOT NULL, UNIQUE (beamtime, data_type, year, emb, st))")
     db.execute("CREATE TABLE IF NOT EXISTS ds_grp (id INTEGER PRIMARY KEY, g INTEGER NOT NULL)")
     db.execute("CREATE INDEX IF NOT EXISTS ds_groups_beamtime_nocase ON ds_groups(beamtime COLLATE NOCASE)")
-    db.execute(f"CREATE TRIGGER ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END")
-    db.execute(f"CREATE TRIGGER ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} "
-               f"DELETE FROM ds_grp WHERE id = old.rowid; DELETE FROM ds_fts WHERE {_FTS_ROWS.format(t='old')}; END")
-    db.execute("CREATE TRIGGER ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
-               f"embargo_end, state ON datasets WHEN ({_KEY.format(t='old')}) IS NOT ({_KEY.format(t='new')}) "
-               f"BEGIN {drop} {add} {rekey} END")
+    triggers = {
+        "ds_groups_insert": f"CREATE TRIGGER ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END",
+        "ds_groups_delete": f"CREATE TRIGGER ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} DELETE FROM ds_grp "
+                            f"WHERE id = old.rowid; DELETE FROM ds_fts WHERE {_FTS_ROWS.format(t='old')}; END",
+        "ds_groups_update": "CREATE TRIGGER ds_groups_update AFTER UPDATE OF beamtime, data_type, created_at, "
+                            f"embargo_end, state ON datasets WHEN ({_KEY.format(t='old')}) IS NOT "
+                            f"({_KEY.format(t='new')}) BEGIN {drop} {add} {rekey} END"}
+    for name, sql in triggers.items():
+        if db.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name=?", (name,)).fetchone() != (sql,):
+            db.execute(f"DROP TRIGGER IF EXISTS {name}")
+            db.execute(sql)
     if not current:
         db.execute(f"INSERT INTO ds_groups (beamtime, data_type, year, emb, st, n) SELECT {_KEY.format(t='d')}, "
                    "count(*) FROM datasets d GROUP BY 1, 2, 3, 4, 5")

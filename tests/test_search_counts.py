@@ -361,3 +361,16 @@ def test_a_prefix_is_asked_as_the_few_words_of_the_index_it_begins(tmp_path):
     found = cat.search_datasets(SearchQuery(q="lyso s1", now=NOW))
     assert sorted(d.path for d in found.datasets) == ["/d/1", "/d/10", "/d/11"] and found.total == 3
     cat.close()
+
+
+def test_opening_a_current_catalogue_changes_no_schema(tmp_path):
+    """The triggers are replaced only when another version left them: reopening a catalogue of
+    this version writes no schema (other connections keep their prepared statements)."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    world(cat)
+    cat.close()
+    with sqlite3.connect(tmp_path / "cat.sqlite") as db:
+        before = db.execute("PRAGMA schema_version").fetchone()[0]
+    SQLiteCatalogue(tmp_path / "cat.sqlite").close()
+    with sqlite3.connect(tmp_path / "cat.sqlite") as db:
+        assert db.execute("PRAGMA schema_version").fetchone()[0] == before
