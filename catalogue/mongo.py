@@ -50,7 +50,7 @@ def _short(err: Exception) -> str:
     text = str(err)
     for tail in (" (configured timeouts", ", Timeout:", ", full error:", ", Topology Description"):
         text = text.split(tail)[0]
-    return text[:300]
+    return re.sub(r"\[Errno -?\d+\] ", "", text)[:300]          # "host:port: Connection refused"
 
 
 def _translate(err: Exception, where: str) -> DomasError:

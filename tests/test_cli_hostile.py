@@ -291,3 +291,11 @@ def test_an_empty_path_is_a_usage_error(tmp_path, args):
     (tmp_path / "f.dat").write_bytes(b"x")
     line = one_sentence(domas(*args, cwd=tmp_path), 2)
     assert "empty ('')" in line
+
+
+def test_an_unreachable_mongodb_catalogue_is_one_sentence_without_errno(deployment):
+    """Was: 'the catalogue cannot be reached (127.0.0.1:N: [Errno 111] Connection refused)'."""
+    (deployment / "domas.toml").write_text(f'data_dir = "data"\n[catalogue]\n'
+                                           f'url = "mongodb://127.0.0.1:{free_port()}/domas"\n')
+    line = one_sentence(domas("--config", "domas.toml", "catalogue", "find", cwd=deployment), 69)
+    assert "the catalogue cannot be reached" in line and "Connection refused" in line
