@@ -202,6 +202,9 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._publish()                                     # for the metrics thread
         lease = scheduler.cfg.lease_seconds                 # orphan part files: see transfer/janitor.py
         self._janitor = SweepSchedule(every=lease, window=10 * lease)
+        now = clock()
+        for d in store.recent_directories(now - 10 * lease):     # where it was going before a restart
+            self._janitor.finalized(d, now)
 
     # -- the one way into the scheduler ------------------------------------------------------------
 

@@ -228,6 +228,16 @@ class StateStore:
                 "WHERE f.state = 'queued'")]
         return specs, files, chunks
 
+    def recent_directories(self, since: float) -> list[str]:
+        """Destination directories (URLs) the part-file janitor should still visit after a restart:
+        those of transfers that ended at or after `since`, and those of failed files of transfers
+        still running (the schedule of sweeps is not stored; these are where it could have pointed)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT rtrim(f.dst, replace(f.dst, '/', '')) FROM files f JOIN transfers t ON t.id = f.transfer_id "
+                "WHERE t.finished_at >= ? OR (t.finished_at IS NULL AND f.state = 'failed')", (since,)).fetchall()
+        return sorted({d[:-1] for (d,) in rows})       # as final_url.rsplit("/", 1)[0] spells it
+
     def next_file_id(self) -> int:
         """One above the highest file id ever stored, finished transfers included (restore needs it)."""
         with self._lock:

@@ -142,3 +142,29 @@ def test_the_part_file_of_a_cancelled_transfer_is_removed_after_a_lease_time(tmp
     finally:
         fac.stop()
     assert fac.tracebacks() == {}
+
+
+def test_a_restarted_controller_still_sweeps_where_it_finished_files_before(tmp_path):
+    """The janitor's schedule lives in memory: after a kill -9 the old controller never visited
+    again the directories it had just finished files in, so a part file written there late (a hung
+    agent's chunk) stayed for good. A restart now picks up the destination directories of
+    transfers that ended within the janitor's window (and of failed files) from the store."""
+    fac = Facility(tmp_path, lease=2.0)
+    src = tmp_path / "beamline" / "scan"
+    src.mkdir(parents=True)
+    for i in range(3):
+        (src / f"f{i}.h5").write_bytes(os.urandom(5000 + i))
+    late = tmp_path / "central" / "scan" / ".f1.h5.domas-part"
+    try:
+        fac.start_controller()
+        fac.start_agents(n=1, streams=2)
+        done = fac.cli("submit", str(src), f"{tmp_path}/central/", "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        fac.kill_controller()
+        _aged(late)                                  # written by a chunk that came too late
+        fac.start_controller()
+        wait_until(lambda: not late.exists(), 20, "the restarted controller's janitor to remove the late part file")
+        assert sorted(p.name for p in (tmp_path / "central" / "scan").iterdir()) == ["f0.h5", "f1.h5", "f2.h5"]
+    finally:
+        fac.stop()
+    assert fac.tracebacks() == {}
