@@ -41,10 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     cli_user.register(sub)                       # `domas user`: who may use the service
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, given: bool = True) -> tuple[str, int]:
+    """(host, port) of --listen (`given`) or else controller.http_listen; one sentence naming it if not."""
     host, sep, port = listen.strip().rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not sep or not port.isdigit() or int(port) > 65535:
+        if not given:
+            raise ConfigError(f"controller.http_listen: {listen!r} is not host:port, e.g. 127.0.0.1:8400")
         raise UsageError(f"--listen {listen!r}: give host:port, e.g. 127.0.0.1:8400")
     return host, int(port)
 
@@ -110,7 +113,7 @@ class DataServiceServer:
         from domas.catalogue import open_catalogue
         from .app import create_app
 
-        host, port = parse_listen(listen or cfg.controller.http_listen)
+        host, port = parse_listen(listen or cfg.controller.http_listen, given=bool(listen))
         self.host, self.tiers = host, tiers_of(cfg)
         self.sock = bind(host, port)
         try:

@@ -299,3 +299,14 @@ def test_an_unreachable_mongodb_catalogue_is_one_sentence_without_errno(deployme
                                            f'url = "mongodb://127.0.0.1:{free_port()}/domas"\n')
     line = one_sentence(domas("--config", "domas.toml", "catalogue", "find", cwd=deployment), 69)
     assert "the catalogue cannot be reached" in line and "Connection refused" in line
+
+
+@pytest.mark.parametrize("command", [["serve"], ["up", "--data-dir", "data"]], ids=lambda c: c[0])
+def test_a_configured_http_listen_that_is_no_address_names_the_key(deployment, command):
+    """Was: `domas up` 'unexpected internal error (OverflowError)', `domas serve` '--listen ...' (a flag
+    the user never gave)."""
+    (deployment / "domas.toml").write_text('data_dir = "data"\n[controller]\nlisten = "127.0.0.1:0"\n'
+                                           'metrics_listen = "127.0.0.1:0"\nhttp_listen = "127.0.0.1:99999"\n'
+                                           '[agent]\nmetrics_listen = "127.0.0.1:0"\n')
+    line = one_sentence(domas("--config", "domas.toml", *command, cwd=deployment, timeout=30), 78)
+    assert line.startswith("domas: controller.http_listen: '127.0.0.1:99999' is not host:port")

@@ -234,29 +234,23 @@ async def up(cfg: Config, instance: Path | None, stop: asyncio.Event | None = No
 
 async def start_http(cfg: Config, catalogue):
     """The data service on uvicorn, started in this event loop; returns (server, "host:port" bound)."""
-    import socket
-
     import uvicorn
 
     from .dataservice.app import create_app
+    from .dataservice.cli_serve import bind, parse_listen
     from .dataservice.oidc import verifier_from
     from .dataservice.users import UserStore
 
     app = create_app(catalogue, {"beamline": cfg.storage.beamline, "central": cfg.storage.central,
                                  "tape": cfg.storage.tape}, token=cfg.controller.token,
                      users=UserStore.in_state_dir(cfg.state_path()), oidc=verifier_from(cfg.controller))
-    host, _, port = cfg.controller.http_listen.rpartition(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host or "127.0.0.1", int(port)))
-    except OSError as e:
-        raise ConfigError(f"controller.http_listen: cannot listen on {cfg.controller.http_listen}: {e.strerror}") from None
+    host, port = parse_listen(cfg.controller.http_listen, given=False)      # what `domas serve` binds, alike
+    sock = bind(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
-    return server, f"{host or '127.0.0.1'}:{sock.getsockname()[1]}"
+    return server, f"{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}"
 
 
 def banner(cfg: Config, instance: Path | None, ctl, agent_port: int, http_listen: str) -> None:
