@@ -369,3 +369,48 @@ def test_a_huge_body_is_refused_without_being_held(site, path):
     r = httpx.post(base + "/login", content=b"token=" + b"x" * 20_000)       # over the form's own 10 kB
     assert r.status_code == 400 and "larger than 10000 bytes" in r.text
     assert httpx.get(base + "/healthz").status_code == 200
+
+
+# -- the embargo, every door at once ---------------------------------------------------------------
+
+def test_an_embargoed_dataset_is_404_at_every_url_for_outsiders_and_open_to_its_team(data_world, serve_app,
+                                                                                      tmp_path):
+    """Anonymous, a stranger (by token and by portal session) and a team member, against every
+    URL under an embargoed dataset with GET and HEAD, the manifests included, and search counts
+    and facets: outsiders get the same 404 as for a PID that does not exist."""
+    store = UserStore(tmp_path / "users.sqlite", clock=data_world.now)
+    for name in ("Grace Hopper", "Eve"):
+        store.add(name)
+    tokens = {name: store.issue_token(name) for name in ("Grace Hopper", "Eve")}
+    base = serve_app(create_app(data_world.catalogue, data_world.tiers, users=store, now=data_world.now))
+    pid = data_world.pids["embargoed"]
+    nobody = pid[:-4] + "ZZZZ"                                            # a PID no dataset has
+    urls = [f"{API}/datasets/{pid}", f"{API}/datasets/{pid}/files", f"{API}/datasets/{pid}/files/secret.h5",
+            f"{API}/datasets/{pid}/files/secret.h5/content", f"/datasets/{pid}", f"/datasets/{pid}?offset=1",
+            f"/datasets/{pid}/manifest", f"/datasets/{pid}/manifest?path=secret.h5"]
+    eve_session = httpx.Client(base_url=base)
+    assert portal_login(eve_session, tokens["Eve"]).status_code == 303
+    outsiders = {"anonymous": httpx.Client(base_url=base), "eve by token": httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {tokens['Eve']}"}), "eve by session": eve_session}
+    member = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['Grace Hopper']}"})
+    try:
+        for who, client in outsiders.items():
+            for url in urls:
+                for method in ("GET", "HEAD"):
+                    r = client.request(method, url)
+                    ghost = client.request(method, url.replace(pid, nobody))
+                    assert r.status_code == ghost.status_code == 404, (who, method, url)
+                    assert r.text.replace(pid, nobody) == ghost.text, (who, method, url)    # word for word
+            for query in ({}, {"q": "embargoed"}, {"beamtime": "2025-0099"}, {"access": "embargoed"}, {"pi": "grace"}):
+                found = client.get(f"{API}/datasets", params=query).json()
+                assert pid not in [d["pid"] for d in found["datasets"]], (who, query)
+                assert "embargoed" not in found["facets"]["access"] and found["total"] == len(found["datasets"])
+            assert "Embargoed scan" not in client.get("/", params={"access": "embargoed"}).text
+        for url in urls:
+            for method in ("GET", "HEAD"):
+                assert member.request(method, url).status_code == 200, (method, url)
+        assert member.get(f"{API}/datasets", params={"access": "embargoed"}).json()["total"] == 1
+    finally:
+        for client in (*outsiders.values(), member):
+            client.close()
+        store.close()
