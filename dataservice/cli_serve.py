@@ -72,8 +72,8 @@ def bind(host: str, port: int) -> socket.socket:
             raise PermissionDenied(f"cannot listen on {host}:{port}: permission denied; "
                                    "use a port above 1023") from None
         if e.errno == errno.EADDRINUSE:
-            raise ConfigError(f"controller.http_listen: {host}:{port} is already in use; "
-                              "choose another with --listen or controller.http_listen") from None
+            raise ConfigError(f"controller.http_listen: {host}:{port} is already in use; stop what holds it, "
+                              "or choose another with controller.http_listen (domas serve: --listen)") from None
         raise ConfigError(f"controller.http_listen: cannot listen on {host}:{port}: {e.strerror or e}; "
                           "check the address") from None
     sock.listen(512)
