@@ -68,6 +68,8 @@ def test_a_store_locked_for_seconds_is_rebuilt_from_once_and_reads_stay_answered
                 took.append(time.monotonic() - t0)
                 time.sleep(0.05)
         locker.join()
+        cancelled = fac.cli("cancel", tid)                  # a write again; and the agent need not copy it all
+        assert cancelled.returncode == 0, cancelled.stderr
         fac.start_agents(n=1, streams=4)
         done = fac.cli("submit", str(small), f"{tmp_path}/central/", "--wait", "--json", timeout=120)
         assert done.returncode == 0 and json.loads(done.stdout)["files_done"] == 3, done.stdout + done.stderr
