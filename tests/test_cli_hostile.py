@@ -310,3 +310,13 @@ def test_a_configured_http_listen_that_is_no_address_names_the_key(deployment, c
                                            '[agent]\nmetrics_listen = "127.0.0.1:0"\n')
     line = one_sentence(domas("--config", "domas.toml", *command, cwd=deployment, timeout=30), 78)
     assert line.startswith("domas: controller.http_listen: '127.0.0.1:99999' is not host:port")
+
+
+def test_permission_denied_is_said_once(tmp_path):
+    """Was: 'Permission denied; check the owner and mode of the path: Permission denied (PATH)'."""
+    f = tmp_path / "run.h5"
+    f.write_bytes(b"x")
+    f.chmod(0)
+    out = domas("checksum", f, cwd=tmp_path)
+    assert out.returncode == 4, out.stderr
+    assert out.stderr.strip() == f"domas checksum: Permission denied; check the owner and mode of the path ({f})"

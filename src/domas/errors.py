@@ -275,7 +275,13 @@ def from_oserror(err: OSError, path: str | None = None) -> StorageError:
     cls = _ERRNO_MAP.get(err.errno or 0, StorageError)
     reason = err.strerror or str(err)
     where = path or err.filename
-    text = f"{cls.__doc__.strip().splitlines()[0].rstrip('.')}: {reason}" if cls is not StorageError else reason
+    sentence = cls.__doc__.strip().splitlines()[0].rstrip(".")
+    if cls is StorageError:
+        text = reason
+    elif sentence.split(";")[0].lower() == reason.lower():       # "Permission denied; check ..." says it already
+        text = sentence
+    else:
+        text = f"{sentence}: {reason}"
     out = cls(text, path=str(where) if where else None)
     out.__cause__ = err
     return out
