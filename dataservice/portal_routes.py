@@ -85,7 +85,8 @@ def add_portal(app: FastAPI, svc: DataService) -> None:
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(request: Request) -> HTMLResponse:
         token = form_token(request)
-        return html_page(request, portal.render_login(form_token=token), token)
+        who = svc.session_caller(request)                    # already logged in: the header says so
+        return html_page(request, portal.render_login(user=who.name if who else "", form_token=token), token)
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
