@@ -44,6 +44,9 @@ def open_scheduler(store: StateStore, cfg: Config) -> Scheduler:
 
 def _bind(server: grpc.aio.Server, listen: str, cfg: Config) -> int:
     c = cfg.controller
+    _, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:     # else read as a taken port below
+        raise ConfigError(f"controller.listen: {listen!r} is not host:port, e.g. 127.0.0.1:7400 (port 0: any free one)")
     if c.tls_cert or c.tls_key:
         if not (c.tls_cert and c.tls_key):
             raise ConfigError("controller.tls_cert and controller.tls_key must be given together")

@@ -320,3 +320,12 @@ def test_permission_denied_is_said_once(tmp_path):
     out = domas("checksum", f, cwd=tmp_path)
     assert out.returncode == 4, out.stderr
     assert out.stderr.strip() == f"domas checksum: Permission denied; check the owner and mode of the path ({f})"
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999"])
+def test_a_controller_listen_that_is_no_address_says_so(deployment, listen):
+    """Was: 'cannot listen on nonsense (another process holds the port, or the address is not local)'."""
+    out = domas("--config", "domas.toml", "controller", "--listen", listen, "--metrics-listen", "127.0.0.1:0",
+                "--root", deployment, cwd=deployment)
+    line = one_sentence(out, 78)
+    assert line.startswith(f"domas: controller.listen: {listen!r} is not host:port")
