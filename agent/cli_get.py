@@ -231,7 +231,14 @@ def manifest_relpath(url: str) -> str:
     return safe_relpath(p.split("/files/", 1)[1][:-len("/content")])
 
 
-def expand_manifest(manifest: str, token: str, dest: str) -> Expansion:
+LIST_FROM = 16      # a manifest naming this many files of one dataset reads its listing once instead of a HEAD each
+
+
+def expand_manifest(manifest: str, token: str, dest: str, workers: int = 8) -> Expansion:
+    """One FileJob per manifest URL. What the service knows of each file (size, ETag, sum) comes
+    from its dataset's listing, read once, for a dataset the manifest names LIST_FROM files of or
+    more; the others are asked with HEADs, `workers` at a time (a manifest of 1 000 files over a
+    50 ms link took 50 s of HEADs one after the other)."""
     try:
         with open(manifest, encoding="utf-8") as fh:
             urls = manifest_urls(fh.read())
@@ -241,19 +248,55 @@ def expand_manifest(manifest: str, token: str, dest: str) -> Expansion:
         raise UsageError(f"the manifest {manifest} lists no file")
     dst_store, dst_root = _destination(dest)
     out = Expansion(dirs=[(dst_store, dst_root)])
-    for url in urls:
+    _remember_listings(urls, token)
+
+    def stat(url: str):
         try:
             rel = manifest_relpath(url)
             store, path = resolve_http(url, token)
-            st = store.stat_follow(path)
+            return rel, store, path, store.stat_follow(path)
         except DomasError as e:
-            out.problems.append((url, e))
+            return e
+
+    from concurrent.futures import ThreadPoolExecutor     # here: a dataset download starts without it
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="domas-get-stat") as pool:
+        found = list(pool.map(stat, urls))
+    for url, got in zip(urls, found):
+        if isinstance(got, DomasError):
+            out.problems.append((url, got))
             continue
+        rel, store, path, st = got
         if posixpath.dirname(rel):
             out.dirs.append((dst_store, posixpath.join(dst_root, posixpath.dirname(rel))))
         out.jobs.append(FileJob(store, path, st, dst_store, posixpath.join(dst_root, rel)))
     out.dirs = list(dict.fromkeys(out.dirs))
     return out
+
+
+def _remember_listings(urls: list[str], token: str) -> None:
+    """For each dataset the manifest names LIST_FROM files of or more, read its listing once and
+    let the HTTP storage remember what it says of those files (as a dataset download does). A
+    listing that cannot be read leaves them to their HEADs."""
+    groups: dict[str, list[str]] = {}
+    for url in urls:
+        if "/files/" in url and url.endswith("/content"):
+            groups.setdefault(url.split("/files/", 1)[0], []).append(url)
+    for dataset_url, members in groups.items():
+        if len(members) < LIST_FROM:
+            continue
+        try:
+            wanted = {manifest_relpath(u): resolve_http(u, token) for u in members}
+            store, dataset = resolve_http(dataset_url, token)
+            for f in store.json_lines(f"{dataset}/files"):
+                target = wanted.get(f.get("path")) if isinstance(f, dict) else None
+                if target is None or not isinstance(f.get("etag"), str) or not isinstance(f.get("adler32"), str):
+                    continue
+                if f["etag"] and f["adler32"] and isinstance(f.get("size"), int):
+                    target[0].remember(Stat(path=target[1], size=f["size"], mtime=float(f.get("mtime") or 0.0),
+                                            ident=f["etag"]), f["adler32"].lower())
+        except (DomasError, TypeError, ValueError):
+            continue
 
 
 def _load_engine() -> None:
@@ -269,7 +312,7 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
     if args.manifest:
         if args.dest is not None:
             raise UsageError("with --manifest give only the destination directory: domas get --manifest FILE DEST")
-        exp, info, sums = expand_manifest(args.manifest, token, args.target), {}, {}
+        exp, info, sums = expand_manifest(args.manifest, token, args.target, cfg.copy.streams), {}, {}
     elif args.dest is None:
         raise UsageError("give a destination: domas get PID|URL DEST")
     elif is_url(args.target):

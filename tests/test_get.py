@@ -11,6 +11,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -523,3 +524,48 @@ def test_an_http_data_service_costs_no_ca_bundle_and_https_keeps_verification(ht
         untrusted.stat("/b.bin")
     for store in (plain, tls, untrusted):
         store.close()
+
+
+def _more_files(world, folder: str, n: int) -> dict[str, bytes]:
+    """n new small files in `folder` of the open dataset, catalogued with a verified central copy."""
+    made = {f"{folder}/f{i:03d}.dat": os.urandom(500 + i) for i in range(n)}
+    for rel, data in made.items():
+        _put(world, world.pids["open"], DATASET_PATH, rel, data, {"central": "verified"})
+    return made
+
+
+def _manifest(tmp_path: Path, url: str, pid: str, rels) -> Path:
+    from urllib.parse import quote
+
+    path = tmp_path / "chosen.manifest"
+    path.write_text("".join(f"{url}/api/v1/datasets/{quote(pid, safe=':/')}/files/{quote(r, safe='/')}/content\n"
+                            for r in rels))
+    return path
+
+
+def test_a_large_manifest_reads_its_datasets_listing_once_instead_of_a_head_per_file(served, tmp_path):
+    url, world, link = served
+    pid = world.pids["open"]
+    many = _more_files(world, "many", 40)
+    chosen = sorted(many)[:30]
+    link.requests.clear()
+    r, summary = get_json("--server", url, "--manifest", _manifest(tmp_path, url, pid, chosen), tmp_path / "d")
+    assert r.returncode == 0 and summary["totals"]["verified"] == 30, r.stderr
+    assert_tree(tmp_path / "d", {rel: many[rel] for rel in chosen})
+    assert [m for m, _ in link.requests].count("HEAD") == 0          # one listing, not 30 HEADs
+    assert sum(p.endswith("/files") for _, p in link.requests) == 1
+
+
+def test_a_small_manifests_heads_go_out_together(served, tmp_path):
+    url, world, link = served
+    pid = world.pids["open"]
+    small = _more_files(world, "few", 8)
+    link.delay = 0.4                   # every content request, HEAD or GET, waits 0.4 s
+    started = time.monotonic()
+    r, summary = get_json("--server", url, "--streams", "8", "--manifest", _manifest(tmp_path, url, pid, small),
+                          tmp_path / "d")
+    wall = time.monotonic() - started
+    assert r.returncode == 0 and summary["totals"]["verified"] == 8, r.stderr
+    assert_tree(tmp_path / "d", small)
+    # 8 HEADs one after the other take 3.2 s before the first GET; together 0.4 s, then the GETs 0.4 s
+    assert [m for m, _ in link.requests].count("HEAD") == 8 and wall < 3.0, wall
