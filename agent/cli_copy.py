@@ -102,13 +102,21 @@ def exit_code(acct) -> int:
     return codes.pop() if len(codes) == 1 else TransferFailed.exit_code
 
 
+def checksum_line(hexsum: str, name: str) -> str:
+    """`HEX  NAME` as sha256sum writes it: a name holding a newline or a backslash is escaped and the
+    line starts with a backslash, so one file is always one line (`sha256sum -c` reads it back)."""
+    if "\\" in name or "\n" in name or "\r" in name:
+        return "\\" + hexsum + "  " + name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"{hexsum}  {name}"
+
+
 def run_checksum(args: argparse.Namespace, cfg: Config) -> int:
     if "" in args.paths:
         raise UsageError("a path is empty (''); give files or URLs")
     status = 0
     for url in args.paths:
         try:
-            print(f"{file_checksum(url, args.algo)}  {url}", flush=True)
+            print(checksum_line(file_checksum(url, args.algo), url), flush=True)
         except DomasError as e:
             print(f"domas checksum: {e}", file=sys.stderr)
             status = status or e.exit_code

@@ -329,3 +329,13 @@ def test_a_controller_listen_that_is_no_address_says_so(deployment, listen):
                 "--root", deployment, cwd=deployment)
     line = one_sentence(out, 78)
     assert line.startswith(f"domas: controller.listen: {listen!r} is not host:port")
+
+
+def test_checksum_lists_a_name_with_a_newline_on_one_line_as_sha256sum_does(tmp_path):
+    """Was: the raw newline split one file over two lines ('HEX  a' then 'b')."""
+    (tmp_path / "a\nb").write_bytes(b"x")
+    (tmp_path / "c\\d").write_bytes(b"y")
+    (tmp_path / "plain").write_bytes(b"z")
+    out = domas("checksum", "a\nb", "c\\d", "plain", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["\\00790079  a\\nb", "\\007a007a  c\\\\d", "007b007b  plain"]
