@@ -284,16 +284,17 @@ class Scheduler:
             if f.state != QUEUED:
                 t.next_file += 1
                 continue
-            holder = self._writing.get(f.dst)
+            dst = f.dst
+            holder = self._writing.get(dst)
             if holder is not None and holder is not f:
-                self._waiting.setdefault(f.dst, []).append(f)      # started by `_hand_over`
+                self._waiting.setdefault(dst, []).append(f)      # started by `_hand_over`
                 t.next_file += 1
                 continue
             eps = self._eps(f)
             if not self._gate(eps, now):
                 return _BLOCKED
             t.next_file += 1
-            self._start(f, eps)
+            self._start(f, eps, dst)
             return self._take_from_transfer(t, now)
         return _BLOCKED if rq else _EMPTY
 
@@ -315,11 +316,11 @@ class Scheduler:
                 return False
         return True
 
-    def _start(self, f: File, eps: tuple) -> None:
+    def _start(self, f: File, eps: tuple, dst: str = "") -> None:
         f.prog = Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
         self._set_state(f, ACTIVE)
         f.t.opening.append(f)
-        self._writing.setdefault(f.dst, f)
+        self._writing.setdefault(dst or f.dst, f)
 
     def _hand_over(self, f: File) -> None:
         """`f` ended: the first file still queued for its destination starts (its transfer is put
