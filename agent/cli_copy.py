@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from domas.config import Config, parse_size
+from domas.config import Config, parse_size_flag
 from domas.errors import DomasError, TransferFailed, UsageError
 from domas.loop import run_async
 from domas.transfer.filesum import file_checksum
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def copy_config(args: argparse.Namespace, cfg: Config) -> Config:
     return cfg.with_copy(streams=args.streams,
-                         chunk_size=parse_size(args.chunk_size, "--chunk-size") if args.chunk_size else None,
+                         chunk_size=parse_size_flag(args.chunk_size, "--chunk-size") if args.chunk_size else None,
                          verify=args.verify, resume=False if args.no_resume else None)
 
 

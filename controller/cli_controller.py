@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from domas.config import Config, parse_size
+from domas.config import Config, parse_size_flag
 from domas.logsafe import setup_logging
 
 CONTROLLER_HELP = """\
@@ -111,7 +111,7 @@ def run_submit(args: argparse.Namespace, cfg: Config) -> int:
     if len(args.paths) < 2:
         raise UsageError("give at least one source and a destination")
     stub, md, address = _stub(args, cfg)
-    opts = pb.TransferOptions(chunk_size=parse_size(args.chunk_size, "--chunk-size") if args.chunk_size else 0,
+    opts = pb.TransferOptions(chunk_size=parse_size_flag(args.chunk_size, "--chunk-size") if args.chunk_size else 0,
                               verify=pb.VERIFY_MODE_NONE if args.verify == "none" else pb.VERIFY_MODE_FULL,
                               overwrite=args.force)
     req = pb.SubmitTransferRequest(sources=args.paths[:-1], destination=args.paths[-1], beamline=args.beamline,

@@ -339,3 +339,32 @@ def test_checksum_lists_a_name_with_a_newline_on_one_line_as_sha256sum_does(tmp_
     out = domas("checksum", "a\nb", "c\\d", "plain", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["\\00790079  a\\nb", "\\007a007a  c\\\\d", "007b007b  plain"]
+
+
+# -- the config file, sizes and URLs every command takes --------------------------------------------
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda p: p.mkdir(), "is a directory; give the TOML file in it"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00 not text"), "is not valid TOML: it is not UTF-8 text"),
+    (lambda p: (p.write_text('data_dir = "d"\n'), p.chmod(0)), "cannot be read (Permission denied)"),
+])
+def test_a_config_file_that_cannot_be_read_as_toml_is_one_sentence(tmp_path, make, expect):
+    make(tmp_path / "site.toml")
+    line = one_sentence(domas("--config", "site.toml", "copy", "a", "b", cwd=tmp_path), 78)
+    assert "config file site.toml" in line and expect in line
+
+
+@pytest.mark.parametrize("args", [["copy", "--chunk-size", "abc", "a", "b"],
+                                  ["get", "--chunk-size", "12 furlongs", "--server", "http://127.0.0.1:9", "P", "d"],
+                                  ["submit", "--chunk-size", "-1", "a", "b"]])
+def test_a_size_flag_that_is_no_size_is_a_usage_error(deployment, args):
+    line = one_sentence(domas("--config", "domas.toml", *args, cwd=deployment), 2)
+    assert "--chunk-size" in line and ("is not a size" in line or "must be positive" in line)
+
+
+@pytest.mark.parametrize("server", ["http://[::1", "http://127.0.0.1:99999", "https://host:port"])
+def test_a_data_service_url_that_cannot_be_parsed_is_a_usage_error(deployment, server):
+    line = one_sentence(domas("--config", "domas.toml", "get", "--server", server, "PID", "d", cwd=deployment), 2)
+    assert "not a valid URL" in line
+    line = one_sentence(domas("get", f"{server}/x.h5", "d", cwd=deployment), 2)
+    assert "not a valid URL" in line

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from domas.errors import ConfigError
+from domas.errors import ConfigError, UsageError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -38,6 +38,14 @@ def parse_size(value: str | int, key: str = "size") -> int:
     if n <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     return n
+
+
+def parse_size_flag(value: str, flag: str) -> int:
+    """A size given on the command line (--chunk-size): a usage error (exit 2) naming the flag."""
+    try:
+        return parse_size(value, flag)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def parse_duration(value: str | int | float, key: str = "duration") -> float:
@@ -364,6 +372,12 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
                 doc = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory; give the TOML file in it") from None
+        except OSError as e:
+            raise ConfigError(f"config file {path} cannot be read ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not valid TOML: it is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
         for name, value in doc.items():

@@ -54,7 +54,11 @@ _cache_lock = threading.Lock()
 
 def split_url(url: str) -> tuple[str, str]:
     """'https://host:port/a/b?x=1' -> ('https://host:port', '/a/b?x=1')."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port                                   # a port that is not a number up to 65535 is refused here
+    except ValueError as e:
+        raise UsageError(f"{url}: not a valid URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"{url}: not an http:// or https:// URL with a host")
     path = parts.path or "/"

@@ -62,10 +62,14 @@ class Stale(Exception):
 
 
 def origin_of(url: str) -> Origin:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:                          # '[::1' with no ']', a port over 65535, ...
+        raise UsageError(f"{url}: not a valid URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"{url}: not an http:// or https:// URL with a host")
-    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def proxy_for(origin: Origin, env=os.environ) -> tuple[str, int] | None:
