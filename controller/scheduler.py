@@ -322,9 +322,12 @@ class Scheduler:
         f.t.opening.append(f)
         self._writing.setdefault(dst or f.dst, f)
 
-    def _hand_over(self, f: File) -> None:
+    def _hand_over(self, f: File, out: list, adler32: int | None = None) -> None:
         """`f` ended: the first file still queued for its destination starts (its transfer is put
-        back into the fair share), the others keep waiting for that one."""
+        back into the fair share), the others keep waiting for that one. A waiting file that asks
+        for exactly what `f` has just put there (done with `adler32`: the same source, size, mtime
+        and version, verified if it wants verification) is done without a second copy: a
+        resubmission after a crash that had accepted the first submission copies nothing twice."""
         dst = f.dst
         if self._writing.get(dst) is not f:
             return
@@ -332,10 +335,16 @@ class Scheduler:
         waiting = self._waiting.get(dst)
         while waiting:
             w = waiting.pop(0)
-            if w.state == QUEUED:
-                self._start(w, self._eps(w))
-                self.fair.add(w.t)
-                break
+            if w.state != QUEUED:
+                continue
+            if (adler32 is not None and w.src == f.src and (w.size, w.mtime_ns, w.version) == (f.size, f.mtime_ns, f.version)
+                    and (f.t.part_verify or not w.t.part_verify)):
+                out.append(ev.FileDone(w.t.id, w.id, dst, w.size, adler32))
+                self._terminal(w, DONE, out)
+                continue
+            self._start(w, self._eps(w))
+            self.fair.add(w.t)
+            break
         if not waiting:
             self._waiting.pop(dst, None)
 
@@ -569,7 +578,7 @@ class Scheduler:
                 heapq.heappush(self._verify_due, (act.when, t.id, f.id))
         elif isinstance(act := filecore.verdict(expected, e.adler32, t.part_verify), filecore.Rename):
             out.append(ev.FileDone(t.id, f.id, f.dst, f.size, act.adler32))
-            self._terminal(f, DONE, out)
+            self._terminal(f, DONE, out, act.adler32)
         else:
             self.errors[act.kind] = self.errors.get(act.kind, 0) + 1
             self._reset(f, act.kind, act.reason, now, out, f.size, f.mtime_ns)
@@ -578,12 +587,12 @@ class Scheduler:
         out.append(ev.FileFailed(f.t.id, f.id, ev.part_url(f.dst), kind, message))
         self._terminal(f, FAILED, out)
 
-    def _terminal(self, f: File, state: int, out: list) -> None:
+    def _terminal(self, f: File, state: int, out: list, adler32: int | None = None) -> None:
         if state != DONE and f.prog is not None:
             out.append(ev.PartLeft(ev.part_url(f.dst)))
         self._drop_progress(f, out)
         self._set_state(f, state)
-        self._hand_over(f)
+        self._hand_over(f, out, adler32)
         t = f.t
         t.live -= 1
         if t.live == 0:

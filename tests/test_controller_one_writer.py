@@ -94,3 +94,41 @@ def test_two_transfers_of_one_tree_leave_every_copy_whole(tmp_path):
     bad = [p.name for p in sorted(src.iterdir()) if (tmp_path / "central" / "scan" / p.name).read_bytes() != p.read_bytes()]
     assert bad == []
     assert fac.tracebacks() == {}
+
+
+def _finish_all(s, tids: set[str]) -> tuple[dict[str, int], list]:
+    """Lease, report and verify until nothing is left; (leases per transfer, FileDone actions)."""
+    leased: dict[str, int] = {}
+    done: list = []
+    active = {x.lease_id: x for x in ask(s, "a", 100)}
+    now = 1.0
+    while active:
+        lease = active.pop(next(iter(active)))
+        leased[lease.transfer_id] = leased.get(lease.transfer_id, 0) + 1
+        out = report(s, ok(lease), now)
+        for fin in of(out, ev.FinalizeFile):
+            out += s.on_event(ev.DestinationVerified(fin.transfer_id, fin.file_id, whole_adler(lease)), now)
+        done += of(out, ev.FileDone)
+        active.update({x.lease_id: x for x in leases_in(out) + ask(s, "a", 100, now)})
+        now += 0.01
+    return leased, done
+
+
+def test_a_resubmission_of_what_was_just_copied_is_done_without_a_second_copy():
+    s = sched()
+    _submit_same(s, "first", "b1")
+    _submit_same(s, "again", "b2")
+    leased, done = _finish_all(s, {"first", "again"})
+    assert sum(leased.values()) == 6                # 2 destinations x 3 chunks: each copied once
+    by = {(d.transfer_id, d.final_url): d.adler32 for d in done}
+    assert len(by) == 4 and all(by[("again", d)] == by[("first", d)] for d in ("/dst/0", "/dst/1"))
+    assert s.snapshot(9.0)["transfers_active"] == 0
+
+
+def test_a_waiting_file_of_another_source_version_is_copied_again():
+    s = sched()
+    _submit_same(s, "first", "b1", n=1)
+    files = (ev.FileSpec("/src/0", "/dst/0", 2 * CS),)           # the source shrank since
+    assert of(s.on_event(ev.TransferSubmitted(ev.TransferSpec("again", "b2", 0, CS), files), 0.0), ev.TransferAccepted)
+    leased, done = _finish_all(s, {"first", "again"})
+    assert leased == {"first": 3, "again": 2} and len(done) == 2
