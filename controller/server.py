@@ -19,7 +19,7 @@ from domas.controller.metrics import ControllerCollector
 from domas.controller.rpc_errors import ErrorMapping
 from domas.controller.scheduler import Scheduler, SchedulerConfig
 from domas.controller.service import ControllerService
-from domas.controller.state import StateStore
+from domas.controller.state import StateDirLock, StateStore
 from domas.errors import ConfigError
 from domas.metrics import serve_metrics
 from domas.retry import RetryPolicy
@@ -97,8 +97,9 @@ def _taken(listen: str) -> bool:
 class RunningController:
     """A started controller: its gRPC server, tick loop and /metrics; `stop()` ends all three."""
 
-    def __init__(self, service, server, store, metrics, port: int, metrics_port: int) -> None:
-        self.service, self.server, self.store, self.metrics = service, server, store, metrics
+    def __init__(self, service, server, store, metrics, port: int, metrics_port: int,
+                 lock: StateDirLock | None = None) -> None:
+        self.service, self.server, self.store, self.metrics, self.lock = service, server, store, metrics, lock
         self.port, self.metrics_port = port, metrics_port
         self._stop = asyncio.Event()
         self._ticks = asyncio.create_task(service.run_ticks(self._stop))
@@ -117,6 +118,8 @@ class RunningController:
         self.metrics.shutdown()
         await self.service.close()
         self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "",
@@ -125,6 +128,16 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     `extra_collectors` served on the same /metrics). Transfers stay inside the configured storage
     roots plus `roots` (--root)."""
     confined = controller_roots(cfg.storage.roots(), roots)
+    lock = StateDirLock(Path(state_dir))
+    try:
+        return await _start(cfg, listen, state_dir, metrics_listen, extra_collectors, confined, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+async def _start(cfg: Config, listen: str, state_dir: Path, metrics_listen: str, extra_collectors: tuple,
+                 confined, lock: StateDirLock) -> RunningController:
     store = StateStore(Path(state_dir) / "controller.sqlite")
     c = cfg.controller
     service = ControllerService(open_scheduler(store, cfg), store, token=cfg.controller.token, roots=confined,
@@ -147,7 +160,7 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
         await service.close()
         store.close()
         raise
-    return RunningController(service, server, store, metrics, port, metrics_port)
+    return RunningController(service, server, store, metrics, port, metrics_port, lock)
 
 
 async def serve(cfg: Config, listen: str, state_dir: Path, metrics_listen: str = "", roots: tuple[str, ...] = ()) -> None:

@@ -10,13 +10,17 @@ finished file are deleted (its adler32 is kept on the file row). Status queries 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import threading
 import time
 from pathlib import Path
 
 from domas.checksum import format_adler32
 from domas.controller import events as ev
+from domas.errors import DatabaseError, DatabaseLocked
 from domas.sqlite import open_db
 
 SCHEMA = """
@@ -307,3 +311,38 @@ class StateStore:
 _WRITERS = {ev.TransferAccepted: StateStore._accepted,
             ev.FileReset: StateStore._reset, ev.FileDone: StateStore._done, ev.FileFailed: StateStore._failed,
             ev.TransferEnded: StateStore._ended}
+
+
+class StateDirLock:
+    """The one controller of a state directory: an exclusive flock on <state_dir>/controller.lock,
+    held for the controller's life (the kernel drops it when the process dies, kill -9 included).
+    A second controller (a second `domas controller` or `domas up` on the same directory) is
+    refused at once instead of scheduling the same files beside the first: its leases would put
+    two agents on one destination, which the scheduler's one-writer rule cannot see across
+    processes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        path = Path(state_dir) / "controller.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise DatabaseError(f"cannot create {path} ({e.strerror}); check that the state directory "
+                                "is writable") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise DatabaseLocked(f"another controller (PID {holder}) uses the state directory {state_dir}; "
+                                     "stop it first, or give this one a state directory of its own") from None
+            raise DatabaseError(f"cannot lock {path} ({e.strerror})") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
