@@ -11,6 +11,8 @@ import sys
 from domas.config import Config
 from domas.logsafe import setup_logging
 
+from .cli_copy import stream_count
+
 AGENT_HELP = """\
 Run a transfer agent: it registers with the controller, takes chunk leases in batches over one
 gRPC stream, copies and verifies each chunk, and reports its sums. Reports wait in a durable
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controller", help="controller address host:port (default 127.0.0.1:7400)")
     p.add_argument("--name", help="agent name (default: the host name)")
     p.add_argument("--metrics-listen", help="host:port for /metrics (default 127.0.0.1:9401; port 0 = any)")
-    p.add_argument("--streams", type=int, help="chunks copied at once")
+    p.add_argument("--streams", type=stream_count, help="chunks copied at once")
     p.add_argument("--state-dir", help="where the report spool lives (default: the config's state_dir)")
     p.add_argument("--tls-ca", help="CA certificate to verify the controller's TLS certificate")
     p.set_defaults(handler=run_agent)

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then the destination")
     p.add_argument("-r", "--recursive", action="store_true", help="accepted for cp habits; trees are always copied")
-    p.add_argument("--streams", type=int, help="chunks in flight (default: 4 per core, at least 4)")
+    p.add_argument("--streams", type=stream_count, help="chunks in flight (default: 4 per core, at least 4)")
     p.add_argument("--chunk-size", help="chunk size, e.g. 8MiB (default), 64MiB")
     p.add_argument("--verify", choices=["default", "none"], help="'none' skips destination verification")
     p.add_argument("--no-resume", action="store_true", help="ignore and do not write resume journals")
@@ -55,6 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("paths", nargs="+", metavar="PATH")
     c.add_argument("--algo", choices=["adler32", "xxh3"], default="adler32")
     c.set_defaults(handler=run_checksum)
+
+
+MAX_STREAMS = 1024
+
+
+def stream_count(text: str) -> int:
+    """--streams: a whole number from 1 to MAX_STREAMS (argparse reports anything else, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= MAX_STREAMS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_STREAMS}, got {n}")
+    return n
 
 
 def copy_config(args: argparse.Namespace, cfg: Config) -> Config:

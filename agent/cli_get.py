@@ -34,7 +34,7 @@ from domas.transfer.expand import Expansion, FileJob
 from domas.transfer.storage import Stat, Storage, resolve
 from domas.transfer.storage.http import HTTPStorage, resolve_http
 
-from .cli_copy import copy_config, exit_code, print_summary
+from .cli_copy import copy_config, exit_code, print_summary, stream_count
 from .progress import human_bytes
 
 GET_HELP = """\
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                       "into the directory given as the only argument")
     p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER or http://127.0.0.1:8400)")
     p.add_argument("--token", help="the facility token (default: $DOMAS_TOKEN)")
-    p.add_argument("--streams", type=int, help="chunks in flight (default: 4 per core, at least 4)")
+    p.add_argument("--streams", type=stream_count, help="chunks in flight (default: 4 per core, at least 4)")
     p.add_argument("--chunk-size", help=f"bytes per ranged request (default {GET_CHUNK}: memory stays near "
                                         "streams x 3 chunks), e.g. 8MiB")
     p.add_argument("--no-resume", action="store_true", help="ignore and do not write resume journals")

@@ -368,3 +368,11 @@ def test_a_data_service_url_that_cannot_be_parsed_is_a_usage_error(deployment, s
     assert "not a valid URL" in line
     line = one_sentence(domas("get", f"{server}/x.h5", "d", cwd=deployment), 2)
     assert "not a valid URL" in line
+
+
+@pytest.mark.parametrize("args", [["copy", "--streams", "0", "a", "b"], ["get", "--streams", "-2", "http://h/x", "d"],
+                                  ["agent", "--streams", "0"], ["copy", "--streams", "many", "a", "b"]])
+def test_streams_out_of_range_is_a_usage_error_naming_the_flag(deployment, args):
+    out = domas("--config", "domas.toml", *args, cwd=deployment, timeout=30)
+    assert out.returncode == 2 and "argument --streams:" in out.stderr.splitlines()[-1], out.stderr
+    assert not any(t in out.stderr for t in RAW)
