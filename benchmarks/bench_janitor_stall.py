@@ -27,7 +27,7 @@ from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_submit_stall import LIMIT, TOKEN, WORK, free_port, make_tree  # noqa: E402
+from bench_submit_stall import LIMIT, TOKEN, WORK, free_port, make_tree, probe_source  # noqa: E402
 
 
 def _env(lease: float, old: str) -> dict:
@@ -44,9 +44,7 @@ def one_run(tree: Path, n: int, seconds: float, lease: float, old: str) -> dict:
     env = _env(lease, old)
     with tempfile.TemporaryDirectory(dir=WORK) as tmp_s:
         tmp = Path(tmp_s)
-        small = tmp / "small"
-        small.mkdir()
-        (small / "one").write_bytes(b"x")
+        small = probe_source(tmp)
         port = free_port()
         log = open(tmp / "processes.log", "ab")
         procs = [subprocess.Popen([sys.executable, "-m", "domas.cli", "controller", "--listen", f"127.0.0.1:{port}",

@@ -70,13 +70,19 @@ def start_controller(tmp: Path, port: int) -> subprocess.Popen:
     return proc
 
 
+def probe_source(tmp: Path) -> Path:
+    """A directory holding one 1-byte file: the small transfer submitted beside the big one."""
+    small = tmp / "small"
+    small.mkdir()
+    (small / "one").write_bytes(b"x")
+    return small
+
+
 def one_run(tree: Path, n: int) -> dict:
     md = (("authorization", f"Bearer {TOKEN}"),)
     with tempfile.TemporaryDirectory(dir=WORK) as tmp_s:
         tmp = Path(tmp_s)
-        small = tmp / "small"
-        small.mkdir()
-        (small / "one").write_bytes(b"x")
+        small = probe_source(tmp)
         port = free_port()
         proc = start_controller(tmp, port)
         try:
