@@ -20,6 +20,7 @@ cannot see); one with no sum to compare is kept and reported "unverified".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import posixpath
 import sys
@@ -170,7 +171,7 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
         rel = safe_relpath(f.get("path"))
         if not f.get("available", True):
             raise NotFound(f"{store.url(src_path)}: no verified copy is online; ask the facility to restore it")
-        st = Stat(path=src_path, size=int(f["size"]), mtime=float(f.get("mtime") or 0.0), ident=str(f.get("etag", "")))
+        st, known = _listed(src_path, f)
     except (KeyError, TypeError, ValueError):
         out.problems.append((store.url(src_path), ServerRefused(
             f"{store.url(src_path)}: the server's record of this file is malformed; skipped")))
@@ -183,10 +184,21 @@ def _add_file(out: Expansion, store: HTTPStorage, base: str, pid: str, f: dict, 
         out.dirs.append((dst_store, posixpath.join(dst_root, parent)))
     job = FileJob(store, src_path, st, dst_store, posixpath.join(dst_root, rel))
     out.jobs.append(job)
-    known = {k: f[k].lower() for k in ("adler32", "xxh3") if isinstance(f.get(k), str) and f[k]}
     if known:
         sums[job.dst_url] = known
-    if st.ident and known.get("adler32"):       # the listing says all a HEAD would: none is sent
+    _remember(store, st, known)
+
+
+def _listed(path: str, f: dict) -> tuple[Stat, dict[str, str]]:
+    """What a listing's record says of the file at `path`: its stat (the ETag as ident) and the
+    catalogue's sums; KeyError, TypeError or ValueError when the record is malformed."""
+    st = Stat(path=path, size=int(f["size"]), mtime=float(f.get("mtime") or 0.0), ident=str(f.get("etag", "")))
+    return st, {k: f[k].lower() for k in ("adler32", "xxh3") if isinstance(f.get(k), str) and f[k]}
+
+
+def _remember(store: HTTPStorage, st: Stat, known: dict[str, str]) -> None:
+    """A record with an ETag and an adler32 says all a HEAD would: the storage sends none for it."""
+    if st.ident and known.get("adler32"):
         store.remember(st, known["adler32"])
 
 
@@ -290,12 +302,10 @@ def _remember_listings(urls: list[str], token: str) -> None:
             store, dataset = resolve_http(dataset_url, token)
             for f in store.json_lines(f"{dataset}/files"):
                 target = wanted.get(f.get("path")) if isinstance(f, dict) else None
-                if target is None or not isinstance(f.get("etag"), str) or not isinstance(f.get("adler32"), str):
-                    continue
-                if f["etag"] and f["adler32"] and isinstance(f.get("size"), int):
-                    target[0].remember(Stat(path=target[1], size=f["size"], mtime=float(f.get("mtime") or 0.0),
-                                            ident=f["etag"]), f["adler32"].lower())
-        except (DomasError, TypeError, ValueError):
+                if target is not None:
+                    with contextlib.suppress(KeyError, TypeError, ValueError):    # a malformed record: its HEAD
+                        _remember(target[0], *_listed(target[1], f))
+        except (DomasError, TypeError):        # no listing, or one whose paths are not strings: HEADs
             continue
 
 

@@ -36,7 +36,7 @@ from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, PermissionD
                           StorageError, Unsupported, UsageError)
 
 from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
-from .httpwire import Pool, Response, translated
+from .httpwire import Pool, Response, origin_of, translated
 from .registry import register
 
 _STATUS_ERRORS: dict[int, type[StorageError]] = {
@@ -54,13 +54,8 @@ _cache_lock = threading.Lock()
 
 def split_url(url: str) -> tuple[str, str]:
     """'https://host:port/a/b?x=1' -> ('https://host:port', '/a/b?x=1')."""
-    try:
-        parts = urlsplit(url)
-        parts.port                                   # a port that is not a number up to 65535 is refused here
-    except ValueError as e:
-        raise UsageError(f"{url}: not a valid URL ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"{url}: not an http:// or https:// URL with a host")
+    origin_of(url)                                   # UsageError for anything but a valid http(s) URL with a host
+    parts = urlsplit(url)
     path = parts.path or "/"
     return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
 

@@ -109,9 +109,11 @@ def translated(url: str):
                              f"({e.strerror or e or type(e).__name__})") from e
 
 
-def host_header(host: str, port: int, scheme: str) -> str:
+def host_header(host: str, port: int, scheme: str = "") -> str:
+    """host[:port] as a Host header names it (the port left out when it is the scheme's own); with no
+    scheme always host:port, as a CONNECT request names its target."""
     name = f"[{host}]" if ":" in host else host
-    return name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
+    return name if scheme and port == (443 if scheme == "https" else 80) else f"{name}:{port}"
 
 
 def request_head(method: str, target: str, host: str, headers: dict[str, str]) -> bytes:
@@ -336,7 +338,7 @@ class Pool:
 
     @staticmethod
     def _tunnel(sock: socket.socket, host: str, port: int) -> None:
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        target = host_header(host, port)
         sock.sendall(request_head("CONNECT", target, target, {}))
         with sock.makefile("rb") as rfile:      # the proxy's answer has no body; the origin speaks next
             _version, status, reason, _headers = read_head(rfile)
