@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 from domas import __version__
 from domas.errors import (ConnectionLost, ImpossibleRange, NotFound, PermissionDenied, ServerRefused, SourceChanged,
-                          StorageError, Unsupported, UsageError)
+                          StorageError, Unsupported)
 
 from .base import Capabilities, ReadHandle, Stat, Storage, WriteHandle
 from .httpwire import Pool, Response, origin_of, translated
