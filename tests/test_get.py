@@ -55,6 +55,8 @@ class SlowLink:
         self.corrupt = ""
         self.requests: list[tuple[str, str]] = []      # (method, path) of every request, in order
         self.before: dict[str, object] = {}              # path ending -> a callable run before its first request
+        self.waiting: dict[str, int] = {}                # method -> requests inside the delay now
+        self.most_waiting: dict[str, int] = {}           # method -> the most that were at once
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -62,7 +64,13 @@ class SlowLink:
             for ending in [e for e in self.before if scope["path"].endswith(e)]:
                 self.before.pop(ending)()
         if scope["type"] == "http" and scope["path"].endswith("/content") and self.delay:
-            await asyncio.sleep(self.delay)
+            method = scope["method"]
+            self.waiting[method] = self.waiting.get(method, 0) + 1
+            self.most_waiting[method] = max(self.most_waiting.get(method, 0), self.waiting[method])
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.waiting[method] -= 1
         ranged = dict(scope.get("headers") or []).get(b"range", b"bytes=0-")
         if scope["type"] == "http" and self.corrupt and scope["path"].endswith(self.corrupt) and \
                 ranged.replace(b" ", b"").startswith(b"bytes=0-"):
@@ -569,3 +577,4 @@ def test_a_small_manifests_heads_go_out_together(served, tmp_path):
     assert_tree(tmp_path / "d", small)
     # 8 HEADs one after the other take 3.2 s before the first GET; together 0.4 s, then the GETs 0.4 s
     assert [m for m, _ in link.requests].count("HEAD") == 8 and wall < 3.0, wall
+    assert link.most_waiting["HEAD"] >= 4, link.most_waiting      # the server saw them at once
