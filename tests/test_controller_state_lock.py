@@ -27,6 +27,13 @@ def test_a_second_controller_on_one_state_directory_is_refused_and_a_killed_ones
         fac.ctl.wait(timeout=10)
         fac.start_controller()                     # the kernel dropped the dead one's lock
         assert fac.cli("status", "--json").returncode == 0
+        new = tmp_path / "beamline" / "after"      # and it takes new work, which an agent copies
+        new.mkdir(parents=True)
+        (new / "a.h5").write_bytes(b"new work" * 1000)
+        fac.start_agents(1)
+        done = fac.cli("submit", str(new), f"{tmp_path}/central/", "--wait", "--json")
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "central" / "after" / "a.h5").read_bytes() == b"new work" * 1000
     finally:
         fac.stop()
     assert fac.tracebacks() == {}
