@@ -14,12 +14,21 @@ The rules (tests/test_access.py tables every one):
   reads "released".
 - What a caller may see, it may download. A service with a facility token is private: anonymous
   callers are asked to authenticate (401) everywhere but /healthz.
+- /metrics (request counts, bytes and latencies: the facility's monitoring, not the users') is
+  open to everyone only on a public service with no scrape guard. A scrape token
+  (controller.http_metrics_token, sent as a Bearer token, as Prometheus' `authorization` sends it)
+  or a request from an allowed address (controller.http_metrics_allow) opens it, and so do staff
+  and admin; configuring either guard closes it to everyone else, and a private service keeps it
+  from anonymous callers and plain users whether or not a guard is set (`may_read_metrics`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
+
+from domas.errors import ConfigError
 
 ROLES = ("anonymous", "user", "staff", "admin")
 PRIVILEGED = ("staff", "admin")
@@ -99,3 +108,50 @@ def search_scope(caller: Caller, member_of: Iterable[str]) -> Scope:
     if caller.role == "anonymous":
         return Scope(False)
     return Scope(False, tuple(sorted(set(member_of))))
+
+
+@dataclass(frozen=True)
+class MetricsGuard:
+    """Who may scrape /metrics besides staff and admin: the holder of `token` (when set) and any
+    client address inside `allow` (networks)."""
+
+    token: str = ""
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, token: str, allow: Iterable[str]) -> "MetricsGuard":
+        """From the configuration; an entry of `allow` that is no address or network is ConfigError."""
+        nets = []
+        for entry in allow:
+            try:
+                nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"controller.http_metrics_allow: {entry!r} is not an address or network "
+                                  "such as 10.0.0.7 or 10.0.0.0/24") from None
+        return cls(token, tuple(nets))
+
+    @classmethod
+    def of(cls, controller) -> "MetricsGuard":
+        """The guard [controller] configures (http_metrics_token, http_metrics_allow)."""
+        return cls.parse(controller.http_metrics_token, controller.http_metrics_allow)
+
+    @property
+    def set(self) -> bool:
+        return bool(self.token or self.allow)
+
+    def allows_address(self, host: str | None) -> bool:
+        try:
+            address = ipaddress.ip_address((host or "").strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.allow)
+
+
+def may_read_metrics(caller: Caller, *, private: bool, guarded: bool, scraper: bool) -> bool:
+    """May this request read /metrics? `guarded`: a scrape token or an address list is configured;
+    `scraper`: the request carries that token or comes from an allowed address."""
+    if scraper or caller.privileged:
+        return True
+    return not private and not guarded

@@ -283,8 +283,9 @@ class DataService:
     """The service's state and its blocking operations (run in worker threads by the routes)."""
 
     def __init__(self, catalogue: Catalogue, tiers: dict[str, str], token: str, now: Callable[[], float],
-                 users=None, oidc=None) -> None:
+                 users=None, oidc=None, metrics_guard: access.MetricsGuard = access.MetricsGuard()) -> None:
         self.catalogue, self.token, self.now, self.users, self.oidc = catalogue, token, now, users, oidc
+        self.metrics_guard = metrics_guard
         self.tiers = {name: root for name, root in tiers.items() if root}
         self.sessions: dict[str, tuple[Caller, float]] = {}     # portal logins: id -> (caller, expiry)
         self._verify_lock = threading.Lock()
@@ -333,17 +334,36 @@ class DataService:
         if self.users is not None and sid:
             self.users.end_session(sid)
 
-    def caller(self, request: Request) -> Caller:
+    def identify(self, request: Request) -> Caller:
         """Who sends this request: its Authorization header, else (GET and HEAD only: a session
         never authorises a change) its portal session cookie, else anonymous."""
         header = request.headers.get("authorization")
         safe = request.method in ("GET", "HEAD")
         session = None if header or not safe else self.session_caller(request)
-        who = session or self.caller_of(header)
+        return session or self.caller_of(header)
+
+    def caller(self, request: Request) -> Caller:
+        """Who sends this request (identify); 401 for anonymous callers of a private service."""
+        who = self.identify(request)
         if access.must_authenticate(who, bool(self.token)):
             raise Unauthenticated("this data service needs a token: send 'Authorization: Bearer <token>' "
                                   "(domas get --token or DOMAS_TOKEN)")
         return who
+
+    def check_metrics(self, request: Request) -> None:
+        """/metrics for this request, or 401/403 (access.may_read_metrics): the scrape token and the
+        allowed addresses are looked at before any other token, which could be nobody's."""
+        guard, header = self.metrics_guard, request.headers.get("authorization")
+        given = presented_token(header)
+        scraper = bool(guard.token and given and hmac.compare_digest(given.encode(), guard.token.encode())) or \
+            guard.allows_address(request.client.host if request.client else None)
+        who = ANONYMOUS if scraper else self.identify(request)
+        if access.may_read_metrics(who, private=bool(self.token), guarded=guard.set, scraper=scraper):
+            return
+        if who.role == "anonymous":
+            raise Unauthenticated("the metrics of this data service are for its monitoring: send the scrape token "
+                                  "(controller.http_metrics_token) as 'Authorization: Bearer <token>'")
+        raise PermissionDenied("the metrics of this data service are for its monitoring and staff")
 
     def team_of(self, ds: Dataset) -> tuple[str, ...]:
         """The dataset's team: its beamtime's PI and team and its proposal's PI."""
@@ -748,7 +768,7 @@ def document_auth(app: FastAPI, required: bool) -> None:
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.url.path == "/healthz"
+    return request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/metrics")
 
 
 def header_safe(text: str) -> str:

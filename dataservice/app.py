@@ -12,6 +12,7 @@ from domas import __version__
 from domas.catalogue import Catalogue
 
 from .api import DESCRIPTION, DataService, add_api, add_error_handlers, document_auth, refuse_cross_site
+from .access import MetricsGuard
 from .api_schema import ERRORS, Health
 from .httpedge import add_edge
 from .operator_api import add_operator_api
@@ -19,14 +20,15 @@ from .portal_routes import add_portal
 
 
 def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", users=None, oidc=None,
-               now: Callable[[], float] = time.time) -> FastAPI:
+               metrics_guard: MetricsGuard = MetricsGuard(), now: Callable[[], float] = time.time) -> FastAPI:
     """The data service over `catalogue`, reading files from `tiers` (name -> root URL); `users` is
-    the UserStore holding personal tokens (None: only the facility token identifies anyone)."""
-    svc = DataService(catalogue, tiers, token, now, users, oidc)
+    the UserStore holding personal tokens (None: only the facility token identifies anyone);
+    `metrics_guard` who may scrape /metrics besides staff (access.may_read_metrics)."""
+    svc = DataService(catalogue, tiers, token, now, users, oidc, metrics_guard)
     app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
                   redoc_url=None, dependencies=[Depends(refuse_cross_site)])
     app.state.service = svc
-    app.state.metrics = add_edge(app)
+    app.state.metrics = add_edge(app, svc.check_metrics)
     add_error_handlers(app)
     add_api(app, svc)
     add_portal(app, svc)

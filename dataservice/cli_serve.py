@@ -113,6 +113,9 @@ class DataServiceServer:
         from domas.catalogue import open_catalogue
         from .app import create_app
 
+        from .access import MetricsGuard
+
+        guard = MetricsGuard.of(cfg.controller)             # a mistake in it is told before anything opens
         host, port = parse_listen(listen or cfg.controller.http_listen, given=bool(listen))
         self.host, self.tiers = host, tiers_of(cfg)
         self.sock = bind(host, port)
@@ -132,7 +135,7 @@ class DataServiceServer:
         from .oidc import verifier_from
 
         app = create_app(self.catalogue, self.tiers, token=cfg.controller.token, users=self.users,
-                         oidc=verifier_from(cfg.controller))
+                         oidc=verifier_from(cfg.controller), metrics_guard=guard)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.sock.getsockname()[1]}/"
         server_class = _server_class() if own_signals else uvicorn.Server

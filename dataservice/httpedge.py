@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import time
 from html import escape
+from typing import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.staticfiles import StaticFiles
@@ -180,13 +181,14 @@ def _swagger_assets():
     return swagger_ui_bundle.swagger_ui_path
 
 
-def add_edge(app: FastAPI) -> ServiceMetrics:
-    """HEAD for every GET, /metrics, and /docs from local files (see the module docstring)."""
+def add_edge(app: FastAPI, metrics_guard: Callable[[Request], None] | None = None) -> ServiceMetrics:
+    """HEAD for every GET, /metrics (behind `metrics_guard`, which raises when the request may not
+    read them), and /docs from local files (see the module docstring)."""
     metrics = ServiceMetrics()
     app.add_middleware(HttpEdge, metrics=metrics)
     tidy_openapi(app)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_guard)] if metrics_guard else [])
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -236,6 +236,7 @@ async def start_http(cfg: Config, catalogue):
     """The data service on uvicorn, started in this event loop; returns (server, "host:port" bound)."""
     import uvicorn
 
+    from .dataservice.access import MetricsGuard
     from .dataservice.app import create_app
     from .dataservice.cli_serve import bind, parse_listen
     from .dataservice.oidc import verifier_from
@@ -243,7 +244,8 @@ async def start_http(cfg: Config, catalogue):
 
     app = create_app(catalogue, {"beamline": cfg.storage.beamline, "central": cfg.storage.central,
                                  "tape": cfg.storage.tape}, token=cfg.controller.token,
-                     users=UserStore.in_state_dir(cfg.state_path()), oidc=verifier_from(cfg.controller))
+                     users=UserStore.in_state_dir(cfg.state_path()), oidc=verifier_from(cfg.controller),
+                     metrics_guard=MetricsGuard.of(cfg.controller))
     host, port = parse_listen(cfg.controller.http_listen, given=False)      # what `domas serve` binds, alike
     sock = bind(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

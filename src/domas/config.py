@@ -150,6 +150,8 @@ class ControllerConfig:
     lease_seconds: float = 60.0
     oidc_issuer: str = ""            # OpenID Connect issuer URL the data service trusts for bearer JWTs
     oidc_audience: str = "domas"     # the `aud` those tokens must name
+    http_metrics_token: str = ""     # a bearer token that opens the data service's /metrics, and nothing else
+    http_metrics_allow: tuple[str, ...] = ()   # addresses/networks whose requests read /metrics with no token
     max_files_per_transfer: int = 1_000_000
     max_sources_per_transfer: int = 100_000
 
