@@ -69,7 +69,7 @@ from domas.transfer.storage import ReadHandle, resolve
 from . import access, delivery, portal
 from .access import ANONYMOUS, Caller
 from .api_schema import ERRORS, DatasetList, DatasetPage, ErrorOut, FileOut, Health
-from .httpedge import add_edge
+from .httpedge import CRASH_SENTENCE, add_edge
 from .oidc import looks_like_jwt
 
 log = logging.getLogger("domas.dataservice")
@@ -210,7 +210,7 @@ def client_sentence(err: DomasError, status: int) -> str:
         return "the catalogue cannot be used now; try again in a moment (the service's log says why)"
     if isinstance(err, StorageError):
         return "the storage behind this service failed; try again later (the service's log says why)"
-    return "the service failed to answer this request; try again later (the service's log says why)"
+    return CRASH_SENTENCE
 
 
 def status_for(err: DomasError) -> int:
@@ -815,6 +815,12 @@ def _error_response(request: Request, status: int, message: str, kind: str,
         for challenge in _CHALLENGES:
             resp.headers.append("WWW-Authenticate", challenge)
     return resp
+
+
+def crash_response(request: Request) -> Response:
+    """The answer to a request whose handling raised what no handler knows (httpedge logs it): the
+    shape of every other error, the sentence of any other failure of the service."""
+    return _error_response(request, 500, client_sentence(DomasError(), 500), DomasError().kind)
 
 
 def add_error_handlers(app: FastAPI) -> None:

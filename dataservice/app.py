@@ -11,7 +11,8 @@ from fastapi import Depends, FastAPI
 from domas import __version__
 from domas.catalogue import Catalogue
 
-from .api import DESCRIPTION, DataService, add_api, add_error_handlers, document_auth, refuse_cross_site
+from .api import (DESCRIPTION, DataService, add_api, add_error_handlers, crash_response, document_auth,
+                  refuse_cross_site)
 from .access import MetricsGuard
 from .api_schema import ERRORS, Health
 from .httpedge import add_edge
@@ -28,7 +29,7 @@ def create_app(catalogue: Catalogue, tiers: dict[str, str], *, token: str = "", 
     app = FastAPI(title="domas data service", version=__version__, description=DESCRIPTION, docs_url=None,
                   redoc_url=None, dependencies=[Depends(refuse_cross_site)])
     app.state.service = svc
-    app.state.metrics = add_edge(app, svc.check_metrics)
+    app.state.metrics = add_edge(app, svc.check_metrics, crash_response)
     add_error_handlers(app)
     add_api(app, svc)
     add_portal(app, svc)

@@ -12,6 +12,7 @@ import sys
 
 from domas.config import Config
 from domas.errors import ConfigError, PermissionDenied, UsageError
+from domas.logsafe import setup_logging
 
 SERVE_HELP = """\
 Serve the data service: the catalogue's datasets as a REST API (/api/v1, described at /docs), a small
@@ -164,6 +165,7 @@ class DataServiceServer:
 
 
 def run_serve(args: argparse.Namespace, cfg: Config) -> int:
+    setup_logging()       # one line per event (a request's failure: its traceback after it)
     served = DataServiceServer(cfg, args.listen)
     print(f"domas data service on {served.url} (API documentation: {served.url}docs); Ctrl-C stops it", flush=True)
     if not served.tiers:

@@ -22,6 +22,13 @@ docs served locally.
   depends on who asks: an embargoed file fetched with a session cookie, which a shared proxy
   would otherwise be free to keep, Last-Modified being there, and hand to the next caller).
   Browsers keep their own copy and revalidate it (ETag, 304); the stylesheet is public.
+- A request whose handling raises what no error handler knows (a bug, a record the catalogue
+  cannot read back) is answered as every other error is (`on_crash`: JSON {"error", "kind"} under
+  /api, the portal's page elsewhere; one sentence naming no server path and no exception text)
+  and logged once, with its traceback, in the service's log only. Starlette's own answer was a
+  plain-text "Internal Server Error", and uvicorn logged the traceback again. A response whose
+  first bytes are already sent cannot be replaced: it is left incomplete (the client sees a broken
+  transfer).
 - Security headers on every response (a route's own value is kept): X-Content-Type-Options:
   nosniff, Referrer-Policy: same-origin, X-Frame-Options: DENY, and a Content-Security-Policy
   that allows only this service's own files: the portal has no script at all and one stylesheet
@@ -32,6 +39,7 @@ docs served locally.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from html import escape
 from typing import Callable
@@ -40,6 +48,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.staticfiles import StaticFiles
+
+log = logging.getLogger("domas.dataservice")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DOCS = "/docs"
@@ -57,6 +67,14 @@ MAX_BODY = 16 * 1024 * 1024          # the largest request body (an operator's i
 
 class BodyTooLarge(Exception):
     """A request body went past MAX_BODY while it was read."""
+
+
+CRASH_SENTENCE = "the service failed to answer this request; try again later (the service's log says why)"
+
+
+def _crash_json() -> Response:
+    return Response(json.dumps({"error": CRASH_SENTENCE, "kind": "error"}), 500, media_type="application/json",
+                    headers={"X-Domas-Error": CRASH_SENTENCE})
 
 
 def _too_large_response() -> tuple[dict, dict]:
@@ -97,8 +115,9 @@ class HttpEdge:
     """ASGI middleware: HEAD as GET without a body, security headers, and one metrics observation
     per request."""
 
-    def __init__(self, app, metrics: ServiceMetrics, head_routes: tuple[str, ...] = ("/content",)) -> None:
-        self.app, self.metrics, self.head_routes = app, metrics, head_routes
+    def __init__(self, app, metrics: ServiceMetrics, on_crash: Callable[[Request], Response] | None = None,
+                 head_routes: tuple[str, ...] = ("/content",)) -> None:
+        self.app, self.metrics, self.on_crash, self.head_routes = app, metrics, on_crash, head_routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -140,10 +159,24 @@ class HttpEdge:
             if not answered[0]:                          # nothing sent yet: say why
                 for message in _too_large_response():
                     await edge_send(message)
+        except Exception:
+            log.exception("%s %s failed", method, scope["path"])        # the traceback: the log only
+            if not answered[0]:
+                await self._crashed(scope, receive, edge_send)
         finally:
             route = scope.get("route")
             self.metrics.observe(getattr(route, "path_format", None) or "unmatched", method, status[0], sent[0],
                                  time.perf_counter() - started)
+
+
+    async def _crashed(self, scope, receive, send) -> None:
+        """Answer a request whose handling raised (see the module docstring)."""
+        try:
+            response = self.on_crash(Request(scope)) if self.on_crash is not None else _crash_json()
+        except Exception:                                # the error page itself failed: the plain JSON
+            log.exception("the error answer to %s failed", scope["path"])
+            response = _crash_json()
+        await response(scope, receive, send)
 
 
 def tidy_openapi(app: FastAPI) -> None:
@@ -181,11 +214,13 @@ def _swagger_assets():
     return swagger_ui_bundle.swagger_ui_path
 
 
-def add_edge(app: FastAPI, metrics_guard: Callable[[Request], None] | None = None) -> ServiceMetrics:
+def add_edge(app: FastAPI, metrics_guard: Callable[[Request], None] | None = None,
+             on_crash: Callable[[Request], Response] | None = None) -> ServiceMetrics:
     """HEAD for every GET, /metrics (behind `metrics_guard`, which raises when the request may not
-    read them), and /docs from local files (see the module docstring)."""
+    read them), the answer to an unexpected exception (`on_crash`), and /docs from local files
+    (see the module docstring)."""
     metrics = ServiceMetrics()
-    app.add_middleware(HttpEdge, metrics=metrics)
+    app.add_middleware(HttpEdge, metrics=metrics, on_crash=on_crash)
     tidy_openapi(app)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_guard)] if metrics_guard else [])
