@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 from dataclasses import replace
@@ -58,6 +59,11 @@ def effective_config(cfg: Config, data_dir: str | None) -> tuple[Config, Path | 
 
     given = Path(cfg.config_file).resolve() if cfg.config_file else None
     explicit = given is not None and given != Path(UP_CONFIG).resolve()
+    if data_dir and cfg.data_dir:     # --data-dir moves what the file's data_dir placed, not what it names
+        old = Path(cfg.data_dir).expanduser()
+        cfg = replace(cfg, state_dir="" if cfg.state_dir == str(old / "state") else cfg.state_dir,
+                      storage=replace(cfg.storage, **{t: "" for t in ("beamline", "central", "tape")
+                                                      if getattr(cfg.storage, t) == str(old / t)}))
     d = Path(data_dir).resolve() if data_dir else Path(cfg.data_dir) if cfg.data_dir else (
         None if explicit else Path("domas-data").resolve())
     tiers = {t: getattr(cfg.storage, t) or (str(d / t) if d else "") for t in ("beamline", "central", "tape")}
@@ -258,9 +264,9 @@ async def start_http(cfg: Config, catalogue):
 def banner(cfg: Config, instance: Path | None, ctl, agent_port: int, http_listen: str) -> None:
     drop = Path(cfg.storage.beamline) / "<Beamline>/<YYYYMM>/Data/<BeamtimeID>/raw/"
     if instance is not None and instance.parent == Path("domas-data").resolve():
-        cat = f"domas catalogue find      (run here, or with --config {instance})"
+        cat = f"domas catalogue find      (run here, or with --config {shlex.quote(str(instance))})"
     else:
-        cat = f"domas --config {instance or cfg.config_file} catalogue find"
+        cat = f"domas --config {shlex.quote(str(instance or cfg.config_file))} catalogue find"
     c = cfg.controller
     tls = " (TLS)" if c.tls_cert else ""
     metrics = f"http://{shown_host(c.metrics_listen)}:{ctl.metrics_port}/metrics"
