@@ -4,7 +4,8 @@ Catalogue dataset paths are relative to every tier root (a dataset /B1/202611/Da
 <tier root>/B1/202611/Data/BT1/raw on each tier). One walk of the tier (or of the part of it given)
 through the Storage interface (local or root://) lists what is there; each file goes to the dataset
 whose directory holds it, files outside every dataset are reported as not catalogued, and each
-dataset is compared with `reconcile_tier` (pure). Hidden part files of copies in flight are skipped.
+dataset is compared with `reconcile_tier` (pure). Hidden part files of copies in flight, and the
+tier's marker file at its root (controller/tiers.py), are skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from domas.catalogue.reconcile import DiskEntry, ReconcileReport, reconcile_tier
 from domas.config import StorageConfig
 from domas.errors import NotFound, UsageError
 from domas.transfer.filesum import read_adler32
-from domas.transfer.parts import PART_SUFFIX
+from domas.transfer.parts import PART_SUFFIX, TIER_MARKER
 from domas.transfer.storage import resolve
 
 TIERS = ("beamline", "central", "tape")
@@ -64,6 +65,8 @@ def reconcile_on_tier(cat: Catalogue, storage: StorageConfig, tier: str, prefix:
         if e.is_dir or e.is_link or name.endswith(PART_SUFFIX):
             continue
         rel = "/" + e.path[len(base):].strip("/")
+        if rel == "/" + TIER_MARKER:        # the controller's own, not a file of anyone's
+            continue
         owner = _owner(rel, datasets)
         url = root.rstrip("/") + rel
         entry_for = lambda inner: DiskEntry(inner, e.size, read_adler32(url) if checksum else None)  # noqa: E731

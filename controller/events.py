@@ -161,6 +161,14 @@ class DestinationVerified:
 
 
 @dataclass(frozen=True, slots=True)
+class TiersDown:
+    """The storage roots (URLs) that are down now (controller/tiers.py): no lease reads or writes a
+    file under one of them until a later TiersDown leaves it out; leases held there are revoked."""
+
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CancelTransfer:
     transfer_id: str
     reason: str = ""

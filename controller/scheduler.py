@@ -13,7 +13,9 @@ Invariants:
   read its chunk back where it wrote it) or the storage server's; the controller never reads data.
 - A report changes state at most once: a repeated report_id, a report for a closed lease or for
   a finished file is a Duplicate; a report that does not match its lease is Rejected.
-- A lease is granted only when both endpoints are under their AIMD limit and their breakers allow.
+- A lease is granted only when both endpoints are under their AIMD limit and their breakers allow,
+  and neither the source nor the destination lies under a storage root that is down (TiersDown):
+  an NFS tier that is not mounted is an empty directory, and nothing may be written into it.
 - One destination is written by one file at a time: two unfinished transfers may name the same
   destination (a resubmission after a controller crash, a rewritten source submitted again), and
   both would write the one part file; chunks written after the first file's rename would land in
@@ -69,6 +71,7 @@ class Scheduler:
         self._rotation = 0
         self._writing: dict[str, File] = {}          # destination -> the started file that writes it
         self._waiting: dict[str, list[File]] = {}    # destination -> queued files waiting for it
+        self._down: tuple[str, ...] = ()             # storage roots down now, each ending in "/"
         self.leases_granted = 0
         self._active = 0                   # leases in state L_ACTIVE
         self.errors: dict[str, int] = {}
@@ -78,6 +81,7 @@ class Scheduler:
             ev.AgentHeartbeat: self._heartbeat, ev.LeaseRequested: self._requested,
             ev.ChunkReported: self._reported, ev.AgentLost: self._lost, ev.Tick: self._tick,
             ev.DestinationVerified: self._verified, ev.CancelTransfer: self._cancel,
+            ev.TiersDown: self._tiers_down,
         }
 
     # -- entry point ---------------------------------------------------------------------------
@@ -263,7 +267,7 @@ class Scheduler:
             if f.prog is not p or p.done[index] or index in p.leased:
                 heapq.heappop(rq)
                 continue
-            if not self._gate(p.eps, now):
+            if not self._gate(p.eps, now) or self._on_down_tier(f):
                 return _BLOCKED
             heapq.heappop(rq)
             return f, index
@@ -275,7 +279,7 @@ class Scheduler:
             if f.state != ACTIVE or p.cursor >= p.n:
                 t.opening.popleft()
                 continue
-            if not self._gate(p.eps, now):
+            if not self._gate(p.eps, now) or self._on_down_tier(f):
                 return _BLOCKED
             p.cursor += 1
             return f, p.cursor - 1
@@ -291,7 +295,7 @@ class Scheduler:
                 t.next_file += 1
                 continue
             eps = self._eps(f)
-            if not self._gate(eps, now):
+            if not self._gate(eps, now) or self._on_down_tier(f):
                 return _BLOCKED
             t.next_file += 1
             self._start(f, eps, dst)
@@ -315,6 +319,22 @@ class Scheduler:
             if e.inflight >= e.limit.slots or not e.breaker.allow(now):
                 return False
         return True
+
+    def _on_down_tier(self, f: File) -> bool:
+        return bool(self._down) and (f.dst.startswith(self._down) or f.src.startswith(self._down))
+
+    def _tiers_down(self, e: ev.TiersDown, now: float, out: list) -> None:
+        """Hold back every chunk under a root that is down; the leases held there now are revoked
+        and their chunks queued again without counting a failure (they run when the root is back)."""
+        self._down = tuple(r.rstrip("/") + "/" for r in e.roots)
+        if not self._down:
+            return
+        revoked: dict[str, list[str]] = {}
+        for lease in [x for x in self._leases.values() if x.state == L_ACTIVE and self._on_down_tier(x.file)]:
+            revoked.setdefault(lease.agent, []).append(lease.id)
+            self._expire(lease, now, False, out)
+        for agent, ids in revoked.items():
+            out.append(ev.RevokeLeases(agent, tuple(ids)))
 
     def _start(self, f: File, eps: tuple, dst: str = "") -> None:
         f.prog = Progress(chunk_count(f.size, f.t.spec.chunk_size), eps)
@@ -531,6 +551,9 @@ class Scheduler:
             t = self._transfers.get(tid)
             f = t.files[fid - t.first_id] if t else None
             if f is not None and f.state == VERIFYING:
+                if self._on_down_tier(f):       # checked once its root is back
+                    heapq.heappush(due, (now + 1.0, tid, fid))
+                    continue
                 out.append(self._finalize_action(f))
 
     def _expire(self, lease: Lease, now: float, counted: bool, out: list) -> None:
@@ -567,6 +590,8 @@ class Scheduler:
         if e.error_kind == "source_changed" and e.observed is not None:
             self.errors["source_changed"] = self.errors.get("source_changed", 0) + 1
             self._reset(f, "source_changed", e.error_message, now, out, *e.observed)
+        elif e.error_kind and self._on_down_tier(f):   # its root went away under the check: not the
+            heapq.heappush(self._verify_due, (now + 1.0, t.id, f.id))     # file's fault, checked once back
         elif e.error_kind:
             self.errors[e.error_kind] = self.errors.get(e.error_kind, 0) + 1
             f.prog.verify_tries += 1

@@ -150,6 +150,7 @@ async def _start(cfg: Config, listen: str, state_dir: Path, metrics_listen: str,
                                       ("grpc.keepalive_permit_without_calls", 1)])
     pb_grpc.add_ControllerServicer_to_server(service, server)
     port = _bind(server, listen, cfg)
+    await service.probe_tiers_once()       # no lease into a tier that is not mounted, from the first one
     await server.start()
     try:
         metrics, metrics_port = serve_metrics(metrics_listen or cfg.controller.metrics_listen,

@@ -26,7 +26,7 @@ from domas.controller import events as ev
 from domas.controller.rpc_errors import KIND_KEY
 from domas.controller.scheduler import Scheduler, unfinished_in
 from domas.controller.state import StateStore
-from domas.controller.tiers import TierHealth, probe_root, tier_label
+from domas.controller.tiers import MARKER, PROBE_TIMEOUT, TierHealth, probe_root, tier_label
 from domas.errors import AlreadyEnded, DomasError, InvalidMessage, NotFound, TransientError, Unsupported
 from domas.transfer import filecore, validate
 from domas.transfer.expand import expand
@@ -196,7 +196,9 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
         self._stale_since, self._told = 0.0, False           # while stale: since when, and whether it was logged
-        self._tiers = [TierHealth(tier_label(r), r.location.url) for r in self.roots]   # see controller/tiers.py
+        markers = store.tier_markers()
+        self._tiers = [TierHealth(tier_label(r), r.location.url, marker=markers.get(r.location.url, ""),
+                                  marks=r.key.startswith("storage.")) for r in self.roots]   # see controller/tiers.py
         self._probe_pool = ThreadPoolExecutor(max_workers=min(4, len(self._tiers)), thread_name_prefix="domas-tier-probe")
         self.latest: dict = {}
         self._publish()                                     # for the metrics thread
@@ -257,6 +259,7 @@ class ControllerService(pb_grpc.ControllerServicer):
             old = self.s
             self.s = Scheduler.restore(specs, files, chunks, config=old.cfg, rng=old.rng,
                                        epoch=self.store.epoch, next_file_id=next_file_id)
+            self.s.on_event(self._tiers_down(), self.clock())     # no lease yet: nothing to route
         except Exception as e:      # noqa: BLE001
             t = time.monotonic()
             if not self._told and t - self._stale_since >= 5.0:      # once per outage, not once per try
@@ -293,10 +296,11 @@ class ControllerService(pb_grpc.ControllerServicer):
                 batch = convert.batch_to_pb(grants.get(agent, []), revokes.get(agent, []), now)
                 queue.put_nowait(pb.LeasesResponse(batch=batch))
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _finalize(self, actions: list[ev.FinalizeFile]) -> None:
         loop = asyncio.get_running_loop()
@@ -342,19 +346,60 @@ class ControllerService(pb_grpc.ControllerServicer):
         for h in self._tiers:
             if h.check_hung(now):
                 log.warning("storage tier %s (%s) is down: %s", h.tier, h.url, h.reason)
+                self._held_back()
             if h.due(now):
                 h.started(now)
                 self._spawn(self._probe(h))
 
-    async def _probe(self, h: TierHealth) -> None:
-        ok, why = await asyncio.get_running_loop().run_in_executor(self._probe_pool, probe_root, h.url)
+    async def probe_tiers_once(self, timeout: float = PROBE_TIMEOUT) -> None:
+        """Every tier probed before the first lease (the server's start): a tier that is not
+        mounted gets no lease even from agents that were waiting to reconnect. A probe with no
+        answer within `timeout` leaves its tier down."""
         now = self.clock()
+        probes = []
+        for h in self._tiers:
+            if h.due(now):
+                h.started(now)
+                probes.append(self._spawn(self._probe(h)))
+        if probes:
+            await asyncio.wait(probes, timeout=timeout)
+        now = max(self.clock(), now + timeout)
+        for h in self._tiers:
+            if h.check_hung(now):
+                log.warning("storage tier %s (%s) is down: %s", h.tier, h.url, h.reason)
+        self._held_back()
+
+    def _tiers_down(self) -> ev.TiersDown:
+        return ev.TiersDown(tuple(h.url for h in self._tiers if h.up is False))
+
+    def _held_back(self) -> None:
+        """The scheduler holds back every chunk under a tier that is down (and revokes leases there)."""
+        try:
+            self.event(self._tiers_down())
+        except TransientError:
+            pass            # not stored: the rebuild (`_recover`) passes the tiers that are down again
+
+    async def _probe(self, h: TierHealth) -> None:
+        ok, why, marker = await asyncio.get_running_loop().run_in_executor(self._probe_pool, probe_root, h.url,
+                                                                           h.marker, h.marks)
+        now = self.clock()
+        if ok and marker and not h.marker:
+            try:
+                self.store.record_tier_marker(h.url, marker, now)
+                h.marker = marker
+                log.info("storage tier %s (%s) carries the marker %s (id %s); from now on it is down whenever "
+                         "that file is not there", h.tier, h.url, MARKER, marker)
+            except Exception as e:      # noqa: BLE001 - sqlite3 errors of any kind: recorded at a later probe
+                log.warning("the marker of storage tier %s could not be recorded (%s: %s); tried again at the "
+                            "next probe", h.tier, type(e).__name__, e)
         was_down = h.down_seconds(now) - h.down_closed
         if h.observe(ok, now, why):
             if ok:
                 log.warning("storage tier %s (%s) is back after %.0f s down", h.tier, h.url, was_down)
             else:
-                log.warning("storage tier %s (%s) is down: %s", h.tier, h.url, why)
+                log.warning("storage tier %s (%s) is down: %s; nothing is read from or written to it until it "
+                            "is back", h.tier, h.url, why)
+            self._held_back()
 
     def _sweep_parts(self) -> None:
         """Directories finalized into lately get their orphan part files removed (a hung agent's
@@ -498,7 +543,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         try:
             files, skipped = await loop.run_in_executor(self._pool, _plan_files, list(request.sources),
                                                         request.destination, request.options.overwrite,
-                                                        self.roots, self.limits.max_files, self.private)
+                                                        self.roots, self.limits.max_files, self.private,
+                                                        self._tiers_down().roots)
         except DomasError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         _freeze_when_done(len(files))
@@ -637,12 +683,13 @@ def _report_request(request: pb.ReportResultsRequest) -> None:
 
 
 def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Sequence[Root],
-                max_files: int, private: Sequence[str] = ()) -> tuple[list[ev.FileSpec], int]:
+                max_files: int, private: Sequence[str] = (), down: Sequence[str] = ()) -> tuple[list[ev.FileSpec], int]:
     """Blocking: expand sources as `domas copy` lays them out (at most `max_files` entries), check
     that every source and destination resolves inside a root (symlinks included), create empty
     destination dirs, and leave out files whose destination is up to date unless `overwrite`.
-    Nothing inside a `private` directory is read or written. Returns (files, skipped). Nothing is
-    created before every check has passed."""
+    Nothing inside a `private` directory is read or written, nor anything under a root that is
+    `down` (its files are queued and held back until it is back; its empty directories are made by
+    no one). Returns (files, skipped). Nothing is created before every check has passed."""
     guard = Confinement(roots, private)
     for i, src in enumerate(sources):
         guard.check_real(normalise(src), f"source {i + 1}")
@@ -651,8 +698,10 @@ def _plan_files(sources: list[str], destination: str, overwrite: bool, roots: Se
     if plan.problems and not plan.jobs:
         raise plan.problems[0][1]
     _confine(plan, guard)
+    held = tuple(r.rstrip("/") + "/" for r in down)
     for store, path in plan.dirs:
-        store.makedirs(path)
+        if not (store.url(path).rstrip("/") + "/").startswith(held or ("\0",)):
+            store.makedirs(path)
     jobs = plan.jobs if overwrite else [j for j in plan.jobs if not _up_to_date(j)]
     files = [ev.FileSpec(j.src_url, j.dst_url, j.src_stat.size, j.src_stat.exact_mtime_ns(), j.src_stat.version())
              for j in jobs]

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS staged (transfer_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS chunks (
     file_id INTEGER NOT NULL, idx INTEGER NOT NULL, adler32 INTEGER NOT NULL, xxh3 INTEGER NOT NULL,
     length INTEGER NOT NULL, PRIMARY KEY (file_id, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tier_markers (url TEXT PRIMARY KEY, marker TEXT NOT NULL, recorded_at REAL NOT NULL);
 """
 
 _BUSY_MS = 2000         # see StateStore.__init__
@@ -246,6 +247,16 @@ class StateStore:
         """One above the highest file id ever stored, finished transfers included (restore needs it)."""
         with self._lock:
             return self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM files").fetchone()[0]
+
+    def tier_markers(self) -> dict[str, str]:
+        """{tier root URL: the id of the marker file written there} (controller/tiers.py)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT url, marker FROM tier_markers"))
+
+    def record_tier_marker(self, url: str, marker: str, now: float) -> None:
+        """Remember the marker a tier root holds: from now on the tier is up only while it holds it."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO tier_markers VALUES (?, ?, ?)", (url, marker, now))
 
     def transfer_by_request(self, request_id: str) -> str | None:
         row = self._db.execute("SELECT id FROM transfers WHERE request_id=?", (request_id,)).fetchone()

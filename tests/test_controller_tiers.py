@@ -49,10 +49,10 @@ def test_a_first_probe_that_fails_is_an_outage():
 
 def test_probe_root_wants_a_directory(tmp_path):
     (tmp_path / "file").write_text("x")
-    assert probe_root(str(tmp_path)) == (True, "")
-    ok, why = probe_root(str(tmp_path / "missing"))
+    assert probe_root(str(tmp_path)) == (True, "", "")
+    ok, why, _ = probe_root(str(tmp_path / "missing"))
     assert not ok and "missing" in why
-    ok, why = probe_root(str(tmp_path / "file"))
+    ok, why, _ = probe_root(str(tmp_path / "file"))
     assert not ok and "not a directory" in why
 
 

@@ -14,6 +14,7 @@ import os
 import posixpath
 
 PART_SUFFIX = ".domas-part"
+TIER_MARKER = ".domas-tier"     # at a storage tier's root: the controller's proof it is mounted (controller/tiers.py)
 _NAME_MAX = 255
 
 
