@@ -75,7 +75,7 @@ CREATE INDEX IF NOT EXISTS datasets_beamtime_nocase ON datasets(beamtime COLLATE
 CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, created_at, embargo_end, state);
 """
-_SEARCH_VERSION = 2             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key
+_SEARCH_VERSION = 3             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key; 3: + prefix index
 COUNT_CACHE_SIZE = 256
 COUNT_CACHE_SECONDS = 60
 _RECENT_MAX = 100_000          # the most datasets a free-text page tries first (sqlite_facets.recent_window)
