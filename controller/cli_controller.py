@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--force", action="store_true", help="copy even files whose destination is up to date")
     s.add_argument("--wait", action="store_true", help="wait until the transfer finishes")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--retry-for", type=_seconds, default=SUBMIT_PATIENCE, metavar="SECONDS",
+                   help="while the controller cannot be reached or is restarting, ask again this long, with the "
+                        f"same request id so that the transfer is queued once (default {SUBMIT_PATIENCE:g})")
+    s.add_argument("--request-id", type=_request_id, metavar="ID",
+                   help="the submission's identity (default: a new one); a controller that already queued it "
+                        "answers with that transfer instead of queuing it again")
     s.set_defaults(handler=run_submit)
 
     st = sub.add_parser("status", help="show transfers on the controller")
@@ -82,11 +88,17 @@ def run_controller(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _address(args: argparse.Namespace, cfg: Config) -> str:
+    from domas.channel import controller_address
+
+    return controller_address(args.controller, cfg.agent.controller)
+
+
 def _stub(args: argparse.Namespace, cfg: Config):
-    from domas.channel import auth_metadata, controller_address, make_sync_channel
+    from domas.channel import auth_metadata, make_sync_channel
     from domas.v1 import domas_pb2_grpc as pb_grpc
 
-    address = controller_address(args.controller, cfg.agent.controller)
+    address = _address(args, cfg)
     channel = make_sync_channel(address, cfg.agent.tls_ca)
     return pb_grpc.ControllerStub(channel), auth_metadata(cfg.controller.token), address
 
@@ -102,37 +114,113 @@ def _call(fn, request, md, address: str):
         raise error_from_rpc(e, address) from None
 
 
+SUBMIT_PATIENCE = 120.0     # seconds `domas submit` keeps asking a controller that is away
+
+
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= n <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    return n
+
+
+def _request_id(text: str) -> str:
+    if not 1 <= len(text) <= 128 or not text.isprintable() or not text.isascii():
+        raise argparse.ArgumentTypeError("must be 1 to 128 printable ASCII characters")
+    return text
+
+
+def _patiently(call, patience: float, gave_up):
+    """`call()` until it answers. A retriable failure (the controller unreachable, restarting, or its
+    store busy) is tried again after a full-jitter backoff (0.2 s doubling to 5 s, a fresh channel
+    each time) until `patience` seconds have passed since the first failure; then `gave_up(tries,
+    last error)` is raised. Any other failure is raised at once."""
+    import random
+
+    from domas.errors import DomasError
+    from domas.retry import backoff_delay
+
+    rng, first, tries = random.Random(), None, 0
+    while True:
+        try:
+            return call()
+        except DomasError as e:
+            if not e.retriable:
+                raise
+            tries += 1
+            now = time.monotonic()
+            first = now if first is None else first
+            left = patience - (now - first)
+            if left <= 0:
+                raise gave_up(tries, e) from None
+            time.sleep(min(left, backoff_delay(tries, 0.2, 5.0, rng)))
+
+
 def run_submit(args: argparse.Namespace, cfg: Config) -> int:
     import uuid
 
-    from domas.errors import UsageError
+    from domas.errors import ControllerUnavailable, UsageError
     from domas.v1 import domas_pb2 as pb
 
     if len(args.paths) < 2:
         raise UsageError("give at least one source and a destination")
-    stub, md, address = _stub(args, cfg)
     opts = pb.TransferOptions(chunk_size=parse_size_flag(args.chunk_size, "--chunk-size") if args.chunk_size else 0,
                               verify=pb.VERIFY_MODE_NONE if args.verify == "none" else pb.VERIFY_MODE_FULL,
                               overwrite=args.force)
+    rid = args.request_id or uuid.uuid4().hex      # one id for every try: the controller queues it once
     req = pb.SubmitTransferRequest(sources=args.paths[:-1], destination=args.paths[-1], beamline=args.beamline,
-                                   priority=args.priority, options=opts, request_id=uuid.uuid4().hex)
-    resp = _call(stub.SubmitTransfer, req, md, address)
+                                   priority=args.priority, options=opts, request_id=rid)
+    address = _address(args, cfg)
+
+    def submit():
+        stub, md, _ = _stub(args, cfg)
+        return _call(stub.SubmitTransfer, req, md, address)
+
+    def gave_up(tries: int, e) -> ControllerUnavailable:
+        return ControllerUnavailable(
+            f"the controller at {address} did not take the transfer in {args.retry_for:g} s ({tries} tries; last: "
+            f"{e}); it may or may not be queued, so run the same command again with --request-id {rid}, which "
+            "queues it at most once")
+
+    resp = _patiently(submit, args.retry_for, gave_up)
     if not args.wait:
         print(json.dumps({"transfer_id": resp.transfer_id, "files": resp.files, "bytes": resp.bytes,
                           "skipped": resp.skipped})
               if args.json else resp.transfer_id)
         return 0
-    t = _wait_until_ended(stub, md, address, resp.transfer_id)
+    t = _wait_until_ended(args, cfg, resp.transfer_id, args.retry_for)
     _print_transfer(t, args.json)
     return 0 if t.state == pb.TRANSFER_STATE_DONE else 1
 
 
-def _wait_until_ended(stub, md, address: str, transfer_id: str, every: float = 0.5):
-    """Poll GetStatus until the transfer is done, failed or cancelled; returns its final status."""
+def _wait_until_ended(args, cfg: Config, transfer_id: str, patience: float = SUBMIT_PATIENCE, every: float = 0.5):
+    """Poll GetStatus until the transfer is done, failed or cancelled; returns its final status. A
+    controller that restarts meanwhile is asked again (`_patiently`)."""
+    from domas.errors import ControllerUnavailable
     from domas.v1 import domas_pb2 as pb
 
+    address = _address(args, cfg)
+    stub = None
+
+    def status():
+        nonlocal stub
+        stub = stub or _stub(args, cfg)
+        try:
+            return _call(stub[0].GetStatus, pb.GetStatusRequest(transfer_id=transfer_id), stub[1], address).transfer
+        except Exception:
+            stub = None             # a fresh channel for the next try
+            raise
+
+    def gave_up(tries: int, e) -> ControllerUnavailable:
+        return ControllerUnavailable(f"the controller at {address} has not answered for {patience:g} s ({tries} "
+                                     f"tries; last: {e}); transfer {transfer_id} goes on there: see "
+                                     f"domas status {transfer_id}")
+
     while True:
-        t = _call(stub.GetStatus, pb.GetStatusRequest(transfer_id=transfer_id), md, address).transfer
+        t = _patiently(status, patience, gave_up)
         if t.state in (pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE_CANCELLED):
             return t
         time.sleep(every)
@@ -147,7 +235,7 @@ def run_status(args: argparse.Namespace, cfg: Config) -> int:
 
         raise UsageError("--wait needs a transfer id: domas status ID --wait")
     if args.wait:
-        _wait_until_ended(stub, md, address, args.transfer)
+        _wait_until_ended(args, cfg, args.transfer)
     if not args.transfer:
         resp = _call(stub.ListTransfers, pb.ListTransfersRequest(page_size=50), md, address)
         for t in resp.transfers:

@@ -192,6 +192,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="domas-controller")
         self._workers = workers
         self._streams: dict[str, asyncio.Queue] = {}
+        self._submitting: dict[str, asyncio.Event] = {}     # request ids being planned now
         self._tasks: set[asyncio.Task] = set()
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
@@ -387,7 +388,7 @@ class ControllerService(pb_grpc.ControllerServicer):
             try:
                 self.store.record_tier_marker(h.url, marker, now)
                 h.marker = marker
-                log.info("storage tier %s (%s) carries the marker %s (id %s); from now on it is down whenever "
+                log.debug("storage tier %s (%s) carries the marker %s (id %s); from now on it is down whenever "
                          "that file is not there", h.tier, h.url, MARKER, marker)
             except Exception as e:      # noqa: BLE001 - sqlite3 errors of any kind: recorded at a later probe
                 log.warning("the marker of storage tier %s could not be recorded (%s: %s); tried again at the "
@@ -529,14 +530,24 @@ class ControllerService(pb_grpc.ControllerServicer):
     # -- clients -----------------------------------------------------------------------------------
 
     async def SubmitTransfer(self, request, context):
+        """A request id already queued answers with its transfer; one still being planned (a client
+        that gave up waiting and asked again) is waited for, so it is never planned twice."""
         await self._admit(context, validate.submit, request, self.roots, self.limits)
-        if request.request_id:
-            existing = self.store.transfer_by_request(request.request_id)
+        rid = request.request_id
+        while rid in self._submitting:
+            await self._submitting[rid].wait()
+        if rid:
+            existing = self.store.transfer_by_request(rid)
             if existing:
                 t = self.store.transfer(existing)
                 return pb.SubmitTransferResponse(transfer_id=existing, files=t["files_total"], bytes=t["bytes_total"])
-        with _collector_paused():
-            return await self._submit(request, context)
+            self._submitting[rid] = asyncio.Event()
+        try:
+            with _collector_paused():
+                return await self._submit(request, context)
+        finally:
+            if rid:
+                self._submitting.pop(rid).set()
 
     async def _submit(self, request, context):
         loop = asyncio.get_running_loop()

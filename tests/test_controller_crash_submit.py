@@ -33,8 +33,9 @@ def _tree(root: Path, n: int, prefix: str = "f") -> Path:
 
 
 def _kill_while_staging(fac: Facility, src: Path) -> subprocess.CompletedProcess:
-    """Submit `src` and kill -9 the controller once the submission's file rows are being written."""
-    sub = fac.submit(src)
+    """Submit `src` and kill -9 the controller once the submission's file rows are being written;
+    the client tries once (--retry-for 0), so the cut is seen as the user of one call sees it."""
+    sub = fac.submit(src, "--retry-for", "0")
     deadline = time.monotonic() + 60
     while True:             # a tight poll: the rows of 20 000 files are written within ~0.2 s
         assert sub.poll() is None, "the submission ended before its rows were seen being written"
