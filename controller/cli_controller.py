@@ -8,6 +8,7 @@ import time
 
 from domas.config import Config, parse_size_flag
 from domas.logsafe import setup_logging
+from domas.transfer.validate import MAX_PRIORITY
 
 CONTROLLER_HELP = """\
 Run the controller: it queues transfers, hands chunks to agents as leases over gRPC, folds the
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then the destination")
     s.add_argument("--controller", help="controller address host:port")
     s.add_argument("--beamline", default="", help="owning beamline (fair share is per beamline)")
-    s.add_argument("--priority", type=int, default=0, help="higher runs first within the beamline")
+    s.add_argument("--priority", type=priority, default=0,
+                   help=f"higher runs first within the beamline (-{MAX_PRIORITY} to {MAX_PRIORITY}, default 0)")
     s.add_argument("--chunk-size", help="chunk size, e.g. 8MiB")
     s.add_argument("--verify", choices=["default", "none"], default="default")
     s.add_argument("--force", action="store_true", help="copy even files whose destination is up to date")
@@ -112,6 +114,17 @@ def _call(fn, request, md, address: str):
         return fn(request, metadata=md, timeout=60)
     except grpc.RpcError as e:
         raise error_from_rpc(e, address) from None
+
+
+def priority(text: str) -> int:
+    """--priority: a whole number the controller takes (argparse reports anything else, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -MAX_PRIORITY <= n <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {text}")
+    return n
 
 
 SUBMIT_PATIENCE = 120.0     # seconds `domas submit` keeps asking a controller that is away
