@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 
-from domas.config import Config, parse_size_flag
+from domas.config import GiB, KiB, Config, parse_size_flag
 from domas.errors import DomasError, TransferFailed, UsageError
 from domas.loop import run_async
-from domas.transfer.filesum import file_checksum
 
 COPY_HELP = """\
 Copy files or directory trees, verified, many chunks in parallel, resumable.
@@ -72,9 +71,11 @@ def stream_count(text: str) -> int:
 
 
 def copy_config(args: argparse.Namespace, cfg: Config) -> Config:
-    return cfg.with_copy(streams=args.streams,
-                         chunk_size=parse_size_flag(args.chunk_size, "--chunk-size") if args.chunk_size else None,
-                         verify=args.verify, resume=False if args.no_resume else None)
+    chunk = parse_size_flag(args.chunk_size, "--chunk-size") if args.chunk_size else None
+    if chunk is not None and not 4 * KiB <= chunk <= GiB:      # the flag is wrong, not the file (exit 2, not 78)
+        raise UsageError(f"--chunk-size: must be between 4KiB and 1GiB, got {args.chunk_size}")
+    return cfg.with_copy(streams=args.streams, chunk_size=chunk, verify=args.verify,
+                         resume=False if args.no_resume else None)
 
 
 def run_copy(args: argparse.Namespace, cfg: Config) -> int:
@@ -125,6 +126,8 @@ def checksum_line(hexsum: str, name: str) -> str:
 
 
 def run_checksum(args: argparse.Namespace, cfg: Config) -> int:
+    from domas.transfer.filesum import file_checksum   # here: `domas get` (which imports this module) starts without it
+
     if "" in args.paths:
         raise UsageError("a path is empty (''); give files or URLs")
     status = 0
