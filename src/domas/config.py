@@ -9,11 +9,12 @@ Every invalid value raises ConfigError naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 from domas.errors import ConfigError, UsageError
 
@@ -23,6 +24,8 @@ GiB = 1024 * MiB
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB,
                "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
+_MAX_NUMBER = (1 << 63) - 1           # past this no size or duration is meant (and int64 fields overflow)
+_MAX_DURATION = 1000 * 365 * 86400.0
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -34,10 +37,12 @@ def parse_size(value: str | int, key: str = "size") -> int:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
         if not m or m.group(2).lower() not in _SIZE_UNITS:
             raise ConfigError(f"{key}: {value!r} is not a size (examples: 8MiB, 512k, 1048576)")
-        n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        n = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
     if n <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
-    return n
+    if n > _MAX_NUMBER:
+        raise ConfigError(f"{key}: {_shown(value)} is too large to be a size")
+    return int(n)
 
 
 def parse_size_flag(value: str, flag: str) -> int:
@@ -51,7 +56,7 @@ def parse_size_flag(value: str, flag: str) -> int:
 def parse_duration(value: str | int | float, key: str = "duration") -> float:
     """'7d', '12h', '30m', '5s', 90 -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        secs = float(value)
+        secs = float(value) if abs(value) <= _MAX_NUMBER else math.inf
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]?)\s*", str(value))
         if not m or m.group(2).lower() not in _DURATION_UNITS:
@@ -59,7 +64,15 @@ def parse_duration(value: str | int | float, key: str = "duration") -> float:
         secs = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
     if secs < 0:
         raise ConfigError(f"{key}: must not be negative, got {value!r}")
+    if not secs <= _MAX_DURATION:      # nan, inf, or past any clock
+        raise ConfigError(f"{key}: {_shown(value)} is not a duration of at most 1000 years")
     return secs
+
+
+def _shown(value: object) -> str:
+    """A value for an error sentence, cut short if it is long (a size of 400 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def default_streams(cpu_count: int | None = None) -> int:
@@ -218,7 +231,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
 
-    def with_copy(self, **changes: Any) -> "Config":
+    def with_copy(self, **changes: object) -> "Config":
         new = replace(self, copy=replace(self.copy, **{k: v for k, v in changes.items() if v is not None}))
         new.copy.validate()
         return new
@@ -240,7 +253,7 @@ _DURATION_KEYS = {"policy.beamline_retention", "policy.central_retention", "poli
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def _endpoints(value: Any) -> tuple[tuple[str, str], ...]:
+def _endpoints(value: object) -> tuple[tuple[str, str], ...]:
     """[storage.endpoints] as a TOML table, or DOMAS_STORAGE_ENDPOINTS="name=url,name2=url2"."""
     if isinstance(value, str):
         pairs = [item.partition("=")[::2] for item in value.split(",") if item.strip()]
@@ -255,7 +268,7 @@ def _endpoints(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
-def _coerce(key: str, value: Any, current: Any) -> Any:
+def _coerce(key: str, value: object, current: object) -> object:
     if key == "storage.endpoints":
         return _endpoints(value)
     if key in _SIZE_KEYS:
@@ -290,7 +303,7 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
     return value
 
 
-def _apply(cfg: Config, section: str | None, key: str, value: Any) -> Config:
+def _apply(cfg: Config, section: str | None, key: str, value: object) -> Config:
     if section is None:
         if key not in ("state_dir", "data_dir"):
             raise ConfigError(f"{key}: unknown key (top level: data_dir, state_dir; sections: copy, storage, policy, catalogue, controller, agent)")
@@ -310,7 +323,7 @@ def _apply(cfg: Config, section: str | None, key: str, value: Any) -> Config:
     return replace(cfg, **{section: replace(sub, **{key: _coerce(full, value, getattr(sub, key))})})
 
 
-def _table(name: str, value: Any, current: Any) -> Any:
+def _table(name: str, value: object, current: object) -> object:
     """A nested table such as [source.amqp], applied key by key onto its dataclass."""
     if not isinstance(value, dict):
         raise ConfigError(f"[{name}]: must be a table of keys")
