@@ -25,6 +25,7 @@ import os
 import posixpath
 import sys
 import threading
+import time
 from urllib.parse import quote, unquote, urlsplit
 
 from domas.config import Config
@@ -32,11 +33,12 @@ from domas.errors import (ChecksumMismatch, DomasError, NotFound, PermissionDeni
                           UsageError)
 from domas.loop import run_async
 from domas.transfer.expand import Expansion, FileJob
+from domas.transfer.parts import part_path
+from domas.transfer.plan import chunk_at, chunk_count
 from domas.transfer.storage import Stat, Storage, resolve
 from domas.transfer.storage.http import HTTPStorage, resolve_http
 
 from .cli_copy import copy_config, exit_code, print_summary, stream_count
-from .progress import human_bytes
 
 GET_HELP = """\
 Download a dataset, or one file, from the facility's data service: verified, resumable, with many
@@ -132,20 +134,66 @@ class _Background:
         return self._value
 
 
-def expand_dataset(server: str, token: str, pid: str, dest: str,
-                   meanwhile=lambda: None) -> tuple[Expansion, dict, dict[str, dict]]:
+class _EarlyStart:
+    """A fresh download's first `count` chunks, asked for as soon as the listing names their files
+    (HTTPStorage.read_early), so that bytes travel while the copy engine imports. Only for a file
+    with nothing at its destination yet (no file, no part file: the engine will read it all, so
+    no byte is fetched twice), and only once the dataset's record says it may be downloaded."""
+
+    def __init__(self, chunk_size: int, count: int, allowed) -> None:
+        self.chunk_size, self.left, self._allowed = chunk_size, count, allowed
+
+    def offer(self, job: FileJob) -> None:
+        if self.left <= 0 or job.src_stat.size == 0 or not _nothing_at(job.dst_store, job.dst_path):
+            return
+        if not self._allowed():
+            self.left = 0
+            return
+        n = min(self.left, chunk_count(job.src_stat.size, self.chunk_size))
+        self.left -= n
+        chunks = (chunk_at(i, job.src_stat.size, self.chunk_size) for i in range(n))
+        job.src_store.read_early(job.src_stat, [(c.offset, c.length) for c in chunks])
+
+
+def _nothing_at(store: Storage, path: str) -> bool:
+    """True when a local destination has neither its file nor its part file yet."""
+    if store.scheme != "file":
+        return False
+    for p in (path, part_path(path)):
+        try:
+            store.stat(p)
+            return False
+        except NotFound:
+            continue
+        except DomasError:
+            return False
+    return True
+
+
+def _downloadable(info_call: "_Background") -> bool:
+    try:
+        return bool(info_call.result().get("downloadable", True))
+    except DomasError:
+        return False
+
+
+def expand_dataset(server: str, token: str, pid: str, dest: str, meanwhile=lambda: None,
+                   early: tuple[int, int] | None = None) -> tuple[Expansion, dict, dict[str, dict]]:
     """One FileJob per file the service can serve (the others become problems, reported), the
     dataset's record, and the catalogue's adler32 of each destination URL.
 
     The dataset's record and its file listing are asked for at once, on two connections, and
     `meanwhile` (the caller's own start-up: importing the engine) runs while they travel. What the
-    listing says of each file is remembered by the HTTP storage in place of a HEAD."""
+    listing says of each file is remembered by the HTTP storage in place of a HEAD. With `early`
+    (chunk size, count) the first `count` chunks are asked for as soon as the listing names their
+    files (_EarlyStart)."""
     store, base = resolve_http(server, token)
     base = base.rstrip("/")
     dataset = f"{base}/api/v1/datasets/{quote(pid, safe=':/')}"
     dst_store, dst_root = _destination(dest)
     info_call = _Background(store.get_json, dataset, {"limit": 1})
-    files_call = _Background(_list_files, store, base, pid, dataset, dst_store, dst_root)
+    starter = _EarlyStart(*early, lambda: _downloadable(info_call)) if early else None
+    files_call = _Background(_list_files, store, base, pid, dataset, dst_store, dst_root, starter)
     meanwhile()
     info = {k: v for k, v in info_call.result().items() if k not in ("files", "next", "offset", "limit")}
     if not info.get("downloadable", True):
@@ -156,10 +204,13 @@ def expand_dataset(server: str, token: str, pid: str, dest: str,
 
 
 def _list_files(store: HTTPStorage, base: str, pid: str, dataset: str, dst_store: Storage,
-                dst_root: str) -> tuple[Expansion, dict[str, dict]]:
+                dst_root: str, starter: _EarlyStart | None = None) -> tuple[Expansion, dict[str, dict]]:
     out, sums = Expansion(dirs=[(dst_store, dst_root)]), {}
     for f in store.json_lines(f"{dataset}/files"):
+        before = len(out.jobs)
         _add_file(out, store, base, pid, f, dst_store, dst_root, sums)
+        if starter is not None and len(out.jobs) > before and out.jobs[-1].src_stat.ident:
+            starter.offer(out.jobs[-1])
     out.dirs = list(dict.fromkeys(out.dirs))
     return out, sums
 
@@ -213,17 +264,27 @@ def url_file_name(path: str) -> str:
     return name
 
 
-def expand_url(url: str, token: str, dest: str) -> Expansion:
+def expand_url(url: str, token: str, dest: str, meanwhile=lambda: None,
+               early: tuple[int, int] | None = None) -> Expansion:
+    """The one FileJob of a file's URL. Its HEAD travels while `meanwhile` runs (the caller's
+    start-up), and with `early` (chunk size, count) its first chunks are asked for at once."""
     store, path = resolve_http(url, token)
-    st = store.stat_follow(path)
     dst_store, dst_root = resolve(dest)
     try:
         into_dir = dest.endswith("/") or dst_store.stat_follow(dst_root).is_dir
     except NotFound:
         into_dir = False
     target = posixpath.join(dst_root, url_file_name(path)) if into_dir else dst_root
-    return Expansion(jobs=[FileJob(store, path, st, dst_store, target)],
-                     dirs=[(dst_store, posixpath.dirname(target) or "/")])
+
+    def job() -> FileJob:
+        found = FileJob(store, path, store.stat_follow(path), dst_store, target)
+        if early and found.src_stat.ident:
+            _EarlyStart(*early, lambda: True).offer(found)
+        return found
+
+    head = _Background(job)
+    meanwhile()
+    return Expansion(jobs=[head.result()], dirs=[(dst_store, posixpath.dirname(target) or "/")])
 
 
 def manifest_urls(text: str) -> list[str]:
@@ -319,6 +380,7 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
         args.chunk_size = GET_CHUNK
     cfg = copy_config(args, cfg)
     token = args.token if args.token is not None else cfg.controller.token
+    began, early = time.monotonic(), (cfg.copy.chunk_size, cfg.copy.streams)
     if args.manifest:
         if args.dest is not None:
             raise UsageError("with --manifest give only the destination directory: domas get --manifest FILE DEST")
@@ -326,13 +388,14 @@ def run_get(args: argparse.Namespace, cfg: Config) -> int:
     elif args.dest is None:
         raise UsageError("give a destination: domas get PID|URL DEST")
     elif is_url(args.target):
-        exp, info, sums = expand_url(args.target, token, args.dest), {}, {}
+        exp, info, sums = expand_url(args.target, token, args.dest, _load_engine, early), {}, {}
     else:
-        exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest, _load_engine)
+        exp, info, sums = expand_dataset(server_url(args, cfg), token, args.target, args.dest, _load_engine, early)
     from .engine import CopyEngine
     from .progress import make_reporter
 
     engine = CopyEngine(cfg, reporter=make_reporter(args.quiet, args.json), force=args.force)
+    engine.acct.started = began        # the download's time includes its listing (and its early chunks)
     try:
         acct = run_async(engine.run(exp), fast_loop=False)
     except KeyboardInterrupt:
@@ -391,6 +454,8 @@ def _reject(fs, job: FileJob, algo: str, got: str, expected: str) -> None:
 
 
 def _print_summary(args: argparse.Namespace, summary: dict, info: dict, checked: dict[str, str]) -> None:
+    from .progress import human_bytes      # here: the listing goes out before the reporter is imported
+
     if args.json and info:
         summary["dataset"] = {k: info.get(k) for k in ("pid", "title", "beamtime", "file_count", "bytes")}
     for f in summary["files"]:

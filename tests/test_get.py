@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from domas import cli
-from domas.agent.cli_get import safe_relpath, url_file_name
+from domas.agent.cli_get import expand_dataset, safe_relpath, url_file_name
 from domas.dataservice.app import create_app
 from domas.errors import ConnectionLost, ImpossibleRange, NotFound, UnsafePath, Unsupported, UsageError
 from domas.transfer.storage import resolve
@@ -54,6 +54,7 @@ class SlowLink:
         # out in adler32 (equal spacing, opposite signs), which no checksum test should rely on.
         self.corrupt = ""
         self.requests: list[tuple[str, str]] = []      # (method, path) of every request, in order
+        self.ranges: list[tuple[str, str]] = []        # (path, Range header) of every ranged GET, in order
         self.before: dict[str, object] = {}              # path ending -> a callable run before its first request
         self.waiting: dict[str, int] = {}                # method -> requests inside the delay now
         self.most_waiting: dict[str, int] = {}           # method -> the most that were at once
@@ -61,6 +62,9 @@ class SlowLink:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             self.requests.append((scope["method"], scope["path"]))
+            asked = dict(scope.get("headers") or []).get(b"range")
+            if scope["method"] == "GET" and asked:
+                self.ranges.append((scope["path"], asked.decode()))
             for ending in [e for e in self.before if scope["path"].endswith(e)]:
                 self.before.pop(ending)()
         if scope["type"] == "http" and scope["path"].endswith("/content") and self.delay:
@@ -153,6 +157,59 @@ def test_a_dataset_download_sends_no_head_and_asks_again_for_a_file_changed_afte
     r, summary = get_json("--server", url, pid, tmp_path / "b")      # run again: the new listing, the new bytes
     assert r.returncode == 0 and summary["totals"]["verified"] == 1, r.stderr
     assert (tmp_path / "b" / "big.bin").read_bytes() == new
+
+
+def test_a_fresh_download_asks_its_first_chunks_while_the_engine_imports_and_no_range_twice(served, tmp_path):
+    """The first chunks go out as soon as the listing names their files, before the copy engine
+    exists (`meanwhile` stands for its import); the engine then takes them instead of asking again:
+    every range is asked for exactly once. A download that finds its files up to date asks none."""
+    url, world, link = served
+    pid, chunk = world.pids["open"], 256 * KiB
+
+    def engine_importing() -> None:
+        wait_until(lambda: len(link.ranges) >= 4, timeout=10, what="4 ranges asked before the engine")
+    exp, _info, _sums = expand_dataset(url, "", pid, str(tmp_path / "probe"), engine_importing, early=(chunk, 4))
+    assert len(link.ranges) == 4 and len({p for p, _ in link.ranges}) == 1, link.ranges
+    assert sorted(r for _, r in link.ranges) == sorted(f"bytes={i * chunk}-{(i + 1) * chunk - 1}" for i in range(4))
+    exp.jobs[0].src_store.close()
+
+    link.ranges.clear()
+    r, summary = get_json("--server", url, "--chunk-size", "256KiB", pid, tmp_path / "dest")
+    assert r.returncode == 0 and summary["totals"]["verified"] == len(world.data), r.stderr
+    assert_tree(tmp_path / "dest", world.data)
+    expected = sum(-(-len(data) // chunk) for data in world.data.values())       # an empty file asks none
+    assert len(link.ranges) == len(set(link.ranges)) == expected, sorted(link.ranges)
+
+    link.ranges.clear()
+    r, again = get_json("--server", url, "--chunk-size", "256KiB", pid, tmp_path / "dest")
+    assert r.returncode == 0 and {f["status"] for f in again["files"] if f["destination"]} == {"skipped"}, r.stderr
+    assert link.ranges == [], "files already downloaded: not one byte is asked for"
+
+
+def test_an_early_chunk_that_failed_or_whose_file_changed_is_asked_again(http_files):
+    """An early read changes when bytes travel, never what is accepted: one that failed is sent
+    again when the engine asks for it, and one whose file changed meanwhile ends in SourceChanged
+    (412 on the ETag the reader holds), as any range does."""
+    from domas.errors import SourceChanged
+
+    path = http_files.root / "a.bin"
+    path.write_bytes(b"a" * 3000)
+    store = HTTPStorage(http_files.url)
+    st = store.stat("/a.bin")
+    store.read_early(st, [(0, 1000), (1000, 1000)])
+    reader = store.open_read("/a.bin")
+    assert reader.pread(0, 1000) == b"a" * 1000 and reader.pread(1000, 1000) == b"a" * 1000
+    assert store.take_early(st, 0, 1000) is None              # each taken once
+    path.unlink()
+    store.read_early(st, [(2000, 1000)])                       # 404 meanwhile: fails, not kept
+    wait_until(lambda: not store._early[(st.path, st.ident, 2000, 1000)]._thread.is_alive(), timeout=5)
+    with pytest.raises(NotFound):
+        reader.pread(2000, 1000)                               # asked again, and the answer reported
+    path.write_bytes(b"b" * 4000)                              # a new ETag
+    store.read_early(st, [(0, 1000)])
+    with pytest.raises(SourceChanged):
+        reader.pread(0, 1000)
+    store.close()
 
 
 def test_get_takes_the_server_from_the_environment_and_a_single_url(served, tmp_path):

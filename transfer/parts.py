@@ -9,7 +9,6 @@ and on URLs (root://host:port//dir/name) alike. Pure: no I/O.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 
@@ -23,6 +22,8 @@ def part_path(dst: str) -> str:
     parent, name = posixpath.split(dst)
     hidden = f".{name}{PART_SUFFIX}"
     if len(os.fsencode(hidden)) > _NAME_MAX:          # the name's bytes, also when they are not UTF-8
+        import hashlib                                 # here: ~2 ms of every `domas get` start otherwise
+
         hidden = f".{hashlib.sha1(os.fsencode(name)).hexdigest()}{PART_SUFFIX}"
     return posixpath.join(parent, hidden) if parent else hidden
 

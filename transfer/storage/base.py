@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from domas.errors import DomasError
 

@@ -15,6 +15,12 @@ Contract (the Storage contract, read side only):
   stands in for its HEAD for the rest of the run, so a dataset download sends no HEAD at all: one
   round trip less per file at its start and at its end. The same two guards hold, and a 412 (the
   file changed after the listing) forgets it, so the retry asks the server afresh.
+- `read_early` starts ranges of a file before anyone asks for them, each in a thread of its own
+  (`domas get` reads a fresh download's first chunks while the copy engine is still importing).
+  A `pread` of exactly such a range (same path, offset, length and ETag) takes its bytes, waiting
+  for them if need be; one that failed is sent again as any other range, so an early read changes
+  when bytes travel, never what is accepted. Each is taken at most once; they are bounded by
+  what the caller starts.
 - Every write raises Unsupported. Transport errors (httpwire.translated) and HTTP statuses (_check)
   are translated once: timeouts and lost connections and 5xx are retriable, 401/403/404/416 are not.
 - Requests go through httpwire (its own HTTP/1.1 heads and framing over sockets, keep-alive per
@@ -28,7 +34,7 @@ import contextlib
 import json
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlencode, urlsplit
 
 from domas import __version__
@@ -137,6 +143,7 @@ class HTTPStorage(Storage):
         self._lock = threading.Lock()
         self._heads: dict[str, tuple[float, Stat, str | None]] = {}
         self._listed: dict[str, tuple[Stat, str | None]] = {}      # remember(): no expiry, forget() on 412
+        self._early: dict[tuple[str, str, int, int], _Early] = {}    # read_early(): taken once by pread
         self._pool = Pool(self.endpoint, headers={"User-Agent": f"domas/{__version__}"},
                           auth=f"Bearer {token}" if token else "", timeout=timeout,
                           connect_timeout=connect_timeout, max_idle=max_connections)
@@ -189,6 +196,20 @@ class HTTPStorage(Storage):
         with self._lock:
             self._listed.pop(path, None)
             self._heads.pop(path, None)
+
+    def read_early(self, st: Stat, ranges: list[tuple[int, int]]) -> None:
+        """Start reading these (offset, length) ranges of the file at st.path now, one thread each
+        (see the module doc)."""
+        reader = _HTTPReader(self, st.path, st)
+        for offset, length in ranges:
+            early = _Early(reader, offset, length)
+            with self._lock:
+                self._early[(st.path, st.ident, offset, length)] = early
+            early.start()
+
+    def take_early(self, st: Stat, offset: int, length: int) -> "_Early | None":
+        with self._lock:
+            return self._early.pop((st.path, st.ident, offset, length), None)
 
     def _head(self, path: str) -> tuple[Stat, str | None]:
         """(stat, Digest header) of a path; an answer is reused for HEAD_TTL seconds (see module doc)."""
@@ -257,6 +278,15 @@ class _HTTPReader(ReadHandle):
         self._store, self._path, self._stat = store, path, st
 
     def pread(self, offset: int, length: int) -> bytes:
+        early = self._store.take_early(self._stat, offset, length) if self._store._early else None
+        if early is not None:
+            data = early.result()
+            if data is not None:
+                return data
+        return self.fetch(offset, length)
+
+    def fetch(self, offset: int, length: int) -> bytes:
+        """One range GET, checked: exactly the bytes asked for (fewer at the end of the file)."""
         url = self._store.url(self._path)
         if offset < 0 or length < 0:
             raise ImpossibleRange(f"impossible range offset={offset} length={length}", path=url)
@@ -289,6 +319,30 @@ class _HTTPReader(ReadHandle):
 
     def close(self) -> None:
         """Nothing to release: the connection pool belongs to the storage."""
+
+
+class _Early:
+    """One range read in a thread of its own before it is asked for (HTTPStorage.read_early)."""
+
+    def __init__(self, reader: _HTTPReader, offset: int, length: int) -> None:
+        self._reader, self._offset, self._length = reader, offset, length
+        self._data: bytes | None = None
+        self._thread = threading.Thread(target=self._run, name="domas-get-early", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._data = self._reader.fetch(self._offset, self._length)
+        except Exception:       # whatever went wrong happens again, and is reported, when pread asks anew
+            self._data = None
+
+    def result(self) -> bytes | None:
+        """The bytes read, once they are in; None when the read failed."""
+        self._thread.join()
+        data, self._data = self._data, None
+        return data
 
 
 register(open_url, "http", "https")

@@ -19,7 +19,8 @@ Contract:
 - A request target or header value holding a space or a control character is refused (UsageError)
   before anything is sent: no header can be smuggled in through a URL.
 - TLS: https uses ssl.create_default_context() (the system's trust store, or SSL_CERT_FILE; host name
-  checked, verification required), made the first time an https origin is connected, never for http.
+  checked, verification required), made the first time an https origin is connected, never for http;
+  the ssl module itself is imported then too (~4 ms of a plain-http download's start otherwise).
 - Redirects (301/302/303/307/308) are followed, at most MAX_REDIRECTS; Authorization is sent only to
   the endpoint's own origin.
 - Proxies as curl and httpx take them from the environment: http_proxy / https_proxy (or upper
@@ -37,7 +38,7 @@ import contextlib
 import os
 import re
 import socket
-import ssl
+import sys
 import threading
 from urllib.parse import urljoin, urlsplit
 
@@ -98,15 +99,21 @@ def translated(url: str):
         raise
     except (socket.timeout, TimeoutError) as e:
         raise NetworkTimeout(f"{url}: the data service did not answer in time ({type(e).__name__})") from e
-    except ssl.SSLError as e:
-        raise ConnectionLost(f"{url}: the TLS connection to the data service failed ({e.reason or e})") from e
     except Malformed as e:
         raise ConnectionLost(f"{url}: the data service's answer is not valid HTTP ({e})") from e
     except Stale as e:
         raise ConnectionLost(f"{url}: the connection to the data service failed (closed before an answer)") from e
     except OSError as e:
+        if _tls_error(e):
+            raise ConnectionLost(f"{url}: the TLS connection to the data service failed ({e.reason or e})") from e
         raise ConnectionLost(f"{url}: the connection to the data service failed "
                              f"({e.strerror or e or type(e).__name__})") from e
+
+
+def _tls_error(e: OSError) -> bool:
+    """Whether e is an ssl.SSLError (ssl is imported with the first https connection: none before)."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(e, ssl.SSLError)
 
 
 def host_header(host: str, port: int, scheme: str = "") -> str:
@@ -308,9 +315,12 @@ class Pool:
         self.timeout, self.connect_timeout, self.max_idle = timeout, connect_timeout, max_idle
         self._idle: dict[Origin, list[Connection]] = {}
         self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
+        self._tls = None                    # an ssl.SSLContext, made by the first https connection
 
-    def tls(self) -> ssl.SSLContext:
+    def tls(self):
+        """The TLS context of https origins (ssl imported here: a plain-http download never needs it)."""
+        import ssl
+
         with self._lock:
             if self._tls is None:
                 self._tls = ssl.create_default_context()

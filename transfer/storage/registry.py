@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from domas.errors import UnknownScheme, UsageError
 
