@@ -43,7 +43,7 @@ from domas.v1 import domas_pb2_grpc as pb_grpc
 
 from .discovery import Location, StabilityTracker, parse_location, scan_tree
 from .lifecycle import TIERS, FileView, ReplicaState, Retention, decide, may_delete
-from .scrub import Scrubber, verdict
+from .scrub import Scrubber, tier_marked, verdict
 from .scrub import period as scrub_period
 from .sources import from_config as sources_from_config, running, wait_for_news
 from .sources.record import apply_annotations, with_writer_checksums
@@ -132,7 +132,8 @@ class Archiver:
         self._next_expiry_scan = 0.0
         self.scrub_stats = scrub_stats
         self.scrubber = Scrubber(catalogue, self.replica_url, interval=cfg.policy.scrub_interval,
-                                 rate=cfg.policy.scrub_rate, stats=scrub_stats, clock=clock)
+                                 rate=cfg.policy.scrub_rate, stats=scrub_stats, clock=clock,
+                                 present=lambda tier: bool(self.roots.get(tier)) and tier_marked(self.roots[tier]))
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:

@@ -11,6 +11,8 @@ Pure core (no I/O, no clock; `now` is passed in):
 The shell (`Scrubber`, `read_adler32`) reads through the Storage interface, records "bad" copies
 and each check time in the catalogue, and counts bytes and results for /metrics. A "bad" copy is
 never served (delivery serves "verified" only) and the lifecycle replaces it from a good tier.
+A tier whose root lacks the controller's marker file (`tier_marked`: an NFS tier that is not
+mounted shows an empty mount point) is not scrubbed: its copies are not missing, the tier is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass, replace
 from domas.catalogue.base import ReplicaUpdate
 from domas.errors import DomasError
 from domas.transfer.filesum import pace, read_adler32
+from domas.transfer.parts import TIER_MARKER
+from domas.transfer.storage import resolve
 
 log = logging.getLogger("domas.scrub")
 
@@ -72,12 +76,25 @@ def verdict(catalogued: str, read: str | None) -> str:
 # -- shell -----------------------------------------------------------------------------------------
 
 
+def tier_marked(root: str) -> bool:
+    """Blocking: does the tier root hold the marker file the controller writes there (controller/
+    tiers.py)? False when it is absent or cannot be looked at now."""
+    try:
+        store, path = resolve(f"{root.rstrip('/')}/{TIER_MARKER}")
+        store.stat(path)
+    except DomasError:
+        return False
+    return True
+
+
 class Scrubber:
-    """Checks due copies on the central and tape tiers, within the byte budget of `rate`."""
+    """Checks due copies on the central and tape tiers, within the byte budget of `rate`; a tier
+    for which `present(tier)` is False is left alone this pass (said once per absence)."""
 
     def __init__(self, catalogue, tier_url, *, interval: float, rate: float, stats=None,
-                 tiers: tuple[str, ...] = SCRUB_TIERS, clock=time.time) -> None:
+                 tiers: tuple[str, ...] = SCRUB_TIERS, clock=time.time, present=None) -> None:
         self.cat, self.tier_url = catalogue, tier_url     # tier_url(tier, dataset_pid, path) -> url or None
+        self.present, self.absent = present, set()
         self.interval, self.rate, self.stats, self.tiers, self.clock = interval, float(rate), stats, tiers, clock
         self.tokens, self._last = float(rate), None
         self.stop = threading.Event()
@@ -92,6 +109,13 @@ class Scrubber:
         records: dict[tuple[tuple[str, str], str], object] = {}
         due = []
         for tier in self.tiers:
+            if self.present is not None and not self.present(tier):
+                if tier not in self.absent:
+                    self.absent.add(tier)
+                    log.warning("scrub: the %s tier's root has no marker file %s (not mounted?); its copies are "
+                                "not checked until it is back", tier, TIER_MARKER)
+                continue
+            self.absent.discard(tier)
             for f in self.cat.replicas_due_for_check(tier, now - self.interval, limit=200):
                 r = f.replicas[tier]
                 records[((f.dataset, f.path), tier)] = f

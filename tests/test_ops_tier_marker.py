@@ -125,3 +125,37 @@ def test_scheduler_holds_back_and_revokes_under_a_root_that_is_down():
     assert s.snapshot(2.0)["errors_total"].get("lease_expired", 0) == 0     # not counted as a failure
     again = leases_in(s.on_event(ev.TiersDown(()), 3.0))     # back: its three chunks go out
     assert sorted((lease.transfer_id, lease.index) for lease in again) == [("t1", 0), ("t1", 1), ("t1", 2)]
+
+
+def test_the_scrubber_leaves_an_unmounted_tier_alone(tmp_path):
+    """Was: every copy on a tier that is not mounted read back as missing, was marked bad (one ERROR
+    line each) and was copied again from another tier once the mount was back."""
+    import zlib
+
+    from domas.archive.scrub import Scrubber, tier_marked
+    from domas.catalogue.base import Dataset, FileRecord, Replica
+    from domas.catalogue.sqlite import SQLiteCatalogue
+
+    root, away = tmp_path / "central", tmp_path / "central.mounted"
+    cat = SQLiteCatalogue(str(tmp_path / "cat.db"))
+    ds = cat.upsert_dataset(Dataset(beamtime="bt1", path="/B1/202611/Data/BT1/raw"))
+    data = os.urandom(4096)
+    (root / ds.path.strip("/")).mkdir(parents=True)
+    (root / ds.path.strip("/") / "a.h5").write_bytes(data)
+    assert probe_root(str(root), mark=True)[0]                      # the controller's marker
+    cat.upsert_file(FileRecord(ds.pid, "a.h5", len(data), adler32=f"{zlib.adler32(data):08x}", mtime=1.0,
+                               replicas={"central": Replica("verified", "x", 100.0)}))
+    now = [1000.0]
+    scrub = Scrubber(cat, lambda tier, pid, path: str(root / ds.path.strip("/") / path), interval=500.0,
+                     rate=8 << 20, tiers=("central",), clock=lambda: now[0],
+                     present=lambda tier: tier_marked(str(root)))
+    root.rename(away)                                               # not mounted: an empty mount point
+    root.mkdir()
+    assert scrub.run_once() == [] and scrub.absent == {"central"}
+    assert cat.get_file(ds.pid, "a.h5").replicas["central"].state == "verified"
+    root.rmdir()
+    away.rename(root)                                               # mounted again: checked, and good
+    now[0] = 1001.0
+    assert [r for _, r in scrub.run_once()] == ["ok"] and scrub.absent == set()
+    assert tier_marked(str(root)) and not tier_marked(str(tmp_path / "nowhere"))
+    cat.close()
