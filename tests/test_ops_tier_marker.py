@@ -159,3 +159,18 @@ def test_the_scrubber_leaves_an_unmounted_tier_alone(tmp_path):
     assert [r for _, r in scrub.run_once()] == ["ok"] and scrub.absent == set()
     assert tier_marked(str(root)) and not tier_marked(str(tmp_path / "nowhere"))
     cat.close()
+
+
+def test_an_xrootd_tier_gets_its_marker_and_is_down_without_it(xrootd_server, xrootd_storage):
+    """The marker over root:// (the tape tier on a real XRootD server): written once, found again,
+    and an export that lost it (a server restarted over an empty directory) is down."""
+    store, base = xrootd_storage
+    url = f"{xrootd_server.url}/{base}"
+    ok, why, marker = probe_root(url, mark=True)
+    assert ok and len(marker) == 32, why
+    assert probe_root(url, mark=True) == (True, "", marker)
+    assert probe_root(url, marker) == (True, "", marker)
+    store.remove(f"{base}/{MARKER}")
+    ok, why, _ = probe_root(url, marker)
+    assert not ok and "is missing" in why
+    assert not [s for s in store.listdir(base) if s.path.endswith(".tmp")]
