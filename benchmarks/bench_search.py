@@ -97,6 +97,9 @@ def queries(rng: random.Random, beamtimes: int, n: int, now: float) -> dict:
         "q common word": lambda: {"q": rng.choice(SAMPLES)},
         "q two common words": lambda: {"q": f"{rng.choice(SAMPLES)} {rng.choice(TECHNIQUES)}"},
         "q prefix": lambda: {"q": rng.choice(SAMPLES)[:4]},
+        # every title has "scan", every path a scan0000001 word: a prefix that begins ~10^6 words
+        "q prefix of 10^6 words (scan)": lambda: {"q": "scan"},
+        "q short prefix (s, sc, sca, scan0)": lambda: {"q": rng.choice(("s", "sc", "sca", "scan0"))},
         "q rare word (a scan number)": lambda: {"q": str(rng.randrange(n))},
         "beamtime": lambda: {"beamtime": bt()},
         "proposal": lambda: {"proposal": f"p{rng.randrange(beamtimes // 4):05d}"},

@@ -27,9 +27,9 @@ from .base import (Beamtime, Catalogue, Change, Dataset, FileRecord, Proposal, R
 from .pid import dataset_pid, prefix_style
 from .search import (BeamtimeFacets, SearchQuery, SearchResult, beamtime_text, check_query, dataset_text, file_words,
                      fold_facets, query_words, sort_key, sort_title, words, year_of)
-from .sqlite_facets import (DS_FTS_SCHEMA, DS_VOCAB_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ensure_facet_table,
-                            filters, fts_ids, fts_key, fts_word, grouped_rows, newest_of, recent_window, rekey_fts,
-                            text_plan)
+from .sqlite_facets import (DS_FTS_SCHEMA, DS_VOCAB_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ds_body,
+                            ensure_facet_table, filters, fts_ids, fts_key, fts_word, grouped_rows, newest_of,
+                            recent_window, rekey_fts, text_plan)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -75,7 +75,8 @@ CREATE INDEX IF NOT EXISTS datasets_beamtime_nocase ON datasets(beamtime COLLATE
 CREATE INDEX IF NOT EXISTS beamtimes_proposal_nocase ON beamtimes(proposal COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, created_at, embargo_end, state);
 """
-_SEARCH_VERSION = 3             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key; 3: + prefix index
+_SEARCH_VERSION = 4             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key; 3: + prefix index;
+                                # 4: + sqlite_facets.EVERY in every text
 COUNT_CACHE_SIZE = 256
 COUNT_CACHE_SECONDS = 60
 _RECENT_MAX = 100_000          # the most datasets a free-text page tries first (sqlite_facets.recent_window)
@@ -514,7 +515,7 @@ class SQLiteCatalogue(Catalogue):
                                   "WHERE d.pid=?", (pid,)).fetchone()
         if not new:
             db.execute("DELETE FROM ds_fts WHERE rowid BETWEEN ? AND ?", (fts_key(rowid, 0), fts_key(rowid, 2**32 - 1)))
-        body = " ".join(words(dataset_text(beamtime, path, data_type, metadata)))
+        body = ds_body(words(dataset_text(beamtime, path, data_type, metadata)))
         db.execute("INSERT INTO ds_fts(rowid, body) VALUES (?,?)", (fts_key(rowid, group), body))
 
     def _index_beamtime(self, db: sqlite3.Connection, beamtime_id: str) -> None:

@@ -282,7 +282,7 @@ def test_a_catalogue_with_plain_fts_rowids_is_rekeyed_on_open(tmp_path):
         db.executemany("INSERT INTO ds_fts (rowid, body) VALUES (?, ?)", rows + [(999, "lysozyme orphan")])
         db.execute("PRAGMA user_version=1")
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
-    assert cat._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert cat._db.execute("PRAGMA user_version").fetchone()[0] == 4
     agree(cat)
     cat.set_dataset_state(pids[4], "embargoed", NOW + 60)                          # re-keyed by the trigger
     agree(cat)
@@ -387,13 +387,13 @@ def test_short_prefixes_have_an_index_and_an_older_catalogue_gets_it_on_open(tmp
     assert [b[0] for b in before] == [full_pass(cat, q)[0] for q in queries] and before[0][0] == 200
     cat.close()
     with sqlite3.connect(tmp_path / "cat.sqlite") as db:              # as search version 2 left it
-        rows = db.execute("SELECT rowid, body FROM ds_fts").fetchall()
+        rows = db.execute(f"SELECT rowid, ltrim(body, '{sqlite_facets.EVERY} ') FROM ds_fts").fetchall()
         db.execute("DROP TABLE ds_fts")
         db.execute("CREATE VIRTUAL TABLE ds_fts USING fts5(body, tokenize='unicode61')")
         db.executemany("INSERT INTO ds_fts (rowid, body) VALUES (?, ?)", rows)
         db.execute("PRAGMA user_version=2")
     cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
-    assert "prefix='1 2 3 4 5'" in _fts_sql(cat._db) and cat._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert "prefix='1 2 3 4 5'" in _fts_sql(cat._db) and cat._db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert [(r.total, r.facets, [d.pid for d in r.datasets]) for r in map(cat.search_datasets, queries)] == before
     cat.close()
 
@@ -409,3 +409,35 @@ def test_opening_a_current_catalogue_changes_no_schema(tmp_path):
     SQLiteCatalogue(tmp_path / "cat.sqlite").close()
     with sqlite3.connect(tmp_path / "cat.sqlite") as db:
         assert db.execute("PRAGMA schema_version").fetchone()[0] == before
+
+
+def test_a_word_in_most_datasets_is_counted_by_its_misses(tmp_path):
+    """Counting the groups of 974 000 matches ("scan", in every title at 10^6 datasets) was 150 ms
+    of GROUP BY sorting; a text part that matches most datasets now counts the few it misses
+    (EVERY NOT ...) and takes them from the group sizes. The counts equal a pass over the datasets,
+    for words in most, half and few datasets, after writes that move datasets between groups; no
+    search word finds EVERY."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    pids = world(cat)
+    cat.upsert_datasets([Dataset("BT2" if i % 3 else "BT1", f"/scans/scan{i:05d}", "raw" if i % 2 else "processed",
+                                 metadata={"title": f"scan {i}" if i % 10 else f"survey {i}"}, created_at=Y2025 + i,
+                                 embargo_end=NOW + i if i % 7 == 0 else None) for i in range(100)])
+    assert all(body.startswith(sqlite_facets.EVERY + " ") for (body,) in cat._db.execute("SELECT body FROM ds_fts"))
+
+    def check() -> None:
+        for q in ("scan", "sc", "s", "scan0001", "survey", "raw", "scan raw", "lyso"):
+            for member in ((), ("BT1",)):
+                query = SearchQuery(q=q, now=NOW, member_of=member)
+                assert from_table(cat, query) == full_pass(cat, query), query
+                assert cat.search_datasets(query).total == full_pass(cat, query)[0]
+        plan = cat._text_plan(SearchQuery(q="scan", now=NOW))
+        assert any(f'"{sqlite_facets.EVERY}" NOT' in v for v in plan.args.values() if isinstance(v, str)), plan.args
+        assert not any(" NOT " in str(v) for v in cat._text_plan(SearchQuery(q="survey", now=NOW)).args.values())
+
+    check()
+    cat.set_dataset_state(pids[1], "embargoed", NOW + 50)
+    cat.upsert_datasets([Dataset("BT1", f"/scans/scan{i:05d}", "processed", created_at=Y2024 + i) for i in range(0, 40, 3)])
+    check()
+    assert cat.search_datasets(SearchQuery(q=sqlite_facets.EVERY, now=NOW)).total == full_pass(
+        cat, SearchQuery(now=NOW))[0]                              # no word: every dataset, as q="" does
+    cat.close()
