@@ -43,7 +43,8 @@ import xxhash
 
 from domas.checksum import chunk_sums, format_adler32, parse_adler32, xxh3_64
 from domas.config import Config
-from domas.errors import ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged
+from domas.errors import (ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged,
+                          Unsupported)
 from domas.retry import RetryPolicy
 
 from domas.transfer.filecore import PART_GONE, SOURCE_CHANGED, Copy, Fail, FileCore, Restart, Skip
@@ -223,6 +224,8 @@ class FileCopy:
             return None
         if dst.is_dir:
             raise IsADirectory(f"destination {job.dst_url} is a directory; remove it or copy into it", path=job.dst_url)
+        if dst.special:          # renaming the copy over it would replace /dev/null (as root) or a FIFO
+            raise Unsupported(f"destination {job.dst_url} is {dst.special}, not a regular file; nothing copied")
         return dst.size, dst.mtime
 
     def _resume(self, jpath: Path) -> bool:

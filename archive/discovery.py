@@ -132,7 +132,12 @@ def scan_tree(store, root: str) -> tuple[dict[str, tuple[int, float]], list[Unsa
             st = store.stat_follow(entry.path)
             if st.is_dir:
                 continue
+            if st.special:
+                problems.append(UnsafePath(f"{entry.path} is a symlink to {st.special}, not a regular file; not archived"))
+                continue
             files[rel] = (st.size, st.mtime)
+        elif entry.special:     # an agent reading a FIFO would wait for a writer forever
+            problems.append(UnsafePath(f"{entry.path} is {entry.special}, not a regular file; not archived"))
         elif not entry.is_dir and not posixpath.basename(rel).endswith(PART_SUFFIX):
             files[rel] = (entry.size, entry.mtime)
     return files, problems

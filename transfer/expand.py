@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from domas.errors import DomasError, InvalidMessage, NotFound, SameFile, UnsafePath, UsageError
+from domas.errors import DomasError, InvalidMessage, NotFound, SameFile, UnsafePath, Unsupported, UsageError
 
 from .storage import Stat, Storage, resolve
 
@@ -101,6 +101,8 @@ def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out
     else:
         target = posixpath.join(dst_root, name) if into_dir else dst_root
     _refuse_overlap(src_store, src_path, st, dst_store, target)
+    if st.special:
+        raise Unsupported(f"{src_store.url(src_path)} is {st.special}, not a regular file; only regular files are copied")
     if not st.is_dir:
         out.jobs.append(FileJob(src_store, src_path, st, dst_store, target))
         _too_many(out, max_files)
@@ -117,6 +119,9 @@ def _expand_one(src: str, dst_store: Storage, dst_root: str, into_dir: bool, out
                 out.jobs.append(FileJob(src_store, entry.path, followed, dst_store, dst_path))
         elif entry.is_dir:
             out.dirs.append((dst_store, dst_path))
+        elif entry.special:     # reading a FIFO waits for a writer forever; a socket cannot be read
+            out.problems.append((src_store.url(entry.path), Unsupported(
+                f"{src_store.url(entry.path)} is {entry.special}, not a regular file; skipped")))
         else:
             out.jobs.append(FileJob(src_store, entry.path, entry, dst_store, dst_path))
     _too_many(out, max_files)
@@ -133,9 +138,11 @@ def _follow_link(store: Storage, entry: Stat, real_root: str, out: Expansion) ->
     except NotFound:
         out.problems.append((store.url(entry.path), NotFound(f"symlink {store.url(entry.path)} is dangling; skipped")))
         return None
-    if st.is_dir:
+    if st.is_dir or st.special:
         out.problems.append((store.url(entry.path), UnsafePath(
-            f"symlink {store.url(entry.path)} points to a directory; directory links are not followed, skipped")))
+            f"symlink {store.url(entry.path)} points to a directory; directory links are not followed, skipped")
+            if st.is_dir else Unsupported(f"symlink {store.url(entry.path)} points to {st.special}, not a regular "
+                                          "file; skipped")))
         return None
     return st
 

@@ -45,6 +45,7 @@ class Stat:
     ctime: float = 0.0       # inode change time (0 where the backend has none)
     mode: int = 0            # permission bits (0 where the backend has none)
     mtime_ns: int = 0        # the exact mtime where the backend keeps nanoseconds (0: only `mtime`)
+    special: str = ""        # "a FIFO", "a socket", "a device": no regular file, never read ("" a file or dir)
 
     def exact_mtime_ns(self) -> int:
         """The mtime in nanoseconds: exact where the backend gave it, else from the float (whose

@@ -12,7 +12,7 @@ import functools
 import os
 import stat as st
 
-from domas.errors import DestinationBusy, DomasError, ImpossibleRange, from_oserror
+from domas.errors import DestinationBusy, DomasError, ImpossibleRange, Unsupported, from_oserror
 
 from .base import Capabilities, FileLock, ReadHandle, Stat, Storage, WriteHandle
 from .registry import register
@@ -49,11 +49,24 @@ def _translated(path: str):
         raise from_oserror(e, path) from e
 
 
+def _special(mode: int) -> str:
+    """What a file that is neither a regular file, a directory nor a symlink is ("" for those)."""
+    for test, what in ((st.S_ISFIFO, "a FIFO"), (st.S_ISSOCK, "a socket"), (st.S_ISCHR, "a character device"),
+                       (st.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return ""
+
+
 def _to_stat(path: str, s: os.stat_result) -> Stat:
     return Stat(path=path, size=s.st_size if st.S_ISREG(s.st_mode) else 0, mtime=s.st_mtime,
                 is_dir=st.S_ISDIR(s.st_mode), is_link=st.S_ISLNK(s.st_mode),
                 ident=f"{s.st_dev}:{s.st_ino}", ctime=s.st_ctime, mode=st.S_IMODE(s.st_mode),
-                mtime_ns=s.st_mtime_ns)
+                mtime_ns=s.st_mtime_ns, special=_special(s.st_mode))
+
+
+def not_regular(path: str, what: str) -> Unsupported:
+    return Unsupported(f"{path} is {what}, not a regular file; only regular files are copied")
 
 
 class PosixStorage(Storage):
@@ -97,10 +110,16 @@ class PosixStorage(Storage):
 
     def open_read(self, path: str) -> ReadHandle:
         with _translated(path):
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            if st.S_ISDIR(os.fstat(fd).st_mode):
+            if what := _special(os.stat(path).st_mode):    # a socket cannot be opened; a FIFO's open waits for a writer
+                raise not_regular(path, what)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            mode = os.fstat(fd).st_mode
+            if not st.S_ISREG(mode):
                 os.close(fd)
-                raise IsADirectoryError(21, "Is a directory", path)
+                if st.S_ISDIR(mode):
+                    raise IsADirectoryError(21, "Is a directory", path)
+                raise not_regular(path, _special(mode))
+            os.set_blocking(fd, True)
         return _PosixReader(fd, path)
 
     def open_write(self, path: str, *, create: bool = True, truncate: bool = False,
