@@ -63,8 +63,8 @@ def token_hash(token: str) -> str:
 
 def check_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 200 or any(c in name for c in "\0\r\n\t"):
-        raise UsageError(f"user name {name!r} is not valid: give 1 to 200 characters on one line, as the "
+    if not name or len(name) > 200 or not name.isprintable():     # no control or invisible character
+        raise UsageError(f"user name {name!r} is not valid: give 1 to 200 printable characters on one line, as the "
                          "beamtime team lists spell it")
     return name
 
