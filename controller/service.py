@@ -197,7 +197,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._verdicts: list[ev.DestinationVerified] = []   # finished checks waiting for one commit
         self._stale = False                                  # the scheduler is ahead of the store
         self._stale_since, self._told = 0.0, False           # while stale: since when, and whether it was logged
-        markers = store.tier_markers()
+        markers = store.tier_markers()      # roots are distinct (paths.parse_roots): one marker each
         self._tiers = [TierHealth(tier_label(r), r.location.url, marker=markers.get(r.location.url, ""),
                                   marks=r.key.startswith("storage.")) for r in self.roots]   # see controller/tiers.py
         self._probe_pool = ThreadPoolExecutor(max_workers=min(4, len(self._tiers)), thread_name_prefix="domas-tier-probe")

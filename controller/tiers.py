@@ -158,4 +158,4 @@ def _write_marker(store, path: str) -> str:
         if e.retriable:
             raise
         return ""
-    return new
+    return read_marker(store, path) or new        # another controller marking it at the same moment won
