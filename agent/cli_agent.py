@@ -10,6 +10,7 @@ import sys
 
 from domas.config import Config
 from domas.logsafe import setup_logging
+from domas.transfer.validate import ident
 
 from .cli_copy import stream_count
 
@@ -46,6 +47,7 @@ def run_agent(args: argparse.Namespace, cfg: Config) -> int:
 
     setup_logging()       # one line per event: names with a newline are escaped
     name = args.name or cfg.agent.name or socket.gethostname()
+    ident(name, "--name" if args.name else "agent.name" if cfg.agent.name else "the host name")   # the controller's rule, now
     controller = controller_address(args.controller, cfg.agent.controller)
     streams = args.streams or cfg.copy.streams
     tls_ca = args.tls_ca or cfg.agent.tls_ca

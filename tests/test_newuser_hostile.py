@@ -17,9 +17,9 @@ import pytest
 PLAIN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DOMAS_")}
 
 
-def domas(*args, cwd: Path) -> subprocess.CompletedProcess:
+def domas(*args, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "domas.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=60, cwd=cwd, env=PLAIN_ENV)
+                          timeout=timeout, cwd=cwd, env=PLAIN_ENV)
 
 
 @pytest.fixture
@@ -37,3 +37,29 @@ def test_a_user_name_with_a_control_or_invisible_character_is_refused(deployment
     assert out.stderr.startswith("domas: user name ") and "printable characters on one line" in out.stderr
     listed = domas("--config", "domas.toml", "user", "list", cwd=deployment)
     assert name not in listed.stdout
+
+
+@pytest.mark.parametrize("name, said", [("dtn\x01", "contains a control or separator character"),
+                                        ("dtn 01", "contains a space"),
+                                        ("a" * 5000, "is 5000 characters long; at most 128 are allowed")])
+def test_an_agent_name_the_controller_would_refuse_is_refused_at_start(deployment, name, said):
+    """Was: the agent started, printed its banner and asked the controller again every 2 s forever
+    ('name ... contains a control or separator character; retrying'); a name of 5000 characters
+    was 'File name too long (...)', exit 3 (its spool file)."""
+    out = domas("--config", "domas.toml", "agent", "--controller", "127.0.0.1:9", "--name", name,
+                "--metrics-listen", "127.0.0.1:0", cwd=deployment, timeout=20)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.strip().splitlines() == [f"domas: --name {said}" if len(name) > 128 else
+                                               f"domas: --name {name!r} {said}"], out.stderr
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999", "127.0.0.1:port"])
+def test_a_metrics_address_that_is_no_host_port_says_so(deployment, listen):
+    """Was: "agent.metrics_listen: cannot serve metrics on 'nonsense': invalid literal for int() with
+    base 10: 'nonsense'" (Python's ValueError text). The key is named for the flag too, as the
+    controller's is (tests/test_busy_ports.py)."""
+    out = domas("--config", "domas.toml", "agent", "--controller", "127.0.0.1:9", "--metrics-listen", listen,
+                cwd=deployment, timeout=20)
+    assert out.returncode == 78, (out.returncode, out.stderr)
+    assert out.stderr.strip().splitlines() == [f"domas: agent.metrics_listen: {listen!r} is not host:port, e.g. "
+                                               "127.0.0.1:9400 (port 0: any free port)"], out.stderr

@@ -13,6 +13,8 @@ STORAGE_KINDS = tuple(k for k, cls in KINDS.items() if issubclass(cls, StorageEr
 def serve_metrics(listen: str, collector, key: str = "metrics_listen") -> tuple[object, int]:
     """Start /metrics on host:port (port 0 picks a free one); returns (server, port)."""
     host, _, port = listen.rpartition(":")
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(f"{key}: {listen!r} is not host:port, e.g. 127.0.0.1:9400 (port 0: any free port)")
     registry = CollectorRegistry()
     registry.register(collector)
     try:
