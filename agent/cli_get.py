@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import posixpath
 import sys
@@ -143,16 +144,19 @@ class _EarlyStart:
     def __init__(self, chunk_size: int, count: int, allowed) -> None:
         self.chunk_size, self.left, self._allowed = chunk_size, count, allowed
 
-    def offer(self, job: FileJob) -> None:
+    def offer(self, job: FileJob) -> FileJob:
+        """The job, stamped with the time its first chunks were asked for when they were."""
         if self.left <= 0 or job.src_stat.size == 0 or not _nothing_at(job.dst_store, job.dst_path):
-            return
+            return job
         if not self._allowed():
             self.left = 0
-            return
+            return job
         n = min(self.left, chunk_count(job.src_stat.size, self.chunk_size))
         self.left -= n
         chunks = (chunk_at(i, job.src_stat.size, self.chunk_size) for i in range(n))
+        began = time.monotonic()
         job.src_store.read_early(job.src_stat, [(c.offset, c.length) for c in chunks])
+        return dataclasses.replace(job, began=began)
 
 
 def _nothing_at(store: Storage, path: str) -> bool:
@@ -210,7 +214,7 @@ def _list_files(store: HTTPStorage, base: str, pid: str, dataset: str, dst_store
         before = len(out.jobs)
         _add_file(out, store, base, pid, f, dst_store, dst_root, sums)
         if starter is not None and len(out.jobs) > before and out.jobs[-1].src_stat.ident:
-            starter.offer(out.jobs[-1])
+            out.jobs[-1] = starter.offer(out.jobs[-1])
     out.dirs = list(dict.fromkeys(out.dirs))
     return out, sums
 
@@ -278,9 +282,7 @@ def expand_url(url: str, token: str, dest: str, meanwhile=lambda: None,
 
     def job() -> FileJob:
         found = FileJob(store, path, store.stat_follow(path), dst_store, target)
-        if early and found.src_stat.ident:
-            _EarlyStart(*early, lambda: True).offer(found)
-        return found
+        return _EarlyStart(*early, lambda: True).offer(found) if early and found.src_stat.ident else found
 
     head = _Background(job)
     meanwhile()

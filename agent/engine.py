@@ -523,7 +523,7 @@ class CopyEngine:
         await asyncio.gather(*(one(fcs) for fcs in dirs.values()))
 
     async def _file(self, fc: FileCopy) -> None:
-        fc.stats.started = time.monotonic()
+        fc.stats.started = fc.job.began or time.monotonic()     # a file's time counts from its first byte asked
         fc.stats.status = "copying"
         interrupted = False
         try:

@@ -186,6 +186,18 @@ def test_a_fresh_download_asks_its_first_chunks_while_the_engine_imports_and_no_
     assert link.ranges == [], "files already downloaded: not one byte is asked for"
 
 
+def test_a_files_time_and_rate_count_from_its_first_early_byte(served, tmp_path):
+    """Behind a link where every content request takes 0.3 s, no file can arrive in less: a file
+    whose only chunk was asked for early (while the engine imported) reports the time since then,
+    not since the engine took it up (which showed rates above the link's)."""
+    url, world, link = served
+    link.delay = 0.3
+    r, summary = get_json("--server", url, world.pids["open"], tmp_path / "dest")
+    assert r.returncode == 0, r.stderr
+    done = [f for f in summary["files"] if f["status"] == "done" and f["size"] > 0]
+    assert len(done) == 3 and min(f["seconds"] for f in done) >= 0.3, done
+
+
 def test_an_early_chunk_that_failed_or_whose_file_changed_is_asked_again(http_files):
     """An early read changes when bytes travel, never what is accepted: one that failed is sent
     again when the engine asks for it, and one whose file changed meanwhile ends in SourceChanged

@@ -32,6 +32,7 @@ class FileJob:
     src_stat: Stat
     dst_store: Storage
     dst_path: str
+    began: float | None = None      # monotonic time its bytes began to travel before a copy took it up
 
     @property
     def src_url(self) -> str:
