@@ -29,7 +29,7 @@ from .search import (BeamtimeFacets, SearchQuery, SearchResult, beamtime_text, c
                      fold_facets, query_words, sort_key, sort_title, words, year_of)
 from .sqlite_facets import (DS_FTS_SCHEMA, DS_VOCAB_SCHEMA, ROWS, TextPlan, bounded_rows, broad, ds_body,
                             ensure_facet_table, filters, fts_ids, fts_key, fts_word, grouped_rows, newest_of,
-                            recent_window, rekey_fts, text_plan)
+                            next_embargo_end, recent_window, rekey_fts, text_plan)
 from .sqlite_scans import SCAN_MATCH, ensure_scan_tables, read_scan, read_scans_of, write_scans
 
 PAGE = 2000
@@ -78,7 +78,6 @@ CREATE INDEX IF NOT EXISTS datasets_facets ON datasets(beamtime, data_type, crea
 _SEARCH_VERSION = 4             # 1: ds_fts rowid = dataset rowid; 2: sqlite_facets.fts_key; 3: + prefix index;
                                 # 4: + sqlite_facets.EVERY in every text
 COUNT_CACHE_SIZE = 256
-COUNT_CACHE_SECONDS = 60
 _RECENT_MAX = 100_000          # the most datasets a free-text page tries first (sqlite_facets.recent_window)
 _FEW_BEAMTIMES = 500             # a narrow query's page is looked up through the beamtimes of its matches
 _UNDER_EMBARGO = ROWS.under_embargo
@@ -636,21 +635,24 @@ class SQLiteCatalogue(Catalogue):
     def _counted(self, query: SearchQuery, groups_of) -> tuple[int, dict, tuple[str, ...], float | None]:
         """Total, facets, the beamtimes with matches and the newest created_at among their datasets
         (sqlite_facets.newest_of) of a query, remembered until the database changes (any
-        connection's commit: data_version; this one's: total_changes) or the minute turns (embargo
-        ends move counts at most that late; the page of datasets itself is always exact). The next
-        pages of a query and the portal's front page cost only their page."""
-        stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes,
-                 int(query.now // COUNT_CACHE_SECONDS))
+        connection's commit: data_version; this one's: total_changes) or the next embargo end in
+        the catalogue passes (sqlite_facets.next_embargo_end; a clock that goes back forgets them
+        too). The page is looked for among the beamtimes with matches, so counts one embargo end
+        late would hide a dataset just released (counts were kept for the minute: a search
+        found nothing for up to 60 s after the end). The next pages of a query and the portal's
+        front page cost only their page."""
+        stamp = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
         key = replace(query, after=None, limit=0, now=0.0, sort="newest")
         hit = self._counts.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1:]
+        if hit is not None and hit[0] == stamp and hit[1] <= query.now < hit[2]:
+            return hit[3:]
+        until = next_embargo_end(self._db, query.now)
         beamtimes, groups = groups_of()
         having = tuple(sorted({g[0] for g in groups}))
         found = (sum(g[4] for g in groups), fold_facets(groups, beamtimes), having, newest_of(self._db, having))
         if len(self._counts) >= COUNT_CACHE_SIZE:
             self._counts.pop(next(iter(self._counts)))
-        self._counts[key] = (stamp, *found)
+        self._counts[key] = (stamp, query.now, until, *found)
         return found
 
     def _facet_groups(self, base: str, cond: str, where: list[str], args: dict) -> tuple[dict, list[tuple]]:

@@ -341,6 +341,13 @@ def grouped_rows(db: sqlite3.Connection, query: SearchQuery, plan: TextPlan | No
     return [g for g in groups if g[4]]
 
 
+def next_embargo_end(db: sqlite3.Connection, now: float) -> float:
+    """The first embargo end after `now` among the datasets (their groups), or infinity: until
+    then no dataset leaves its embargo, so no count of any query changes with the clock."""
+    found = db.execute("SELECT min(emb) FROM ds_groups WHERE emb > ?", (now,)).fetchone()[0]
+    return float("inf") if found is None else found
+
+
 def broad(db: sqlite3.Connection, total: int) -> bool:
     """Whether `total` matches are at least 1/BROAD_SHARE of the datasets (by the largest rowid)."""
     return total * BROAD_SHARE >= (db.execute("SELECT max(rowid) FROM datasets").fetchone()[0] or 0)

@@ -441,3 +441,22 @@ def test_a_word_in_most_datasets_is_counted_by_its_misses(tmp_path):
     assert cat.search_datasets(SearchQuery(q=sqlite_facets.EVERY, now=NOW)).total == full_pass(
         cat, SearchQuery(now=NOW))[0]                              # no word: every dataset, as q="" does
     cat.close()
+
+
+def test_a_dataset_whose_embargo_ends_is_found_at_once(tmp_path):
+    """Counts were remembered for the minute, and the page is looked for among the beamtimes with
+    matches: ten seconds after its embargo ended, a search (same minute) still found nothing, though
+    the dataset's own URL answered. Counts are now remembered until the next embargo end."""
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    world(cat)
+    start = 60 * 29_000_000 + 5.0                                    # 5 s into a minute
+    soon = cat.upsert_dataset(Dataset("BT5", "/d/soon", metadata={"title": "soon open"}, embargo_end=start + 10,
+                                      created_at=Y2025)).pid
+    assert cat.search_datasets(SearchQuery(q="soon", now=start)).total == 0
+    before = cat.search_datasets(SearchQuery(now=start)).total
+    for query in (SearchQuery(q="soon", now=start + 20), SearchQuery(q="soon open", now=start + 20)):
+        found = cat.search_datasets(query)
+        assert found.total == 1 and [d.pid for d in found.datasets] == [soon], query
+    assert cat.search_datasets(SearchQuery(now=start + 20)).total == before + 1
+    assert cat.search_datasets(SearchQuery(q="soon", now=start)).total == 0        # a clock set back
+    cat.close()
