@@ -183,6 +183,7 @@ def ensure_facet_table(db: sqlite3.Connection) -> bool:
                "n INTEGER NOT NULL, UNIQUE (beamtime, data_type, year, emb, st))")
     db.execute("CREATE TABLE IF NOT EXISTS ds_grp (id INTEGER PRIMARY KEY, g INTEGER NOT NULL)")
     db.execute("CREATE INDEX IF NOT EXISTS ds_groups_beamtime_nocase ON ds_groups(beamtime COLLATE NOCASE)")
+    db.execute("CREATE INDEX IF NOT EXISTS ds_groups_emb ON ds_groups(emb)")          # next_embargo_end
     triggers = {
         "ds_groups_insert": f"CREATE TRIGGER ds_groups_insert AFTER INSERT ON datasets BEGIN {add} END",
         "ds_groups_delete": f"CREATE TRIGGER ds_groups_delete AFTER DELETE ON datasets BEGIN {drop} DELETE FROM ds_grp "
