@@ -505,8 +505,12 @@ class Archiver:
         rewrite that put the old mtime back is catalogued as new content and archived first."""
         try:
             st = store.stat_follow(spath)
-        except NotFound:
-            return True
+        except NotFound:                # gone already, unless the tier is: an empty mount point holds nothing
+            if tier_marked(self.roots[tier]):
+                return True
+            log.warning("not expiring %r on %s: the tier's root has no marker file (not mounted?); tried again "
+                        "when it is back", url, tier)
+            return False
         same = st.size == f.size and (tier != "beamline" or abs(st.mtime - f.mtime) < 1e-6)
         if not same:
             log.warning("not expiring %r on %s: it changed since it was catalogued (size %d, mtime %.6f); "
@@ -552,6 +556,10 @@ class Archiver:
                 log.warning("not expiring %r on %s: its %s copy cannot be read back now (%s)", f.path, tier, later, e)
                 return False
             result = verdict(f.adler32, got)
+            if result == "missing" and not tier_marked(self.roots[later]):
+                log.warning("not expiring %r on %s: its %s tier's root has no marker file (not mounted?)", f.path,
+                            tier, later)
+                return False
             if self.scrub_stats is not None:
                 self.scrub_stats.count(later, result)
             if result == "ok":

@@ -174,3 +174,48 @@ def test_an_xrootd_tier_gets_its_marker_and_is_down_without_it(xrootd_server, xr
     ok, why, _ = probe_root(url, marker)
     assert not ok and "is missing" in why
     assert not [s for s in store.listdir(base) if s.path.endswith(".tmp")]
+
+
+def test_expiry_never_takes_an_unmounted_tier_for_deleted_copies(tmp_path):
+    """Was: with central not mounted, expiring the beamline copy read central back as missing and
+    marked the good central copy bad (it was copied again); expiring the central copy found nothing
+    to delete and recorded it "deleted" while it still sat on the real file system, never expired."""
+    import zlib
+
+    from domas.archive.archiver import Archiver
+    from domas.catalogue.base import Dataset, FileRecord, Replica, content_version
+    from domas.catalogue.sqlite import SQLiteCatalogue
+    from domas.config import Config, PolicyConfig, StorageConfig
+
+    roots = {t: tmp_path / t for t in ("beamline", "central", "tape")}
+    cat = SQLiteCatalogue(tmp_path / "cat.sqlite")
+    cfg = Config(storage=StorageConfig(**{t: str(p) for t, p in roots.items()}), policy=PolicyConfig(scrub_interval=0))
+    arch = Archiver(cfg, cat, "127.0.0.1:1", clock=lambda: 1000.0)
+    ds = cat.upsert_dataset(Dataset(beamtime="BT1", path="/B1/202611/Data/BT1/raw"))
+    data = os.urandom(8192)
+    for t, root in roots.items():
+        (root / ds.path.strip("/")).mkdir(parents=True)
+        (root / ds.path.strip("/") / "a.h5").write_bytes(data)
+        os.utime(root / ds.path.strip("/") / "a.h5", (5.0, 5.0))
+        assert probe_root(str(root), mark=True)[0]                  # the controller's markers
+    v = content_version(len(data), 5.0)
+    cat.upsert_file(FileRecord(ds.pid, "a.h5", len(data), adler32=f"{zlib.adler32(data):08x}", mtime=5.0, replicas={
+        "beamline": Replica("pending", "b", 10.0, v), "central": Replica("verified", "c", 20.0, v),
+        "tape": Replica("verified", "t", 30.0, v)}))
+    central, away = roots["central"], tmp_path / "central.mounted"
+    central.rename(away)                                            # not mounted
+    central.mkdir()
+
+    def state(tier: str) -> str:
+        return cat.get_file(ds.pid, "a.h5").replicas[tier].state
+
+    arch.expire(ds.pid, "a.h5", "beamline")                         # protected by central: not readable now
+    assert (state("beamline"), state("central")) == ("pending", "verified")
+    assert (roots["beamline"] / ds.path.strip("/") / "a.h5").exists()
+    arch.expire(ds.pid, "a.h5", "central")                          # the copy is there, on the real disk
+    assert state("central") == "verified"
+    central.rmdir()
+    away.rename(central)                                            # mounted again: expired for real
+    arch.expire(ds.pid, "a.h5", "central")
+    assert state("central") == "deleted" and not (central / ds.path.strip("/") / "a.h5").exists()
+    cat.close()
