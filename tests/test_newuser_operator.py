@@ -64,3 +64,28 @@ def test_up_data_dir_moves_every_place_and_the_banner_command_pastes_into_a_shel
     out = subprocess.run(["sh", "-c", command.replace("domas ", f"{sys.executable} -m domas.cli ", 1)],
                          capture_output=True, text=True, timeout=60, cwd="/", env=PLAIN_ENV)
     assert out.returncode == 0 and "0 dataset(s)" in out.stderr, (command, out.stdout, out.stderr)
+
+
+def test_relative_places_in_the_config_count_from_its_directory_even_upwards(tmp_path):
+    """README: 'relative paths count from this file's directory'. Was: data_dir = "../data" made
+    every tier '<etc>/../data/<tier>', refused as "storage.beamline ... contains '..'" (a key the
+    file does not set); a relative tier (central = "../central") was refused as relative after a
+    directory of that name had been made under the current directory."""
+    (tmp_path / "site" / "etc").mkdir(parents=True)
+    (tmp_path / "site" / "etc" / "domas.toml").write_text(
+        'data_dir = "../data"\n[storage]\ncentral = "../central"\n' + LOOPBACK)
+    run = tmp_path / "elsewhere" / "run"
+    run.mkdir(parents=True)
+    log = open(tmp_path / "up.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "domas.cli", "up", "--config", "../../site/etc/domas.toml"],
+                            cwd=run, env=PLAIN_ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Stop with Ctrl-C." in (tmp_path / "up.log").read_text(), 60, "domas up", proc=proc)
+    finally:
+        stop_process(proc, timeout=30)
+        log.close()
+    banner = (tmp_path / "up.log").read_text()
+    assert f"central copies     {tmp_path / 'site' / 'central'}\n" in banner, banner
+    assert f"tape copies        {tmp_path / 'site' / 'data' / 'tape'}\n" in banner, banner
+    assert (tmp_path / "site" / "data" / "state").is_dir()
+    assert not (tmp_path / "elsewhere" / "central").exists()

@@ -341,8 +341,12 @@ def _locations(cfg: Config, path, env: Mapping[str, str]) -> Config:
     data_dir gives state_dir (data_dir/state) and every empty tier (data_dir/<tier>)."""
     if path:
         base = Path(path).resolve().parent
-        cfg = replace(cfg, **{k: str(base / Path(getattr(cfg, k)).expanduser())
+        cfg = replace(cfg, **{k: os.path.normpath(base / Path(getattr(cfg, k)).expanduser())    # "../data" too
                               for k in ("data_dir", "state_dir") if getattr(cfg, k)})
+        here = lambda where: where if not where or "://" in where else os.path.normpath(base / Path(where).expanduser())  # noqa: E731
+        cfg = replace(cfg, storage=replace(cfg.storage, **{t: here(getattr(cfg.storage, t))
+                                                           for t in ("beamline", "central", "tape")},
+                                           endpoints=tuple((n, here(w)) for n, w in cfg.storage.endpoints)))
     if cfg.data_dir:
         d = Path(cfg.data_dir).expanduser()
         tiers = {t: getattr(cfg.storage, t) or str(d / t) for t in ("beamline", "central", "tape")}
