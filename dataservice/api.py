@@ -256,11 +256,16 @@ def parse_time(value: str | None, name: str = "since", *, end_of_day: bool = Fal
 
 
 def check_params(request: Request, allowed: tuple[str, ...]) -> None:
-    """Unknown query parameters are a 400, never silently ignored."""
+    """Unknown query parameters are a 400, never silently ignored; so is one given twice (each
+    takes one value: `q=a&q=b` searched for b alone)."""
     unknown = sorted(set(request.query_params) - set(allowed))
     if unknown:
         known = ", ".join(allowed) if allowed else "none"
         raise UsageError(f"unknown parameter {unknown[0]!r}; this endpoint takes: {known}")
+    names = [name for name, _ in request.query_params.multi_items()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"parameter {twice[0]!r} is given more than once; give each parameter once")
 
 
 def check_choices(*, sort: str, access: str | None, year: str | None) -> None:
