@@ -16,7 +16,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from domas.errors import UnsafePath
+from domas.errors import StorageError, UnsafePath
 from domas.transfer.parts import PART_SUFFIX
 
 AREAS = ("raw", "processed", "scratch", "share")
@@ -129,7 +129,11 @@ def scan_tree(store, root: str) -> tuple[dict[str, tuple[int, float]], list[Unsa
                 problems.append(UnsafePath(f"{entry.path} is a symlink to {target}, outside the beamline root; "
                                            "not followed"))
                 continue
-            st = store.stat_follow(entry.path)
+            try:
+                st = store.stat_follow(entry.path)
+            except StorageError as e:       # a loop or a dangling link: this entry, not the whole scan
+                problems.append(UnsafePath(f"{entry.path} is a symlink that cannot be followed ({e}); not archived"))
+                continue
             if st.is_dir:
                 continue
             if st.special:

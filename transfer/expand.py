@@ -18,7 +18,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-from domas.errors import DomasError, InvalidMessage, NotFound, SameFile, UnsafePath, Unsupported, UsageError
+from domas.errors import (DomasError, InvalidMessage, NotFound, SameFile, StorageError, UnsafePath, Unsupported,
+                          UsageError)
 
 from .storage import Stat, Storage, resolve
 
@@ -138,6 +139,10 @@ def _follow_link(store: Storage, entry: Stat, real_root: str, out: Expansion) ->
         st = store.stat_follow(entry.path)
     except NotFound:
         out.problems.append((store.url(entry.path), NotFound(f"symlink {store.url(entry.path)} is dangling; skipped")))
+        return None
+    except StorageError as e:       # a loop (ELOOP): this link, not the rest of the tree
+        out.problems.append((store.url(entry.path), type(e)(f"symlink {store.url(entry.path)} cannot be followed "
+                                                            f"({e}); skipped")))
         return None
     if st.is_dir or st.special:
         out.problems.append((store.url(entry.path), UnsafePath(
