@@ -29,6 +29,7 @@ docs served locally.
   plain-text "Internal Server Error", and uvicorn logged the traceback again. A response whose
   first bytes are already sent cannot be replaced: it is left incomplete (the client sees a broken
   transfer).
+- A request target in absolute-form (`GET http://host/path`, RFC 9112 3.2.2) is read as its path.
 - Security headers on every response (a route's own value is kept): X-Content-Type-Options:
   nosniff, Referrer-Policy: same-origin, X-Frame-Options: DENY, and a Content-Security-Policy
   that allows only this service's own files: the portal has no script at all and one stylesheet
@@ -43,6 +44,7 @@ import logging
 import time
 from html import escape
 from typing import Callable
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -111,6 +113,15 @@ class ServiceMetrics:
         self.latency.labels(route).observe(seconds)
 
 
+def origin_form(scope: dict) -> dict:
+    """The scope of a request whose target is in absolute-form (`GET http://host/path HTTP/1.1`,
+    which a server must accept: RFC 9112 3.2.2) as if it were sent in origin-form (`GET /path`):
+    uvicorn passes the whole URL on as the path, and no route matched it (404)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return {**scope, "path": urlsplit(scope["path"]).path or "/",
+            "raw_path": urlsplit(raw.decode("latin-1")).path.encode("latin-1") or b"/"}
+
+
 class HttpEdge:
     """ASGI middleware: HEAD as GET without a body, security headers, and one metrics observation
     per request."""
@@ -123,6 +134,8 @@ class HttpEdge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].startswith(("http://", "https://")):
+            scope = origin_form(scope)
         method = scope["method"]
         head = method == "HEAD" and not scope["path"].endswith(self.head_routes)
         if head:
