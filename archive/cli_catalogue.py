@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
-from domas.catalogue.base import with_scans
+from domas.catalogue.base import public_state, with_scans
 from domas.config import Config, parse_duration
 from domas.errors import ConfigError, NotFound, UsageError
 from domas.logsafe import one_line
@@ -204,6 +204,7 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
     with _open(cfg) as cat:
         found = cat.find_datasets(beamtime=args.beamtime, proposal=args.proposal, pi=args.pi, since=since,
                                   path_prefix=os.path.abspath(args.path) if args.path else None, limit=args.limit)
+    found = [_as_read(d, time.time()) for d in found]
     if args.json:
         _print_json([asdict(d) for d in found])
         return 0
@@ -220,6 +221,11 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _as_read(ds, now: float):
+    """The dataset with the state the data service reports: an embargo whose end has passed reads released."""
+    return replace(ds, state=public_state(ds.state, ds.embargo_end, now))
+
+
 def _lookup(cat, key: str):
     found = cat.get_dataset(key)
     if found is None and key.startswith("/"):
@@ -232,7 +238,7 @@ def _lookup(cat, key: str):
 def run_show(args: argparse.Namespace, cfg: Config) -> int:
     with _open(cfg) as cat:
         ds = _lookup(cat, args.pid)
-        ds = replace(ds, metadata=with_scans(ds.metadata, cat.scans_of(ds.pid)))     # its runs' records
+        ds = replace(_as_read(ds, time.time()), metadata=with_scans(ds.metadata, cat.scans_of(ds.pid)))  # its runs' records
         files = []
         for rec in cat.files_of(ds.pid):
             if args.limit and len(files) >= args.limit:

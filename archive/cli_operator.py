@@ -154,8 +154,9 @@ def run_embargo(args: argparse.Namespace, cfg: Config) -> int:
             done = [op.embargo(cat, args.pid, until, who=_who(args), now=now)]
         else:
             done = op.embargo_beamtime(cat, args.beamtime, until, who=_who(args), now=now)
-    for ds in done:
-        print(f"{ds.pid}  embargoed until {_date(until)} UTC")
+    for ds in done:     # an end already past opens the dataset at once: say so
+        print(f"{ds.pid}  embargoed until {_date(until)} UTC" if until > now else
+              f"{ds.pid}  released: the embargo's end {_date(until)} UTC has passed")
     if args.beamtime:
         print(f"beamtime {args.beamtime}: datasets catalogued in it later start under embargo until {_date(until)} UTC")
     return 0

@@ -101,6 +101,24 @@ class Replica:
     checked_at: float | None = None  # when its bytes were last read back and matched (scrubber)
 
 
+def under_embargo(state: str, embargo_end: float | None, now: float) -> bool:
+    if embargo_end is None:
+        return state == "embargoed"
+    return embargo_end > now
+
+
+def public_state(state: str, embargo_end: float | None, now: float) -> str:
+    """The state callers read: "embargoed" while under embargo, "released" once its end has passed
+    (the data service's answers and the catalogue commands alike)."""
+    if state == "deleted":
+        return state
+    if under_embargo(state, embargo_end, now):
+        return "embargoed"
+    if embargo_end is not None or state == "released":
+        return "released"
+    return state
+
+
 def content_version(size: int, mtime: float) -> str:
     """The identity of one content of a file, as replicas record it: size and modification time."""
     return f"{int(size)}:{float(mtime)!r}"
