@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = csub.add_parser("show", help="show a dataset and its files", description=SHOW_HELP,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("pid", metavar="PID", help="the dataset's PID, or its directory")
+    s.add_argument("pid", metavar="PID", type=given, help="the dataset's PID, or its directory")
     s.add_argument("--limit", type=_count, default=1000, metavar="N", help="files to list (default 1000, 0: all)")
     s.add_argument("--json", action="store_true", help="print JSON on stdout")
     s.set_defaults(handler=run_show)
@@ -219,6 +219,13 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
                    _when(d.created_at), d.path) for d in found])
     console.print(f"{len(found)} dataset(s)")
     return 0
+
+
+def given(text: str) -> str:
+    """A PID or id argument: an empty one is refused by argparse (exit 2), not looked up."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; `domas catalogue find` lists the datasets")
+    return text
 
 
 def _as_read(ds, now: float):

@@ -17,6 +17,8 @@ from pathlib import Path
 from domas.config import Config
 from domas.errors import NotFound, PermissionDenied, UsageError, from_oserror
 
+from .cli_catalogue import given
+
 OPERATOR_HELP = """\
 examples:
   domas catalogue proposal set P-2026-017 --title "Battery cathodes" --pi "Ada Lovelace"
@@ -64,17 +66,17 @@ def register_operator(csub: argparse._SubParsersAction) -> None:
     i.set_defaults(handler=run_import)
 
     e = by(csub.add_parser("embargo", help="put a dataset (or every dataset of a beamtime) under embargo"))
-    e.add_argument("pid", metavar="PID", nargs="?")
+    e.add_argument("pid", metavar="PID", nargs="?", type=given)
     e.add_argument("--beamtime", metavar="ID", help="every dataset of this beamtime")
     e.add_argument("--until", metavar="DATE", required=True)
     e.set_defaults(handler=run_embargo)
 
     r = by(csub.add_parser("release", help="lift a dataset's embargo now"))
-    r.add_argument("pid", metavar="PID")
+    r.add_argument("pid", metavar="PID", type=given)
     r.set_defaults(handler=run_release)
 
     h = csub.add_parser("history", help="who changed what and when, for a dataset, beamtime or proposal")
-    h.add_argument("key", metavar="PID",
+    h.add_argument("key", metavar="PID", type=given,
                    help="a dataset PID (with its beamtime and proposal), a beamtime or a proposal id")
     h.add_argument("--json", action="store_true", help="print JSON on stdout")
     h.set_defaults(handler=run_history)

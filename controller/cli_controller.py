@@ -172,6 +172,10 @@ def _patiently(call, patience: float, gave_up):
             time.sleep(min(left, backoff_delay(tries, 0.2, 5.0, rng)))
 
 
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
+
+
 def run_submit(args: argparse.Namespace, cfg: Config) -> int:
     import uuid
 
@@ -194,7 +198,7 @@ def run_submit(args: argparse.Namespace, cfg: Config) -> int:
 
     def gave_up(tries: int, e) -> ControllerUnavailable:
         return ControllerUnavailable(
-            f"the controller at {address} did not take the transfer in {args.retry_for:g} s ({tries} tries; last: "
+            f"the controller at {address} did not take the transfer in {args.retry_for:g} s ({_tries(tries)}; last: "
             f"{e}); it may or may not be queued, so run the same command again with --request-id {rid}, which "
             "queues it at most once")
 
@@ -228,8 +232,8 @@ def _wait_until_ended(args, cfg: Config, transfer_id: str, patience: float = SUB
             raise
 
     def gave_up(tries: int, e) -> ControllerUnavailable:
-        return ControllerUnavailable(f"the controller at {address} has not answered for {patience:g} s ({tries} "
-                                     f"tries; last: {e}); transfer {transfer_id} goes on there: see "
+        return ControllerUnavailable(f"the controller at {address} has not answered for {patience:g} s "
+                                     f"({_tries(tries)}; last: {e}); transfer {transfer_id} goes on there: see "
                                      f"domas status {transfer_id}")
 
     while True:
@@ -242,11 +246,14 @@ def _wait_until_ended(args, cfg: Config, transfer_id: str, patience: float = SUB
 def run_status(args: argparse.Namespace, cfg: Config) -> int:
     from domas.v1 import domas_pb2 as pb
 
-    stub, md, address = _stub(args, cfg)
-    if args.wait and not args.transfer:
-        from domas.errors import UsageError
+    from domas.errors import UsageError
 
-        raise UsageError("--wait needs a transfer id: domas status ID --wait")
+    if args.transfer is not None and not args.transfer.strip():
+        raise UsageError("the transfer id is empty; `domas status` lists the recent ones")
+    stub, md, address = _stub(args, cfg)
+    if (args.wait or args.files) and not args.transfer:
+        flag = "--wait" if args.wait else "--files"
+        raise UsageError(f"{flag} needs a transfer id: domas status ID {flag}")
     if args.wait:
         _wait_until_ended(args, cfg, args.transfer)
     if not args.transfer:

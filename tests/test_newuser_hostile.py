@@ -63,3 +63,21 @@ def test_a_metrics_address_that_is_no_host_port_says_so(deployment, listen):
     assert out.returncode == 78, (out.returncode, out.stderr)
     assert out.stderr.strip().splitlines() == [f"domas: agent.metrics_listen: {listen!r} is not host:port, e.g. "
                                                "127.0.0.1:9400 (port 0: any free port)"], out.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["status", ""], "domas: the transfer id is empty; `domas status` lists the recent ones"),
+    (["status", "--files"], "domas: --files needs a transfer id: domas status ID --files"),
+    (["catalogue", "show", ""], "argument PID: is empty"),
+    (["catalogue", "history", " "], "argument PID: is empty"),
+    (["catalogue", "release", ""], "argument PID: is empty"),
+])
+def test_an_empty_id_is_a_usage_error_not_a_lookup(deployment, args, said):
+    """Was: `domas status ""` listed every transfer and `status --files` ignored --files (both
+    exit 0, or 69 with no controller); `catalogue show ""` said 'no dataset  in the catalogue'
+    (exit 3), history and release alike. The controller here is a closed port: a refusal that
+    comes after a call shows as exit 69."""
+    (deployment / "domas.toml").write_text('data_dir = "data"\n[agent]\ncontroller = "127.0.0.1:9"\n')
+    out = domas("--config", "domas.toml", *args, cwd=deployment, timeout=30)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert said in out.stderr.strip().splitlines()[-1], out.stderr
