@@ -57,7 +57,8 @@ def test_a_store_locked_for_seconds_is_rebuilt_from_once_and_reads_stay_answered
         locker = threading.Thread(target=_hold, args=(tmp_path / "state" / "controller.sqlite", LOCKED, held))
         locker.start()
         assert held.wait(10)
-        refused = fac.cli("submit", str(small), f"{tmp_path}/central/")          # a write the store refuses
+        refused = fac.cli("submit", str(small), f"{tmp_path}/central/", "--retry-for", "0")   # a write the store
+        # refuses (asked once: by default submit would ask again until the store takes it)
         assert refused.returncode != 0 and "state store" in refused.stderr, refused.stderr
         took = []
         with grpc.insecure_channel(f"127.0.0.1:{fac.port}") as channel:           # reads meanwhile
