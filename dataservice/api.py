@@ -117,8 +117,9 @@ After its end date it is open to all and its state reads "released". Identify wi
 (`domas user token NAME`) as `Authorization: Bearer <token>`; a service with a facility token
 refuses anonymous calls.
 Every GET also answers HEAD (same headers, no body); a GET of file content answers 304 to an
-`If-None-Match` naming its ETag. Unknown query parameters are refused (400). Request metrics for
-Prometheus are at /metrics.
+`If-None-Match` naming its ETag, or (without one) an `If-Modified-Since` not before its
+Last-Modified. Unknown query parameters are refused (400). Request metrics for Prometheus are at
+/metrics.
 The command-line client is `domas get PID DEST` (parallel, resumable, verified).
 """
 
@@ -633,6 +634,10 @@ async def serve_content(svc: DataService, request: Request, caller: Caller, pid:
         raise SourceChanged(f"{path} of dataset {pid} changed (its ETag is now {tag}); download it again")
     if delivery.etag_matches_none(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes"})
+    if delivery.not_modified_since(request.headers.get("if-modified-since"), request.headers.get("if-none-match"),
+                                   f.mtime):                      # wget -N, curl -z
+        return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes",
+                                                  "Last-Modified": email.utils.formatdate(f.mtime, usegmt=True)})
     if_range = request.headers.get("if-range")
     try:
         rng = delivery.parse_range(request.headers.get("range"), f.size) if if_range in (None, tag) else None
@@ -702,7 +707,8 @@ def add_api(app: FastAPI, svc: DataService) -> None:
     content_route = API + "/datasets/{pid:pid}/files/{path:filepath}/content"
     content_doc = dict(tags=["files"], response_class=StreamingResponse,
                        responses={**ERRORS, 206: {"description": "One byte range"},
-                                  304: {"description": "If-None-Match names this version"},
+                                  304: {"description": "If-None-Match names this version, or "
+                                                        "If-Modified-Since is not before it"},
                                   412: {"model": ErrorOut, "description": "If-Match names another version"},
                                   416: {"model": ErrorOut, "description": "Range not satisfiable"}})
 

@@ -15,6 +15,7 @@ No I/O and no clock here: `now` is passed in.
 
 from __future__ import annotations
 
+import email.utils
 import posixpath
 import re
 from dataclasses import dataclass
@@ -143,6 +144,21 @@ def etag_matches_none(if_none_match: str | None, tag: str) -> bool:
         return False
     items = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in items or tag in items
+
+
+def not_modified_since(if_modified_since: str | None, if_none_match: str | None, mtime: float | None) -> bool:
+    """If-Modified-Since names a moment at or after the file's Last-Modified (whole seconds, as
+    the header has them); ignored when If-None-Match is sent, when it is no HTTP date, and when
+    the catalogue has no mtime to compare (RFC 9110 13.1.3)."""
+    if if_modified_since is None or if_none_match is not None or not mtime:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(mtime) <= since.timestamp()
 
 
 def page_bounds(offset: int, limit: int, max_limit: int) -> tuple[int, int]:
