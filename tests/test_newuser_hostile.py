@@ -81,3 +81,18 @@ def test_an_empty_id_is_a_usage_error_not_a_lookup(deployment, args, said):
     out = domas("--config", "domas.toml", *args, cwd=deployment, timeout=30)
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert said in out.stderr.strip().splitlines()[-1], out.stderr
+
+
+@pytest.mark.parametrize("token", ["secret\n", "sécret", "tab\there"])
+@pytest.mark.parametrize("command", [["status"], ["agent", "--name", "dtn01", "--metrics-listen", "127.0.0.1:0"]])
+def test_a_token_grpc_cannot_carry_is_named_not_blamed_on_the_controller(deployment, token, command):
+    """Was: 'the controller at ... failed to answer (internal); its log has the details' (exit 69)
+    from `domas status`, and an agent that retried forever: gRPC refuses such a header value on
+    the client side. A token pasted with its newline is the common case."""
+    env = {**PLAIN_ENV, "DOMAS_TOKEN": token}
+    out = subprocess.run([sys.executable, "-m", "domas.cli", "--config", "domas.toml", *command,
+                          "--controller", "127.0.0.1:9"], capture_output=True, text=True, timeout=30,
+                         cwd=deployment, env=env)
+    assert out.returncode == 78, (out.returncode, out.stderr)
+    assert out.stderr.strip().splitlines() == ["domas: controller.token (or DOMAS_TOKEN) holds a control character "
+                                               "or a non-ASCII letter, which no token has; check it"], out.stderr

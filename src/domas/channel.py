@@ -91,6 +91,9 @@ def make_sync_channel(address: str, tls_ca: str = "") -> grpc.Channel:
 
 
 def auth_metadata(token: str) -> tuple:
+    if token and not (token.isascii() and token.isprintable()):     # gRPC refuses the call, as an "internal" error
+        raise ConfigError("controller.token (or DOMAS_TOKEN) holds a control character or a non-ASCII letter, "
+                          "which no token has; check it")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
