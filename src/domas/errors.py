@@ -270,13 +270,24 @@ _ERRNO_MAP: dict[int, type[StorageError]] = {
 }
 
 
+# Where the class's own sentence would send the user the wrong way ("free space" for a file-size
+# limit, "check the owner and mode" for a read-only mount): the sentence said instead.
+_ERRNO_SENTENCE: dict[int, str] = {
+    _errno.EFBIG: "The file is larger than the destination takes (this process's file-size limit, "
+                  "`ulimit -f`, or the largest file of that file system); raise the limit or copy it elsewhere",
+    _errno.EROFS: "The destination's file system is mounted read-only; nothing can be written there",
+}
+
+
 def from_oserror(err: OSError, path: str | None = None) -> StorageError:
     """Translate an OSError into the domas class for its errno (the one mapping table)."""
     cls = _ERRNO_MAP.get(err.errno or 0, StorageError)
     reason = err.strerror or str(err)
     where = path or err.filename
     sentence = cls.__doc__.strip().splitlines()[0].rstrip(".")
-    if cls is StorageError:
+    if err.errno in _ERRNO_SENTENCE:
+        text = _ERRNO_SENTENCE[err.errno]
+    elif cls is StorageError:
         text = reason
     elif sentence.split(";")[0].lower() == reason.lower():       # "Permission denied; check ..." says it already
         text = sentence
