@@ -557,9 +557,9 @@ class Archiver:
                 return False
             result = verdict(f.adler32, got)
             if result == "missing" and not tier_marked(self.roots[later]):
-                log.warning("not expiring %r on %s: its %s tier's root has no marker file (not mounted?)", f.path,
-                            tier, later)
-                return False
+                log.warning("%r on %s: its %s copy cannot be read back now, the tier's root has no marker file "
+                            "(not mounted?)", f.path, tier, later)
+                continue            # a later tier may protect it; this one is not bad, only away
             if self.scrub_stats is not None:
                 self.scrub_stats.count(later, result)
             if result == "ok":

@@ -178,7 +178,7 @@ def test_an_xrootd_tier_gets_its_marker_and_is_down_without_it(xrootd_server, xr
 
 def test_expiry_never_takes_an_unmounted_tier_for_deleted_copies(tmp_path):
     """Was: with central not mounted, expiring the beamline copy read central back as missing and
-    marked the good central copy bad (it was copied again); expiring the central copy found nothing
+    marked the good central copy bad (it was copied again; now tape's copy protects it); expiring the central copy found nothing
     to delete and recorded it "deleted" while it still sat on the real file system, never expired."""
     import zlib
 
@@ -209,9 +209,9 @@ def test_expiry_never_takes_an_unmounted_tier_for_deleted_copies(tmp_path):
     def state(tier: str) -> str:
         return cat.get_file(ds.pid, "a.h5").replicas[tier].state
 
-    arch.expire(ds.pid, "a.h5", "beamline")                         # protected by central: not readable now
-    assert (state("beamline"), state("central")) == ("pending", "verified")
-    assert (roots["beamline"] / ds.path.strip("/") / "a.h5").exists()
+    arch.expire(ds.pid, "a.h5", "beamline")        # central cannot be read back now; tape protects it
+    assert (state("beamline"), state("central")) == ("deleted", "verified")
+    assert not (roots["beamline"] / ds.path.strip("/") / "a.h5").exists()
     arch.expire(ds.pid, "a.h5", "central")                          # the copy is there, on the real disk
     assert state("central") == "verified"
     central.rmdir()
