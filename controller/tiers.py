@@ -118,11 +118,18 @@ def probe_root(url: str, marker: str = "", mark: bool = False) -> tuple[bool, st
     """Blocking: is the tier at `url` there? (up, why not, marker id) - never raises.
 
     With `marker`, the root must hold a marker file with that id. Without one and with `mark`,
-    the marker found at the root is returned, or a new one is written and returned (the caller
-    records it); a root that cannot be written is left unmarked ("" returned) and probed by stat."""
+    the root is made if it does not exist, and the marker found there is returned, or a new one is
+    written and returned (the caller records it); a root that cannot be written is left unmarked
+    ("" returned) and probed by stat."""
     try:
         store, path = resolve(url)
-        st = store.stat_follow(path)
+        try:
+            st = store.stat_follow(path)
+        except NotFound:
+            if not mark or marker:
+                raise
+            store.makedirs(path)        # a tier never seen before is made, as a first copy into it would
+            st = store.stat_follow(path)
         if not st.is_dir:
             return False, f"{url} is not a directory", marker
         if not (marker or mark):

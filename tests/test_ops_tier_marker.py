@@ -219,3 +219,15 @@ def test_expiry_never_takes_an_unmounted_tier_for_deleted_copies(tmp_path):
     arch.expire(ds.pid, "a.h5", "central")
     assert state("central") == "deleted" and not (central / ds.path.strip("/") / "a.h5").exists()
     cat.close()
+
+
+def test_a_tier_never_seen_before_is_made_at_its_first_probe(tmp_path):
+    """A configured tier whose root does not exist yet is made and marked (a first copy into it made
+    it before the marker); once marked, a root that is gone is down and not made again."""
+    root = tmp_path / "new" / "central"
+    ok, why, marker = probe_root(str(root), mark=True)
+    assert ok and (root / MARKER).exists(), why
+    (root / MARKER).unlink()
+    root.rmdir()
+    ok, why, _ = probe_root(str(root), marker, mark=True)
+    assert not ok and not root.exists()
