@@ -22,6 +22,8 @@ from domas.config import Config, parse_duration
 from domas.errors import ConfigError, NotFound, UsageError
 from domas.logsafe import one_line
 
+from .cli_operator import given
+
 FIND_HELP = """\
 List datasets, newest first, filtered by beamtime, proposal, principal investigator (the
 beamtime's or the proposal's PI), creation time and/or directory.
@@ -219,13 +221,6 @@ def run_find(args: argparse.Namespace, cfg: Config) -> int:
                    _when(d.created_at), d.path) for d in found])
     console.print(f"{len(found)} dataset(s)")
     return 0
-
-
-def given(text: str) -> str:
-    """A PID or id argument: an empty one is refused by argparse (exit 2), not looked up."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("is empty; `domas catalogue find` lists the datasets")
-    return text
 
 
 def _as_read(ds, now: float):

@@ -17,8 +17,6 @@ from pathlib import Path
 from domas.config import Config
 from domas.errors import NotFound, PermissionDenied, UsageError, from_oserror
 
-from .cli_catalogue import given
-
 OPERATOR_HELP = """\
 examples:
   domas catalogue proposal set P-2026-017 --title "Battery cathodes" --pi "Ada Lovelace"
@@ -30,6 +28,13 @@ examples:
   domas catalogue release CSTR:17058.11.HEPS.BT0001.Q6DY67NH8MVD
   domas catalogue history CSTR:17058.11.HEPS.BT0001.Q6DY67NH8MVD
 """
+
+
+def given(text: str) -> str:
+    """A PID or id argument: an empty one is refused by argparse (exit 2), not looked up."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; `domas catalogue find` lists the datasets")
+    return text
 
 
 def register_operator(csub: argparse._SubParsersAction) -> None:
