@@ -96,3 +96,16 @@ def test_a_token_grpc_cannot_carry_is_named_not_blamed_on_the_controller(deploym
     assert out.returncode == 78, (out.returncode, out.stderr)
     assert out.stderr.strip().splitlines() == ["domas: controller.token (or DOMAS_TOKEN) holds a control character "
                                                "or a non-ASCII letter, which no token has; check it"], out.stderr
+
+
+@pytest.mark.parametrize("where", [["--config", ""], ["catalogue", "find", "--config", " "]])
+def test_an_empty_config_flag_is_refused_not_read_as_no_config(tmp_path, where):
+    """`domas --config "$CFG" ...` with CFG unset. Was: the defaults (~/.local/state, or ./domas-data
+    for `up`), so an operator's typo ran a demo deployment beside the real one; exit 0 here."""
+    env = {**PLAIN_ENV, "HOME": str(tmp_path)}
+    args = where if where[0] == "catalogue" else [*where, "catalogue", "find"]
+    out = subprocess.run([sys.executable, "-m", "domas.cli", *args], capture_output=True, text=True, timeout=30,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr == "domas: --config is empty; give the TOML file, or leave --config out\n"
+    assert not (tmp_path / ".local").exists()

@@ -16,7 +16,7 @@ import sys
 
 from domas import __version__
 from domas import config as config_mod
-from domas.errors import DomasError
+from domas.errors import DomasError, UsageError
 
 COMMAND_MODULES = {                                   # module: the subcommands it registers
     "domas.agent.cli_copy": ("copy", "checksum"),
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.config is not None and not args.config.strip():     # `--config "$UNSET"`: not the defaults
+            raise UsageError("--config is empty; give the TOML file, or leave --config out")
         cfg = config_mod.load(args.config, os.environ)
         code = int(args.handler(args, cfg) or 0)
         if program and getattr(args, "exit_at_once", False):
