@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dest", metavar="DEST", nargs="?", help="local directory (or file name, for one URL)")
     p.add_argument("--manifest", metavar="FILE", help="download the files a portal manifest lists (one URL a line) "
                                                       "into the directory given as the only argument")
-    p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER or http://127.0.0.1:8400)")
+    p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER, else http://<controller.http_listen> "
+                                    "of the configuration, http://127.0.0.1:8400 unless set)")
     p.add_argument("--token", help="the facility token (default: $DOMAS_TOKEN)")
     p.add_argument("--streams", type=stream_count, help="chunks in flight (default: 4 per core, at least 4)")
     p.add_argument("--chunk-size", help=f"bytes per ranged request (default {GET_CHUNK}: memory stays near "
@@ -319,6 +320,9 @@ def expand_manifest(manifest: str, token: str, dest: str, workers: int = 8) -> E
             urls = manifest_urls(fh.read())
     except OSError as e:
         raise UsageError(f"cannot read the manifest {manifest}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"the manifest {manifest} is not UTF-8 text (one URL a line); use a manifest the portal "
+                         "made") from None
     if not urls:
         raise UsageError(f"the manifest {manifest} lists no file")
     dst_store, dst_root = _destination(dest)
@@ -377,12 +381,23 @@ def _load_engine() -> None:
     from . import engine  # noqa: F401
 
 
+def _refuse_empty(args: argparse.Namespace) -> None:
+    """An empty PID, URL or destination is a mistake (a variable that was not set), never the
+    service's root nor the current directory."""
+    dest = args.target if args.manifest else args.dest
+    if not args.manifest and not args.target.strip():
+        raise UsageError("the PID or URL to download is empty (''); give a dataset PID or a file's URL")
+    if dest is not None and not dest.strip():
+        raise UsageError("the destination is empty (''); give a directory, e.g. . for the current one")
+
+
 def run_get(args: argparse.Namespace, cfg: Config) -> int:
     if args.chunk_size is None:
         args.chunk_size = GET_CHUNK
     cfg = copy_config(args, cfg)
     token = args.token if args.token is not None else cfg.controller.token
     began, early = time.monotonic(), (cfg.copy.chunk_size, cfg.copy.streams)
+    _refuse_empty(args)
     if args.manifest:
         if args.dest is not None:
             raise UsageError("with --manifest give only the destination directory: domas get --manifest FILE DEST")

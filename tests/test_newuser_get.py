@@ -1,10 +1,8 @@
 """A scientist's `domas get` typed carelessly: an empty PID or destination, a manifest that is
 not text. Each must be one sentence and exit 2 before any request goes out, as `domas copy`
-already does for an empty path.
-
-These cases fail on the code of agent/cli_get.py (the lead's file, being changed for speed), so
-they are marked xfail(strict=True) and reported to the lead: when cli_get.py says so in one
-sentence, the mark turns into an XPASS failure and is to be removed.
+already does for an empty path. (Each failed on the code before 2026-11-30 03:20: a manifest that
+is not UTF-8 was 'unexpected internal error', an empty PID asked for /api/v1/datasets/, an empty
+destination downloaded into the current directory.)
 """
 
 from __future__ import annotations
@@ -34,8 +32,6 @@ def usage_sentence(out: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="lead (agent/cli_get.py): a manifest that is not UTF-8 is "
-                                       "'unexpected internal error (UnicodeDecodeError)', exit 70")
 def test_a_manifest_that_is_not_text_is_one_sentence(tmp_path):
     (tmp_path / "scan.manifest").write_bytes(b"\xff\xfe\x00\x81 a spreadsheet, not a manifest")
     line = usage_sentence(domas("get", "--server", CLOSED, "--manifest", "scan.manifest", "dl", cwd=tmp_path))
@@ -43,15 +39,11 @@ def test_a_manifest_that_is_not_text_is_one_sentence(tmp_path):
     assert not (tmp_path / "dl").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="lead (agent/cli_get.py): an empty PID asks the service for "
-                                       "/api/v1/datasets/ (exit 7 here, a 404 sentence on a live service)")
 def test_an_empty_pid_is_a_usage_error(tmp_path):
     line = usage_sentence(domas("get", "--server", CLOSED, "", "dl", cwd=tmp_path))
     assert "empty" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="lead (agent/cli_get.py): an empty DEST downloads into the "
-                                       "current directory ('domas copy a \"\"' is a usage error)")
 @pytest.mark.parametrize("target", ["CSTR:17058.11.HEPS.BT0001.X", f"{CLOSED}/api/v1/datasets/P/files/a.h5/content"])
 def test_an_empty_destination_is_a_usage_error(tmp_path, target):
     line = usage_sentence(domas("get", "--server", CLOSED, target, "", cwd=tmp_path))
