@@ -179,7 +179,7 @@ def _tries(n: int) -> str:
 def run_submit(args: argparse.Namespace, cfg: Config) -> int:
     import uuid
 
-    from domas.errors import ControllerUnavailable, UsageError
+    from domas.errors import ControllerUnavailable, DomasError, NetworkTimeout, UsageError
     from domas.v1 import domas_pb2 as pb
 
     if len(args.paths) < 2:
@@ -196,7 +196,9 @@ def run_submit(args: argparse.Namespace, cfg: Config) -> int:
         stub, md, _ = _stub(args, cfg)
         return _call(stub.SubmitTransfer, req, md, address)
 
-    def gave_up(tries: int, e) -> ControllerUnavailable:
+    def gave_up(tries: int, e) -> DomasError:
+        if not isinstance(e, (ControllerUnavailable, NetworkTimeout)):
+            return e            # it answered, refusing for now (a busy store): its sentence says nothing was queued
         return ControllerUnavailable(
             f"the controller at {address} did not take the transfer in {args.retry_for:g} s ({_tries(tries)}; last: "
             f"{e}); it may or may not be queued, so run the same command again with --request-id {rid}, which "

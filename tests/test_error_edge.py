@@ -34,7 +34,7 @@ def test_a_submission_the_controller_fails_on_prints_one_sentence(tmp_path):
         with sqlite3.connect(tmp_path / "ctl" / "controller.sqlite") as db:   # a row where the next id goes
             db.execute("INSERT INTO files (id, transfer_id, src, dst, size, mtime_ns, state) "
                        "VALUES (1, 'elsewhere', '/a', '/b', 1, 0, 'done')")
-        out = _cli(tmp_path, "submit", str(src), f"{tmp_path}/dst/", "--controller", f"127.0.0.1:{port}")
+        out = _cli(tmp_path, "submit", str(src), f"{tmp_path}/dst/", "--controller", f"127.0.0.1:{port}", "--retry-for", "0")
         assert out.returncode == 7, out.stderr          # refused, retriable: nothing was recorded
         line = _one_sentence(out.stderr)
         assert "could not record this in its state store" in line and "try again" in line
@@ -56,7 +56,7 @@ def test_a_busy_state_store_is_a_retriable_sentence(tmp_path):
     db = sqlite3.connect(tmp_path / "ctl" / "controller.sqlite", isolation_level=None)
     try:
         db.execute("BEGIN EXCLUSIVE")
-        out = _cli(tmp_path, "submit", str(src), f"{tmp_path}/dst/", "--controller", f"127.0.0.1:{port}")
+        out = _cli(tmp_path, "submit", str(src), f"{tmp_path}/dst/", "--controller", f"127.0.0.1:{port}", "--retry-for", "0")
         db.execute("ROLLBACK")
         assert out.returncode == 7, out.stderr          # TransientError: try again
         assert "state store (busy or full)" in _one_sentence(out.stderr)
