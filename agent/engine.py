@@ -32,8 +32,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import posixpath
 import random
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +45,8 @@ import xxhash
 
 from domas.checksum import chunk_sums, format_adler32, parse_adler32, xxh3_64
 from domas.config import Config
-from domas.errors import (ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NotFound, SourceChanged,
-                          Unsupported)
+from domas.errors import (ChecksumMismatch, DestinationBusy, DomasError, IsADirectory, NoSpace, NotFound,
+                          SourceChanged, Unsupported)
 from domas.retry import RetryPolicy
 
 from domas.transfer.filecore import PART_GONE, SOURCE_CHANGED, Copy, Fail, FileCore, Restart, Skip
@@ -102,6 +104,7 @@ def copy_range(reader, writer, c: Chunk, readback: bool, src_url: str, dst_url: 
     return adler, xxh, data
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)   # a full destination (not a file-size limit, EFBIG, which says so)
 DURABLE_GROUP = 8 * 1024 * 1024   # at most, bytes of a file written between two fdatasyncs (see the invariants)
 SYNC_GROUP_MAX = 128      # small files made durable together (each holds its part file open meanwhile)
 SYNC_LINGER = 0.25        # seconds a group waits for files still being copied to join it
@@ -206,6 +209,10 @@ class FileCopy:
         fresh = fresh_only or not self.cfg.copy.resume or not self._resume(jpath)
         try:
             self.reader = job.src_store.open_read(job.src_path)
+            if src.size == 0 and job.src_store.scheme == "file" and self.reader.pread(0, 1):
+                raise Unsupported(f"{job.src_url} says it holds 0 bytes but has content (a /proc or /sys file, "
+                                  "whose size is known only once read); domas copies a file by its size, so nothing "
+                                  f"was copied: save it first (cat {job.src_path} > FILE) and copy that")
             self.writer = job.dst_store.open_write(self.part, truncate=fresh, mode=0o600)
         except DomasError:
             self.close()              # a retry opens both again
@@ -433,6 +440,22 @@ class FileCopy:
         self.acct.restart_file(self.stats)
         self.prepare(fresh_only=True)
 
+    def no_space(self, err: NoSpace) -> NoSpace:
+        """The sentence of a file that met a full destination: its size, the space there, and the part
+        file that holds space (kept: the same command resumes it, README "Resume"; removing it gives
+        the space back to the other files)."""
+        job = self.job
+        if job.dst_store.scheme != "file":
+            return err
+        du = shutil.disk_usage(posixpath.dirname(self.part) or ".")
+        try:
+            held = f"its partial copy {self.part} holds {Path(self.part).stat().st_blocks * 512} bytes there"
+        except OSError:
+            held = "no partial copy of it was kept"
+        return NoSpace(f"No space left at {job.dst_url} for this file's {self.size} bytes ({du.free} bytes free, "
+                       f"{du.total} in all); {held}: remove it to give the space back, or free space and run the "
+                       "same command again to resume", path=None)
+
     def close(self) -> None:
         for h in (self.reader, self.writer):
             if h is not None:
@@ -545,6 +568,8 @@ class CopyEngine:
             fc.stats.status = "done"
             self.reporter.file_done(fc.stats)
         except DomasError as e:
+            if isinstance(e, NoSpace) and getattr(e.__cause__, "errno", None) in _FULL:
+                e = await self._io(fc.no_space, e)
             self._failed(fc.stats, e)
         except (OSError, ValueError, RuntimeError) as e:
             self._failed(fc.stats, DomasError(f"{fc.job.src_url}: unexpected failure: {e}"))

@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import posixpath
+import shutil
 import time
 from dataclasses import dataclass, replace
 
@@ -37,6 +38,7 @@ from domas.config import Config
 from domas.errors import CatalogueUnavailable, DomasError, InvalidMessage, NotFound, UnsafePath
 from domas.transfer import validate
 from domas.transfer.filesum import read_adler32
+from domas.transfer.parts import part_path
 from domas.transfer.storage import resolve
 from domas.v1 import domas_pb2 as pb
 from domas.v1 import domas_pb2_grpc as pb_grpc
@@ -55,6 +57,7 @@ _TERMINAL = {pb.TRANSFER_STATE_DONE, pb.TRANSFER_STATE_FAILED, pb.TRANSFER_STATE
 
 
 BATCH = 1000          # files per submitted transfer
+NO_ROOM_FIRST, NO_ROOM_MAX = 30.0, 3600.0   # seconds a file too big for a tier's free space waits, doubling
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class Archiver:
         # rewrite that puts the old mtime back still moves the ctime (our own chmod is noted here)
         self.beamline_ctime: dict[tuple[str, str], float] = {}
         self.problems_seen: set[str] = set()
+        # (dataset, path, tier) -> (when to try again, the wait that gave it): a file that did not fit
+        # in the tier's free space waits, doubling, while the other files go on
+        self.no_room: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._md = (("authorization", f"Bearer {token}"),) if token else ()
         self._next_expiry_scan = 0.0
         self.scrub_stats = scrub_stats
@@ -358,8 +364,15 @@ class Archiver:
     async def submit_copies(self, requests: list[CopyRequest]) -> None:
         """One transfer per destination directory (up to BATCH files), not one per file."""
         groups: dict[tuple, list] = {}
+        now, free = self.clock(), {}
         for r in requests:
-            if (r.dataset, r.path, r.dst_tier) in self.pending:
+            key = (r.dataset, r.path, r.dst_tier)
+            if key in self.pending or now < self.no_room.get(key, (0.0, 0.0))[0]:
+                continue
+            if r.dst_tier not in free:
+                free[r.dst_tier] = await asyncio.to_thread(self.free_space, r.dst_tier)
+            if free[r.dst_tier] is not None and r.f.size > free[r.dst_tier]:
+                self._hold(key, r.f.size, free[r.dst_tier], now)
                 continue
             try:
                 src = tier_url(self.roots[r.src_tier], r.dataset_path, r.path)
@@ -372,6 +385,33 @@ class Archiver:
         for (dst_tier, dst_dir, beamline), items in groups.items():
             for start in range(0, len(items), BATCH):
                 await self._submit(dst_tier, dst_dir, beamline, items[start:start + BATCH])
+
+    def free_space(self, tier: str) -> int | None:
+        """Bytes free on a local tier (None: not local, or not known now)."""
+        try:
+            store, root = resolve(self.roots[tier])
+            return shutil.disk_usage(root).free if store.scheme == "file" else None
+        except (DomasError, OSError, ValueError):
+            return None
+
+    def _hold(self, key: tuple[str, str, str], size: int, free: int | None, now: float) -> None:
+        """A file that does not fit in its tier's free space waits (doubling, up to NO_ROOM_MAX), said once a wait."""
+        wait = min(NO_ROOM_MAX, 2 * self.no_room[key][1]) if key in self.no_room else NO_ROOM_FIRST
+        self.no_room[key] = (now + wait, wait)
+        log.warning("%r (%d bytes) does not fit on %s, which has %s bytes free: the other files go on, this one "
+                    "is tried again in %.0f s", key[1], size, key[2], "?" if free is None else free, wait)
+
+    def _give_back_space(self, p: Pending) -> None:
+        """A copy that failed for lack of space: its part file goes at once, so the space it took is
+        free for the other files (the transfer ended: no agent writes it any more)."""
+        try:
+            store, part = resolve(part_path(p.dst_url))
+            store.remove(part)
+        except NotFound:
+            pass
+        except DomasError as e:
+            log.warning("the partial copy of %r on %s could not be removed: %s", p.path, p.tier, e)
+        self._hold((p.dataset, p.path, p.tier), p.size, self.free_space(p.tier), self.clock())
 
     async def _submit(self, dst_tier: str, dst_dir: str, beamline: str, items: list) -> None:
         ident = "\n".join(f"{r.dataset}:{r.path}:{r.f.size}:{r.f.mtime}:{r.f.adler32}{_retry_mark(r.f, dst_tier)}"
@@ -415,8 +455,12 @@ class Archiver:
                 if p is None:
                     continue
                 ok = fs.state == pb.FILE_STATE_DONE and fs.adler32
-                if not ok:
+                if not ok and fs.error_kind == "no_space":
+                    await asyncio.to_thread(self._give_back_space, p)
+                elif not ok:
                     log.warning("copy to %r failed: %s", p.dst_url, fs.error_message or "transfer failed")
+                else:
+                    self.no_room.pop((p.dataset, p.path, p.tier), None)
                 self.finished.append((p, fs.adler32 if ok else ""))
             for p in by_src.values():
                 self.finished.append((p, ""))
