@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import ipaddress
+import re
 import signal
 import socket
 import sys
@@ -42,15 +43,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     cli_user.register(sub)                       # `domas user`: who may use the service
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def listen_host(host: str) -> str | None:
+    """The host to bind of a listen address's host part ("" = loopback), or None if it is no address:
+    an IPv6 literal in brackets (or bare), an IPv4 address, or a host name."""
+    if not host:
+        return "127.0.0.1"
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+    try:
+        if inner is not None or ":" in host:
+            return str(ipaddress.IPv6Address(host if inner is None else inner))
+        if re.fullmatch(r"[0-9.]+", host):
+            return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return None
+    return host if len(host) <= 253 and _HOSTNAME.fullmatch(host) else None
+
+
 def parse_listen(listen: str, given: bool = True) -> tuple[str, int]:
     """(host, port) of --listen (`given`) or else controller.http_listen; one sentence naming it if not."""
     host, sep, port = listen.strip().rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not sep or not port.isdigit() or int(port) > 65535:
+    bound = listen_host(host)
+    if not sep or bound is None or not port.isdigit() or int(port) > 65535:
         if not given:
             raise ConfigError(f"controller.http_listen: {listen!r} is not host:port, e.g. 127.0.0.1:8400")
-        raise UsageError(f"--listen {listen!r}: give host:port, e.g. 127.0.0.1:8400")
-    return host, int(port)
+        raise UsageError(f"--listen {listen!r}: give host:port, e.g. 127.0.0.1:8400 or [::1]:8400")
+    return bound, int(port)
 
 
 def is_loopback(host: str) -> bool:
@@ -60,8 +80,9 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, bound before the server starts so errors are one sentence."""
+def bind(host: str, port: int, given: bool = False) -> socket.socket:
+    """A listening socket, bound before the server starts so errors are one sentence (naming --listen
+    if `given`, else controller.http_listen)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,7 +96,11 @@ def bind(host: str, port: int) -> socket.socket:
         if e.errno == errno.EADDRINUSE:
             raise ConfigError(f"controller.http_listen: {host}:{port} is already in use; stop what holds it, "
                               "or choose another with controller.http_listen (domas serve: --listen)") from None
-        raise ConfigError(f"controller.http_listen: cannot listen on {host}:{port}: {e.strerror or e}; "
+        why = "no such host" if isinstance(e, socket.gaierror) else (e.strerror or str(e)).lower()
+        if given:
+            raise UsageError(f"--listen: cannot listen on {host}:{port}: {why}; give a local address, "
+                             "e.g. 127.0.0.1:8400") from None
+        raise ConfigError(f"controller.http_listen: cannot listen on {host}:{port}: {why}; "
                           "check the address") from None
     sock.listen(512)
     return sock
@@ -119,7 +144,7 @@ class DataServiceServer:
         guard = MetricsGuard.of(cfg.controller)             # a mistake in it is told before anything opens
         host, port = parse_listen(listen or cfg.controller.http_listen, given=bool(listen))
         self.host, self.tiers = host, tiers_of(cfg)
-        self.sock = bind(host, port)
+        self.sock = bind(host, port, given=bool(listen))
         try:
             self.catalogue = open_catalogue(cfg.catalogue, cfg.state_path())
         except BaseException:
