@@ -32,7 +32,8 @@ import grpc
 
 from domas import __version__
 from domas.channel import auth_metadata, make_channel, own_sentence
-from domas.errors import DomasError, InternalError, LeaseExpired, SourceChanged, Unauthenticated
+from domas.errors import (ConfigError, DomasError, InternalError, InvalidMessage, LeaseExpired, SourceChanged,
+                          Unauthenticated)
 from domas.retry import backoff_delay
 from domas.transfer import filecore
 from domas.transfer.plan import Chunk, check_range
@@ -179,9 +180,9 @@ class Agent:
                 attempt = 0
                 await self._session(stub, stop)
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    raise Unauthenticated(f"the controller at {self.controller} refused this agent's token; "
-                                          "set DOMAS_TOKEN to the controller's token") from None
+                final = self._refused(e)
+                if final is not None:
+                    raise final from None
                 unreachable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                 said = own_sentence(e)              # the controller's refusal (a busy state store) is shown;
                 log.warning("controller %s: %s; retrying", self.controller,     # never grpc core's own text
@@ -194,10 +195,29 @@ class Agent:
             await _wait(stop, backoff_delay(attempt, 0.2, 5.0, self.rng))
         self._pool.shutdown(wait=True)
 
+    def _refused(self, e: grpc.aio.AioRpcError) -> DomasError | None:
+        """A failure that asking again cannot mend, as the error that ends the agent (None: retried).
+        An unreachable or restarting controller is retried; a refused token, a registration the
+        controller refuses as invalid (_register), and an address that is no domas controller are final."""
+        code, where = e.code(), f"the controller at {self.controller}"
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return Unauthenticated(f"{where} refused this agent's token; set DOMAS_TOKEN to the controller's token")
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return ConfigError(f"agent.controller (or --controller): {self.controller} is not a domas controller's "
+                               "gRPC address (it does not offer the agent's calls); give controller.listen's address")
+        return None
+
     async def _register(self, stub) -> None:
-        resp = await stub.RegisterAgent(pb.RegisterAgentRequest(
-            name=self.name, hostname=socket.gethostname(), slots=self.streams, version=__version__),
-            metadata=self._md, timeout=10)
+        try:
+            resp = await stub.RegisterAgent(pb.RegisterAgentRequest(
+                name=self.name, hostname=socket.gethostname(), slots=self.streams, version=__version__),
+                metadata=self._md, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            said = (own_sentence(e) or e.details() or "its registration is not valid").rstrip(".")
+            raise InvalidMessage(f"the controller at {self.controller} refused this agent: {said}; "
+                                 "asking again cannot help") from None
         self.agent_id = resp.agent_id
         self.heartbeat_seconds = resp.heartbeat_seconds or 5.0
         self.lease_seconds = resp.lease_seconds or 60.0
