@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from domas.errors import StorageError, UnsafePath
+from domas.rootpath import check_relative
 from domas.transfer.parts import PART_SUFFIX
 
 AREAS = ("raw", "processed", "scratch", "share")
@@ -35,22 +36,6 @@ class Location:
     def dataset_path(self) -> str:
         """The dataset a file belongs to: one per beamtime and area."""
         return f"{self.beamline}/{self.yearmonth}/Data/{self.beamtime}/{self.area}"
-
-
-def check_relative(rel: str) -> list[str]:
-    """Components of a relative path, refusing anything that could leave the root."""
-    if rel.startswith("/") or "\\" in rel or "\0" in rel:
-        raise UnsafePath(f"{rel!r} is not a plain relative path; refused")
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UnsafePath(f"{rel!r} has an empty, '.' or '..' component; refused")
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:        # undecodable bytes (os.fsdecode's surrogates): no catalogue can hold it
-        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        raise UnsafePath(f"{shown!r} is not a UTF-8 file name, which the catalogue cannot hold; it is not "
-                         "archived: rename it in UTF-8 (e.g. convmv -f latin1 -t utf8)") from None
-    return parts
 
 
 def parse_location(rel: str) -> Location | None:

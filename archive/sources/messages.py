@@ -20,15 +20,15 @@ sentence that ends up as the dead-letter reason. Annotations only ever fill empt
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from domas.archive.discovery import check_relative, parse_location
+from domas.archive.discovery import parse_location
 from domas.archive.sources.base import Annotation
 from domas.catalogue.base import Scan
 from domas.errors import InvalidMessage
+from domas.rootpath import check_relative, relative_to_root
 
 BLUESKY_NAMES = frozenset({"start", "descriptor", "event", "event_page", "stop", "resource", "datum",
                            "datum_page"})
@@ -92,17 +92,6 @@ def _document(msg: dict) -> Document:
     if name == "start" and not isinstance(doc["time"], (int, float)):
         raise InvalidMessage("bluesky start document: 'time' must be POSIX seconds")
     return Document(name, doc)
-
-
-def relative_to_root(path: str, root: str) -> str:
-    """A path announced on the bus, relative to the beamline root (refused when outside it)."""
-    if path.startswith("/"):
-        norm, top = posixpath.normpath(path), posixpath.normpath(root)
-        if not norm.startswith(top.rstrip("/") + "/"):
-            raise InvalidMessage(f"{path} is not under the beamline root {root}")
-        path = norm[len(top.rstrip("/")) + 1:]
-    check_relative(path)
-    return path
 
 
 def start_dataset(doc: dict, root: str) -> str:

@@ -16,6 +16,7 @@ import sys
 
 from domas.config import Config
 from domas.errors import ConfigError, InvalidMessage, NotFound, UsageError
+from domas.rootpath import relative_to_root
 
 HELP = """\
 Tell the archiver that a file is closed (taken at once, no stability wait):
@@ -44,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_publish)
 
 
+def local_root(beamline: str) -> str:
+    """The beamline root as a path on this host ("" if none is configured, or it is a remote store's)."""
+    if beamline.startswith("file://"):
+        return beamline[len("file://"):]
+    return "" if "://" in beamline else os.path.abspath(beamline) if beamline else ""
+
+
 def run_publish(args: argparse.Namespace, cfg: Config) -> int:
     from domas.publish import (BusUnavailable, Spool, safe_url, bus_url_problem, default_spool, drain,
                                file_closed_body)
@@ -67,6 +75,9 @@ def run_publish(args: argparse.Namespace, cfg: Config) -> int:
             path = os.path.abspath(args.path)
             if os.path.isdir(path):
                 raise UsageError(f"{path} is a directory; announce each closed file of it")
+            root = local_root(cfg.storage.beamline)
+            if root:
+                relative_to_root(path, root)        # what the archiver refuses on arrival is refused here
             size = args.size
             if size is None:
                 try:
