@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from domas.channel import check_key_pair, checked_ca
+from domas.channel import check_key_pair, check_token, checked_ca
 from domas.config import Config, read_setting_file
 from domas.controller.metrics import ControllerCollector
 from domas.controller.rpc_errors import ErrorMapping
@@ -127,6 +127,7 @@ async def start_controller(cfg: Config, listen: str, state_dir: Path, metrics_li
     """Open the state, restore the scheduler, start gRPC, the tick loop and /metrics (with
     `extra_collectors` served on the same /metrics). Transfers stay inside the configured storage
     roots plus `roots` (--root)."""
+    check_token(cfg.controller.token)      # else it starts, and every call to it fails
     confined = controller_roots(cfg.storage.roots(), roots)
     lock = StateDirLock(Path(state_dir))
     try:

@@ -49,3 +49,18 @@ def test_publish_of_a_file_under_the_beamline_root_is_kept_for_the_bus(deploymen
                 "--spool", spool, "--timeout", "1", cwd=deployment)
     assert out.returncode == 0 and "1 message(s) kept in the spool" in out.stderr, out.stderr
     assert spooled(spool) == 1
+
+
+# -- a controller token gRPC cannot carry ------------------------------------------------------------
+
+@pytest.mark.parametrize("token", ['"secret\\n"', '"sécret"'], ids=["newline", "non-ascii"])
+@pytest.mark.parametrize("command", [["controller", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+                                     ["up", "--data-dir", "data"]], ids=lambda c: c[0])
+def test_a_controller_with_a_token_grpc_cannot_carry_refuses_to_start(deployment, token, command):
+    """Was: the controller started (and `domas up` ran), and then every agent and CLI call to it
+    failed, each refused by gRPC on the client side; now it is one sentence at start, exit 78."""
+    (deployment / "domas.toml").write_text(f'data_dir = "data"\n[controller]\ntoken = {token}\n'
+                                           'listen = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\n'
+                                           'http_listen = "127.0.0.1:0"\n[agent]\nmetrics_listen = "127.0.0.1:0"\n')
+    line = one_sentence(domas("--config", "domas.toml", *command, cwd=deployment, timeout=20), 78)
+    assert line.startswith("domas: controller.token (or DOMAS_TOKEN) holds a control character")

@@ -90,10 +90,16 @@ def make_sync_channel(address: str, tls_ca: str = "") -> grpc.Channel:
     return grpc.insecure_channel(address, options=OPTIONS)
 
 
-def auth_metadata(token: str) -> tuple:
-    if token and not (token.isascii() and token.isprintable()):     # gRPC refuses the call, as an "internal" error
+def check_token(token: str) -> None:
+    """Refuse a token gRPC cannot carry in a header: the client refuses the call (as an "internal"
+    error), so a controller started with it could never be called."""
+    if token and not (token.isascii() and token.isprintable()):
         raise ConfigError("controller.token (or DOMAS_TOKEN) holds a control character or a non-ASCII letter, "
                           "which no token has; check it")
+
+
+def auth_metadata(token: str) -> tuple:
+    check_token(token)
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
