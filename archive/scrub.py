@@ -12,12 +12,15 @@ The shell (`Scrubber`, `read_adler32`) reads through the Storage interface, reco
 and each check time in the catalogue, and counts bytes and results for /metrics. A "bad" copy is
 never served (delivery serves "verified" only) and the lifecycle replaces it from a good tier.
 A tier whose root lacks the controller's marker file (`tier_marked`: an NFS tier that is not
-mounted shows an empty mount point) is not scrubbed: its copies are not missing, the tier is.
+mounted shows an empty mount point) is not scrubbed: its copies are not missing, the tier is. A root
+this host cannot write (mounted read-only: the controller cannot mark it and probes it by stat) is
+there when it is a directory, as the controller says.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -77,14 +80,28 @@ def verdict(catalogued: str, read: str | None) -> str:
 
 
 def tier_marked(root: str) -> bool:
-    """Blocking: does the tier root hold the marker file the controller writes there (controller/
-    tiers.py)? False when it is absent or cannot be looked at now."""
+    """Blocking: is the tier there as the controller sees it (controller/tiers.py)? Its root holds the
+    marker file the controller writes there, or it is a directory this host cannot write (a tier
+    mounted read-only, which the controller cannot mark and probes by stat). False when neither,
+    or when it cannot be looked at now."""
     try:
         store, path = resolve(f"{root.rstrip('/')}/{TIER_MARKER}")
         store.stat(path)
     except DomasError:
-        return False
+        return unwritable_dir(root)
     return True
+
+
+def unwritable_dir(root: str) -> bool:
+    """Blocking: is `root` a directory that cannot be written from here (a read-only backend, or a
+    local directory this process may not write: a read-only mount, or its mode)?"""
+    try:
+        store, path = resolve(root)
+        if not store.stat_follow(path).is_dir:
+            return False
+    except DomasError:
+        return False
+    return not store.capabilities.writable or (store.scheme == "file" and not os.access(path, os.W_OK))
 
 
 class Scrubber:
