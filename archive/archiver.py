@@ -370,10 +370,18 @@ class Archiver:
             if key in self.pending or now < self.no_room.get(key, (0.0, 0.0))[0]:
                 continue
             if r.dst_tier not in free:
-                free[r.dst_tier] = await asyncio.to_thread(self.free_space, r.dst_tier)
-            if free[r.dst_tier] is not None and r.f.size > free[r.dst_tier]:
-                self._hold(key, r.f.size, free[r.dst_tier], now)
+                room = await asyncio.to_thread(self.free_space, r.dst_tier)
+                # what copies under way may still take: counted whole (their bytes so far are off `room` already)
+                free[r.dst_tier] = room, None if room is None else room - sum(
+                    p.size for p in self.pending.values() if p.tier == r.dst_tier)
+            room, budget = free[r.dst_tier]
+            if room is not None and r.f.size > room:
+                self._hold(key, r.f.size, room, now)
                 continue
+            if budget is not None:
+                if r.f.size > budget:
+                    continue          # it fits once the copies under way end: asked again next pass
+                free[r.dst_tier] = room, budget - r.f.size
             try:
                 src = tier_url(self.roots[r.src_tier], r.dataset_path, r.path)
                 dst = tier_url(self.roots[r.dst_tier], r.dataset_path, r.path)

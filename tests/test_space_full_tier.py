@@ -68,6 +68,27 @@ def test_a_file_too_big_for_tape_waits_and_the_others_reach_tape(tmp_path, small
     assert "Traceback" not in log
 
 
+def test_two_files_that_fit_one_at_a_time_do_not_both_fail(tmp_path, small_tier):
+    """Two 5 MB files for a tier with 8 MiB free: each fits alone, not both. Was: submitted together,
+    both written at once until the tier was full, both failed 'no space' and left their part files."""
+    u = Up(tmp_path)
+    try:
+        files = {f"{n}.h5": os.urandom(5_000_000) for n in ("a", "b")}
+        files["s.h5"] = os.urandom(5)
+        for name, data in files.items():
+            u.drop(f"{RAW}/{name}", data)
+        wait_until(lambda: u.replica(f"{RAW}/s.h5", "tape") == "verified", 60, "s.h5 on tape")
+        wait_until(lambda: "does not fit" in (tmp_path / "up.log").read_text(), 60, "the second big file held")
+        on_tape = [n for n in ("a.h5", "b.h5") if u.replica(f"{RAW}/{n}", "tape") == "verified"]
+        assert len(on_tape) == 1, u.files()
+        assert (small_tier / RAW / on_tape[0]).read_bytes() == files[on_tape[0]]
+        assert not list(small_tier.rglob("*.domas-part")), list(small_tier.rglob("*"))
+    finally:
+        u.stop()
+    log = (tmp_path / "up.log").read_text()
+    assert "No space" not in log and "no space" not in log and "Traceback" not in log, log[-3000:]
+
+
 def test_copy_to_a_full_disk_says_the_size_the_space_and_the_part_file(tmp_path, small_tier):
     (tmp_path / "big.dat").write_bytes(os.urandom(BIG))
     r = _domas(tmp_path, "copy", "big.dat", f"{small_tier}/")
