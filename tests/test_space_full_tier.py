@@ -13,6 +13,7 @@ Needs root (mount); skipped otherwise.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ import time
 
 import pytest
 
+from domas.archive.archiver import NO_ROOM_FIRST, Archiver, Pending
+from domas.catalogue.sqlite import SQLiteCatalogue
+from domas.config import Config, PolicyConfig, StorageConfig
 from tests.fixtures.common import wait_until
 from tests.test_up import RAW, Up
 
@@ -87,6 +91,29 @@ def test_two_files_that_fit_one_at_a_time_do_not_both_fail(tmp_path, small_tier)
         u.stop()
     log = (tmp_path / "up.log").read_text()
     assert "No space" not in log and "no space" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_copy_that_failed_no_space_gives_its_part_file_back_and_waits(tmp_path, small_tier, caplog):
+    """The archiver's side of a copy the controller reports failed `no_space` (space taken by someone
+    else between the check and the copy): its part file is removed at once and the file waits,
+    doubling, with one line each time."""
+    roots = {"beamline": tmp_path / "beamline", "central": tmp_path / "central", "tape": small_tier}
+    cfg = Config(storage=StorageConfig(**{t: str(p) for t, p in roots.items()}), policy=PolicyConfig(scrub_interval=0))
+    arch = Archiver(cfg, SQLiteCatalogue(tmp_path / "cat.sqlite"), "127.0.0.1:1", clock=lambda: 1000.0)
+    (small_tier / "d").mkdir()
+    part = small_tier / "d" / ".f.h5.domas-part"
+    part.write_bytes(os.urandom(6_000_000))
+    p = Pending("t1", "DS", "f.h5", "tape", str(roots["central"] / "d" / "f.h5"), str(small_tier / "d" / "f.h5"),
+                BIG, 1.0)
+    with caplog.at_level(logging.WARNING, logger="domas.archiver"):
+        arch._give_back_space(p)
+        assert not part.exists()
+        assert arch.no_room[("DS", "f.h5", "tape")] == (1000.0 + NO_ROOM_FIRST, NO_ROOM_FIRST)
+        arch._give_back_space(p)                      # the part is gone already: nothing to say about it
+        assert arch.no_room[("DS", "f.h5", "tape")] == (1000.0 + 2 * NO_ROOM_FIRST, 2 * NO_ROOM_FIRST)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all(f"'f.h5' ({BIG} bytes) does not fit on tape" in m for m in lines), lines
+    assert "which has 83" in lines[0] and "bytes free" in lines[0], lines      # 8 MiB free again (8388608)
 
 
 def test_copy_to_a_full_disk_says_the_size_the_space_and_the_part_file(tmp_path, small_tier):
