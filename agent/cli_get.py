@@ -9,8 +9,11 @@ DEST is refused (UnsafePath), never followed.
 
 Memory: chunks stream to their place in the destination file; a file is never held whole. The
 chunks in flight are what a download holds (streams x chunk size, each read, hashed, written and
-read back), so downloads default to 1 MiB chunks: 16 streams stay near 140 MiB resident (8 MiB
-chunks held ~650 MiB) at the same speed.
+read back), so downloads default to 1 MiB chunks: 16 streams (the default, GET_STREAMS) stay near
+80 MiB resident over a 1 Gbit/s link, under 150 MiB on a local one (8 MiB chunks held ~650 MiB) at
+the same speed. A fresh download's first `streams` chunks are asked for early, while the engine
+imports (_EarlyStart); until the engine has taken them they add to the chunks in flight, so for a
+moment up to twice `streams` ranges may be open.
 Verification: a file is "verified" when the adler32 of the bytes received equals the server's
 Digest header or the catalogue's sum in the listing; a received file whose adler32 or whole-file
 xxh3 differs from the catalogue's is removed and reported failed (xxh3 catches changes adler32
@@ -29,7 +32,7 @@ import threading
 import time
 from urllib.parse import quote, unquote, urlsplit
 
-from domas.config import Config
+from domas.config import Config, default_streams
 from domas.errors import (ChecksumMismatch, DomasError, NotFound, PermissionDenied, ServerRefused, UnsafePath,
                           UsageError)
 from domas.loop import run_async
@@ -75,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", help="data service URL (default: $DOMAS_SERVER, else http://<controller.http_listen> "
                                     "of the configuration, http://127.0.0.1:8400 unless set)")
     p.add_argument("--token", help="the facility token (default: $DOMAS_TOKEN)")
-    p.add_argument("--streams", type=stream_count, help="chunks in flight (default: 4 per core, at least 4)")
+    p.add_argument("--streams", type=stream_count, help=f"chunks in flight (default: {GET_STREAMS}, or 4 per core "
+                                                        "when more, unless copy.streams is set)")
     p.add_argument("--chunk-size", help=f"bytes per ranged request (default {GET_CHUNK}: memory stays near "
                                         "streams x 3 chunks), e.g. 8MiB")
     p.add_argument("--no-resume", action="store_true", help="ignore and do not write resume journals")
@@ -86,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 GET_CHUNK = "1MiB"
+# Chunks in flight of a download unless --streams or copy.streams says otherwise. Over a tbf-shaped
+# 100 Mbit/s link 16 ranges in flight reach 0.993-0.996x iperf3 where 8 reach 0.988-0.994x (runs I,
+# J and an A/B of 4 pairs, benchmarks/results/get_link.md), the same at 1 Gbit/s; 16 stay near 80 MiB.
+GET_STREAMS = 16
 
 
 def is_url(target: str) -> bool:
@@ -394,6 +402,8 @@ def _refuse_empty(args: argparse.Namespace) -> None:
 def run_get(args: argparse.Namespace, cfg: Config) -> int:
     if args.chunk_size is None:
         args.chunk_size = GET_CHUNK
+    if args.streams is None and cfg.copy.streams == default_streams():
+        args.streams = max(GET_STREAMS, cfg.copy.streams)
     cfg = copy_config(args, cfg)
     token = args.token if args.token is not None else cfg.controller.token
     began, early = time.monotonic(), (cfg.copy.chunk_size, cfg.copy.streams)
