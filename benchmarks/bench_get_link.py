@@ -9,7 +9,7 @@ What it builds:
 - in the namespace: `domas serve` over a SQLite catalogue with two datasets on its central tier
   ("large": one 1 GiB file and three of 32 MiB; "small": 256 MiB and three of 8 MiB), and `iperf3 -s`;
 - here: the clients, run one after another, the order rotated every repetition:
-  `domas get PID DEST` (default streams, and --streams 16), `curl` with every file's content URL in
+  `domas get PID DEST` (default streams: 16, and `domas-sN` for --streams N), `curl` with every file's content URL in
   one process, `aria2c -x4 -s4` with the same URLs, and `iperf3 -c -R` (server to client, the
   direction the downloads use).
 - `domas` is this checkout as installed here (editable; its modules byte-compiled first, as
@@ -295,7 +295,7 @@ def main() -> int:
     ap.add_argument("--rates", default="1000:large,100:small",
                     help="RATE_MBIT:DATASET pairs (datasets: large = 1 GiB + 3 x 32 MiB, small = 256 MiB + 3 x 8 MiB)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--tools", default="domas,domas-s16,curl,aria2c-x4,iperf3")
+    ap.add_argument("--tools", default="domas,domas-s8,curl,aria2c-x4,iperf3")
     ap.add_argument("--work", default=str(Path(__file__).resolve().parent / "work" / "get_link"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "get_link.md"))
     args = ap.parse_args()
@@ -362,8 +362,8 @@ def write_report(args, info: dict, tools: list[str], results: list) -> None:
              "download = dataset bytes / wall time of the client process from start to exit (Python start-up, "
              "listing, HEADs and every check included); iperf3's is its receiver figure for `-c -R -t N` "
              "(one TCP stream, server to client). Tools alternate, the order rotated each repetition. Peak RSS is "
-             "the client process's ru_maxrss (GNU time %M). `domas` uses the default streams (4 per core = 8 here), "
-             "`domas-s16` `--streams 16`; both with the default 1 MiB chunks and --no-resume. `domas` runs this "
+             "the client process's ru_maxrss (GNU time %M). `domas` uses the default streams (16; before ed3b44a "
+             "4 per core, 8 here), `domas-sN` `--streams N`; all with the default 1 MiB chunks and --no-resume. `domas` runs this "
              "checkout as installed here (editable, byte-compiled, this interpreter with its site-packages' .pth "
              "hooks); `domas-venv` the same files pip-installed into a fresh venv, as a scientist installs the "
              "client.", ""]
