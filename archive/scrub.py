@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from domas.catalogue.base import ReplicaUpdate
 from domas.errors import DomasError
 from domas.transfer.filesum import pace, read_adler32
-from domas.transfer.parts import TIER_MARKER
+from domas.transfer.parts import TIER_MARKER, tier_marker_url
 from domas.transfer.storage import resolve
 
 log = logging.getLogger("domas.scrub")
@@ -85,7 +85,7 @@ def tier_marked(root: str) -> bool:
     mounted read-only, which the controller cannot mark and probes by stat). False when neither,
     or when it cannot be looked at now."""
     try:
-        store, path = resolve(f"{root.rstrip('/')}/{TIER_MARKER}")
+        store, path = resolve(tier_marker_url(root))
         store.stat(path)
     except DomasError:
         return unwritable_dir(root)

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 
 from domas.errors import DomasError, NotFound
-from domas.transfer.parts import TIER_MARKER
+from domas.transfer.parts import TIER_MARKER, tier_marker_url
 from domas.transfer.paths import Root
 from domas.transfer.storage import resolve
 
@@ -100,10 +100,6 @@ def tier_label(root: Root) -> str:
     return root.location.url
 
 
-def marker_url(url: str) -> str:
-    return posixpath.join(url.rstrip("/") or "/", MARKER) if "://" not in url else f"{url.rstrip('/')}/{MARKER}"
-
-
 def read_marker(store, path: str) -> str:
     """The id in the marker file at `path`, "" if there is none; raises other storage errors."""
     try:
@@ -134,7 +130,7 @@ def probe_root(url: str, marker: str = "", mark: bool = False) -> tuple[bool, st
             return False, f"{url} is not a directory", marker
         if not (marker or mark):
             return True, "", ""
-        _, mpath = resolve(marker_url(url))
+        _, mpath = resolve(tier_marker_url(url))
         found = read_marker(store, mpath)
         if marker:
             if found == marker:
@@ -142,7 +138,7 @@ def probe_root(url: str, marker: str = "", mark: bool = False) -> tuple[bool, st
             what = f"holds the id {found} instead" if found else "is missing"
             return False, (f"its marker file {MARKER} (id {marker}) {what}: the file system is probably not mounted "
                            f"(if the tier was emptied on purpose, write the line '{_MARKER_TEXT}{marker}' back "
-                           f"into {marker_url(url)})"), marker
+                           f"into {tier_marker_url(url)})"), marker
         return True, "", found or _write_marker(store, mpath)
     except DomasError as e:
         return False, str(e), marker

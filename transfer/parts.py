@@ -17,6 +17,13 @@ TIER_MARKER = ".domas-tier"     # at a storage tier's root: the controller's pro
 _NAME_MAX = 255
 
 
+def tier_marker_url(root: str) -> str:
+    """Where the marker of the tier rooted at `root` (a path or a URL) is."""
+    if "://" in root:
+        return f"{root.rstrip('/')}/{TIER_MARKER}"
+    return posixpath.join(root.rstrip("/") or "/", TIER_MARKER)
+
+
 def part_path(dst: str) -> str:
     """The hidden temporary name `dst` (a path or a URL) is written under until it is complete."""
     parent, name = posixpath.split(dst)
